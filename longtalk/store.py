@@ -1,0 +1,164 @@
+"""Object store access (MinIO or any S3-compatible server) behind one small class.
+
+Every key the service writes is deterministic, so `exists` is how activities find work
+that is already done. Network failures surface as StorageError (retryable); the secret
+key never appears in an error message.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from .errors import StorageError
+from .settings import Settings
+
+
+class ObjectStore:
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = False,
+        region: str = "us-east-1",
+    ) -> None:
+        # Short timeouts and a few quick retries: a stopped object server must surface as a
+        # retryable error, not a hang; Temporal's retry policy does the long waiting.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=60),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+            maxsize=16,
+        )
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+            region=region, http_client=http,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ObjectStore":
+        return cls(
+            settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.bucket,
+            secure=settings.s3_secure, region=settings.s3_region,
+        )
+
+    # ---- bucket -------------------------------------------------------------
+    def ensure_bucket(self) -> None:
+        with _storage_errors("create bucket"):
+            if not self.client.bucket_exists(self.bucket):
+                try:
+                    self.client.make_bucket(self.bucket)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+    # ---- writes -------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+                  metadata: dict[str, str] | None = None) -> None:
+        with _storage_errors(f"put {key}"):
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data),
+                                   content_type=content_type, metadata=metadata)
+
+    def put_json(self, key: str, value) -> None:
+        self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
+
+    def put_file(self, key: str, path: Path | str, content_type: str = "application/octet-stream",
+                 metadata: dict[str, str] | None = None) -> None:
+        with _storage_errors(f"put {key}"):
+            self.client.fput_object(self.bucket, key, str(path), content_type=content_type,
+                                    metadata=metadata)
+
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> None:
+        """Upload a stream of unknown length in parts (never whole in memory)."""
+        with _storage_errors(f"put {key}"):
+            self.client.put_object(self.bucket, key, stream, length=-1, part_size=16 * 1024 * 1024,
+                                   content_type=content_type)
+
+    def delete(self, key: str) -> None:
+        with _storage_errors(f"delete {key}"):
+            self.client.remove_object(self.bucket, key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.list(prefix))
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    # ---- reads --------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.client.stat_object(self.bucket, key).size
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"):
+                return None
+            raise StorageError(f"object store: stat {key} failed: {exc.code}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageError(f"object store at {self.endpoint} unreachable: {type(exc).__name__}") from None
+
+    def metadata(self, key: str) -> dict[str, str]:
+        with _storage_errors(f"stat {key}"):
+            stat = self.client.stat_object(self.bucket, key)
+        return {k.lower().removeprefix("x-amz-meta-"): v for k, v in (stat.metadata or {}).items()
+                if k.lower().startswith("x-amz-meta-")}
+
+    def get_bytes(self, key: str, offset: int = 0, length: int = 0) -> bytes:
+        with _storage_errors(f"get {key}"):
+            resp = self.client.get_object(self.bucket, key, offset=offset, length=length)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+    def get_json(self, key: str):
+        return json.loads(self.get_bytes(key))
+
+    def get_json_or_none(self, key: str):
+        return self.get_json(key) if self.exists(key) else None
+
+    def download(self, key: str, path: Path | str) -> Path:
+        with _storage_errors(f"get {key}"):
+            self.client.fget_object(self.bucket, key, str(path))
+        return Path(path)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        with _storage_errors(f"list {prefix}"):
+            for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                yield obj.object_name
+
+    def presign(self, key: str, expiry_s: int) -> str:
+        with _storage_errors(f"presign {key}"):
+            return self.client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
+
+
+class _storage_errors:
+    """Context manager: turn client/network failures into StorageError without secrets."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, StorageError):
+            return False
+        if isinstance(exc, S3Error):
+            raise StorageError(f"object store: {self.what} failed: {exc.code}") from None
+        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+            raise StorageError(f"object store: {self.what} failed: {type(exc).__name__}") from None
+        return False

@@ -1,0 +1,80 @@
+"""Session-wide real servers for the tests: a Temporal dev server and an S3 server.
+
+Both are started by the same code as `make up` (longtalk.stack), on free loopback ports,
+with their data in a temporary folder that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from longtalk.settings import Settings
+from longtalk.stack import Process, free_port, s3_service, temporal_service
+from longtalk.store import ObjectStore
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def stack_dir():
+    path = Path(tempfile.mkdtemp(prefix="longtalk-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(stack_dir) -> Settings:
+    return Settings(
+        data_dir=stack_dir,
+        temporal_address=f"127.0.0.1:{free_port()}",
+        s3_endpoint=f"127.0.0.1:{free_port()}",
+        bucket="test-renders",
+        render_queue=f"render-{uuid.uuid4().hex[:6]}",
+        gpu_queue=f"gpu-{uuid.uuid4().hex[:6]}",
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_server(settings, stack_dir):
+    root = stack_dir / "s3"
+    (root / settings.bucket).mkdir(parents=True)
+    proc = Process(s3_service(settings, root), stack_dir / "run", stack_dir / "logs")
+    proc.start()
+    proc.wait_ready(30)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def temporal_server(settings, stack_dir):
+    proc = Process(temporal_service(settings, db_file=stack_dir / "temporal.db", headless=True),
+                   stack_dir / "run", stack_dir / "logs")
+    proc.start()
+    proc.wait_ready(90)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def store(settings, s3_server) -> ObjectStore:
+    s = ObjectStore.from_settings(settings)
+    s.ensure_bucket()
+    return s
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(settings, temporal_server):
+    from temporalio.client import Client
+
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+@pytest.fixture
+def render_id() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
