@@ -1,0 +1,81 @@
+"""What every activity shares: error mapping to Temporal and background heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from contextlib import asynccontextmanager, contextmanager
+
+from temporalio import activity
+
+from longtalk.errors import ServiceError, to_application_error
+
+HEARTBEAT_EVERY_S = 5.0
+
+
+def map_errors(fn):
+    """Raise our ServiceErrors as ApplicationErrors (non-retryable where they must be)."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except ServiceError as exc:
+                raise to_application_error(exc) from exc
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ServiceError as exc:
+            raise to_application_error(exc) from exc
+    return wrapper
+
+
+@contextmanager
+def heartbeating(details_fn=lambda: None, every_s: float = HEARTBEAT_EVERY_S):
+    """For sync activities: heartbeat from a background thread while the body runs, so long
+    decodes and uploads that report nothing still prove the worker is alive."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every_s):
+            try:
+                details = details_fn()
+                activity.heartbeat(*(() if details is None else (details,)))
+            except Exception:  # never let a heartbeat failure kill the work
+                pass
+
+    activity.heartbeat()
+    thread = threading.Thread(target=beat, daemon=True, name="heartbeat")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=1)
+
+
+@asynccontextmanager
+async def heartbeating_async(details_fn=lambda: None, every_s: float = HEARTBEAT_EVERY_S):
+    """For async activities: a heartbeat task beside the body (keeps cancellation delivery
+    working while the body waits on a renderer that reports nothing)."""
+
+    async def beat():
+        while True:
+            details = details_fn()
+            activity.heartbeat(*(() if details is None else (details,)))
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass

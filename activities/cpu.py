@@ -1,0 +1,195 @@
+"""CPU activities (task queue "render"): ingest, plan, stitch, publish.
+
+Each one is idempotent on deterministic object keys: it first looks for the object it
+would write and returns that instead of doing the work again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from temporalio import activity
+
+from longtalk import av_io
+from longtalk.contracts import (
+    Chain, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
+    StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key,
+)
+from longtalk.errors import InputError
+from longtalk.settings import Settings
+from longtalk.store import ObjectStore
+from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window_count, windows
+
+from .common import heartbeating, map_errors
+
+
+class CpuActivities:
+    def __init__(self, store: ObjectStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def _name(self, req: RenderRequest, field: str) -> str:
+        """The job key a user wrote for a field (errors name what the user sent)."""
+        return req.input_names.get(field, field)
+
+    # ---- 1. ingest ----------------------------------------------------------------
+    @activity.defn(name="ingest")
+    @map_errors
+    def ingest(self, req: RenderRequest) -> IngestResult:
+        keys = derived_keys(req.render_id)
+        done = self.store.get_json_or_none(keys["ingest"])
+        if done is not None:
+            return IngestResult(**done)
+        with heartbeating(), tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+            work = Path(tmp)
+            audio_fields = ["audio"] + (["audio_2"] if req.person_count == "multi" else [])
+            audio_keys, lengths = [], []
+            for track, field in enumerate(audio_fields, start=1):
+                if field not in req.inputs:
+                    raise InputError(field, "no object was staged for this field")
+                local = self.store.download(req.inputs[field], work / f"{field}.bin")
+                samples = av_io.decode_audio_16k(local, self._name(req, field), self.settings.max_audio_seconds)
+                if samples.size < MODEL_SAMPLE_RATE // req.fps:
+                    raise InputError(self._name(req, field), f"is shorter than one video frame ({1000 // req.fps} ms)")
+                wav = work / f"track_{track}.wav"
+                av_io.write_wav16(wav, av_io.normalise_loudness(samples))
+                self.store.put_file(audio_key(req.render_id, track), wav, "audio/wav")
+                audio_keys.append(audio_key(req.render_id, track))
+                lengths.append(int(samples.size))
+            result = IngestResult(reference_key=keys["reference"], audio_keys=audio_keys,
+                                  audio_samples=max(lengths))
+            if req.input_type == "video":
+                field = "video"
+                local = self.store.download(req.inputs[field], work / "video.bin")
+                norm = work / "source.mp4"
+                count = av_io.normalise_video(local, norm, self._name(req, field), req.width, req.height,
+                                              req.fps, self.settings.max_audio_seconds)
+                self.store.put_file(keys["source"], norm, "video/mp4")
+                reference = av_io.read_frames(norm, [0])[0]
+                result.source_key, result.source_frames = keys["source"], count
+            else:
+                data = self.store.get_bytes(req.inputs["image"])
+                reference = av_io.fit_image(av_io.decode_image(data, self._name(req, "image")),
+                                            req.width, req.height)
+            self.store.put_bytes(keys["reference"], av_io.encode_png(reference), "image/png")
+            self.store.put_json(keys["ingest"], dataclasses.asdict(result))
+            return result
+
+    # ---- 2. plan ------------------------------------------------------------------
+    @activity.defn(name="plan")
+    @map_errors
+    def plan(self, inp: PlanInput) -> Plan:
+        req = inp.request
+        keys = derived_keys(req.render_id)
+        done = self.store.get_json_or_none(keys["plan"])
+        if done is not None:
+            return Plan(total_frames=done["total_frames"], windows=done["windows"],
+                        chains=[Chain(**c) for c in done["chains"]], plan_key=keys["plan"])
+        params = req.window_params
+        total = total_frames(inp.ingest.audio_samples, params, req.max_frame)
+        if total < 1:
+            raise InputError(self._name(req, "audio"), "is shorter than one video frame")
+        n = window_count(total, params)
+        cuts = self._chain_cuts(inp, n, total) if req.parallel_chains > 1 else []
+        bounds = [0, *cuts, n]
+        chains = [Chain(index=i, first=bounds[i], last=bounds[i + 1] - 1) for i in range(len(bounds) - 1)]
+        plan = Plan(total_frames=total, windows=n, chains=chains, plan_key=keys["plan"])
+        self.store.put_json(keys["plan"], {
+            "total_frames": total, "windows": n, "fps": params.fps, "window": params.window,
+            "motion": params.motion, "chains": [dataclasses.asdict(c) for c in chains],
+            "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
+        })
+        return plan
+
+    def _chain_cuts(self, inp: PlanInput, n: int, total: int) -> list[int]:
+        """Cut the window sequence into independent chains where the speech pauses: near each
+        even split point, the window whose first new frame has the least audio energy."""
+        import librosa
+
+        req = inp.request
+        chains = min(req.parallel_chains, n)
+        if chains <= 1:
+            return []
+        params = req.window_params
+        data = self.store.get_bytes(inp.ingest.audio_keys[0])
+        samples = av_io.pcm16_to_float(data[av_io.WAV_HEADER_BYTES:], inp.ingest.audio_samples)
+        spf = params.samples_per_frame
+        rms = librosa.feature.rms(y=samples, frame_length=spf * 4, hop_length=spf, center=True)[0]
+        cuts: list[int] = []
+        radius = max(1, n // (chains * 5))
+        for c in range(1, chains):
+            ideal = round(c * n / chains)
+            lo = max(cuts[-1] + 1 if cuts else 1, ideal - radius)
+            hi = min(n - (chains - c), ideal + radius)
+            if lo > hi:
+                continue
+            candidates = range(lo, hi + 1)
+            energy = [float(rms[min(k * params.stride + params.motion, rms.size - 1)]) for k in candidates]
+            cuts.append(candidates[int(np.argmin(energy))])
+        return cuts
+
+    # ---- 4. stitch ----------------------------------------------------------------
+    @activity.defn(name="stitch")
+    @map_errors
+    def stitch(self, inp: StitchInput) -> StitchResult:
+        video_key = derived_keys(inp.render_id)["video"]
+        meta = self.store.metadata(video_key) if self.store.exists(video_key) else None
+        if meta is not None and meta.get("frames") == str(inp.total_frames):
+            return StitchResult(video_key=video_key, frames=inp.total_frames)
+        progress = {"downloaded": 0}
+        with heartbeating(lambda: dict(progress)), tempfile.TemporaryDirectory(prefix="stitch-") as tmp:
+            work = Path(tmp)
+            clips = []
+            for k in range(inp.windows):
+                path = work / f"{k:05d}.mp4"
+                self.store.download(clip_key(inp.render_id, k), path)
+                clips.append(path)
+                progress["downloaded"] = k + 1
+            out = work / "video.mp4"
+            av_io.concat_clips(clips, out, work)
+            frames = av_io.count_video_frames(out)
+            if frames != inp.total_frames:
+                raise RuntimeError(f"stitched video has {frames} frames, expected {inp.total_frames}")
+            self.store.put_file(video_key, out, "video/mp4", metadata={"frames": str(frames)})
+        return StitchResult(video_key=video_key, frames=frames)
+
+    # ---- 5. mux + publish ----------------------------------------------------------
+    @activity.defn(name="publish")
+    @map_errors
+    def publish(self, inp: PublishInput) -> RenderResult:
+        req = inp.request
+        key = output_key(req.render_id)
+        size = self.store.size(key)
+        if size is None:
+            with heartbeating(), tempfile.TemporaryDirectory(prefix="publish-") as tmp:
+                work = Path(tmp)
+                video = self.store.download(inp.video_key, work / "video.mp4")
+                fields = ["audio"] + (["audio_2"] if req.person_count == "multi" else [])
+                tracks = []
+                for obj in dict.fromkeys(req.inputs[f] for f in fields):  # the originals, not normalised
+                    tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
+                out = work / "output.mp4"
+                started = time.monotonic()
+                av_io.mux_audio(video, tracks, out, inp.total_frames, req.fps)
+                frames = av_io.count_video_frames(out)
+                if frames != inp.total_frames:
+                    raise RuntimeError(f"muxed video has {frames} frames, expected {inp.total_frames}")
+                self.store.put_file(key, out, "video/mp4", metadata={"frames": str(frames)})
+                size = out.stat().st_size
+                activity.logger.info("muxed %s in %.2fs", key, time.monotonic() - started)
+        expiry = inp.presign_expiry_s or self.settings.presign_expiry_s
+        result = RenderResult(
+            render_id=req.render_id, status="completed", bucket=self.store.bucket, video_key=key,
+            video_url=self.store.presign(key, expiry), frames=inp.total_frames, fps=req.fps,
+            duration_s=inp.total_frames / req.fps, width=req.width, height=req.height,
+            windows=inp.windows, backend=req.backend, size_bytes=size, warnings=list(req.warnings),
+            video_path=f"{self.store.bucket}/{key}" if req.network_volume else None,
+        )
+        manifest = dataclasses.asdict(result)
+        manifest.pop("video_url")
+        self.store.put_json(derived_keys(req.render_id)["manifest"], manifest)
+        return result

@@ -1,0 +1,155 @@
+"""The GPU activity (task queue "gpu"): render one window with frame carry-over.
+
+Inputs come from the bucket (reference, the previous window's tail PNGs, the window's
+audio slice by byte range); outputs go back to it under the window's prefix:
+
+    windows/{k:05d}/clip.mp4      the frames this window keeps, encoded once (H.264)
+    windows/{k:05d}/tail_XX.png   its last M frames, lossless, for window k+1
+    windows/{k:05d}/meta.json     written last: the window is done once this exists
+
+A retry or replay that finds meta.json returns it without rendering again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import tempfile
+import time
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from temporalio import activity
+
+from longtalk import av_io
+from longtalk.backends.base import RenderBackend, WindowJob
+from longtalk.contracts import (
+    RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
+)
+from longtalk.errors import InputError, TransientError
+from longtalk.store import ObjectStore
+from longtalk.windows import window
+
+from .common import heartbeating_async, map_errors
+
+
+class RenderActivities:
+    def __init__(self, store: ObjectStore, backends: dict[str, RenderBackend], cache_dir: Path,
+                 identity: str | None = None) -> None:
+        self.store = store
+        self.backends = backends
+        self.cache_dir = cache_dir
+        self.identity = identity or socket.gethostname()
+        self._references: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.renders = 0  # backend calls made by this process (for tests and metrics)
+
+    @activity.defn(name="render_window")
+    @map_errors
+    async def render_window(self, inp: RenderWindowInput) -> RenderWindowResult:
+        ctx, k = inp.context, inp.index
+        meta_key = window_meta_key(ctx.render_id, k)
+        stored = await asyncio.to_thread(self.store.get_json_or_none, meta_key)
+        if stored is not None:
+            return RenderWindowResult(index=k, clip_key=stored["clip_key"], frames=stored["frames"],
+                                      rendered=False, render_s=0.0)
+        backend = self.backends.get(ctx.backend)
+        if backend is None:
+            raise InputError("backend", f"{ctx.backend!r} is not served by this worker "
+                                        f"(it serves {', '.join(sorted(self.backends))})")
+        state = {"window": k, "stage": "inputs", "fraction": 0.0}
+
+        def progress(stage: str, fraction: float) -> None:
+            state["stage"], state["fraction"] = stage, round(fraction, 3)
+
+        async with heartbeating_async(lambda: dict(state)):
+            job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
+            state["stage"] = "render"
+            started = time.monotonic()
+            self.renders += 1
+            frames = await backend.render_window(job, progress)
+            render_s = time.monotonic() - started
+            state["stage"] = "store"
+            result = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s)
+        return result
+
+    # ---- inputs --------------------------------------------------------------------
+    def _window_job(self, ctx: RenderContext, k: int, chain_first: int) -> WindowJob:
+        params = ctx.window_params
+        w = window(k, ctx.total_frames, params)
+        reference = self._reference(ctx.reference_key)
+        if k == chain_first:
+            tail = np.repeat(reference[None], params.motion, axis=0)
+        else:
+            tail = np.stack([self._tail_frame(key) for key in tail_keys(ctx.render_id, k - 1, params.motion)])
+        audio = []
+        for key in ctx.audio_keys:
+            offset, length = av_io.wav16_range(w.audio_start, w.audio_samples)
+            data = self.store.get_bytes(key, offset=offset, length=length)
+            audio.append(av_io.pcm16_to_float(data, w.audio_samples))
+        source = None
+        if ctx.source_key:
+            local = self._cached(ctx.source_key)
+            idx = [av_io.source_index(f, ctx.source_frames) for f in range(w.start, w.end)]
+            decoded = av_io.read_frames(local, idx)
+            source = np.stack([decoded[i] for i in idx])
+            reference = source[0]
+        return WindowJob(
+            render_id=ctx.render_id, index=k, frame_start=w.start, num_frames=params.window,
+            motion_frames=params.motion, fps=params.fps, width=ctx.width, height=ctx.height,
+            reference=reference, tail=tail, audio=audio, source=source, prompt=ctx.prompt,
+            seed=ctx.seed, force_offload=ctx.force_offload, chain_start=(k == chain_first),
+        )
+
+    def _tail_frame(self, key: str) -> np.ndarray:
+        try:
+            return av_io.decode_png(self.store.get_bytes(key))
+        except ValueError as exc:
+            raise TransientError(f"tail frame {key} unreadable: {exc}") from None
+
+    def _reference(self, key: str) -> np.ndarray:
+        if key not in self._references:
+            self._references[key] = av_io.decode_png(self.store.get_bytes(key))
+            while len(self._references) > 4:
+                self._references.popitem(last=False)
+        self._references.move_to_end(key)
+        return self._references[key]
+
+    def _cached(self, key: str) -> Path:
+        path = self.cache_dir / key
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(path.suffix + ".part")
+            self.store.download(key, partial)
+            partial.replace(path)
+        return path
+
+    # ---- outputs -------------------------------------------------------------------
+    def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float) -> RenderWindowResult:
+        params = ctx.window_params
+        expected = (params.window, ctx.height, ctx.width, 3)
+        if frames.shape != expected or frames.dtype != np.uint8:
+            raise TransientError(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
+        w = window(k, ctx.total_frames, params)
+        kept = frames[w.keep_offset : w.keep_offset + w.kept]
+        info = activity.info()
+        marker = {"attempt": str(info.attempt), "worker": self.identity}
+        with tempfile.TemporaryDirectory(prefix="window-") as tmp:
+            clip = Path(tmp) / "clip.mp4"
+            av_io.encode_clip(kept, clip, params.fps)
+            self.store.put_file(clip_key(ctx.render_id, k), clip, "video/mp4", metadata=marker)
+        for i, key in enumerate(tail_keys(ctx.render_id, k, params.motion)):
+            self.store.put_bytes(key, av_io.encode_png(frames[params.window - params.motion + i]), "image/png")
+        meta = {
+            "index": k, "clip_key": clip_key(ctx.render_id, k), "frames": w.kept,
+            "keep_start": w.keep_start, "keep_end": w.keep_end, "backend": ctx.backend,
+            "render_s": round(render_s, 3), "attempt": info.attempt, "worker": self.identity,
+            "activity_id": info.activity_id, "workflow_id": info.workflow_id,
+            "rendered_at": datetime.now(timezone.utc).isoformat(),
+        }
+        self.store.put_bytes(window_meta_key(ctx.render_id, k), json.dumps(meta, indent=2).encode(),
+                             "application/json")
+        return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=w.kept, rendered=True,
+                                  render_s=render_s)

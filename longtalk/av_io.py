@@ -1,0 +1,331 @@
+"""Decoding and encoding of the media the pipeline touches.
+
+- PyAV for frame- and sample-level work: decode any accepted audio to 16 kHz mono, read
+  and normalise source video frames, encode each window's kept frames to H.264 once.
+- ffmpeg (through ffmpeg-python) for the whole-file steps: the stream-copy join of the
+  window clips and the final mux with AAC audio.
+
+Decoding failures raise InputError naming the job field, so the workflow can fail at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import ffmpeg
+import numpy as np
+
+from .errors import InputError
+from .windows import MODEL_SAMPLE_RATE
+
+# One encoder setting for every window clip, so the clips join with a stream copy.
+CLIP_CODEC_OPTIONS = {"preset": "veryfast", "crf": "18", "x264-params": "keyint=250:min-keyint=25"}
+
+
+def ffmpeg_exe() -> str:
+    """A system ffmpeg when present, else the binary shipped by imageio-ffmpeg."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# ---- audio ---------------------------------------------------------------------------
+
+def decode_audio_16k(path: Path | str, field: str, max_seconds: float | None = None) -> np.ndarray:
+    """First audio stream of any container -> float32 mono at 16 kHz."""
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise InputError(field, f"cannot be decoded as audio ({_short(exc)})") from None
+    chunks: list[np.ndarray] = []
+    total = 0
+    limit = None if max_seconds is None else int(max_seconds * MODEL_SAMPLE_RATE)
+    try:
+        with container:
+            if not container.streams.audio:
+                raise InputError(field, "has no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=MODEL_SAMPLE_RATE)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray().reshape(-1)
+                    chunks.append(arr.copy())
+                    total += arr.size
+                if limit is not None and total > limit:
+                    raise InputError(field, f"is longer than the limit of {max_seconds:.0f} seconds")
+            for out in resampler.resample(None):
+                arr = out.to_ndarray().reshape(-1)
+                chunks.append(arr.copy())
+                total += arr.size
+    except InputError:
+        raise
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise InputError(field, f"cannot be decoded as audio ({_short(exc)})") from None
+    if total == 0:
+        raise InputError(field, "contains no audio samples")
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    return np.nan_to_num(samples, copy=False)
+
+
+def normalise_loudness(samples: np.ndarray, target_dbfs: float = -20.0) -> np.ndarray:
+    """Scale so that the speech (blocks above a noise floor) sits at target RMS, no clipping."""
+    block = 640
+    n = samples.size // block * block
+    if n == 0:
+        return samples.copy()
+    rms = np.sqrt(np.mean(samples[:n].reshape(-1, block).astype(np.float64) ** 2, axis=1))
+    active = rms[rms > 10 ** (-50 / 20)]
+    if active.size == 0:
+        return samples.copy()  # silence stays silence
+    level = float(np.sqrt(np.mean(active**2)))
+    gain = 10 ** (target_dbfs / 20) / level
+    peak = float(np.max(np.abs(samples))) or 1.0
+    gain = min(gain, 0.99 / peak)
+    return (samples * gain).astype(np.float32)
+
+
+def write_wav16(path: Path | str, samples: np.ndarray) -> None:
+    """16-bit PCM mono WAV with the plain 44-byte header (so byte ranges map to samples)."""
+    pcm = np.clip(samples, -1.0, 1.0)
+    pcm = (pcm * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(MODEL_SAMPLE_RATE)
+        w.writeframes(pcm.tobytes())
+
+
+WAV_HEADER_BYTES = 44
+
+
+def wav16_range(first_sample: int, count: int) -> tuple[int, int]:
+    """Byte offset and length of samples [first, first+count) in a write_wav16 file."""
+    return WAV_HEADER_BYTES + 2 * first_sample, 2 * count
+
+
+def pcm16_to_float(data: bytes, count: int) -> np.ndarray:
+    """Bytes of 16-bit PCM -> float32, zero-padded (silence) up to count samples."""
+    got = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32767.0
+    if got.size >= count:
+        return got[:count]
+    return np.concatenate([got, np.zeros(count - got.size, np.float32)])
+
+
+# ---- images --------------------------------------------------------------------------
+
+def decode_image(data: bytes, field: str) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise InputError(field, "cannot be decoded as an image (corrupt or truncated)")
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def fit_image(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale to cover width x height, then crop the centre (keep proportion, crop)."""
+    h, w = rgb.shape[:2]
+    scale = max(width / w, height / h)
+    nw, nh = max(width, round(w * scale)), max(height, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LANCZOS4
+    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    x0, y0 = (nw - width) // 2, (nh - height) // 2
+    return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise ValueError("stored PNG is corrupt")
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+# ---- video ---------------------------------------------------------------------------
+
+def normalise_video(src: Path | str, dst: Path | str, field: str, width: int, height: int,
+                    fps: int, max_seconds: float | None = None) -> int:
+    """Re-time a source video to `fps` (nearest frame by timestamp), fit it to width x height
+    and store it losslessly enough to serve as the base of every window. Returns frame count."""
+    try:
+        container = av.open(str(src))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise InputError(field, f"cannot be decoded as video ({_short(exc)})") from None
+    written = 0
+    try:
+        with container, av.open(str(dst), "w") as out:
+            if not container.streams.video:
+                raise InputError(field, "has no video stream")
+            stream = container.streams.video[0]
+            ostream = out.add_stream("libx264", rate=fps)
+            ostream.width, ostream.height, ostream.pix_fmt = width, height, "yuv420p"
+            ostream.options = {"preset": "veryfast", "crf": "12", "g": str(fps)}
+            last = None
+            first_time = None
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                if first_time is None:
+                    first_time = frame.time
+                t = frame.time - first_time
+                rgb = fit_image(frame.to_ndarray(format="rgb24"), width, height)
+                # emit every output frame whose time falls before this source frame
+                while written / fps < t - 0.5 / fps and last is not None:
+                    written += _encode(ostream, out, last)
+                last = rgb
+                if max_seconds is not None and written / fps > max_seconds:
+                    raise InputError(field, f"is longer than the limit of {max_seconds:.0f} seconds")
+            if last is not None:
+                written += _encode(ostream, out, last)
+            for packet in ostream.encode():
+                out.mux(packet)
+    except InputError:
+        Path(dst).unlink(missing_ok=True)
+        raise
+    except (av.error.FFmpegError, ValueError) as exc:
+        Path(dst).unlink(missing_ok=True)
+        raise InputError(field, f"cannot be decoded as video ({_short(exc)})") from None
+    if written == 0:
+        Path(dst).unlink(missing_ok=True)
+        raise InputError(field, "contains no video frames")
+    return written
+
+
+def _encode(stream, container, rgb: np.ndarray) -> int:
+    for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+        container.mux(packet)
+    return 1
+
+
+def source_index(frame: int, source_frames: int) -> int:
+    """Which source frame backs output frame `frame`: the source plays forward, then
+    backward (ping-pong), so a source shorter than the audio never jumps."""
+    if source_frames <= 1:
+        return 0
+    period = 2 * (source_frames - 1)
+    i = frame % period
+    return i if i < source_frames else period - i
+
+
+def read_frames(path: Path | str, indices: list[int]) -> dict[int, np.ndarray]:
+    """Decode the given frame indices of a constant-rate video (seeking once)."""
+    wanted = sorted(set(indices))
+    if not wanted:
+        return {}
+    got: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or Fraction(25)
+        tb = stream.time_base
+        target = int(wanted[0] / rate / tb)
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            idx = round(frame.pts * tb * rate)
+            if idx in wanted:
+                got[idx] = frame.to_ndarray(format="rgb24")
+            if idx >= wanted[-1]:
+                break
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise ValueError(f"source video lacks frames {missing[:5]}")
+    return got
+
+
+def encode_clip(frames: np.ndarray, path: Path | str, fps: int) -> None:
+    """Encode (N, H, W, 3) RGB frames to an H.264 MP4 clip with the shared clip settings."""
+    n, h, w = frames.shape[:3]
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = dict(CLIP_CODEC_OPTIONS)
+        for i in range(n):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frames[i], format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def count_video_frames(path: Path | str) -> int:
+    """Exact frame count from the packets (no decoding)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for p in container.demux(stream) if p.size > 0)
+
+
+def probe(path: Path | str) -> dict:
+    """Streams, durations and frame counts of a finished file (for tests and results)."""
+    info: dict = {"video": None, "audio": None}
+    with av.open(str(path)) as container:
+        info["format_duration_s"] = (container.duration or 0) / 1_000_000
+        for s in container.streams:
+            if s.type == "video" and info["video"] is None:
+                info["video"] = {"codec": s.codec_context.name, "width": s.codec_context.width,
+                                 "height": s.codec_context.height, "pix_fmt": s.codec_context.pix_fmt,
+                                 "fps": float(s.average_rate or 0),
+                                 "duration_s": float((s.duration or 0) * s.time_base)}
+            elif s.type == "audio" and info["audio"] is None:
+                info["audio"] = {"codec": s.codec_context.name, "sample_rate": s.codec_context.sample_rate,
+                                 "duration_s": float((s.duration or 0) * s.time_base)}
+    if info["video"] is not None:
+        info["video"]["frames"] = count_video_frames(path)
+    return info
+
+
+# ---- whole-file steps (ffmpeg) ------------------------------------------------------
+
+def concat_clips(clips: list[Path], dst: Path | str, workdir: Path) -> None:
+    """Join clips that share one encoder setting with a stream copy (no re-encode)."""
+    listing = workdir / "clips.txt"
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in clips))
+    stream = ffmpeg.input(str(listing), format="concat", safe=0).output(
+        str(dst), c="copy", movflags="+faststart", an=None
+    )
+    _run(stream.overwrite_output())
+
+
+def mux_audio(video: Path | str, audio_tracks: list[Path], dst: Path | str, frames: int, fps: int) -> None:
+    """Video stream copied; the original speech (mixed when two tracks) as AAC, cut or
+    padded to exactly frames / fps seconds."""
+    duration = frames / fps
+    v = ffmpeg.input(str(video))
+    unique = list(dict.fromkeys(str(p) for p in audio_tracks))  # one speaker given twice = one track
+    tracks = [ffmpeg.input(p).audio.filter("aresample", 48000) for p in unique]
+    if len(tracks) == 1:
+        mixed = tracks[0]
+    else:
+        mixed = ffmpeg.filter(tracks, "amix", inputs=len(tracks), duration="longest", normalize=0)
+    samples = round(duration * 48000)
+    audio = mixed.filter("apad", whole_len=samples).filter("atrim", end_sample=samples)
+    out = ffmpeg.output(
+        v.video, audio, str(dst), vcodec="copy", acodec="aac", audio_bitrate="128k", ar=48000,
+        ac=1, movflags="+faststart", t=f"{duration:.6f}",
+    )
+    _run(out.overwrite_output())
+
+
+def _run(stream) -> None:
+    cmd = stream.compile(cmd=ffmpeg_exe())
+    cmd = [cmd[0], "-hide_banner", "-nostdin", "-loglevel", "error", *cmd[1:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # PyAV errors carry the file path; keep only the reason.
+    return text.split(": '")[0][:200]

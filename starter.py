@@ -1,0 +1,239 @@
+"""Start (or re-attach to) a render and wait for it.
+
+    python starter.py JOB.json                      the RunPod-style job {"input": {...}}
+    python starter.py --image face.png --audio talk.wav [--audio2 other.wav] [--id my-render]
+    python starter.py JOB.json --no-wait            print the render id and return
+    python starter.py JOB.json --output out.mp4     also download the video
+
+Inputs are validated and copied into the bucket before the workflow starts; the workflow
+history only ever sees object keys. The same render id (given, or derived from the job's
+content) attaches to the running or finished render instead of starting a second one.
+Prints the result JSON on stdout, progress on stderr; exits non-zero on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from longtalk.contracts import Progress, RenderRequest, RenderResult, derived_keys
+from longtalk.errors import InputError
+from longtalk.jobs import Job, load_job_file, parse_job
+from longtalk.settings import Settings
+from longtalk.staging import stage_inputs
+from longtalk.store import ObjectStore
+from workflows.render import RenderVideo
+
+RENDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FINISHED_OK = "COMPLETED"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="starter.py", description="Render a talking-head video.")
+    p.add_argument("job", nargs="?", help='job JSON file ({"input": {...}} or a bare input object)')
+    p.add_argument("--image", help="portrait image: a path or an http(s) URL")
+    p.add_argument("--video", help="source video for video-to-video: a path or URL")
+    p.add_argument("--audio", help="speech track (speaker 1): a path or URL")
+    p.add_argument("--audio2", help="second speaker's track (makes the job multi-person)")
+    p.add_argument("--prompt")
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--max-frame", type=int, dest="max_frame")
+    p.add_argument("--id", dest="render_id", help="render id (default: derived from the job's content)")
+    p.add_argument("--backend", help="preview or comfyui (default: LONGTALK_BACKEND)")
+    p.add_argument("--no-wait", action="store_true", help="print the render id and return")
+    p.add_argument("--output", type=Path, help="download the finished video to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def job_from_args(args: argparse.Namespace) -> dict:
+    job: dict = load_job_file(args.job) if args.job else {}
+    inp = dict(job.get("input", job)) if isinstance(job, dict) else job
+    if not isinstance(inp, dict):
+        raise InputError("input", "must be a JSON object")
+
+    def media(field: str, value: str | None) -> None:
+        if value is None:
+            return
+        for form in ("path", "url", "base64"):  # a flag replaces what the file said
+            inp.pop(field.replace("{form}", form), None)
+        form = "url" if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value) else "path"
+        inp[field.replace("{form}", form)] = value
+
+    media("image_{form}", args.image)
+    media("video_{form}", args.video)
+    media("wav_{form}", args.audio)
+    media("wav_{form}_2", args.audio2)
+    if args.video:
+        inp["input_type"] = "video"
+    if args.audio2:
+        inp["person_count"] = "multi"
+    for name in ("prompt", "width", "height", "max_frame"):
+        if getattr(args, name) is not None:
+            inp[name] = getattr(args, name)
+    return {"input": inp}
+
+
+def default_render_id(job: dict) -> str:
+    canonical = json.dumps(job, sort_keys=True, separators=(",", ":")).encode()
+    return "r-" + hashlib.sha256(canonical).hexdigest()[:16]
+
+
+async def existing_status(client: Client, render_id: str) -> str | None:
+    try:
+        desc = await client.get_workflow_handle(render_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return desc.status.name if desc.status else None
+
+
+async def submit(client: Client, settings: Settings, job: Job, render_id: str, backend: str,
+                 store: ObjectStore | None = None, log=print) -> WorkflowHandle:
+    """Stage inputs and start the workflow, or attach to the render that has this id."""
+    status = await existing_status(client, render_id)
+    if status in ("RUNNING", FINISHED_OK, "CONTINUED_AS_NEW"):
+        log(f"render {render_id} already exists ({status.lower()}): attaching")
+        return client.get_workflow_handle(render_id)
+    store = store or ObjectStore.from_settings(settings)
+    await asyncio.to_thread(store.ensure_bucket)
+    staged = await asyncio.to_thread(stage_inputs, job, store, render_id, settings)
+    params = job.params()
+    request = RenderRequest(
+        render_id=render_id,
+        inputs={f: s.object_key for f, s in staged.items()},
+        input_names={f: s.source_key for f, s in staged.items()},
+        input_type=job.input_type, person_count=job.person_count, prompt=job.prompt,
+        width=job.width, height=job.height, max_frame=job.max_frame,
+        force_offload=job.force_offload, network_volume=job.network_volume, backend=backend,
+        window=settings.window, motion=settings.motion, fps=settings.fps,
+        windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains,
+        gpu_queue=settings.gpu_queue, warnings=list(job.warnings),
+    )
+    await asyncio.to_thread(store.put_json, derived_keys(render_id)["request"],
+                            {"params": params, "inputs": request.inputs, "warnings": request.warnings})
+    try:
+        return await client.start_workflow(
+            RenderVideo.run, request, id=render_id, task_queue=settings.render_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        )
+    except WorkflowAlreadyStartedError:
+        log(f"render {render_id} finished meanwhile: attaching")
+        return client.get_workflow_handle(render_id)
+
+
+def render_bar(p: Progress, width: int = 30) -> str:
+    total = max(p.windows_total, 1)
+    filled = int(width * p.windows_done / total) if p.windows_total else 0
+    eta = f" ETA {int(p.eta_s // 60)}m{int(p.eta_s % 60):02d}s" if p.eta_s else ""
+    return (f"\r{p.stage:<7} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{p.windows_done}/{p.windows_total} windows  {p.elapsed_s:6.1f}s{eta}   ")
+
+
+async def wait(handle: WorkflowHandle, show: bool, err=sys.stderr) -> RenderResult:
+    result_task = asyncio.create_task(handle.result(result_type=RenderResult))
+    last = ""
+    while not result_task.done():
+        if show:
+            try:
+                p = await handle.query(RenderVideo.progress, result_type=Progress)
+                line = render_bar(p)
+                if line != last:
+                    err.write(line)
+                    err.flush()
+                    last = line
+            except RPCError:
+                pass  # no worker has picked the workflow up yet
+        await asyncio.wait([result_task], timeout=0.5)
+    if show and last:
+        err.write("\n")
+    return result_task.result()
+
+
+def finish_result(result: RenderResult, settings: Settings, store: ObjectStore, output: Path | None) -> dict:
+    """The result JSON as the old worker returned it: `video` inline when small enough."""
+    out = dataclasses.asdict(result)
+    if out.get("video_path") is None:
+        out.pop("video_path", None)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        store.download(result.video_key, output)
+        out["output_file"] = str(output)
+    if not result.video_path:
+        if result.size_bytes <= settings.inline_video_max_bytes:
+            data = output.read_bytes() if output is not None else store.get_bytes(result.video_key)
+            out["video"] = "data:video/mp4;base64," + base64.b64encode(data).decode()
+        else:
+            out["video_omitted"] = (f"video is {result.size_bytes} bytes, over the inline limit of "
+                                    f"{settings.inline_video_max_bytes}; use video_url")
+    return out
+
+
+def failure_message(exc: BaseException) -> str:
+    parts = []
+    while exc is not None:
+        msg = getattr(exc, "message", None) or str(exc)
+        if msg and msg not in parts:
+            parts.append(msg)
+        exc = exc.__cause__
+    return parts[-1] if parts else "render failed"
+
+
+async def main(argv: list[str] | None = None, client: Client | None = None,
+               settings: Settings | None = None, stdout=sys.stdout, stderr=sys.stderr) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings or Settings.from_env()
+    log = lambda msg: print(msg, file=stderr, flush=True)  # noqa: E731
+    try:
+        job_dict = job_from_args(args)
+        job = parse_job(job_dict, settings)
+        render_id = args.render_id or default_render_id(job_dict)
+        if not RENDER_ID.match(render_id):
+            raise InputError("id", "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    except InputError as exc:
+        log(f"error: {exc}")
+        return 2
+    backend = args.backend or settings.backend
+    if client is None:
+        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    store = ObjectStore.from_settings(settings)
+    try:
+        handle = await submit(client, settings, job, render_id, backend, store, log=log)
+    except InputError as exc:
+        log(f"error: {exc}")
+        return 2
+    log(f"render {render_id}: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}"
+        f"/workflows/{render_id}")
+    if args.no_wait:
+        print(render_id, file=stdout, flush=True)
+        return 0
+    try:
+        result = await wait(handle, show=not args.quiet, err=stderr)
+    except WorkflowFailureError as exc:
+        message = failure_message(exc)
+        log(f"error: render {render_id} failed: {message}")
+        print(json.dumps({"render_id": render_id, "status": "failed", "error": message}), file=stdout)
+        return 1
+    out = await asyncio.to_thread(finish_result, result, settings, store, args.output)
+    print(json.dumps(out, indent=2), file=stdout, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

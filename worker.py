@@ -1,0 +1,88 @@
+"""Worker process: the CPU worker (workflows + CPU activities on task queue "render") and/or
+a GPU worker (render activities, one at a time, on task queue "gpu").
+
+    python worker.py                 both, from LONGTALK_ settings
+    LONGTALK_WORKER_ROLES=gpu python worker.py    only the GPU worker (one per GPU/ComfyUI)
+
+Stops gracefully on SIGINT/SIGTERM: running activities get time to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.cpu import CpuActivities
+from activities.render import RenderActivities
+from longtalk.backends import make_backends
+from longtalk.settings import Settings
+from longtalk.stack import READY_LINE
+from longtalk.store import ObjectStore
+from workflows.render import RenderChain, RenderVideo
+
+log = logging.getLogger("longtalk.worker")
+
+
+def build_workers(client: Client, settings: Settings, store: ObjectStore,
+                  backends=None, identity: str | None = None) -> list[Worker]:
+    """The composition root: every worker this process runs, built from settings."""
+    roles = {r.strip() for r in settings.worker_roles.split(",") if r.strip()}
+    unknown = roles - {"cpu", "gpu"}
+    if unknown or not roles:
+        raise ValueError(f"LONGTALK_WORKER_ROLES: use cpu, gpu or both, got {settings.worker_roles!r}")
+    identity = identity or f"{socket.gethostname()}-{id(client):x}"
+    workers = []
+    if "cpu" in roles:
+        cpu = CpuActivities(store, settings)
+        workers.append(Worker(
+            client, task_queue=settings.render_queue, workflows=[RenderVideo, RenderChain],
+            activities=[cpu.ingest, cpu.plan, cpu.stitch, cpu.publish],
+            activity_executor=ThreadPoolExecutor(max_workers=4),
+            max_concurrent_activities=4, graceful_shutdown_timeout=timedelta(seconds=20),
+            identity=f"{identity}-cpu",
+        ))
+    if "gpu" in roles:
+        render = RenderActivities(store, backends if backends is not None else make_backends(settings),
+                                  settings.data_dir / "cache", identity=f"{identity}-gpu")
+        workers.append(Worker(
+            client, task_queue=settings.gpu_queue, activities=[render.render_window],
+            max_concurrent_activities=1, graceful_shutdown_timeout=timedelta(seconds=20),
+            identity=f"{identity}-gpu",
+        ))
+    return workers
+
+
+async def run(settings: Settings) -> None:
+    store = ObjectStore.from_settings(settings)
+    await asyncio.to_thread(store.ensure_bucket)
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    workers = build_workers(client, settings, store)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    print(f"{READY_LINE}: queues {', '.join(w.task_queue for w in workers)}", flush=True)
+    done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
+                                 return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        if task in done and task.exception():
+            raise task.exception()
+    log.info("shutting down")
+    await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""RenderVideo: ingest -> plan -> render windows (chains) -> stitch -> publish.
+
+Deterministic and small: no I/O here. Windows of one chain run in order in a child
+workflow (RenderChain) that continues-as-new every `windows_per_run` windows, so an hour
+of audio (about 1250 windows) stays far from Temporal's history limits. Chains report
+each finished window to the parent with a signal, which feeds the `progress` query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from longtalk.contracts import (
+        ChainInput, ChainResult, IngestResult, Plan, PlanInput, Progress, PublishInput,
+        RenderContext, RenderRequest, RenderResult, RenderWindowInput, RenderWindowResult,
+        StitchInput, StitchResult, WindowDone,
+    )
+    from longtalk.errors import NON_RETRYABLE_TYPES
+
+CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                        maximum_interval=timedelta(seconds=30), maximum_attempts=20,
+                        non_retryable_error_types=NON_RETRYABLE_TYPES)
+GPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                        maximum_interval=timedelta(seconds=60), maximum_attempts=30,
+                        non_retryable_error_types=NON_RETRYABLE_TYPES)
+
+
+def chain_workflow_id(render_id: str, chain: int) -> str:
+    return f"{render_id}/chain-{chain:03d}"
+
+
+@workflow.defn(name="RenderVideo")
+class RenderVideo:
+    def __init__(self) -> None:
+        self._render_id = ""
+        self._stage = "queued"
+        self._total = 0
+        self._done: set[int] = set()
+        self._rendered = 0
+        self._render_seconds: list[float] = []
+        self._current: int | None = None
+        self._started = None
+        self._render_started = None
+
+    @workflow.run
+    async def run(self, req: RenderRequest) -> RenderResult:
+        self._render_id = req.render_id
+        self._started = workflow.now()
+        try:
+            return await self._run(req)
+        except (ActivityError, ChildWorkflowError, ApplicationError):
+            self._stage = "failed"
+            raise
+        except asyncio.CancelledError:
+            self._stage = "cancelled"
+            raise
+
+    async def _run(self, req: RenderRequest) -> RenderResult:
+        queue = workflow.info().task_queue
+        self._stage = "ingest"
+        ingest: IngestResult = await workflow.execute_activity(
+            "ingest", req, result_type=IngestResult, task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=CPU_RETRY,
+        )
+        self._stage = "plan"
+        plan: Plan = await workflow.execute_activity(
+            "plan", PlanInput(request=req, ingest=ingest), result_type=Plan, task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=10), retry_policy=CPU_RETRY,
+        )
+        self._total = plan.windows
+        context = RenderContext(
+            render_id=req.render_id, backend=req.backend, input_type=req.input_type,
+            width=req.width, height=req.height, prompt=req.prompt, seed=req.seed,
+            force_offload=req.force_offload, window=req.window, motion=req.motion, fps=req.fps,
+            total_frames=plan.total_frames, reference_key=ingest.reference_key,
+            audio_keys=ingest.audio_keys, source_key=ingest.source_key,
+            source_frames=ingest.source_frames,
+        )
+        self._stage = "render"
+        self._render_started = workflow.now()
+        await asyncio.gather(*[
+            workflow.execute_child_workflow(
+                RenderChain.run,
+                ChainInput(context=context, chain=chain, next_window=chain.first,
+                           parent_id=workflow.info().workflow_id,
+                           windows_per_run=req.windows_per_run, gpu_queue=req.gpu_queue),
+                id=chain_workflow_id(req.render_id, chain.index), task_queue=queue,
+            )
+            for chain in plan.chains
+        ])
+        self._stage = "stitch"
+        stitched: StitchResult = await workflow.execute_activity(
+            "stitch", StitchInput(render_id=req.render_id, windows=plan.windows,
+                                  total_frames=plan.total_frames, fps=req.fps),
+            result_type=StitchResult, task_queue=queue,
+            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=CPU_RETRY,
+        )
+        self._stage = "mux"
+        result: RenderResult = await workflow.execute_activity(
+            "publish", PublishInput(request=req, video_key=stitched.video_key,
+                                    total_frames=plan.total_frames, windows=plan.windows),
+            result_type=RenderResult, task_queue=queue,
+            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=CPU_RETRY,
+        )
+        self._stage = "done"
+        return result
+
+    @workflow.signal(name="window_done")
+    def window_done(self, done: WindowDone) -> None:
+        if done.index in self._done:
+            return
+        self._done.add(done.index)
+        if done.rendered:
+            self._rendered += 1
+            self._render_seconds.append(done.render_s)
+        self._current = done.index + 1 if done.index + 1 < self._total else None
+
+    @workflow.query(name="progress")
+    def progress(self) -> Progress:
+        now = workflow.now()
+        elapsed = (now - self._started).total_seconds() if self._started else 0.0
+        eta = None
+        remaining = self._total - len(self._done)
+        if self._stage == "render" and self._render_started and self._rendered:
+            per_window = (now - self._render_started).total_seconds() / max(1, len(self._done))
+            eta = remaining * per_window
+        elif self._stage in ("stitch", "mux", "done"):
+            eta = 0.0 if self._stage == "done" else None
+        return Progress(
+            render_id=self._render_id, stage=self._stage, windows_done=len(self._done),
+            windows_total=self._total,
+            current_window=self._current if self._stage == "render" else None,
+            elapsed_s=round(elapsed, 3), eta_s=None if eta is None else round(eta, 1),
+            windows_rendered=self._rendered,
+        )
+
+
+@workflow.defn(name="RenderChain")
+class RenderChain:
+    """Windows first..last of one chain, in order; continues-as-new every N windows."""
+
+    @workflow.run
+    async def run(self, inp: ChainInput) -> ChainResult:
+        parent = workflow.get_external_workflow_handle(inp.parent_id)
+        ran = 0
+        for k in range(inp.next_window, inp.chain.last + 1):
+            if ran >= inp.windows_per_run:
+                workflow.continue_as_new(ChainInput(
+                    context=inp.context, chain=inp.chain, next_window=k, parent_id=inp.parent_id,
+                    windows_per_run=inp.windows_per_run, gpu_queue=inp.gpu_queue,
+                ))
+            result: RenderWindowResult = await workflow.execute_activity(
+                "render_window",
+                RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first),
+                result_type=RenderWindowResult, task_queue=inp.gpu_queue,
+                start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=GPU_RETRY,
+            )
+            ran += 1
+            await parent.signal("window_done", WindowDone(index=k, render_s=result.render_s,
+                                                          rendered=result.rendered))
+        return ChainResult(chain=inp.chain.index, windows=inp.chain.last - inp.chain.first + 1)
