@@ -109,7 +109,7 @@ async def submit(client: Client, settings: Settings, job: Job, render_id: str, b
     status = await existing_status(client, render_id)
     if status in ("RUNNING", FINISHED_OK, "CONTINUED_AS_NEW"):
         log(f"render {render_id} already exists ({status.lower()}): attaching")
-        return client.get_workflow_handle(render_id)
+        return client.get_workflow_handle_for(RenderVideo.run, render_id)
     store = store or ObjectStore.from_settings(settings)
     await asyncio.to_thread(store.ensure_bucket)
     staged = await asyncio.to_thread(stage_inputs, job, store, render_id, settings)
@@ -135,7 +135,7 @@ async def submit(client: Client, settings: Settings, job: Job, render_id: str, b
         )
     except WorkflowAlreadyStartedError:
         log(f"render {render_id} finished meanwhile: attaching")
-        return client.get_workflow_handle(render_id)
+        return client.get_workflow_handle_for(RenderVideo.run, render_id)
 
 
 def render_bar(p: Progress, width: int = 30) -> str:
@@ -147,7 +147,7 @@ def render_bar(p: Progress, width: int = 30) -> str:
 
 
 async def wait(handle: WorkflowHandle, show: bool, err=sys.stderr) -> RenderResult:
-    result_task = asyncio.create_task(handle.result(result_type=RenderResult))
+    result_task = asyncio.create_task(handle.result())
     last = ""
     while not result_task.done():
         if show:

@@ -44,6 +44,7 @@ class RenderActivities:
         self.cache_dir = cache_dir
         self.identity = identity or socket.gethostname()
         self._references: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._sizes: dict[str, int] = {}  # objects never change once written (keys are per render)
         self.renders = 0  # backend calls made by this process (for tests and metrics)
 
     @activity.defn(name="render_window")
@@ -87,7 +88,9 @@ class RenderActivities:
         audio = []
         for key in ctx.audio_keys:
             offset, length = av_io.wav16_range(w.audio_start, w.audio_samples)
-            data = self.store.get_bytes(key, offset=offset, length=length)
+            size = self._size(key)
+            length = min(length, size - offset)  # the last window runs past the end: silence
+            data = self.store.get_bytes(key, offset=offset, length=length) if length > 0 else b""
             audio.append(av_io.pcm16_to_float(data, w.audio_samples))
         source = None
         if ctx.source_key:
@@ -102,6 +105,14 @@ class RenderActivities:
             reference=reference, tail=tail, audio=audio, source=source, prompt=ctx.prompt,
             seed=ctx.seed, force_offload=ctx.force_offload, chain_start=(k == chain_first),
         )
+
+    def _size(self, key: str) -> int:
+        if key not in self._sizes:
+            size = self.store.size(key)
+            if size is None:
+                raise TransientError(f"{key} is missing from the object store")
+            self._sizes[key] = size
+        return self._sizes[key]
 
     def _tail_frame(self, key: str) -> np.ndarray:
         try:

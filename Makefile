@@ -1,0 +1,57 @@
+# Two commands on a fresh machine:  make demo   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: venv demo demo-multi up down status worker test bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=python3.11)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Start the embedded stack (Temporal dev server + S3 server + worker), render the bundled
+# example, write out/demo.mp4 and leave the stack running (make down stops it).
+demo: venv up
+	$(PY) starter.py examples/demo.json --output out/demo.mp4 > out/demo.json.tmp && mv out/demo.json.tmp out/demo-result.json
+	@$(PY) -c 'import json; r = json.load(open("out/demo-result.json")); r.pop("video", None); print(json.dumps(r, indent=2))'
+	@echo "video: out/demo.mp4   (result JSON with the inline video: out/demo-result.json)"
+	@echo "watch renders in the Temporal UI: $$($(PY) -c 'from longtalk.settings import Settings; print(Settings.from_env().temporal_ui_url)')"
+
+demo-multi: venv up
+	$(PY) starter.py examples/demo_multi.json --output out/demo-multi.mp4 > out/demo-multi-result.json
+	@echo "video: out/demo-multi.mp4"
+
+up: venv
+	@mkdir -p out
+	$(PY) -m longtalk.stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m longtalk.stack down; else echo "nothing to stop"; fi
+
+status: venv
+	$(PY) -m longtalk.stack status
+
+# A worker in the foreground (for example beside `python -m longtalk.stack up --no-worker`).
+worker: venv
+	$(PY) worker.py
+
+test: venv
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/run.py
+
+lock: venv
+	$(PY) -m pip install --quiet -e '.[test]'
+	{ echo "# Locked versions the test suite ran with (python 3.11). Regenerate: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^-e'; } > requirements.lock
+
+clean: down
+	rm -rf data out

@@ -1,0 +1,61 @@
+"""Real media for the tests, cut from the bundled example or made with ffmpeg, once per session."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from longtalk import av_io
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([av_io.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def cut_audio(src: Path, dst: Path, start: float, seconds: float) -> Path:
+    """A slice of real speech, re-encoded by the container the name asks for."""
+    ffmpeg("-ss", f"{start}", "-t", f"{seconds}", "-i", str(src), str(dst))
+    return dst
+
+
+def make_video(dst: Path, seconds: float, fps: int = 30, size: str = "320x240") -> Path:
+    """A moving source video made from the example portrait (pans across it)."""
+    ffmpeg("-loop", "1", "-i", str(EXAMPLES / "portrait.png"), "-t", f"{seconds}", "-r", str(fps),
+           "-vf", f"scale={size.replace('x', ':')},rotate=0.05*sin(2*PI*t/2):fillcolor=gray",
+           "-pix_fmt", "yuv420p", "-c:v", "libx264", str(dst))
+    return dst
+
+
+def samples_16k(path: Path) -> int:
+    """Independent count: let ffmpeg resample to 16 kHz mono s16 and count the bytes."""
+    out = subprocess.run([av_io.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
+                          "-ac", "1", "-ar", "16000", "-f", "s16le", "-"], capture_output=True, check=True)
+    return len(out.stdout) // 2
+
+
+def moov_before_mdat(path: Path) -> bool:
+    """faststart: the moov box comes before mdat at the top level."""
+    data = path.read_bytes()
+    pos, order = 0, []
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8].decode("latin-1")
+        order.append(kind)
+        if size == 1:
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        if size < 8:
+            break
+        pos += size
+    return "moov" in order and "mdat" in order and order.index("moov") < order.index("mdat")
+
+
+def frame_checksums(path: Path) -> list[int]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [int(np.asarray(f.to_ndarray(format="gray"), np.int64).sum()) for f in c.decode(video=0)]

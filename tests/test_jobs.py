@@ -1,0 +1,433 @@
+"""parse_job: the RunPod worker's input contract, table-driven."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from longtalk.errors import InputError
+from longtalk.jobs import MediaSource, iter_base64, load_job_file, parse_job
+from longtalk.settings import Settings
+
+from .test_media import generate_samples
+
+SETTINGS = Settings()
+SOURCE_KEYS = {
+    "image": ("image_path", "image_url", "image_base64"),
+    "video": ("video_path", "video_url", "video_base64"),
+    "audio": ("wav_path", "wav_url", "wav_base64"),
+    "audio_2": ("wav_path_2", "wav_url_2", "wav_base64_2"),
+}
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> dict[str, bytes]:
+    names = ["still.png", "still.jpg", "still.webp", "tone.wav", "tone.mp3", "tone.m4a",
+             "clip.mp4", "talk.webm"]
+    files = generate_samples(tmp_path_factory.mktemp("job-media"), names)
+    return {name: path.read_bytes() for name, path in files.items()}
+
+
+def b64(data: bytes, mime: str | None = None) -> str:
+    text = base64.b64encode(data).decode()
+    return text if mime is None else f"data:{mime};base64,{text}"
+
+
+def parse(inp: dict, **overrides) -> "object":
+    return parse_job({"input": inp}, replace(SETTINGS, **overrides) if overrides else SETTINGS)
+
+
+def error(inp, **overrides) -> InputError:
+    with pytest.raises(InputError) as info:
+        parse(inp, **overrides)
+    return info.value
+
+
+BASE = {"image_path": "/data/face.png", "wav_path": "/data/voice.wav"}
+
+
+# ---- defaults and shapes ------------------------------------------------------
+
+def test_defaults():
+    job = parse(BASE)
+    assert (job.input_type, job.person_count) == ("image", "single")
+    assert job.prompt == "A person is talking"
+    assert (job.width, job.height, job.max_frame) == (512, 512, None)
+    assert job.force_offload is True and job.network_volume is False
+    assert job.warnings == ()
+    assert job.image == MediaSource("image", "image_path", "path", "/data/face.png")
+    assert job.audio == MediaSource("audio", "wav_path", "path", "/data/voice.wav")
+    assert job.video is None and job.audio_2 is None
+    assert job.sources() == [job.image, job.audio]
+    params = job.params()
+    assert params == {"input_type": "image", "person_count": "single",
+                      "prompt": "A person is talking", "width": 512, "height": 512,
+                      "max_frame": None, "force_offload": True, "network_volume": False}
+    assert json.loads(json.dumps(params)) == params
+
+
+def test_bare_input_object_is_accepted():
+    assert parse_job(dict(BASE), SETTINGS) == parse(BASE)
+
+
+def test_keys_outside_input_are_ignored():
+    job = parse_job({"id": "runpod-123", "webhook": "x", "input": dict(BASE)}, SETTINGS)
+    assert job.warnings == ()
+
+
+def test_all_params_given():
+    job = parse({**BASE, "input_type": "image", "person_count": "single", "prompt": "Hello",
+                 "width": 768, "height": 1024, "max_frame": 250, "force_offload": False,
+                 "network_volume": True})
+    assert job.params() == {"input_type": "image", "person_count": "single", "prompt": "Hello",
+                            "width": 768, "height": 1024, "max_frame": 250,
+                            "force_offload": False, "network_volume": True}
+
+
+# ---- every media field in every form -------------------------------------------
+
+CONTENT = {"image": ("still.png", "image/png"), "video": ("clip.mp4", "video/mp4"),
+           "audio": ("tone.wav", "audio/wav"), "audio_2": ("tone.mp3", "audio/mpeg")}
+
+
+def _job_for(field: str, key: str, value: str) -> dict:
+    inp = {"input_type": "video" if field == "video" else "image",
+           "person_count": "multi" if field == "audio_2" else "single"}
+    inp["video_path" if field == "video" else "image_path"] = "/data/visual"
+    inp["wav_path"] = "/data/voice.wav"
+    if field == "audio":
+        del inp["wav_path"]
+    if field in ("image", "video"):
+        del inp[f"{field}_path"]
+    inp[key] = value
+    return inp
+
+
+@pytest.mark.parametrize("field", list(SOURCE_KEYS))
+@pytest.mark.parametrize("form", ["path", "url", "base64", "data-uri"])
+def test_every_field_in_every_form(media, field, form):
+    key = SOURCE_KEYS[field][{"path": 0, "url": 1}.get(form, 2)]
+    name, mime = CONTENT[field]
+    value = {
+        "path": f"/data/in/{field}.bin",
+        "url": f"https://media.example.com/{field}?token=abc",
+        "base64": b64(media[name]),
+        "data-uri": b64(media[name], mime),
+    }[form]
+    job = parse(_job_for(field, key, value))
+    source = getattr(job, field)
+    assert source == MediaSource(field, key, form.replace("data-uri", "base64"), value)
+    assert source in job.sources()
+    assert job.warnings == ()
+
+
+def test_sources_order_video_mode():
+    job = parse({"input_type": "video", "person_count": "multi", "video_url": "http://h/v.mp4",
+                 "wav_path": "/a.wav", "wav_url_2": "http://h/b.mp3"})
+    assert [s.field for s in job.sources()] == ["video", "audio", "audio_2"]
+    assert [s.key for s in job.sources()] == ["video_url", "wav_path", "wav_url_2"]
+
+
+@pytest.mark.parametrize("name, mime", [
+    ("still.jpg", None), ("still.webp", None), ("still.png", "application/octet-stream"),
+    ("still.jpg", "image/jpg"), ("still.png", "IMAGE/PNG"), ("still.png", ""),
+])
+def test_image_base64_variants(media, name, mime):
+    job = parse({"image_base64": b64(media[name], mime), "wav_path": "/a.wav"})
+    assert job.image.form == "base64"
+
+
+@pytest.mark.parametrize("name, mime", [
+    ("tone.wav", "audio/x-wav"), ("tone.wav", "audio/wave"), ("tone.mp3", "audio/mpeg"),
+    ("tone.m4a", "audio/mp4"), ("tone.m4a", "video/mp4"), ("clip.mp4", "video/mp4"),
+    ("talk.webm", "video/webm"), ("talk.webm", None), ("tone.m4a", "application/octet-stream"),
+])
+def test_audio_accepts_audio_formats_and_video_containers(media, name, mime):
+    job = parse({"image_path": "/f.png", "wav_base64": b64(media[name], mime)})
+    assert job.audio.key == "wav_base64"
+
+
+def test_base64_whitespace_and_newlines_tolerated(media):
+    text = base64.encodebytes(media["still.png"]).decode()  # 76-character lines
+    spaced = "  " + text.replace("\n", "\r\n\t ") + "\n"
+    assert parse({"image_base64": spaced, "wav_path": "/a.wav"}).image.value == spaced
+    assert parse({"image_base64": "data:image/png;base64,\n" + text,
+                  "wav_path": "/a.wav"}).image.form == "base64"
+
+
+@hsettings(max_examples=50, deadline=None)
+@given(data=st.binary(min_size=1, max_size=300), cuts=st.lists(st.integers(0, 400), max_size=8),
+       chunk=st.sampled_from([4, 8, 12, 1024]))
+def test_base64_decoding_roundtrip(data, cuts, chunk):
+    text = base64.b64encode(data).decode()
+    for cut in sorted(set(cuts), reverse=True):
+        text = text[:cut] + "\n " + text[cut:]
+    source = MediaSource("image", "image_base64", "base64", text)
+    assert b"".join(iter_base64(source, chunk)) == data
+    # URL-safe alphabet without padding is tolerated too
+    loose = MediaSource("image", "image_base64", "base64",
+                        base64.urlsafe_b64encode(data).decode().rstrip("="))
+    assert b"".join(iter_base64(loose, chunk)) == data
+
+
+@pytest.mark.parametrize("chunk", [4, 8, 12, 1024])
+@pytest.mark.parametrize("text", ["QQ==QUJD", "QQ==\nQUJD", "QUJD QQ== QUJD", "QUJD=", "QUJDQ",
+                                  "QU=D", "QUJD\u00e9QUJD"])
+def test_invalid_base64_in_any_chunking(text, chunk):
+    with pytest.raises(InputError) as err:
+        list(iter_base64(MediaSource("audio", "wav_base64", "base64", text), chunk))
+    assert err.value.field == "wav_base64" and "not valid base64" in err.value.reason
+
+
+def test_empty_strings_count_as_absent():
+    job = parse({"image_path": "/f.png", "image_url": "  ", "image_base64": "", "video_url": "",
+                 "wav_path": "/a.wav", "wav_url": None, "wav_base64": "", "wav_url_2": ""})
+    assert job.image.key == "image_path" and job.audio.key == "wav_path"
+    assert job.warnings == ()  # the empty video_url and wav_url_2 are not "given"
+
+
+# ---- errors ---------------------------------------------------------------------
+
+def _error_cases(media):
+    png, jpg, wav, mp3 = (media[n] for n in ("still.png", "still.jpg", "tone.wav", "tone.mp3"))
+    mp4 = media["clip.mp4"]
+    img = {"image_path": "/f.png"}
+    aud = {"wav_path": "/a.wav"}
+    return [
+        # (input, err.field, text in the message)
+        ({**aud, "image_base64": "not base64 at all!!"}, "image_base64", "not valid base64"),
+        ({**aud, "image_base64": "data:image/png;base64,@@@@"}, "image_base64", "not valid base64"),
+        ({**aud, "image_base64": "QUJD="}, "image_base64", "not valid base64"),
+        ({**img, "wav_base64": "QUJDR"}, "wav_base64", "not valid base64"),
+        ({**aud, "image_base64": "data:image/png;base64,"}, "image_base64", "empty"),
+        ({**aud, "image_base64": "data:image/png,abc"}, "image_base64", "base64"),
+        ({**aud, "image_base64": b64(wav)}, "image_base64",
+         "expected an image (JPEG, PNG or WebP), got WAV audio"),
+        ({**aud, "image_base64": b64(mp4)}, "image_base64", "got MP4 video"),
+        ({**aud, "image_base64": b64(b"just some text, not a picture")}, "image_base64",
+         "no supported format"),
+        ({**img, "wav_base64": b64(png)}, "wav_base64", "expected audio (WAV, MP3, FLAC, OGG or M4A"),
+        ({**img, "wav_base64": b64(png)}, "wav_base64", "got PNG image"),
+        ({**img, "wav_base64": b64(png, "audio/wav")}, "wav_base64", "got PNG image"),
+        ({"input_type": "video", **aud, "video_base64": b64(wav)}, "video_base64",
+         "expected a video (MP4, MOV, WebM or MKV), got WAV audio"),
+        ({"input_type": "video", **aud, "video_base64": b64(jpg)}, "video_base64", "got JPEG image"),
+        ({**img, "person_count": "multi", **aud, "wav_base64_2": b64(jpg)}, "wav_base64_2",
+         "got JPEG image"),
+        # data URI mime contradicting the content
+        ({**aud, "image_base64": b64(jpg, "image/png")}, "image_base64", "data URI says image/png"),
+        ({**aud, "image_base64": b64(png, "audio/wav")}, "image_base64", "data URI says audio/wav"),
+        ({**img, "wav_base64": b64(mp3, "audio/wav")}, "wav_base64", "but the content is MP3 audio"),
+        ({**img, "wav_base64": b64(wav, "audio/mpeg")}, "wav_base64", "data URI says audio/mpeg"),
+        # exactly one source
+        ({**aud, "image_url": "https://h/a.png", "image_base64": b64(png)},
+         "image_url|image_base64", "image_url and image_base64"),
+        ({**img, "wav_path": "/a.wav", "wav_url": "http://h/a.wav"}, "wav_path|wav_url",
+         "exactly one"),
+        ({**img, "person_count": "multi", **aud, "wav_path_2": "/b", "wav_base64_2": b64(wav)},
+         "wav_path_2|wav_base64_2", "wav_path_2 and wav_base64_2"),
+        ({"input_type": "video", **aud, "video_path": "/v", "video_url": "http://h/v"},
+         "video_path|video_url", "exactly one"),
+        # required
+        (aud, "image_path|image_url|image_base64", "required for input_type image"),
+        ({"input_type": "video", **aud, "image_path": "/f.png"},
+         "video_path|video_url|video_base64", "required for input_type video"),
+        (img, "wav_path|wav_url|wav_base64", "required"),
+        ({**img, "wav_path": ""}, "wav_path|wav_url|wav_base64", "required"),
+        # choices
+        ({**img, **aud, "input_type": "audio"}, "input_type", "image, video"),
+        ({**img, **aud, "input_type": 1}, "input_type", "image, video"),
+        ({**img, **aud, "person_count": "three"}, "person_count", "single, multi"),
+        # dimensions
+        ({**img, **aud, "width": 500}, "width", "multiple of 16"),
+        ({**img, **aud, "height": 500}, "height", "multiple of 16"),
+        ({**img, **aud, "width": 0}, "width", "positive"),
+        ({**img, **aud, "width": -512}, "width", "positive"),
+        ({**img, **aud, "width": 4096}, "width", "between 64 and 1920"),
+        ({**img, **aud, "height": 48}, "height", "between 64 and 1920"),
+        ({**img, **aud, "width": "abc"}, "width", "must be an integer"),
+        ({**img, **aud, "width": 512.5}, "width", "must be an integer"),
+        ({**img, **aud, "width": True}, "width", "must be an integer"),
+        ({**img, **aud, "height": [512]}, "height", "must be an integer"),
+        ({**img, **aud, "height": "nan"}, "height", "must be an integer"),
+        # max_frame
+        ({**img, **aud, "max_frame": 0}, "max_frame", "positive"),
+        ({**img, **aud, "max_frame": -5}, "max_frame", "positive"),
+        ({**img, **aud, "max_frame": 1.5}, "max_frame", "must be an integer"),
+        ({**img, **aud, "max_frame": "abc"}, "max_frame", "must be an integer"),
+        ({**img, **aud, "max_frame": True}, "max_frame", "must be an integer"),
+        # booleans
+        ({**img, **aud, "force_offload": "maybe"}, "force_offload", "true or false"),
+        ({**img, **aud, "force_offload": 2}, "force_offload", "true or false"),
+        ({**img, **aud, "network_volume": "yes please"}, "network_volume", "true or false"),
+        ({**img, **aud, "network_volume": []}, "network_volume", "true or false"),
+        # prompt
+        ({**img, **aud, "prompt": 42}, "prompt", "must be a string"),
+        ({**img, **aud, "prompt": ["a"]}, "prompt", "must be a string"),
+        ({**img, **aud, "prompt": "x" * 2001}, "prompt", "at most 2000 characters"),
+        # source values
+        ({**aud, "image_url": "ftp://host/face.png"}, "image_url", "only http and https"),
+        ({**aud, "image_url": "file:///etc/passwd"}, "image_url", "only http and https"),
+        ({**img, "wav_url": "/local/voice.wav"}, "wav_url", "only http and https"),
+        ({**img, "wav_url": "http:///nohost"}, "wav_url", "no host"),
+        ({**aud, "image_path": 12}, "image_path", "must be a string"),
+        ({**img, "wav_base64": {"data": "x"}}, "wav_base64", "must be a string"),
+    ]
+
+
+def test_error_cases(media):
+    cases = _error_cases(media)
+    for inp, field, text in cases:
+        err = error(inp)
+        assert err.field == field, (inp.keys(), err)
+        assert text in err.reason, (field, err.reason)
+        assert str(err) == f"{field}: {err.reason}"
+
+
+def test_errors_never_quote_base64(media):
+    secret = b64(b"SECRET-PAYLOAD" * 20)
+    for inp in ({"wav_path": "/a", "image_base64": secret},
+                {"wav_path": "/a", "image_base64": "data:image/png;base64," + secret},
+                {"wav_path": "/a", "image_base64": secret + "!!"}):
+        err = error(inp)
+        assert secret[:20] not in str(err) and err.field == "image_base64"
+
+
+def test_base64_larger_than_the_limit(media):
+    err = error({"image_base64": b64(media["still.png"]), "wav_path": "/a.wav"},
+                max_input_bytes=100)
+    assert err.field == "image_base64" and "larger than the limit of 100 bytes" in err.reason
+
+
+def test_dimension_limits_come_from_settings():
+    assert parse({**BASE, "width": 2048}, max_dimension=2048).width == 2048
+    err = error({**BASE, "width": 64}, min_dimension=128)
+    assert err.field == "width" and "between 128 and 1920" in err.reason
+
+
+@pytest.mark.parametrize("given, expected", [
+    (512.0, 512), ("512", 512), (" 768 ", 768), ("1024.0", 1024), (64, 64), ("+128", 128),
+])
+def test_dimension_coercion(given, expected):
+    assert parse({**BASE, "width": given, "height": given}).width == expected
+
+
+@pytest.mark.parametrize("given, expected", [
+    (100, 100), (100.0, 100), ("100", 100), (" 7 ", 7), (None, None), ("1e3", 1000),
+])
+def test_max_frame_coercion(given, expected):
+    assert parse({**BASE, "max_frame": given}).max_frame == expected
+
+
+@pytest.mark.parametrize("given, expected", [
+    (True, True), (False, False), ("true", True), ("false", False), ("TRUE", True),
+    (" False ", False), (0, False), (1, True), ("0", False), ("1", True),
+])
+def test_boolean_coercion(given, expected):
+    job = parse({**BASE, "force_offload": given, "network_volume": given})
+    assert job.force_offload is expected and job.network_volume is expected
+
+
+def test_choice_normalised_and_null_means_default():
+    job = parse({**BASE, "input_type": " IMAGE ", "person_count": "Single", "prompt": None,
+                 "width": None})
+    assert (job.input_type, job.person_count, job.prompt, job.width) == (
+        "image", "single", "A person is talking", 512)
+
+
+def test_prompt_limit_is_inclusive():
+    assert parse({**BASE, "prompt": "y" * 2000}).prompt == "y" * 2000
+
+
+# ---- warnings ---------------------------------------------------------------------
+
+def test_multi_without_second_track_reuses_the_first():
+    job = parse({**BASE, "person_count": "multi"})
+    assert job.audio_2 == MediaSource("audio_2", "wav_path", "path", "/data/voice.wav")
+    assert job.audio_2 == replace(job.audio, field="audio_2")
+    assert [s.field for s in job.sources()] == ["image", "audio", "audio_2"]
+    assert len(job.warnings) == 1
+    assert "first track is used for both speakers" in job.warnings[0]
+
+
+def test_multi_with_second_track():
+    job = parse({**BASE, "person_count": "multi", "wav_url_2": "https://h/b.wav"})
+    assert job.audio_2 == MediaSource("audio_2", "wav_url_2", "url", "https://h/b.wav")
+    assert job.warnings == ()
+
+
+def test_second_track_with_single_is_ignored():
+    job = parse({**BASE, "wav_url_2": "https://h/b.wav", "wav_path_2": "/b.wav"})
+    assert job.audio_2 is None and job.sources() == [job.image, job.audio]
+    assert job.warnings == ("wav_path_2, wav_url_2 ignored: person_count is single",)
+
+
+def test_source_for_the_other_mode_is_ignored(media):
+    job = parse({**BASE, "video_url": "https://h/v.mp4"})
+    assert job.video is None
+    assert job.warnings == ("video_url ignored: input_type is image",)
+    job = parse({"input_type": "video", "video_path": "/v.mp4", "wav_path": "/a.wav",
+                 "image_base64": "not even base64", "image_url": "ftp://x"})
+    assert job.image is None and job.sources()[0].key == "video_path"
+    assert job.warnings == ("image_url, image_base64 ignored: input_type is video",)
+
+
+def test_unknown_keys_warning():
+    job = parse({**BASE, "seed": 3, "cfg": 1.0, "image_pth": "/x"})
+    assert job.warnings == ("unknown input keys ignored: cfg, image_pth, seed",)
+
+
+# ---- describe ---------------------------------------------------------------------
+
+def test_describe_is_short_and_safe(media):
+    url = MediaSource("image", "image_url", "url",
+                      "https://user:pw@cdn.example.com/a/face.png?X-Amz-Signature=SECRET#frag")
+    assert url.describe() == "image_url=https://cdn.example.com/a/face.png...(truncated)"
+    plain = MediaSource("image", "image_url", "url", "http://h:8080/a.png")
+    assert plain.describe() == "image_url=http://h:8080/a.png"
+    long_url = MediaSource("image", "image_url", "url", "https://h/" + "p" * 500)
+    assert len(long_url.describe()) < 160 and long_url.describe().endswith("(truncated)")
+    data = b64(media["still.png"], "image/png")
+    inline = MediaSource("image", "image_base64", "base64", data)
+    assert inline.describe() == f"image_base64=<data:image/png base64, {len(data)} chars>"
+    assert data[30:60] not in inline.describe() and data[30:60] not in repr(inline)
+    assert MediaSource("audio", "wav_path", "path", "/a.wav").describe() == "wav_path=/a.wav"
+
+
+# ---- job files ----------------------------------------------------------------------
+
+def test_load_job_file(tmp_path):
+    good = tmp_path / "job.json"
+    good.write_text(json.dumps({"input": BASE}))
+    assert load_job_file(good) == {"input": BASE}
+    assert parse_job(load_job_file(good), SETTINGS).image.key == "image_path"
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"input": {"image_path": "/x",}}')
+    with pytest.raises(InputError) as err:
+        load_job_file(bad)
+    assert err.value.field == "job" and "not valid JSON" in err.value.reason
+    assert "line 1" in err.value.reason
+
+    array = tmp_path / "array.json"
+    array.write_text("[1, 2]")
+    with pytest.raises(InputError) as err:
+        load_job_file(array)
+    assert err.value.field == "job" and "JSON object" in err.value.reason
+
+    with pytest.raises(InputError) as err:
+        load_job_file(tmp_path / "missing.json")
+    assert err.value.field == "job" and "not found" in err.value.reason
+
+
+@pytest.mark.parametrize("obj, field", [
+    ([], "job"), ("text", "job"), (None, "job"), ({"input": "x"}, "input"), ({"input": []}, "input"),
+])
+def test_job_must_be_an_object(obj, field):
+    with pytest.raises(InputError) as err:
+        parse_job(obj, SETTINGS)
+    assert err.value.field == field and "JSON object" in err.value.reason
