@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from activities.cpu import CpuActivities
 from activities.render import RenderActivities
+from longtalk import metrics
 from longtalk.backends import make_backends
 from longtalk.settings import Settings
 from longtalk.stack import READY_LINE
@@ -60,10 +61,20 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
 
 
 async def run(settings: Settings) -> None:
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port, settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     store = ObjectStore.from_settings(settings)
     await asyncio.to_thread(store.ensure_bucket)
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
-    workers = build_workers(client, settings, store)
+    backends = make_backends(settings) if "gpu" in settings.worker_roles else {}
+    for backend in backends.values():
+        wait_ready = getattr(backend, "wait_ready", None)
+        if wait_ready is not None:  # a GPU worker polls Temporal only once its ComfyUI answers
+            log.info("waiting for the %s backend", backend.name)
+            device = await wait_ready()
+            log.info("%s ready: %s", backend.name, device)
+    workers = build_workers(client, settings, store, backends=backends or None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from temporalio import activity
 
-from longtalk import av_io
+from longtalk import av_io, metrics
 from longtalk.backends.base import RenderBackend, WindowJob
 from longtalk.contracts import (
     RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
@@ -54,6 +54,7 @@ class RenderActivities:
         meta_key = window_meta_key(ctx.render_id, k)
         stored = await asyncio.to_thread(self.store.get_json_or_none, meta_key)
         if stored is not None:
+            metrics.WINDOWS_REUSED.inc()
             return RenderWindowResult(index=k, clip_key=stored["clip_key"], frames=stored["frames"],
                                       rendered=False, render_s=0.0)
         backend = self.backends.get(ctx.backend)
@@ -65,13 +66,23 @@ class RenderActivities:
         def progress(stage: str, fraction: float) -> None:
             state["stage"], state["fraction"] = stage, round(fraction, 3)
 
-        async with heartbeating_async(lambda: dict(state)):
+        def details() -> dict:
+            device = getattr(backend, "heartbeat_details", None)
+            return {**state, **(device() if device else {})}
+
+        async with heartbeating_async(details):
             job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
             state["stage"] = "render"
             started = time.monotonic()
             self.renders += 1
-            frames = await backend.render_window(job, progress)
+            try:
+                frames = await backend.render_window(job, progress)
+            except Exception as exc:
+                metrics.WINDOW_FAILURES.labels(ctx.backend, type(exc).__name__).inc()
+                raise
             render_s = time.monotonic() - started
+            metrics.WINDOWS_RENDERED.labels(ctx.backend).inc()
+            metrics.RENDER_SECONDS.labels(ctx.backend).observe(render_s)
             state["stage"] = "store"
             result = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s)
         return result

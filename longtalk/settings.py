@@ -50,6 +50,7 @@ class Settings:
     # worker
     worker_roles: str = "cpu,gpu"  # which workers worker.py runs
     metrics_port: int = 0  # 0 = no metrics endpoint
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container so Prometheus can scrape it
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
