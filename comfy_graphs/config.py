@@ -1,0 +1,213 @@
+"""Typed settings for the ComfyUI graphs: which model files, how to sample, where overrides live.
+
+Every field can be set from the environment as `LONGTALK_COMFY_<FIELD NAME IN CAPITALS>`,
+for example `LONGTALK_COMFY_STEPS=8` or `LONGTALK_COMFY_DIFFUSION_MODEL=other.safetensors`.
+`from_env(environ)` is the only place that reads the environment.
+
+The defaults are the old RunPod worker's choices (its seed graphs), except where a
+per-window graph needs something else (attention `sdpa`, loudness normalisation off because
+whole tracks are normalised upstream). `MODEL_FOLDERS` says which ComfyUI `models/` folder
+each file is looked up in; `ModelFiles.fetch_list()` is the deployment's download list.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+ENV_PREFIX = "LONGTALK_COMFY_"
+GRAPHS_DIR_ENV = ENV_PREFIX + "GRAPHS_DIR"
+
+# ComfyUI models/ subfolder of each ModelFiles field (the loader nodes' folder_paths names).
+MODEL_FOLDERS: dict[str, str] = {
+    "diffusion_model": "diffusion_models",  # WanVideoModelLoader
+    "infinitetalk_single": "diffusion_models",  # MultiTalkModelLoader
+    "infinitetalk_multi": "diffusion_models",  # MultiTalkModelLoader
+    "lora": "loras",  # WanVideoLoraSelect
+    "vae": "vae",  # WanVideoVAELoader
+    "text_encoder": "text_encoders",  # WanVideoTextEncodeCached
+    "clip_vision": "clip_vision",  # CLIPVisionLoader
+    "wav2vec": "wav2vec2",  # Wav2VecModelLoader (a local file, no hub download)
+    "vocal_model": "diffusion_models",  # MelBandRoFormerModelLoader
+}
+
+# The long-video node's colour-matching methods (WanVideoImageToVideoMultiTalk.colormatch);
+# the per-window graphs leave colour matching to the backend, which uses the same names.
+COLOR_MATCH_METHODS = ("disabled", "mkl", "hm", "reinhard", "mvgd", "hm-mvgd-hm", "hm-mkl-hm")
+MULTI_AUDIO_TYPES = ("para",)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """File names as ComfyUI lists them in the loader nodes (relative to the model folder)."""
+
+    diffusion_model: str = "Wan2_1-I2V-14B-480P_fp8_e4m3fn.safetensors"
+    infinitetalk_single: str = "Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors"
+    infinitetalk_multi: str = "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors"
+    lora: str = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+    vae: str = "Wan2_1_VAE_bf16.safetensors"
+    text_encoder: str = "umt5-xxl-enc-fp8_e4m3fn.safetensors"
+    clip_vision: str = "clip_vision_h.safetensors"
+    wav2vec: str = "wav2vec2-chinese-base_fp16.safetensors"
+    vocal_model: str = "MelBandRoformer_fp16.safetensors"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"model file {f.name} must be a non-empty file name, got {value!r}")
+        for name in ("infinitetalk_single", "infinitetalk_multi"):
+            # MultiTalkModelLoader picks the model type from the name: "InfiniteTalk" when it
+            # contains "infinite", else "MultiTalk" (and the per-window tail pinning is
+            # InfiniteTalk-only).
+            if "infinite" not in getattr(self, name).lower():
+                raise ValueError(f"{name} must be an InfiniteTalk file (its name must contain "
+                                 f"'infinite'), got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ModelFiles":
+        return cls(**_values_from_env(cls, environ))
+
+    def infinitetalk(self, multi: bool) -> str:
+        return self.infinitetalk_multi if multi else self.infinitetalk_single
+
+    def folder_of(self, name: str) -> str:
+        """The models/ subfolder of a field, e.g. folder_of("lora") == "loras"."""
+        return MODEL_FOLDERS[name]
+
+    def path_of(self, name: str) -> str:
+        """models/-relative path of a field's file, for error messages: "loras/<file>"."""
+        return f"{MODEL_FOLDERS[name]}/{getattr(self, name)}"
+
+    def fetch_list(self, multi: bool | None = None, vocal_separation: bool = True) -> list[tuple[str, str]]:
+        """(models/ subfolder, file name) of every file a deployment must install.
+
+        multi=None lists both InfiniteTalk files; True/False only the one that mode needs.
+        """
+        names = [f.name for f in fields(self)]
+        if multi is True:
+            names.remove("infinitetalk_single")
+        elif multi is False:
+            names.remove("infinitetalk_multi")
+        if not vocal_separation:
+            names.remove("vocal_model")
+        return [(MODEL_FOLDERS[n], getattr(self, n)) for n in names]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How each window is sampled; one value for the whole render (loaders stay cached)."""
+
+    steps: int = 6  # I2V: full schedule
+    cfg: float = 1.0  # the lightx2v LoRA is cfg-distilled
+    shift: float = 11.0
+    scheduler: str = "dpm++_sde"
+    seed: int = 2  # base seed; window k samples with seed + k
+    v2v_steps: int = 4  # V2V: the schedule starts at v2v_start_step from the source latents
+    v2v_start_step: int = 2
+    blocks_to_swap: int = 20
+    prefetch_blocks: int = 1
+    attention_mode: str = "sdpa"
+    base_precision: str = "fp16_fast"
+    quantization: str = "fp8_e4m3fn"
+    lora_strength: float = 1.0
+    multi_audio_type: str = "para"
+    audio_scale: float = 1.0  # I2V
+    v2v_audio_scale: float = 1.5  # V2V (the old V2V graphs)
+    audio_cfg_scale: float = 1.0  # != 1 adds a pass without audio per step
+    color_match: str = "mkl"  # applied by the backend toward the reference; "disabled" = off
+    vocal_separation: bool = True  # MelBandRoFormer vocals before wav2vec, as the old graphs
+    speaker_masks: bool = True  # multi: ref_target_masks from uploaded mask PNGs
+
+    def __post_init__(self) -> None:
+        if self.scheduler == "multitalk":
+            raise ValueError("scheduler 'multitalk' only works inside WanVideoImageToVideoMultiTalk's "
+                             "own loop (WanVideoSampler rejects it otherwise); per-window graphs need "
+                             "another scheduler, e.g. dpm++_sde")
+        if not self.scheduler.strip():
+            raise ValueError("scheduler must not be empty")
+        for name in ("steps", "v2v_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.v2v_start_step < self.v2v_steps:
+            raise ValueError(f"v2v_start_step must be in 0..{self.v2v_steps - 1}, got {self.v2v_start_step}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.blocks_to_swap <= 48:
+            raise ValueError(f"blocks_to_swap must be in 0..48, got {self.blocks_to_swap}")
+        if not 0 <= self.prefetch_blocks <= 40:
+            raise ValueError(f"prefetch_blocks must be in 0..40, got {self.prefetch_blocks}")
+        if self.multi_audio_type not in MULTI_AUDIO_TYPES:
+            raise ValueError(
+                f"multi_audio_type must be 'para', got {self.multi_audio_type!r}: each window gets "
+                "both speakers' slices of one shared timeline, and 'add' would chain the two slices "
+                "(2W frames of audio, the second speaker never heard in the window). For turn-taking, "
+                "give each speaker a track with silence where the other one talks")
+        if self.color_match not in COLOR_MATCH_METHODS:
+            raise ValueError(f"color_match must be one of {', '.join(COLOR_MATCH_METHODS)}, "
+                             f"got {self.color_match!r}")
+        for name in ("cfg", "shift", "audio_scale", "v2v_audio_scale", "audio_cfg_scale"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "SamplerSettings":
+        return cls(**_values_from_env(cls, environ))
+
+    @property
+    def color_correction(self) -> bool:
+        return self.color_match != "disabled"
+
+    def seed_for(self, window: int) -> int:
+        return self.seed + window
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """Everything the comfyui backend needs to build prompts, read from one environment."""
+
+    models: ModelFiles = field(default_factory=ModelFiles)
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    graphs_dir: Path | None = None  # operator overrides: <dir>/<mode>.json (API format)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "GraphConfig":
+        env = os.environ if environ is None else environ
+        raw = env.get(GRAPHS_DIR_ENV, "").strip()
+        return cls(ModelFiles.from_env(env), SamplerSettings.from_env(env), Path(raw) if raw else None)
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _values_from_env(cls, environ: Mapping[str, str] | None) -> dict:
+    env = os.environ if environ is None else environ
+    values = {}
+    for f in fields(cls):
+        key = env_name(f.name)
+        if key in env:
+            values[f.name] = _convert(f.type, env[key], key)
+    return values
+
+
+def _convert(type_name, raw: str, key: str):
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    text = raw.strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return text
+    except ValueError:
+        raise ValueError(f"{key}: cannot read {raw!r} as {kind}") from None

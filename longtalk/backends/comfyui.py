@@ -1,0 +1,214 @@
+"""The real backend: one window = one ComfyUI prompt (InfiniteTalk per-window graph).
+
+For window k it uploads the reference, the M carried tail PNGs, the window's audio slices
+(and for V2V the window's source frames, for multi the speaker masks) into the ComfyUI
+input subfolder `longtalk/<render_id>/w<k>`, binds the mode's graph template, submits it
+under a prompt id derived from (render, window, generation), waits (websocket raced with
+/history polling), downloads the W PNG frames of the output node and colour-matches them
+toward the reference before the activity takes the tail.
+
+Retries re-attach: the prompt id of generation g is deterministic, so a retried activity
+first looks the id up in /history and /queue and waits for a prompt that is still queued or
+running, or takes the outputs of one that finished; only a prompt that failed moves on to
+generation g+1. Cancellation interrupts the prompt on ComfyUI and re-raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+import wave
+
+import cv2
+import numpy as np
+
+from comfy_graphs.binder import (
+    Template, WindowValues, load_template, mode_for, output_node_id, speaker_masks, split_upload_name,
+)
+from comfy_graphs.config import GraphConfig
+
+from .. import av_io
+from ..comfy import ComfyClient
+from ..errors import BackendUnavailable, GraphError
+from ..settings import Settings
+from ..windows import MODEL_SAMPLE_RATE
+from .base import ProgressFn, WindowJob
+
+PROMPT_NAMESPACE = uuid.UUID("6c0f3c55-2f0e-4f53-9a8a-6f1d1b0c7e21")
+MAX_GENERATIONS = 50
+
+
+def prompt_id_for(render_id: str, window: int, generation: int) -> str:
+    return str(uuid.uuid5(PROMPT_NAMESPACE, f"{render_id}/{window}/{generation}"))
+
+
+def color_match(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Match each frame's colour statistics (mean and spread per LAB channel) to the
+    reference, so colour drift does not accumulate through the carried tail."""
+    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+    ref_mean, ref_std = ref.mean(0), ref.std(0) + 1e-3
+    out = np.empty_like(frames)
+    for i, frame in enumerate(frames):
+        lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).astype(np.float32)
+        flat = lab.reshape(-1, 3)
+        mean, std = flat.mean(0), flat.std(0) + 1e-3
+        lab = (lab - mean) * (ref_std / std) + ref_mean
+        out[i] = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    return out
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    pcm = (np.clip(samples, -1, 1) * 32767).round().astype("<i2")
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(MODEL_SAMPLE_RATE)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def png_bytes(rgb_or_rgba: np.ndarray) -> bytes:
+    if rgb_or_rgba.shape[-1] == 4:
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb_or_rgba, cv2.COLOR_RGBA2BGRA))
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        return buf.tobytes()
+    return av_io.encode_png(rgb_or_rgba)
+
+
+class ComfyUIBackend:
+    name = "comfyui"
+
+    def __init__(self, client: ComfyClient, config: GraphConfig | None = None,
+                 prompt_timeout_s: float = 3600.0) -> None:
+        self.client = client
+        self.config = config or GraphConfig.from_env()
+        self.prompt_timeout_s = prompt_timeout_s
+        self._templates: dict[str, Template] = {}
+        self.device: dict = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ComfyUIBackend":
+        return cls(ComfyClient(settings.comfy_url), GraphConfig.from_env())
+
+    async def wait_ready(self, timeout_s: float = 600.0) -> dict:
+        """Block until ComfyUI answers /system_stats; remember its device for heartbeats."""
+        stats = await self.client.wait_ready(timeout_s)
+        self._remember(stats)
+        return self.device
+
+    def _remember(self, stats: dict) -> None:
+        devices = stats.get("devices") or [{}]
+        dev = devices[0]
+        self.device = {"device": dev.get("name"), "vram_free": dev.get("vram_free"),
+                       "vram_total": dev.get("vram_total")}
+
+    def heartbeat_details(self) -> dict:
+        return dict(self.device)
+
+    def template(self, mode: str) -> Template:
+        if mode not in self._templates:
+            self._templates[mode] = load_template(mode, self.config.graphs_dir)
+        return self._templates[mode]
+
+    async def render_window(self, job: WindowJob, progress: ProgressFn | None = None) -> np.ndarray:
+        mode = mode_for("video" if job.source is not None else "image", "multi" if job.multi else "single")
+        template = self.template(mode)
+        sampler = self.config.sampler
+        values = WindowValues.for_window(
+            job.render_id, job.index, mode, width=job.width, height=job.height, prompt=job.prompt,
+            num_frames=job.num_frames, motion=job.motion_frames, fps=job.fps,
+            force_offload=job.force_offload, chain_start=job.chain_start,
+            speaker_masks=sampler.speaker_masks,
+        )
+        prompt = template.bind(values, self.config.models, sampler)
+        output_node = output_node_id(prompt)
+
+        outputs = None
+        for generation in range(MAX_GENERATIONS):
+            prompt_id = prompt_id_for(job.render_id, job.index, generation)
+            state = await self.client.find(prompt_id)
+            if state == "done":
+                entry = await self.client.history(prompt_id)
+                if not ((entry or {}).get("status") or {}).get("status_str") == "success":
+                    continue  # that generation failed: the next one gets a fresh prompt id
+            elif state is None:
+                await self._upload(job, values, mode)
+                await self.client.submit(prompt, prompt_id)
+            outputs = await self._wait(prompt_id, progress)
+            break
+        if outputs is None:
+            raise GraphError(f"window {job.index}: {MAX_GENERATIONS} ComfyUI prompts failed; giving up")
+
+        files = sorted((f for f in self.client.outputs(outputs) if f.node_id == output_node and f.kind == "images"),
+                       key=lambda f: f.filename)
+        if len(files) != job.num_frames:
+            raise GraphError(f"the graph's output node {output_node} gave {len(files)} frames, "
+                             f"expected {job.num_frames}")
+        frames = []
+        for f in files:
+            frame = av_io.decode_png(await self.client.download(f))
+            if frame.shape[:2] != (job.height, job.width):
+                frame = cv2.resize(frame, (job.width, job.height), interpolation=cv2.INTER_AREA)
+            frames.append(frame)
+        result = np.stack(frames)
+        if sampler.color_correction:
+            result = await asyncio.to_thread(color_match, result, job.reference)
+        try:
+            self._remember(await self.client.system_stats())
+        except BackendUnavailable:
+            pass
+        return result
+
+    async def _wait(self, prompt_id: str, progress: ProgressFn | None) -> dict:
+        def on_progress(what: str, fraction: float) -> None:
+            if progress is not None:
+                progress(what, fraction)
+
+        try:
+            return await self.client.wait(prompt_id, on_progress=on_progress, timeout_s=self.prompt_timeout_s)
+        except asyncio.CancelledError:
+            # the activity was cancelled: stop the GPU work too, then let the cancel through
+            await asyncio.shield(self._interrupt(prompt_id))
+            raise
+        except BackendUnavailable as exc:
+            if "did not finish within" in str(exc):  # a hung prompt must not block the GPU
+                await self._interrupt(prompt_id)
+            raise
+
+    async def _interrupt(self, prompt_id: str) -> None:
+        try:
+            await self.client.interrupt(prompt_id)
+        except BackendUnavailable:
+            pass
+
+    async def _upload(self, job: WindowJob, values: WindowValues, mode: str) -> None:
+        uploads: list[tuple[str, bytes]] = [(values.reference, png_bytes(job.reference))]
+        for name, frame in zip(values.tails, job.tail):
+            uploads.append((name, png_bytes(frame)))
+        for name, samples in zip(values.audio, job.audio):
+            uploads.append((name, wav_bytes(samples)))
+        if values.masks:
+            masks = speaker_masks(job.width, job.height)
+            for name, key in zip(values.masks, ("mask_1", "mask_2", "mask_bg")):
+                uploads.append((name, png_bytes(masks[key])))
+        if values.source_video and job.source is not None:
+            uploads.append((values.source_video, await asyncio.to_thread(_encode_source, job.source, job.fps)))
+        for name, data in uploads:
+            subfolder, filename = split_upload_name(name)
+            await self.client.upload(data, filename, subfolder=subfolder, overwrite=True)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _encode_source(frames: np.ndarray, fps: int) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "source.mp4"
+        av_io.encode_clip(frames, path, fps)
+        return path.read_bytes()

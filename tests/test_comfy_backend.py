@@ -1,0 +1,195 @@
+"""The comfyui backend and the GPU worker, end to end through the ComfyUI stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+import uuid
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from comfy_graphs.config import GraphConfig
+from longtalk.backends.base import WindowJob
+from longtalk.backends.comfyui import ComfyUIBackend, color_match, prompt_id_for
+from longtalk.backends.preview import PreviewBackend
+from longtalk.comfy import ComfyClient
+from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
+from longtalk.windows import window_count
+from tests.comfy_standin.server import start_standin
+from tests.media import samples_16k
+from tests.test_pipeline import check_video, media, run_starter, write_job  # noqa: F401 (fixture)
+from worker import build_workers
+
+pytestmark = pytest.mark.timeout(300)
+SIZE = 128
+
+
+async def control(server, path: str, body: dict | None = None) -> dict:
+    async with aiohttp.ClientSession() as s:
+        if body is None:
+            async with s.get(server.url + path) as r:
+                return await r.json()
+        async with s.post(server.url + path, json=body) as r:
+            return await r.json()
+
+
+@pytest.fixture
+async def standin(tmp_path):
+    server = await start_standin(tmp_path / "comfy", step_s=0.001)
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def backend(standin):
+    b = ComfyUIBackend(ComfyClient(standin.url, poll_interval_s=0.05), GraphConfig())
+    yield b
+    await b.close()
+
+
+def window_job(render_id: str, k: int = 0, multi: bool = False, source: bool = False) -> WindowJob:
+    rng = np.random.default_rng(k)
+    ref = np.full((SIZE, SIZE, 3), 180, np.uint8)
+    ref[40:100, 34:94] = (150, 110, 90)
+    t = np.arange(81 * 640) / 16000
+    speech = (0.3 * np.sin(2 * np.pi * 170 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
+    tail = np.repeat(ref[None], 9, axis=0) if k == 0 else rng.integers(0, 255, (9, SIZE, SIZE, 3), np.uint8)
+    return WindowJob(
+        render_id=render_id, index=k, frame_start=72 * k, num_frames=81, motion_frames=9, fps=25,
+        width=SIZE, height=SIZE, reference=ref, tail=tail,
+        audio=[speech, speech * 0.5] if multi else [speech],
+        source=np.repeat(ref[None], 81, axis=0) if source else None, prompt="a person talking",
+        chain_start=(k == 0),
+    )
+
+
+async def test_window_renders_through_comfyui(standin, backend):
+    rid = f"c-{uuid.uuid4().hex[:8]}"
+    frames = await backend.render_window(window_job(rid, 1))
+    assert frames.shape == (81, SIZE, SIZE, 3) and frames.dtype == np.uint8
+    stats = await control(standin, "/standin/stats")
+    assert stats["prompts_received"] == 1 and stats["succeeded"] == 1
+    # reference + 9 tail frames + one audio slice were uploaded into the window's subfolder
+    uploaded = sorted(p.name for p in (standin.root / "input" / "longtalk" / rid / "w00001").iterdir())
+    assert uploaded == ["audio_1.wav", "reference.png"] + [f"tail_{i:02d}.png" for i in range(9)]
+
+
+@pytest.mark.parametrize("multi,source", [(True, False), (False, True), (True, True)])
+async def test_other_modes_render(standin, backend, multi, source):
+    rid = f"m-{uuid.uuid4().hex[:8]}"
+    frames = await backend.render_window(window_job(rid, 2, multi=multi, source=source))
+    assert frames.shape == (81, SIZE, SIZE, 3)
+
+
+async def test_retry_reattaches_instead_of_rendering_again(standin, backend):
+    rid = f"r-{uuid.uuid4().hex[:8]}"
+    first = await backend.render_window(window_job(rid, 1))
+    again = ComfyUIBackend(ComfyClient(standin.url, poll_interval_s=0.05), GraphConfig())
+    try:
+        second = await again.render_window(window_job(rid, 1))
+    finally:
+        await again.close()
+    assert (await control(standin, "/standin/stats"))["prompts_received"] == 1
+    assert np.array_equal(first, second)
+
+
+async def test_failed_prompt_is_retried_under_the_next_generation(standin, backend):
+    rid = f"g-{uuid.uuid4().hex[:8]}"
+    await control(standin, "/standin/faults", {"execution_error": True})
+    with pytest.raises(BackendUnavailable):
+        await backend.render_window(window_job(rid, 0))
+    frames = await backend.render_window(window_job(rid, 0))
+    assert frames.shape[0] == 81
+    assert await backend.client.history(prompt_id_for(rid, 0, 1)) is not None
+    assert (await control(standin, "/standin/stats"))["prompts_received"] == 2
+
+
+async def test_oom_is_retryable(standin, backend):
+    await control(standin, "/standin/faults", {"oom": True})
+    with pytest.raises(BackendUnavailable, match="memory"):
+        await backend.render_window(window_job(f"o-{uuid.uuid4().hex[:8]}", 0))
+
+
+async def test_cancel_interrupts_the_prompt(standin, backend):
+    rid = f"x-{uuid.uuid4().hex[:8]}"
+    await control(standin, "/standin/faults", {"hang": True})
+    task = asyncio.create_task(backend.render_window(window_job(rid, 0)))
+    for _ in range(200):
+        if (await control(standin, "/standin/stats")).get("running"):
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if (await control(standin, "/standin/stats"))["interrupted"] == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert (await control(standin, "/standin/stats"))["interrupted"] == 1
+
+
+async def test_missing_model_is_not_retryable(standin, backend):
+    await control(standin, "/standin/models", {"vae": []})
+    with pytest.raises(ModelMissingError, match="Wan2_1_VAE_bf16.safetensors"):
+        await backend.render_window(window_job(f"v-{uuid.uuid4().hex[:8]}", 0))
+
+
+async def test_broken_override_graph_is_a_graph_error(standin, tmp_path):
+    graphs = tmp_path / "graphs"
+    graphs.mkdir()
+    shipped = json.loads((Path(__file__).resolve().parent.parent / "comfy_graphs" / "i2v_single.json").read_text())
+    sampler = next(n for n in shipped.values() if n["_meta"]["title"] == "@sampler")
+    sampler["inputs"]["rope_function"] = "no-such-rope"  # not one of the node's choices
+    (graphs / "i2v_single.json").write_text(json.dumps(shipped))
+    config = dataclasses.replace(GraphConfig(), graphs_dir=graphs)
+    b = ComfyUIBackend(ComfyClient(standin.url, poll_interval_s=0.05), config)
+    try:
+        with pytest.raises(GraphError, match="rope_function"):
+            await b.render_window(window_job(f"b-{uuid.uuid4().hex[:8]}", 0))
+    finally:
+        await b.close()
+
+
+def test_color_match_moves_frames_toward_the_reference():
+    ref = np.zeros((32, 32, 3), np.uint8)
+    ref[..., 0] = 200
+    ref[..., 2] = 40
+    drifted = np.zeros((2, 32, 32, 3), np.uint8)
+    drifted[..., 0] = 120
+    drifted[..., 2] = 110
+    fixed = color_match(drifted, ref)
+    assert np.abs(fixed.astype(int) - ref.astype(int)).mean() < np.abs(drifted.astype(int) - ref.astype(int)).mean() / 4
+
+
+async def test_full_render_through_gpu_worker_and_standin(temporal_client, settings, store, media, standin,
+                                                          tmp_path):
+    """The real GPU worker path: RenderVideo -> render_window on a dedicated gpu queue ->
+    comfyui backend -> stand-in ComfyUI -> stitched, muxed MP4 with exactly T frames."""
+    gpu = dataclasses.replace(settings, gpu_queue=f"gpu-comfy-{uuid.uuid4().hex[:6]}",
+                              render_queue=f"render-comfy-{uuid.uuid4().hex[:6]}", worker_roles="cpu,gpu")
+    backend = ComfyUIBackend(ComfyClient(standin.url, poll_interval_s=0.05), GraphConfig())
+    workers = build_workers(temporal_client, gpu, store, backends={"comfyui": backend, "preview": PreviewBackend()},
+                            identity="comfy-test")
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        rid = f"cw-{uuid.uuid4().hex[:8]}"
+        out = tmp_path / "comfy.mp4"
+        job = write_job(tmp_path, image_path=media["portrait"], wav_path=media["speech"], width=SIZE, height=SIZE)
+        rc, result, err = await run_starter(temporal_client, gpu, job, "--id", rid, "--backend", "comfyui",
+                                            "--output", str(out))
+        assert rc == 0, err
+        total = samples_16k(media["speech"]) // 640
+        assert result["backend"] == "comfyui" and result["frames"] == total
+        check_video(out, total, SIZE, SIZE)
+        stats = await control(standin, "/standin/stats")
+        assert stats["succeeded"] == window_count(total) == result["windows"]
+    finally:
+        for w in workers:
+            await w.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await backend.close()
