@@ -21,7 +21,6 @@ import hashlib
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle

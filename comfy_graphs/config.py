@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from longtalk.settings import values_from_env
+
 ENV_PREFIX = "LONGTALK_COMFY_"
 GRAPHS_DIR_ENV = ENV_PREFIX + "GRAPHS_DIR"
 
@@ -184,30 +186,4 @@ def env_name(field_name: str) -> str:
 
 
 def _values_from_env(cls, environ: Mapping[str, str] | None) -> dict:
-    env = os.environ if environ is None else environ
-    values = {}
-    for f in fields(cls):
-        key = env_name(f.name)
-        if key in env:
-            values[f.name] = _convert(f.type, env[key], key)
-    return values
-
-
-def _convert(type_name, raw: str, key: str):
-    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
-    text = raw.strip()
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "bool":
-            lowered = text.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        return text
-    except ValueError:
-        raise ValueError(f"{key}: cannot read {raw!r} as {kind}") from None
+    return values_from_env(cls, ENV_PREFIX, environ)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Mapping
 
 PREFIX = "LONGTALK_"
 
@@ -54,12 +55,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
-        env = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            key = PREFIX + f.name.upper()
-            if key in env:
-                values[f.name] = _convert(f.type, env[key], key)
+        values = values_from_env(cls, PREFIX, environ)
         values.update(overrides)
         return cls(**values)
 
@@ -72,21 +68,34 @@ class Settings:
         return [Path(p).resolve() for p in self.input_roots.split(os.pathsep) if p]
 
 
+def values_from_env(cls, prefix: str, environ: Mapping[str, str] | None = None) -> dict:
+    """The fields of dataclass `cls` that the environment sets as PREFIX + NAME, converted to
+    the field's type (int, float, bool, Path or str); a bad value names its variable."""
+    env = os.environ if environ is None else environ
+    values = {}
+    for f in fields(cls):
+        key = prefix + f.name.upper()
+        if key in env:
+            values[f.name] = _convert(f.type, env[key], key)
+    return values
+
+
 def _convert(type_name, raw: str, key: str):
     kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    text = raw.strip()
     try:
         if kind == "int":
-            return int(raw)
+            return int(text)
         if kind == "float":
-            return float(raw)
+            return float(text)
         if kind == "bool":
-            if raw.lower() in ("1", "true", "yes", "on"):
+            if text.lower() in ("1", "true", "yes", "on"):
                 return True
-            if raw.lower() in ("0", "false", "no", "off"):
+            if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(raw)
         if kind == "Path":
-            return Path(raw)
-        return raw
+            return Path(text)
+        return text
     except ValueError:
         raise ValueError(f"{key}: cannot read {raw!r} as {kind}") from None
