@@ -16,6 +16,7 @@ import pytest
 from longtalk.settings import Settings
 from longtalk.stack import Process, free_port, s3_service, temporal_service
 from longtalk.store import ObjectStore
+from tests.media import cut_audio, make_video
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -78,3 +79,16 @@ async def temporal_client(settings, temporal_server):
 @pytest.fixture
 def render_id() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    """Real speech cut from the bundled example in three containers, and a moving source video."""
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "speech": cut_audio(EXAMPLES / "speech.ogg", d / "speech.wav", 1.0, 7.3),
+        "speech_mp3": cut_audio(EXAMPLES / "speech.ogg", d / "speech.mp3", 3.0, 3.1),
+        "speech_2": cut_audio(EXAMPLES / "speech_2.ogg", d / "speech_2.flac", 0.0, 5.0),
+        "video": make_video(d / "source.mp4", 2.0),
+        "portrait": EXAMPLES / "portrait.png",
+    }

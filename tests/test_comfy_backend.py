@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 import json
 import uuid
 from pathlib import Path
@@ -22,7 +21,7 @@ from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
 from longtalk.windows import window_count
 from tests.comfy_standin.server import start_standin
 from tests.media import samples_16k
-from tests.test_pipeline import check_video, media, run_starter, write_job  # noqa: F401 (fixture)
+from tests.test_pipeline import check_video, run_starter, write_job
 from worker import build_workers
 
 pytestmark = pytest.mark.timeout(300)

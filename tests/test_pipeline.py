@@ -20,7 +20,7 @@ from longtalk import av_io
 from longtalk.backends.preview import PreviewBackend
 from longtalk.contracts import Progress, window_meta_key
 from longtalk.windows import window_count
-from tests.media import EXAMPLES, cut_audio, make_video, moov_before_mdat, samples_16k
+from tests.media import EXAMPLES, moov_before_mdat, samples_16k
 from worker import build_workers
 from workflows.render import RenderVideo, chain_workflow_id
 
@@ -37,18 +37,6 @@ class CountingPreview(PreviewBackend):
     async def render_window(self, job, progress=None):
         self.calls.append((job.render_id, job.index))
         return await super().render_window(job, progress)
-
-
-@pytest.fixture(scope="session")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("media")
-    return {
-        "speech": cut_audio(EXAMPLES / "speech.ogg", d / "speech.wav", 1.0, 7.3),
-        "speech_mp3": cut_audio(EXAMPLES / "speech.ogg", d / "speech.mp3", 3.0, 3.1),
-        "speech_2": cut_audio(EXAMPLES / "speech_2.ogg", d / "speech_2.flac", 0.0, 5.0),
-        "video": make_video(d / "source.mp4", 2.0),
-        "portrait": EXAMPLES / "portrait.png",
-    }
 
 
 @pytest.fixture(scope="session")
