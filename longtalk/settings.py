@@ -43,8 +43,13 @@ class Settings:
     max_dimension: int = 1920
     max_input_bytes: int = 2 * 1024**3
     max_audio_seconds: float = 4 * 3600.0
-    download_timeout_s: float = 300.0
-    input_roots: str = ""  # os.pathsep-separated folders path inputs may come from ("" = any)
+    download_timeout_s: float = 300.0  # per connect/read of a URL input
+    download_total_s: float = 1800.0  # whole download of one URL input
+    max_redirects: int = 5
+    url_allow_hosts: str = ""  # comma-separated hosts/CIDRs URL inputs may reach even if private/loopback
+    input_roots: str = "."  # os.pathsep-separated folders *_path inputs must lie in ("*" = anywhere)
+    min_image_side: int = 64  # smallest accepted image/video side in pixels
+    max_aspect_ratio: float = 4.0  # longest side / shortest side of an image or video
     # output
     presign_expiry_s: int = 7 * 24 * 3600
     inline_video_max_bytes: int = 20 * 1024 * 1024
@@ -65,6 +70,9 @@ class Settings:
         return f"http://{host}:{self.temporal_ui_port}"
 
     def input_root_paths(self) -> list[Path]:
+        """[] means anywhere ("*"); relative roots are taken from the current directory."""
+        if self.input_roots.strip() == "*":
+            return []
         return [Path(p).resolve() for p in self.input_roots.split(os.pathsep) if p]
 
 

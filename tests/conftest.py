@@ -6,6 +6,7 @@ with their data in a temporary folder that is removed at the end.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -38,6 +39,8 @@ def settings(stack_dir) -> Settings:
         bucket="test-renders",
         render_queue=f"render-{uuid.uuid4().hex[:6]}",
         gpu_queue=f"gpu-{uuid.uuid4().hex[:6]}",
+        # path inputs come from the repo (examples) and the tests' temporary folders
+        input_roots=os.pathsep.join([str(ROOT), tempfile.gettempdir()]),
     )
 
 

@@ -87,7 +87,7 @@ class Run:
     abort: threading.Event  # set on a stand-in "restart": stop without reporting anything
     progress: Callable[[str, int, int], None] = lambda node, value, total: None
     preview: Callable[[np.ndarray], None] = lambda frame: None
-    on_sampling: Callable[[], None] = lambda: None  # first sampler step (drop_ws fault)
+    on_sampling: Callable[[], None] = lambda: None  # each sampler step (drop_ws fault)
     faults: dict = field(default_factory=dict)  # one-shot faults taken for this prompt
     delay_s: float = 0.0
     step_s: float = 0.005
@@ -742,8 +742,7 @@ def _sampler(run: Run, node_id: str, i: Inputs) -> tuple:
     hang = run.faults.pop("hang", None)
     step_wait = max(run.step_s, run.delay_s / total)
     for step in range(1, total + 1):
-        if step == 1:
-            run.on_sampling()
+        run.on_sampling()
         run.sleep(step_wait)
         run.progress(node_id, step, total)
         run.preview(job.reference)

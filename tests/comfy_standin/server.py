@@ -403,7 +403,10 @@ class StandIn:  # noqa: D101 - documented in the module docstring
                 send(PREVIEW_IMAGE, struct.pack(">I", 1) + jpeg.tobytes(), client_id)
 
         def on_sampling() -> None:
-            if run.faults.pop("drop_ws", None) and self.loop is not None:
+            # drop at the first sampler step at which a socket is connected (a client that is
+            # slow to connect would otherwise miss the fault)
+            if run.faults.get("drop_ws") and self.sockets and self.loop is not None:
+                run.faults.pop("drop_ws", None)
                 asyncio.run_coroutine_threadsafe(self.drop_sockets(), self.loop).result(5)
 
         run.progress, run.preview, run.on_sampling = on_progress, on_preview, on_sampling
