@@ -25,7 +25,7 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from longtalk.contracts import Progress, RenderRequest, RenderResult, derived_keys
@@ -122,7 +122,8 @@ async def submit(client: Client, settings: Settings, job: Job, render_id: str, b
         force_offload=job.force_offload, network_volume=job.network_volume, backend=backend,
         window=settings.window, motion=settings.motion, fps=settings.fps,
         windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains,
-        gpu_queue=settings.gpu_queue, warnings=list(job.warnings),
+        gpu_queue=settings.gpu_queue, heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        warnings=list(job.warnings),
     )
     await asyncio.to_thread(store.put_json, derived_keys(render_id)["request"],
                             {"params": params, "inputs": request.inputs, "warnings": request.warnings})
@@ -145,8 +146,25 @@ def render_bar(p: Progress, width: int = 30) -> str:
             f"{p.windows_done}/{p.windows_total} windows  {p.elapsed_s:6.1f}s{eta}   ")
 
 
+async def result_surviving_outages(handle: WorkflowHandle, patience_s: float = 600.0) -> RenderResult:
+    """handle.result(), riding out a Temporal server that is restarting or unreachable."""
+    loop = asyncio.get_running_loop()
+    down_since = None
+    while True:
+        try:
+            return await handle.result()
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED,
+                                  RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL):
+                raise
+            down_since = down_since or loop.time()
+            if loop.time() - down_since > patience_s:
+                raise
+            await asyncio.sleep(1.0)
+
+
 async def wait(handle: WorkflowHandle, show: bool, err=sys.stderr) -> RenderResult:
-    result_task = asyncio.create_task(handle.result())
+    result_task = asyncio.create_task(result_surviving_outages(handle))
     last = ""
     while not result_task.done():
         if show:
@@ -225,6 +243,13 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
     try:
         result = await wait(handle, show=not args.quiet, err=stderr)
     except WorkflowFailureError as exc:
+        if isinstance(exc.cause, CancelledError):
+            manifest = await asyncio.to_thread(store.get_json_or_none, derived_keys(render_id)["manifest"]) or {}
+            finished = manifest.get("windows_finished", [])
+            log(f"render {render_id} was cancelled; {len(finished)} windows were finished and are kept")
+            print(json.dumps({"render_id": render_id, "status": "cancelled",
+                              "windows": manifest.get("windows"), "windows_finished": finished}), file=stdout)
+            return 1
         message = failure_message(exc)
         log(f"error: render {render_id} failed: {message}")
         print(json.dumps({"render_id": render_id, "status": "failed", "error": message}), file=stdout)

@@ -15,6 +15,14 @@ from longtalk.errors import ServiceError, to_application_error
 HEARTBEAT_EVERY_S = 5.0
 
 
+def heartbeat_interval(default: float = HEARTBEAT_EVERY_S) -> float:
+    """Often enough that a third of the activity's heartbeat timeout always sees a beat."""
+    timeout = activity.info().heartbeat_timeout
+    if timeout is None:
+        return default
+    return max(0.2, min(default, timeout.total_seconds() / 3))
+
+
 def map_errors(fn):
     """Raise our ServiceErrors as ApplicationErrors (non-retryable where they must be)."""
     if inspect.iscoroutinefunction(fn):
@@ -36,10 +44,11 @@ def map_errors(fn):
 
 
 @contextmanager
-def heartbeating(details_fn=lambda: None, every_s: float = HEARTBEAT_EVERY_S):
+def heartbeating(details_fn=lambda: None, every_s: float | None = None):
     """For sync activities: heartbeat from a background thread while the body runs, so long
     decodes and uploads that report nothing still prove the worker is alive."""
     stop = threading.Event()
+    every_s = every_s or heartbeat_interval()
 
     def beat():
         while not stop.wait(every_s):
@@ -60,9 +69,11 @@ def heartbeating(details_fn=lambda: None, every_s: float = HEARTBEAT_EVERY_S):
 
 
 @asynccontextmanager
-async def heartbeating_async(details_fn=lambda: None, every_s: float = HEARTBEAT_EVERY_S):
+async def heartbeating_async(details_fn=lambda: None, every_s: float | None = None):
     """For async activities: a heartbeat task beside the body (keeps cancellation delivery
     working while the body waits on a renderer that reports nothing)."""
+
+    every_s = every_s or heartbeat_interval()
 
     async def beat():
         while True:

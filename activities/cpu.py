@@ -16,7 +16,7 @@ from temporalio import activity
 
 from longtalk import av_io
 from longtalk.contracts import (
-    Chain, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
+    CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key,
 )
 from longtalk.errors import InputError
@@ -193,3 +193,22 @@ class CpuActivities:
         manifest.pop("video_url")
         self.store.put_json(derived_keys(req.render_id)["manifest"], manifest)
         return result
+
+    # ---- endings that are not a video ----------------------------------------------
+    @activity.defn(name="discard")
+    @map_errors
+    def discard(self, inp: DiscardInput) -> int:
+        """A render refused for bad input leaves nothing behind in the bucket."""
+        removed = self.store.delete_prefix(f"renders/{inp.render_id}/")
+        activity.logger.info("discarded %d objects of %s: %s", removed, inp.render_id, inp.reason)
+        return removed
+
+    @activity.defn(name="record_cancelled")
+    @map_errors
+    def record_cancelled(self, inp: CancelledInput) -> None:
+        """A cancelled render's manifest says which windows were finished (they stay stored,
+        so submitting the same id again resumes after them)."""
+        self.store.put_json(derived_keys(inp.render_id)["manifest"], {
+            "render_id": inp.render_id, "status": "cancelled", "stage": inp.stage,
+            "windows": inp.windows_total, "windows_finished": inp.windows_finished,
+        })

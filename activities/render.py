@@ -17,6 +17,7 @@ import json
 import socket
 import tempfile
 import time
+import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,7 @@ from longtalk import av_io, metrics
 from longtalk.backends.base import RenderBackend, WindowJob
 from longtalk.contracts import (
     RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
+    window_prefix,
 )
 from longtalk.errors import InputError, TransientError
 from longtalk.store import ObjectStore
@@ -72,6 +74,7 @@ class RenderActivities:
 
         async with heartbeating_async(details):
             job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
+            await asyncio.to_thread(self._record_attempt, ctx.render_id, k)
             state["stage"] = "render"
             started = time.monotonic()
             self.renders += 1
@@ -147,6 +150,14 @@ class RenderActivities:
             self.store.download(key, partial)
             partial.replace(path)
         return path
+
+    def _record_attempt(self, render_id: str, k: int) -> None:
+        """One small object per backend call, so a finished window's work can be told apart
+        from a redone one (a call that starts after meta.json exists would be a duplicate)."""
+        info = activity.info()
+        key = f"{window_prefix(render_id, k)}attempts/{info.attempt:03d}-{uuid.uuid4().hex[:8]}.json"
+        self.store.put_json(key, {"attempt": info.attempt, "worker": self.identity,
+                                  "started_at": datetime.now(timezone.utc).isoformat()})
 
     # ---- outputs -------------------------------------------------------------------
     def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float) -> RenderWindowResult:

@@ -58,6 +58,7 @@ class RenderRequest:
     windows_per_run: int = 100
     parallel_chains: int = 1
     gpu_queue: str = "gpu"
+    heartbeat_timeout_s: int = 60  # a worker silent this long is presumed dead; its activity retries
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -162,6 +163,7 @@ class ChainInput:
     parent_id: str
     windows_per_run: int = 100
     gpu_queue: str = "gpu"
+    heartbeat_timeout_s: int = 60
 
 
 @dataclass
@@ -220,6 +222,20 @@ class RenderResult:
 
 
 @dataclass
+class DiscardInput:
+    render_id: str
+    reason: str
+
+
+@dataclass
+class CancelledInput:
+    render_id: str
+    windows_total: int
+    windows_finished: list[int]
+    stage: str
+
+
+@dataclass
 class Progress:
     render_id: str
     stage: str  # queued | ingest | plan | render | stitch | mux | done | failed | cancelled
@@ -229,3 +245,4 @@ class Progress:
     elapsed_s: float
     eta_s: float | None
     windows_rendered: int = 0  # windows rendered by this run (the rest were found stored)
+    windows_finished: list[int] = field(default_factory=list)

@@ -37,6 +37,8 @@ class Settings:
     motion: int = 9
     fps: int = 25
     windows_per_run: int = 100  # continue-as-new after this many windows of one chain
+    heartbeat_timeout_s: int = 60  # an activity whose worker is silent this long is retried elsewhere
+    comfy_prompt_timeout_s: float = 3600.0  # a ComfyUI prompt running longer is interrupted and retried
     parallel_chains: int = 1  # independent chains a render may be cut into
     # input limits
     min_dimension: int = 64
@@ -63,6 +65,14 @@ class Settings:
         values = values_from_env(cls, PREFIX, environ)
         values.update(overrides)
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The LONGTALK_ variables that reproduce these settings in another process."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
 
     @property
     def temporal_ui_url(self) -> str:

@@ -119,7 +119,7 @@ async def test_cancel_interrupts_the_prompt(standin, backend):
     await control(standin, "/standin/faults", {"hang": True})
     task = asyncio.create_task(backend.render_window(window_job(rid, 0)))
     for _ in range(200):
-        if (await control(standin, "/standin/stats")).get("running"):
+        if (await control(standin, "/standin/stats")).get("running_prompt"):
             break
         await asyncio.sleep(0.02)
     task.cancel()

@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from longtalk.contracts import (
-        ChainInput, ChainResult, IngestResult, Plan, PlanInput, Progress, PublishInput,
+        CancelledInput, ChainInput, ChainResult, DiscardInput, IngestResult, Plan, PlanInput, Progress, PublishInput,
         RenderContext, RenderRequest, RenderResult, RenderWindowInput, RenderWindowResult,
         StitchInput, StitchResult, WindowDone,
     )
@@ -29,6 +29,11 @@ CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficie
 GPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
                         maximum_interval=timedelta(seconds=60), maximum_attempts=30,
                         non_retryable_error_types=NON_RETRYABLE_TYPES)
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    cause = exc.cause if isinstance(exc, ActivityError) else None
+    return isinstance(cause, ApplicationError) and cause.type == "InputError"
 
 
 def chain_workflow_id(render_id: str, chain: int) -> str:
@@ -54,19 +59,51 @@ class RenderVideo:
         self._started = workflow.now()
         try:
             return await self._run(req)
-        except (ActivityError, ChildWorkflowError, ApplicationError):
+        except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):  # cancelled while ingesting or stitching
+                await self._record_cancelled(req)
+                raise
+            stage = self._stage
+            self._stage = "failed"
+            if stage in ("ingest", "plan") and _is_input_error(exc):
+                # bad input found while decoding: drop what this render stored, so a refused
+                # job costs nothing (the error, with the field's name, goes to the caller)
+                await workflow.execute_activity(
+                    "discard", DiscardInput(render_id=req.render_id, reason=str(exc.cause)),
+                    task_queue=workflow.info().task_queue, start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=CPU_RETRY)
+            raise
+        except ChildWorkflowError as exc:
+            if isinstance(exc.cause, CancelledError):  # the cancel reached us through a chain
+                await self._record_cancelled(req)
+            else:
+                self._stage = "failed"
+            raise
+        except ApplicationError:
             self._stage = "failed"
             raise
         except asyncio.CancelledError:
-            self._stage = "cancelled"
+            await self._record_cancelled(req)
             raise
+
+    async def _record_cancelled(self, req: RenderRequest) -> None:
+        """The manifest of a cancelled render says which windows were finished; they stay
+        stored, so submitting the same id again resumes after them."""
+        stage, self._stage = self._stage, "cancelled"
+        await workflow.execute_activity(
+            "record_cancelled",
+            CancelledInput(render_id=req.render_id, windows_total=self._total,
+                           windows_finished=sorted(self._done), stage=stage),
+            task_queue=workflow.info().task_queue, start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=CPU_RETRY)
 
     async def _run(self, req: RenderRequest) -> RenderResult:
         queue = workflow.info().task_queue
+        heartbeat = timedelta(seconds=req.heartbeat_timeout_s)
         self._stage = "ingest"
         ingest: IngestResult = await workflow.execute_activity(
             "ingest", req, result_type=IngestResult, task_queue=queue,
-            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=60),
+            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=heartbeat,
             retry_policy=CPU_RETRY,
         )
         self._stage = "plan"
@@ -90,7 +127,8 @@ class RenderVideo:
                 RenderChain.run,
                 ChainInput(context=context, chain=chain, next_window=chain.first,
                            parent_id=workflow.info().workflow_id,
-                           windows_per_run=req.windows_per_run, gpu_queue=req.gpu_queue),
+                           windows_per_run=req.windows_per_run, gpu_queue=req.gpu_queue,
+                           heartbeat_timeout_s=req.heartbeat_timeout_s),
                 id=chain_workflow_id(req.render_id, chain.index), task_queue=queue,
             )
             for chain in plan.chains
@@ -100,7 +138,7 @@ class RenderVideo:
             "stitch", StitchInput(render_id=req.render_id, windows=plan.windows,
                                   total_frames=plan.total_frames, fps=req.fps),
             result_type=StitchResult, task_queue=queue,
-            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),
+            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=heartbeat,
             retry_policy=CPU_RETRY,
         )
         self._stage = "mux"
@@ -108,7 +146,7 @@ class RenderVideo:
             "publish", PublishInput(request=req, video_key=stitched.video_key,
                                     total_frames=plan.total_frames, windows=plan.windows),
             result_type=RenderResult, task_queue=queue,
-            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=60),
+            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=heartbeat,
             retry_policy=CPU_RETRY,
         )
         self._stage = "done"
@@ -140,7 +178,7 @@ class RenderVideo:
             windows_total=self._total,
             current_window=self._current if self._stage == "render" else None,
             elapsed_s=round(elapsed, 3), eta_s=None if eta is None else round(eta, 1),
-            windows_rendered=self._rendered,
+            windows_rendered=self._rendered, windows_finished=sorted(self._done),
         )
 
 
@@ -157,13 +195,14 @@ class RenderChain:
                 workflow.continue_as_new(ChainInput(
                     context=inp.context, chain=inp.chain, next_window=k, parent_id=inp.parent_id,
                     windows_per_run=inp.windows_per_run, gpu_queue=inp.gpu_queue,
+                    heartbeat_timeout_s=inp.heartbeat_timeout_s,
                 ))
             result: RenderWindowResult = await workflow.execute_activity(
                 "render_window",
                 RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first),
                 result_type=RenderWindowResult, task_queue=inp.gpu_queue,
-                start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=60),
-                retry_policy=GPU_RETRY,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s), retry_policy=GPU_RETRY,
             )
             ran += 1
             await parent.signal("window_done", WindowDone(index=k, render_s=result.render_s,

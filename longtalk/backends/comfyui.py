@@ -91,7 +91,8 @@ class ComfyUIBackend:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ComfyUIBackend":
-        return cls(ComfyClient(settings.comfy_url), GraphConfig.from_env())
+        return cls(ComfyClient(settings.comfy_url), GraphConfig.from_env(),
+                   prompt_timeout_s=settings.comfy_prompt_timeout_s)
 
     async def wait_ready(self, timeout_s: float = 600.0) -> dict:
         """Block until ComfyUI answers /system_stats; remember its device for heartbeats."""

@@ -1,0 +1,286 @@
+"""Renders survive the faults an operator meets: each test kills or stops a real process
+(worker, Temporal server, S3 server, ComfyUI stand-in) in the middle of a render, and the
+render must still end with a correct MP4: exact frame count, every window once, and no GPU
+render of a window after it was stored."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from comfy_graphs.binder import upload_subfolder
+from longtalk.contracts import window_meta_key, window_prefix
+from longtalk.settings import Settings
+from longtalk.stack import Process, free_port, s3_service, temporal_service
+from longtalk.store import ObjectStore
+from longtalk.windows import window_count
+from tests.conftest import ROOT
+from tests.faults import SlowProxy, StandinProcess, start_worker, until
+from tests.media import samples_16k
+from tests.test_pipeline import check_video, run_starter, write_job
+
+pytestmark = pytest.mark.timeout(240)
+SIZE = 128
+LEDGER: list[str] = []  # faults injected and survived, for the summary line
+
+
+@dataclasses.dataclass
+class FaultStack:
+    settings: Settings
+    temporal: Process
+    s3: Process
+    root: Path
+
+
+@pytest.fixture(scope="module")
+async def fstack(tmp_path_factory):
+    import os
+    import tempfile
+
+    d = tmp_path_factory.mktemp("faults")
+    settings = Settings(
+        data_dir=d, temporal_address=f"127.0.0.1:{free_port()}", s3_endpoint=f"127.0.0.1:{free_port()}",
+        bucket="faults", heartbeat_timeout_s=3, comfy_prompt_timeout_s=4.0,
+        input_roots=os.pathsep.join([str(ROOT), tempfile.gettempdir()]),
+    )
+    (d / "s3" / settings.bucket).mkdir(parents=True)
+    temporal = Process(temporal_service(settings, db_file=d / "temporal.db", headless=True), d / "run", d / "logs")
+    s3 = Process(s3_service(settings, d / "s3"), d / "run", d / "logs")
+    for proc in (temporal, s3):
+        proc.start()
+        proc.wait_ready(90)
+    yield FaultStack(settings, temporal, s3, d)
+    for proc in (s3, temporal):
+        proc.stop()
+    print("\nfaults injected and survived: " + ", ".join(LEDGER))
+
+
+@pytest.fixture
+async def env(fstack, tmp_path):
+    """Fresh task queues, a client and a store for one test; every process it starts is killed."""
+    settings = dataclasses.replace(fstack.settings, render_queue=f"render-{uuid.uuid4().hex[:6]}",
+                                   gpu_queue=f"gpu-{uuid.uuid4().hex[:6]}", data_dir=tmp_path / "data")
+    client = await Client.connect(settings.temporal_address)
+    procs: list = []
+    yield settings, client, ObjectStore.from_settings(settings), procs, tmp_path
+    for p in procs:
+        p.kill()
+
+
+async def standin(procs, tmp_path, delay_s: float = 0.0) -> StandinProcess:
+    s = StandinProcess(tmp_path / "comfy", free_port(), tmp_path / "logs" / "standin.log")
+    procs.append(s.start())
+    await s.ready()
+    if delay_s:
+        await s.control("/standin/faults", {"delay_s": delay_s})
+    return s
+
+
+async def workers(settings, procs, tmp_path, comfy: StandinProcess | None, name: str = "w"):
+    gpu_env = {"LONGTALK_BACKEND": "comfyui", "LONGTALK_COMFY_URL": comfy.url} if comfy else {}
+    cpu = await start_worker(settings, "cpu", tmp_path / "logs" / f"{name}-cpu.log")
+    gpu = await start_worker(settings, "gpu", tmp_path / "logs" / f"{name}-gpu.log", **gpu_env)
+    procs += [cpu, gpu]
+    return cpu, gpu
+
+
+def job(tmp_path, media) -> str:
+    return write_job(tmp_path, image_path=media["portrait"], wav_path=media["speech"], width=SIZE, height=SIZE)
+
+
+def start_render(client, settings, tmp, media, rid: str, out: Path | None, comfy: StandinProcess | None):
+    """starter.main in a task: the same path a user's `python starter.py` takes."""
+    args = [job(tmp, media), "--id", rid] + (["--output", str(out)] if out else [])
+    args += ["--backend", "comfyui" if comfy else "preview"]
+    return asyncio.create_task(run_starter(client, settings, *args))
+
+
+async def check_render(rc, result, err, store, media, out: Path, render_id: str, comfy: StandinProcess | None):
+    assert rc == 0, err
+    total = samples_16k(media["speech"]) // 640
+    n = window_count(total)
+    assert result["frames"] == total and result["windows"] == n
+    check_video(out, total, SIZE, SIZE)
+    for k in range(n):  # no window was rendered again once it was stored
+        meta = store.get_json(window_meta_key(render_id, k))
+        for key in store.list(window_prefix(render_id, k) + "attempts/"):
+            assert store.get_json(key)["started_at"] <= meta["rendered_at"], f"window {k} rendered after it was stored"
+    if comfy is not None:
+        stats = await comfy.control("/standin/stats")
+        assert stats["succeeded"] == n, stats  # one successful GPU render per window
+        per_window = {}
+        for k in range(n):
+            folder = comfy.log.parent.parent / "comfy" / "output" / upload_subfolder(render_id, k)
+            per_window[k] = len(list(folder.glob("frame_*.png"))) if folder.exists() else 0
+        assert all(v == 81 for v in per_window.values()), per_window
+    return n
+
+
+async def window_running(store, comfy, render_id: str, k: int):
+    """True once window k-1 is stored and ComfyUI is busy with a prompt (window k's)."""
+    async def ready():
+        stored = await asyncio.to_thread(store.exists, window_meta_key(render_id, k - 1))
+        return stored and (await comfy.control("/standin/stats"))["running_prompt"]
+    return await until(ready, timeout=60)
+
+
+async def test_gpu_worker_killed_mid_window(env, media):
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=1.5)
+    cpu, gpu = await workers(settings, procs, tmp, comfy)
+    rid, out = f"f-gpu-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+    render = start_render(client, settings, tmp, media, rid, out, comfy)
+    running = await window_running(store, comfy, rid, 1)
+    gpu.kill(signal.SIGKILL)  # mid-window: ComfyUI keeps rendering window 1
+    procs.append(await start_worker(settings, "gpu", tmp / "logs" / "gpu-2.log",
+                                    LONGTALK_BACKEND="comfyui", LONGTALK_COMFY_URL=comfy.url))
+    rc, result, err = await render
+    await check_render(rc, result, err, store, media, out, rid, comfy)
+    stats = await comfy.control("/standin/stats")
+    # the new worker re-attached to the prompt that was running: nothing was queued twice
+    assert stats["prompts_received"] == result["windows"], stats
+    assert running  # the kill really happened while a prompt ran
+    LEDGER.append("gpu worker SIGKILL")
+
+
+async def test_cpu_worker_killed_during_stitch_and_mux(env, media):
+    settings, client, store, procs, tmp = env
+    host, port = settings.s3_endpoint.rsplit(":", 1)
+    proxy = await SlowProxy(int(port), delay_s=0.4).start()  # the CPU worker reaches S3 over a slow link
+    slow = dataclasses.replace(settings, s3_endpoint=f"127.0.0.1:{proxy.port}")
+    try:
+        procs.append(await start_worker(slow, "cpu", tmp / "logs" / "cpu-1.log"))
+        procs.append(await start_worker(settings, "gpu", tmp / "logs" / "gpu.log"))
+        rid, out = f"f-cpu-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+        render = start_render(client, settings, tmp, media, rid, out, None)
+        handle = client.get_workflow_handle(rid)
+        killed = []
+        for activity_type in ("stitch", "publish"):
+            async def running(kind=activity_type):
+                try:
+                    desc = await handle.describe()
+                except Exception:
+                    return False
+                return any(p.activity_type.name == kind and p.state == 2  # STARTED
+                           for p in desc.raw_description.pending_activities)
+            await until(running, timeout=120, every=0.02)
+            procs[0].kill(signal.SIGKILL)
+            killed.append(activity_type)
+            procs[0] = await start_worker(slow, "cpu", tmp / "logs" / f"cpu-{len(killed) + 1}.log")
+        rc, result, err = await render
+        await check_render(rc, result, err, store, media, out, rid, None)
+        assert killed == ["stitch", "publish"]
+        LEDGER.append("cpu worker SIGKILL during stitch")
+        LEDGER.append("cpu worker SIGKILL during mux")
+    finally:
+        await proxy.close()
+
+
+async def test_temporal_server_restarted_mid_render(env, fstack, media):
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=1.0)
+    await workers(settings, procs, tmp, comfy)
+    rid, out = f"f-tmp-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+    render = start_render(client, settings, tmp, media, rid, out, comfy)
+    await window_running(store, comfy, rid, 1)
+    fstack.temporal.stop()  # SIGTERM, then the same database file comes back
+    await asyncio.sleep(2)
+    fstack.temporal.start()
+    fstack.temporal.wait_ready(90)
+    rc, result, err = await render
+    await check_render(rc, result, err, store, media, out, rid, comfy)
+    LEDGER.append("temporal server restart")
+
+
+async def test_object_store_stopped_for_a_while(env, fstack, media):
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=0.8)
+    await workers(settings, procs, tmp, comfy)
+    rid, out = f"f-s3-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+    render = start_render(client, settings, tmp, media, rid, out, comfy)
+    await window_running(store, comfy, rid, 1)
+    fstack.s3.stop()
+    await asyncio.sleep(5)  # window 1 finishes on ComfyUI meanwhile; storing it fails and retries
+    fstack.s3.start()
+    fstack.s3.wait_ready(30)
+    rc, result, err = await render
+    await check_render(rc, result, err, store, media, out, rid, comfy)
+    LEDGER.append("object store down 5 s")
+
+
+@pytest.mark.parametrize("fault", ["execution_error", "oom", "drop_ws", "hang", "restart"])
+async def test_comfyui_faults(env, media, fault):
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=0.6)
+    await workers(settings, procs, tmp, comfy)
+    rid, out = f"f-{fault.replace('_', '')}-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+    render = start_render(client, settings, tmp, media, rid, out, comfy)
+    if fault == "restart":
+        await window_running(store, comfy, rid, 1)
+        await comfy.control("/standin/faults", {"restart": True})
+    else:
+        await until(lambda: asyncio.to_thread(store.exists, window_meta_key(rid, 0)), timeout=60)
+        await comfy.control("/standin/faults", {fault: True})  # hits window 1 (hang: past the prompt timeout)
+    rc, result, err = await render
+    await check_render(rc, result, err, store, media, out, rid, comfy)
+    stats = await comfy.control("/standin/stats")
+    if fault in ("execution_error", "oom"):
+        assert stats["failed"] >= 1
+    elif fault == "hang":
+        assert stats["interrupted"] >= 1  # the hung prompt was interrupted, then redone
+    elif fault == "drop_ws":
+        assert stats["ws_dropped"] >= 1
+    LEDGER.append(f"comfyui {fault}")
+
+
+async def test_cancel_mid_window_interrupts_comfyui(env, media):
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=0.6)
+    await workers(settings, procs, tmp, comfy)
+    rid = f"f-cancel-{uuid.uuid4().hex[:6]}"
+    render = start_render(client, settings, tmp, media, rid, None, comfy)
+    await until(lambda: asyncio.to_thread(store.exists, window_meta_key(rid, 0)), timeout=60)
+    await comfy.control("/standin/faults", {"hang": True})
+    await until(lambda: comfy.control("/standin/stats"), timeout=5)
+    await window_running(store, comfy, rid, 1)
+    await client.get_workflow_handle(rid).cancel()
+    rc, result, err = await render
+    assert rc == 1 and result["status"] == "cancelled", (result, err)
+    assert result["windows_finished"] == [0] and result["windows"] == 3
+    assert (await client.get_workflow_handle(rid).describe()).status.name == "CANCELED"
+    stats = await until(lambda: _interrupted(comfy), timeout=30)
+    assert stats["interrupted"] == 1
+    manifest = store.get_json(f"renders/{rid}/manifest.json")
+    assert manifest["status"] == "cancelled" and manifest["windows_finished"] == [0]
+    LEDGER.append("cancel mid-window")
+
+
+async def _interrupted(comfy):
+    stats = await comfy.control("/standin/stats")
+    return stats if stats["interrupted"] >= 1 else None
+
+
+async def test_same_id_submitted_twice_concurrently(env, media):
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=0.3)
+    await workers(settings, procs, tmp, comfy)
+    rid = f"f-twice-{uuid.uuid4().hex[:6]}"
+    (a, b) = await asyncio.gather(start_render(client, settings, tmp, media, rid, tmp / "a.mp4", comfy),
+                                  start_render(client, settings, tmp, media, rid, tmp / "b.mp4", comfy))
+    for rc, result, err in (a, b):
+        await check_render(rc, result, err, store, media, tmp / ("a.mp4" if result is a[1] else "b.mp4"), rid, comfy)
+    runs = [w async for w in client.list_workflows(f"WorkflowId = '{rid}'")]
+    assert len(runs) == 1
+    assert (await comfy.control("/standin/stats"))["prompts_received"] == a[1]["windows"]
+    LEDGER.append("same id submitted twice at once")
+
+
+def test_ledger_line_is_kept():
+    assert json.dumps(LEDGER)  # the summary list is printed by the module fixture's teardown
