@@ -1,0 +1,1320 @@
+"""The docker compose deployment, checked by parsing (no Docker engine, no `docker compose`).
+
+Covers docker-compose.yml, docker/*/Dockerfile, .dockerignore, .env.example and
+scripts/fetch_models.sh: every path they name exists, images and commits are pinned, every
+LONGTALK_* variable is a real setting, each GPU worker feeds its own GPU-reserving ComfyUI
+over the network, and the model download list is ModelFiles.fetch_list().
+
+PyYAML is not a dependency of the project, so the compose file is read with the small YAML
+reader below. It understands the subset the file uses (block mappings and sequences, flow
+sequences, quoted and plain scalars, literal blocks, anchors, aliases and `<<` merges) and
+raises on anything else, so a construct it does not know fails the test instead of being
+misread. Where PyYAML happens to be importable the two readings are compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from comfy_graphs.config import (
+    GRAPHS_DIR_ENV,
+    MODEL_FOLDERS,
+    GraphConfig,
+    ModelFiles,
+    SamplerSettings,
+    env_name,
+)
+from longtalk.settings import PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+COMFY_DOCKERFILE = ROOT / "docker" / "comfyui" / "Dockerfile"
+WORKER_DOCKERFILE = ROOT / "docker" / "worker" / "Dockerfile"
+CONSTRAINTS = ROOT / "docker" / "comfyui" / "constraints.txt"
+FETCH_SCRIPT = ROOT / "scripts" / "fetch_models.sh"
+GPU_DOC = ROOT / "docs" / "run-on-gpus.md"
+
+PINNED_COMMITS = {
+    "COMFYUI_COMMIT": "3cd7b32f1b7e7e90395cefe7d9f9b1f89276d8ce",
+    "WANVIDEOWRAPPER_COMMIT": "60a387579e2e1c96591598e4caf3465a7aaaf443",
+    "KJNODES_COMMIT": "16a335c8c40b1b3eef8b770022276004d5bea66b",
+    "VIDEOHELPERSUITE_COMMIT": "993082e4f2473bf4acaf06f51e33877a7eb38960",
+    "MELBANDROFORMER_COMMIT": "b40e263224778ec417114d91d8b3b39934e30de5",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# A YAML reader for the subset docker-compose.yml uses
+# ---------------------------------------------------------------------------------------------
+
+class YamlSubsetError(ValueError):
+    pass
+
+
+_KEY_RE = re.compile(r"""^(?P<key>"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s"'#\[\]{},&*!|>%@`-][^:#]*?|-[^\s:#][^:#]*?)"""
+                     r"""\s*:(?:\s+|$)(?P<rest>.*)$""")
+_BOOLS = {**{w: True for w in ("true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON")},
+          **{w: False for w in ("false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF")}}
+_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+class _YamlReader:
+    def __init__(self, text: str) -> None:
+        if "\t" in text:
+            raise YamlSubsetError("tab characters are not supported")
+        self.lines = text.splitlines()
+        self.i = 0
+        self.anchors: dict[str, object] = {}
+
+    # -- lines --------------------------------------------------------------------------------
+    def _peek(self) -> tuple[int, str] | None:
+        """(indent, content) of the next line with content; skips blanks and comments."""
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                self.i += 1
+                continue
+            if stripped in ("---", "...") or stripped.startswith("%"):
+                raise YamlSubsetError(f"line {self.i + 1}: documents and directives are not supported")
+            return len(line) - len(line.lstrip(" ")), line.strip()
+        return None
+
+    def error(self, msg: str) -> YamlSubsetError:
+        return YamlSubsetError(f"line {self.i + 1}: {msg}")
+
+    # -- nodes --------------------------------------------------------------------------------
+    def document(self):
+        nxt = self._peek()
+        if nxt is None:
+            return None
+        value = self._block(nxt[0])
+        if self._peek() is not None:
+            raise self.error("unexpected content (bad indentation?)")
+        return value
+
+    def _block(self, indent: int):
+        nxt = self._peek()
+        assert nxt is not None and nxt[0] == indent
+        if nxt[1] == "-" or nxt[1].startswith("- "):
+            return self._sequence(indent)
+        return self._mapping(indent)
+
+    def _mapping(self, indent: int) -> dict:
+        explicit: dict = {}
+        merged: dict = {}
+        while True:
+            nxt = self._peek()
+            if nxt is None or nxt[0] < indent:
+                break
+            if nxt[0] > indent:
+                raise self.error("unexpected indentation")
+            content = nxt[1]
+            if content == "-" or content.startswith("- "):
+                break
+            m = _KEY_RE.match(content)
+            if not m:
+                raise self.error(f"not a 'key: value' line: {content!r}")
+            key = self._scalar_text(m.group("key"))
+            rest = m.group("rest")
+            self.i += 1
+            if key == "<<":
+                value = self._value(rest, indent)
+                sources = value if isinstance(value, list) else [value]
+                for source in sources:
+                    if not isinstance(source, dict):
+                        raise self.error("'<<' must merge a mapping")
+                    for k, v in source.items():
+                        merged.setdefault(k, v)
+                continue
+            if key in explicit:
+                raise self.error(f"duplicate key {key!r}")
+            explicit[key] = self._value(rest, indent)
+        result = dict(merged)
+        result.update(explicit)
+        return result
+
+    def _sequence(self, indent: int) -> list:
+        items = []
+        while True:
+            nxt = self._peek()
+            if nxt is None or nxt[0] < indent:
+                break
+            if nxt[0] > indent:
+                raise self.error("unexpected indentation")
+            content = nxt[1]
+            if not (content == "-" or content.startswith("- ")):
+                break
+            after = content[1:].lstrip(" ")
+            if after and not after.startswith("#") and _KEY_RE.match(after) and after[0] not in "\"'[{":
+                # "- key: value": a mapping whose first line starts after the dash
+                self.lines[self.i] = " " * (indent + len(content) - len(after)) + after
+                items.append(self._mapping(indent + len(content) - len(after)))
+                continue
+            self.i += 1
+            items.append(self._value(after, indent))
+        return items
+
+    def _value(self, rest: str, indent: int):
+        """The value after 'key:' or '- ' at `indent`: inline, a block below, or an alias."""
+        rest = rest.strip()
+        anchor = None
+        if rest.startswith("&"):
+            m = re.match(r"&([^\s\[\]{},]+)\s*(.*)$", rest)
+            if not m:
+                raise self.error("bad anchor")
+            anchor, rest = m.group(1), m.group(2)
+        if rest.startswith("*"):
+            name = rest[1:].split("#", 1)[0].strip()
+            if name not in self.anchors:
+                raise self.error(f"unknown alias *{name}")
+            value = self.anchors[name]
+        elif rest in ("|", "|-") or rest.startswith(("| #", "|- #")):
+            value = self._literal(indent, strip=rest.startswith("|-"))
+        elif rest.startswith((">", "|")):
+            raise self.error(f"block scalar style {rest.split()[0]!r} is not supported (use | or |-)")
+        elif rest == "" or rest.startswith("#"):
+            nxt = self._peek()
+            if nxt is not None and (nxt[0] > indent or (nxt[0] == indent and (nxt[1] == "-" or nxt[1].startswith("- ")))):
+                value = self._block(nxt[0])
+            else:
+                value = None
+        else:
+            value = self._inline(rest)
+        if anchor is not None:
+            self.anchors[anchor] = value
+        return value
+
+    def _literal(self, indent: int, strip: bool) -> str:
+        lines = []
+        block_indent = None
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            if line.strip():
+                cur = len(line) - len(line.lstrip(" "))
+                if cur <= indent:
+                    break
+                if block_indent is None:
+                    block_indent = cur
+                if cur < block_indent:
+                    raise self.error("literal block line indented less than its first line")
+                lines.append(line[block_indent:])
+            else:
+                lines.append("")
+            self.i += 1
+        while lines and lines[-1] == "":
+            lines.pop()
+        text = "\n".join(lines)
+        return text if strip or not text else text + "\n"
+
+    # -- scalars ------------------------------------------------------------------------------
+    def _inline(self, text: str):
+        text = text.strip()
+        if text.startswith("["):
+            end = _closing_bracket(text)
+            if end is None:
+                raise self.error("unclosed flow sequence")
+            tail = text[end + 1:].strip()
+            if tail and not tail.startswith("#"):
+                raise self.error(f"text after a flow sequence: {tail!r}")
+            inner = text[1:end].strip()
+            return [self._inline_scalar(item) for item in _split_flow(inner, self)] if inner else []
+        if text.startswith("{"):
+            if re.match(r"\{\s*\}\s*(#.*)?$", text):
+                return {}
+            raise self.error("flow mappings are not supported")
+        return self._inline_scalar(text)
+
+    def _inline_scalar(self, text: str):
+        text = text.strip()
+        if text.startswith(("'", '"')):
+            value, end = _quoted(text, self)
+            tail = text[end:].strip()
+            if tail and not tail.startswith("#"):
+                raise self.error(f"text after a quoted scalar: {tail!r}")
+            return value
+        if text[:1] in ("&", "*", "!", "%", "@", "`", "{", "[", "|", ">"):
+            raise self.error(f"unsupported scalar {text!r}")
+        m = re.search(r"\s#", text)
+        if m:
+            text = text[:m.start()].rstrip()
+        return _plain(text, self)
+
+    def _scalar_text(self, key: str) -> str:
+        if key.startswith(("'", '"')):
+            return _quoted(key, self)[0]
+        return key
+
+
+def _closing_bracket(text: str) -> int | None:
+    quote = None
+    for pos, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "]":
+            return pos
+        elif ch == "[" and pos:
+            return None  # nested flow collections are not supported
+    return None
+
+
+def _split_flow(inner: str, reader: _YamlReader) -> list[str]:
+    items, cur, quote = [], "", None
+    for ch in inner:
+        if quote:
+            cur += ch
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+            cur += ch
+        elif ch == ",":
+            items.append(cur)
+            cur = ""
+        elif ch in "{}":
+            raise reader.error("flow mappings are not supported")
+        else:
+            cur += ch
+    if quote:
+        raise reader.error("unclosed quote in a flow sequence")
+    items.append(cur)
+    if any(not item.strip() for item in items):
+        raise reader.error("empty item in a flow sequence")
+    return items
+
+
+def _quoted(text: str, reader: _YamlReader) -> tuple[str, int]:
+    quote = text[0]
+    if quote == "'":
+        out, pos = "", 1
+        while pos < len(text):
+            if text[pos] == "'":
+                if text[pos + 1:pos + 2] == "'":
+                    out += "'"
+                    pos += 2
+                    continue
+                return out, pos + 1
+            out += text[pos]
+            pos += 1
+        raise reader.error("unclosed single quote")
+    pos = 1
+    while pos < len(text):
+        if text[pos] == "\\":
+            pos += 2
+            continue
+        if text[pos] == '"':
+            try:
+                return json.loads(text[:pos + 1]), pos + 1
+            except json.JSONDecodeError:
+                raise reader.error(f"unsupported escape in {text[:pos + 1]}") from None
+        pos += 1
+    raise reader.error("unclosed double quote")
+
+
+# PyYAML's (YAML 1.1) implicit int and float forms; only the plain decimal ones are used here
+_YAML11_INT = re.compile(r"[-+]?(?:0b[0-1_]+|0[0-7_]+|(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|[1-9][0-9_]*(?::[0-5]?[0-9])+)")
+_YAML11_FLOAT = re.compile(r"[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+                           r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+
+
+def _plain(text: str, reader: _YamlReader):
+    if text in _NULLS:
+        return None
+    if text in _BOOLS:
+        return _BOOLS[text]
+    if re.fullmatch(r"[-+]?(0|[1-9][0-9]*)", text):
+        return int(text)
+    if re.fullmatch(r"[-+]?[0-9]+\.[0-9]+", text):
+        return float(text)
+    if _YAML11_INT.fullmatch(text) or _YAML11_FLOAT.fullmatch(text):
+        # e.g. 80:80 (base 60), 0755 (octal), 1_000: YAML 1.1 numbers this reader does not do
+        raise reader.error(f"ambiguous plain scalar {text!r}: quote it")
+    if text.startswith(("- ", "? ", ": ")) or ": " in text or text.endswith(":"):
+        raise reader.error(f"plain scalar with a mapping indicator: {text!r}")
+    return text
+
+
+def load_yaml(text: str):
+    return _YamlReader(text).document()
+
+
+# ---------------------------------------------------------------------------------------------
+# Compose interpolation, .env files
+# ---------------------------------------------------------------------------------------------
+
+_VAR_RE = re.compile(r"\$(?:\$|\{(?P<braced>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+class MissingVariable(ValueError):
+    pass
+
+
+def compose_variables(text: str) -> list[tuple[str, str, str]]:
+    """(name, operator, argument) of every ${...} / $NAME in `text` ($$ is a literal $)."""
+    found = []
+    for m in _VAR_RE.finditer(text):
+        if m.group(0) == "$$":
+            continue
+        if m.group("plain"):
+            found.append((m.group("plain"), "", ""))
+            continue
+        body = m.group("braced")
+        v = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?$", body, re.DOTALL)
+        if not v:
+            raise ValueError(f"bad variable reference ${{{body}}}")
+        found.append((v.group(1), v.group(2) or "", v.group(3) or ""))
+    return found
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable substitution: $$, $NAME, ${NAME}, ${NAME:-default}, ${NAME:?error}, ..."""
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        if m.group("plain"):
+            return env.get(m.group("plain"), "")
+        (name, op, arg), = compose_variables(m.group(0))
+        value = env.get(name)
+        if op == ":-":
+            return value if value else interpolate(arg, env)
+        if op == "-":
+            return value if value is not None else interpolate(arg, env)
+        if op == ":?":
+            if not value:
+                raise MissingVariable(f"{name}: {arg}")
+            return value
+        if op == "?":
+            if value is None:
+                raise MissingVariable(f"{name}: {arg}")
+            return value
+        if op == ":+":
+            return interpolate(arg, env) if value else ""
+        if op == "+":
+            return interpolate(arg, env) if value is not None else ""
+        return value or ""
+    return _VAR_RE.sub(sub, text)
+
+
+def interpolate_tree(node, env: dict[str, str]):
+    if isinstance(node, dict):
+        return {k: interpolate_tree(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate_tree(v, env) for v in node]
+    if isinstance(node, str):
+        return interpolate(node, env)
+    return node
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
+        assert m, f"{path.name}:{n}: not NAME=value: {line!r}"
+        env[m.group(1)] = m.group(2)
+    return env
+
+
+def all_strings(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield str(k)
+            yield from all_strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from all_strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfiles and .dockerignore
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Instruction:
+    keyword: str
+    args: str
+    line: int
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with line continuations joined and comments dropped (no heredocs)."""
+    out: list[Instruction] = []
+    escape = "\\"
+    lines = text.splitlines()
+    pending, start = "", 0
+    in_header = True
+    for n, raw in enumerate(lines, 1):
+        stripped = raw.strip()
+        if in_header and (m := re.match(r"#\s*escape\s*=\s*(\S)", stripped)):
+            escape = m.group(1)
+            continue
+        if stripped.startswith("#"):
+            continue  # comment lines, also inside a continued instruction
+        if not stripped and not pending:
+            continue
+        in_header = False
+        if not pending:
+            start = n
+        if stripped.endswith(escape):
+            pending += stripped[:-1].rstrip() + " "
+            continue
+        pending += stripped
+        keyword, _, args = pending.strip().partition(" ")
+        if re.search(r"<<-?\s*['\"]?[A-Za-z_]", args) and keyword.upper() in ("RUN", "COPY", "ADD"):
+            raise ValueError(f"line {start}: heredocs are not supported by this parser")
+        out.append(Instruction(keyword.upper(), args.strip(), start))
+        pending = ""
+    if pending:
+        raise ValueError("Dockerfile ends inside a continued line")
+    return out
+
+
+def dockerfile_args(instructions: list[Instruction]) -> dict[str, str]:
+    values = {}
+    for ins in instructions:
+        if ins.keyword == "ARG":
+            name, _, default = ins.args.partition("=")
+            values[name.strip()] = default.strip().strip('"')
+    return values
+
+
+def _substitute(text: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
+
+
+def copy_sources(ins: Instruction, args: dict[str, str]) -> list[str] | None:
+    """Build-context sources of a COPY/ADD; None for COPY --from (another stage or image)."""
+    rest = ins.args
+    flags = []
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        flags.append(flag)
+        rest = rest.lstrip()
+    if any(f.startswith("--from=") for f in flags):
+        return None
+    if rest.startswith("["):
+        parts = json.loads(rest)
+    else:
+        parts = shlex.split(rest)
+    if len(parts) < 2:
+        raise ValueError(f"line {ins.line}: {ins.keyword} needs a source and a destination")
+    sources = [_substitute(p, args) for p in parts[:-1]]
+    if ins.keyword == "ADD":
+        sources = [s for s in sources if not re.match(r"(https?|git)://|git@", s)]
+    return sources
+
+
+def copy_destinations(instructions: list[Instruction]) -> dict[str, str]:
+    """Destination path -> context source of each single-source COPY."""
+    args = dockerfile_args(instructions)
+    out = {}
+    for ins in instructions:
+        if ins.keyword != "COPY":
+            continue
+        sources = copy_sources(ins, args)
+        if not sources or len(sources) != 1:
+            continue
+        rest = ins.args
+        while rest.startswith("--"):
+            rest = rest.partition(" ")[2].lstrip()
+        parts = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
+        out[_substitute(parts[-1], args)] = sources[0]
+    return out
+
+
+class DockerIgnore:
+    """.dockerignore matching: patterns relative to the context, `**`, `!` exceptions, last
+    match wins, and a pattern that matches a folder excludes what is inside it."""
+
+    def __init__(self, text: str) -> None:
+        self.rules: list[tuple[bool, re.Pattern]] = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            negate = line.startswith("!")
+            pattern = os.path.normpath(line[1:].strip() if negate else line).lstrip("/")
+            self.rules.append((negate, re.compile(self._regex(pattern))))
+
+    @staticmethod
+    def _regex(pattern: str) -> str:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out += "(?:.*/)?"
+                i += 3
+            elif pattern.startswith("**", i):
+                out += ".*"
+                i += 2
+            elif pattern[i] == "*":
+                out += "[^/]*"
+                i += 1
+            elif pattern[i] == "?":
+                out += "[^/]"
+                i += 1
+            elif pattern[i] == "[":
+                end = pattern.find("]", i)
+                if end < 0:
+                    out += re.escape(pattern[i:])
+                    break
+                out += pattern[i:end + 1]
+                i = end + 1
+            else:
+                out += re.escape(pattern[i])
+                i += 1
+        return out + r"\Z"
+
+    def excluded(self, relpath: str) -> bool:
+        relpath = os.path.normpath(relpath).lstrip("/")
+        if relpath in (".", ""):
+            return False
+        parts = relpath.split("/")
+        candidates = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+        result = False
+        for negate, rx in self.rules:
+            if any(rx.match(c) for c in candidates):
+                result = not negate
+        return result
+
+
+def check_dockerfile(dockerfile: Path, context: Path) -> list[str]:
+    """Problems with the context sources of a Dockerfile's COPY/ADD instructions."""
+    ignore_file = context / ".dockerignore"
+    ignore = DockerIgnore(ignore_file.read_text() if ignore_file.exists() else "")
+    instructions = parse_dockerfile(dockerfile.read_text())
+    args = dockerfile_args(instructions)
+    problems = []
+    for ins in instructions:
+        if ins.keyword not in ("COPY", "ADD"):
+            continue
+        for source in copy_sources(ins, args) or []:
+            if "$" in source:
+                problems.append(f"{dockerfile.name}:{ins.line}: unresolved variable in {source!r}")
+                continue
+            rel = os.path.normpath(source).lstrip("/")
+            if rel.startswith(".."):
+                problems.append(f"{dockerfile.name}:{ins.line}: {source!r} is outside the build context")
+                continue
+            matches = [rel] if not any(c in rel for c in "*?[") else \
+                [str(p.relative_to(context)) for p in context.glob(rel)]
+            if rel == ".":
+                continue
+            if not matches or not all((context / m).exists() for m in matches):
+                problems.append(f"{dockerfile.name}:{ins.line}: {source!r} does not exist in {context}")
+                continue
+            if all(ignore.excluded(m) for m in matches):
+                problems.append(f"{dockerfile.name}:{ins.line}: {source!r} is excluded by .dockerignore")
+    return problems
+
+
+def image_is_pinned(image: str) -> bool:
+    if "@sha256:" in image:
+        return True
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return False
+    tag = last.rsplit(":", 1)[1]
+    return bool(tag) and tag != "latest" and "$" not in tag
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def raw_compose() -> dict:
+    text = COMPOSE_FILE.read_text()
+    data = load_yaml(text)
+    try:
+        import yaml  # not a project dependency; compare readings when it happens to be there
+    except ImportError:
+        pass
+    else:
+        assert data == yaml.safe_load(text), "the YAML subset reader and PyYAML disagree"
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def example_env() -> dict[str, str]:
+    return read_env_file(ENV_EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def compose(raw_compose, example_env) -> dict:
+    """The compose file as `docker compose --env-file .env.example config` would see it."""
+    try:
+        return interpolate_tree(raw_compose, example_env)
+    except MissingVariable as exc:
+        pytest.fail(f"docker-compose.yml needs a variable .env.example does not set: {exc}")
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, dict]:
+    return compose["services"]
+
+
+def env_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def is_comfyui(service: dict) -> bool:
+    return (service.get("build") or {}).get("dockerfile") == "docker/comfyui/Dockerfile" \
+        and "setup" not in (service.get("profiles") or [])
+
+
+def gpu_workers(services: dict) -> dict[str, dict]:
+    return {name: s for name, s in services.items()
+            if "gpu" in env_of(s).get("LONGTALK_WORKER_ROLES", "").split(",")}
+
+
+def allowed_longtalk_names() -> set[str]:
+    names = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+    names |= {env_name(f.name) for cls in (ModelFiles, SamplerSettings) for f in dataclasses.fields(cls)}
+    names.add(GRAPHS_DIR_ENV)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# The YAML reader itself
+# ---------------------------------------------------------------------------------------------
+
+def test_yaml_subset_reader_handles_anchors_merges_and_blocks():
+    text = textwrap.dedent("""\
+        x-base: &base
+          image: "a:1"   # comment
+          env: &env
+            A: "1"
+            B: two
+        s:
+          one:
+            <<: *base
+            env:
+              <<: *env
+              B: three
+            list: ["x", 'y', z]
+            ports:
+              - "127.0.0.1:80:80"
+            cmd:
+              - |
+                echo "$$HOME" # kept
+                exit 0
+            nested:
+              - name: n
+                value: 5
+            empty:
+        """)
+    data = load_yaml(text)
+    one = data["s"]["one"]
+    assert one["image"] == "a:1"
+    assert one["env"] == {"A": "1", "B": "three"}
+    assert data["x-base"]["env"] == {"A": "1", "B": "two"}
+    assert one["list"] == ["x", "y", "z"]
+    assert one["ports"] == ["127.0.0.1:80:80"]
+    assert one["cmd"] == ['echo "$$HOME" # kept\nexit 0\n']
+    assert one["nested"] == [{"name": "n", "value": 5}]
+    assert one["empty"] is None
+
+
+@pytest.mark.parametrize("text", [
+    "a: {b: 1}\n",          # flow mapping
+    "a: >\n  folded\n",     # folded block
+    "ports:\n  - 22:22\n",  # YAML 1.1 base-60 number (1342)
+    "a: 1\na: 2\n",         # duplicate key
+    "a: *nothing\n",        # unknown alias
+    "a:\n\tb: 1\n",         # tab
+])
+def test_yaml_subset_reader_refuses_what_it_does_not_understand(text):
+    with pytest.raises(YamlSubsetError):
+        load_yaml(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# docker-compose.yml
+# ---------------------------------------------------------------------------------------------
+
+def test_expected_services_exist(services):
+    for name in ("postgresql", "temporal", "temporal-ui", "minio", "minio-init", "comfyui-0",
+                 "gpu-worker-0", "cpu-worker", "fetch-models"):
+        assert name in services, f"docker-compose.yml has no service {name}"
+
+
+def test_required_variables_are_in_env_example(raw_compose, example_env):
+    text = COMPOSE_FILE.read_text()
+    problems = []
+    for name, op, _arg in compose_variables("\n".join(all_strings(raw_compose))):
+        if op in (":?", "?") and not example_env.get(name):
+            problems.append(f"{name} is required by docker-compose.yml but has no value in .env.example")
+        if op == "" and name not in example_env:
+            problems.append(f"${{{name}}} has no default and is not in .env.example")
+    assert not problems, problems
+    # every variable .env.example sets is used somewhere (a stale name would mislead)
+    used = {name for name, _, _ in compose_variables(text)}
+    assert not set(example_env) - used, f"unused in docker-compose.yml: {sorted(set(example_env) - used)}"
+
+
+def test_compose_refuses_to_start_without_secrets(raw_compose):
+    with pytest.raises(MissingVariable):
+        interpolate_tree(raw_compose, {})
+
+
+def test_build_contexts_and_dockerfiles_exist(services):
+    built = 0
+    for name, service in services.items():
+        build = service.get("build")
+        if build is None:
+            continue
+        built += 1
+        if isinstance(build, str):
+            build = {"context": build}
+        context = (ROOT / build.get("context", ".")).resolve()
+        assert context.is_dir(), f"{name}: build context {context} does not exist"
+        dockerfile = context / build.get("dockerfile", "Dockerfile")
+        assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
+        assert ROOT in (context, *context.parents), f"{name}: build context outside the repository"
+    assert built >= 4
+
+
+def test_dockerfile_copy_sources_exist_and_are_not_ignored(services):
+    seen = set()
+    for name, service in services.items():
+        build = service.get("build")
+        if not build:
+            continue
+        context = (ROOT / build.get("context", ".")).resolve()
+        dockerfile = context / build.get("dockerfile", "Dockerfile")
+        if dockerfile in seen:
+            continue
+        seen.add(dockerfile)
+        assert check_dockerfile(dockerfile, context) == [], name
+    assert seen == {COMFY_DOCKERFILE, WORKER_DOCKERFILE}
+
+
+def test_a_missing_or_ignored_copy_source_is_caught(tmp_path):
+    """The check above can fail: a copy of the worker Dockerfile with bad sources."""
+    context = tmp_path / "ctx"
+    good = context / "docker" / "worker" / "Dockerfile"
+    good.parent.mkdir(parents=True)
+    shutil.copy(WORKER_DOCKERFILE, good)
+    shutil.copy(ROOT / ".dockerignore", context / ".dockerignore")
+    for ins in parse_dockerfile(WORKER_DOCKERFILE.read_text()):
+        for source in (copy_sources(ins, {}) or []) if ins.keyword in ("COPY", "ADD") else []:
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(ROOT / source, context / source)
+    assert check_dockerfile(good, context) == []
+
+    bad = context / "docker" / "worker" / "Dockerfile.bad"
+    bad.write_text(good.read_text()
+                   + "COPY does_not_exist.py ./\n"
+                   + "COPY --chown=1:1 [\"longtalk\", \"missing_dir\", \"/app/\"]\n"
+                   + "COPY .ci ./ci\n")
+    (context / ".ci").mkdir(exist_ok=True)
+    problems = check_dockerfile(bad, context)
+    assert any("does_not_exist.py" in p and "does not exist" in p for p in problems), problems
+    assert any("missing_dir" in p for p in problems), problems
+    assert any("'.ci'" in p and ".dockerignore" in p for p in problems), problems
+    assert not any("'longtalk'" in p for p in problems), problems
+
+    # removing a file the real Dockerfile copies is caught too
+    (context / "requirements.lock").unlink()
+    assert any("requirements.lock" in p for p in check_dockerfile(good, context))
+
+
+def test_dockerignore_keeps_what_the_images_need_and_drops_secrets():
+    ignore = DockerIgnore((ROOT / ".dockerignore").read_text())
+    for kept in ("pyproject.toml", "README.md", "requirements.lock", "worker.py", "longtalk/settings.py",
+                 "comfy_graphs/i2v_single.json", "scripts/fetch_models.sh", "docker/comfyui/constraints.txt",
+                 "examples/demo.json", ".env.example"):
+        assert not ignore.excluded(kept), kept
+    for dropped in (".venv/bin/python", ".git/HEAD", "data/s3/x", "out/demo.mp4", ".env", ".env.local",
+                    "longtalk/__pycache__/x.pyc", "tests/fixtures/comfy_schema.json", "longtalk.egg-info/PKG-INFO"):
+        assert ignore.excluded(dropped), dropped
+
+
+def test_bind_mounts_from_the_repository_exist(services):
+    problems = []
+    for name, service in services.items():
+        for volume in service.get("volumes") or []:
+            if isinstance(volume, dict):
+                if volume.get("type") != "bind":
+                    continue
+                source = volume["source"]
+            else:
+                source = volume.split(":", 1)[0]
+                if not source.startswith((".", "/", "~")):
+                    continue  # a named volume
+                assert source.startswith("."), f"{name}: absolute host path {source} assumes one machine's layout"
+            if not (ROOT / source).exists():
+                problems.append(f"{name}: bind mount source {source} does not exist")
+    assert not problems, problems
+
+
+def test_named_volumes_are_declared(compose, services):
+    declared = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for volume in service.get("volumes") or []:
+            source = volume.get("source") if isinstance(volume, dict) else volume.split(":", 1)[0]
+            if source and not source.startswith((".", "/", "~")):
+                assert source in declared, f"{name}: volume {source} is not declared under volumes:"
+
+
+def test_scripts_referenced_exist_and_are_executable(services):
+    """A command that names a file copied into the image: the file exists and is executable."""
+    checked = 0
+    for name, service in services.items():
+        build = service.get("build")
+        argv = [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+        if isinstance(service.get("entrypoint"), str) or isinstance(service.get("command"), str):
+            pytest.fail(f"{name}: use the list form for entrypoint/command")
+        if build:
+            destinations = copy_destinations(parse_dockerfile((ROOT / build["dockerfile"]).read_text()))
+            for arg in argv:
+                if arg in destinations:
+                    source = ROOT / destinations[arg]
+                    assert source.is_file(), f"{name}: {arg} comes from {source}, which does not exist"
+                    assert os.access(source, os.X_OK), f"{name}: {source} is not executable (chmod +x)"
+                    checked += 1
+                elif arg.startswith("/opt/longtalk/"):
+                    raise AssertionError(f"{name}: {arg} is not copied into the image")
+    assert checked >= 1
+    assert os.access(FETCH_SCRIPT, os.X_OK)
+    # the worker image runs worker.py and starter.py from its working directory
+    worker_copies = {s for ins in parse_dockerfile(WORKER_DOCKERFILE.read_text()) if ins.keyword == "COPY"
+                     for s in copy_sources(ins, {}) or []}
+    assert {"worker.py", "starter.py"} <= worker_copies
+
+
+def test_images_are_pinned(services):
+    for name, service in services.items():
+        image = service.get("image")
+        assert image, f"{name}: no image (a built service names its image too)"
+        assert image_is_pinned(image), f"{name}: image {image!r} is not pinned to a tag"
+    for dockerfile in (COMFY_DOCKERFILE, WORKER_DOCKERFILE):
+        instructions = parse_dockerfile(dockerfile.read_text())
+        args = dockerfile_args(instructions)
+        for ins in instructions:
+            if ins.keyword == "FROM":
+                image = _substitute(ins.args.split()[0], args)
+                assert image_is_pinned(image), f"{dockerfile}: FROM {image} is not pinned"
+
+
+def test_longtalk_variables_are_real_settings(services):
+    allowed = allowed_longtalk_names()
+    problems = []
+    for name, service in services.items():
+        for key in env_of(service):
+            if key.startswith(PREFIX) and key not in allowed:
+                problems.append(f"{name}: {key} is not a Settings or GraphConfig field")
+    for dockerfile in (COMFY_DOCKERFILE, WORKER_DOCKERFILE):
+        for key in re.findall(r"\b(LONGTALK_[A-Z0-9_]+)=", dockerfile.read_text()):
+            if key not in allowed:
+                problems.append(f"{dockerfile}: {key} is not a Settings or GraphConfig field")
+    assert not problems, problems
+    assert "LONGTALK_NOT_A_SETTING" not in allowed and "LONGTALK_COMFY_URL" in allowed \
+        and "LONGTALK_COMFY_BLOCKS_TO_SWAP" in allowed and "LONGTALK_COMFY_GRAPHS_DIR" in allowed
+
+
+def test_worker_settings_read_cleanly(services):
+    """Each worker's environment (with .env.example) is what Settings/GraphConfig accept."""
+    workers = {n: s for n, s in services.items() if "LONGTALK_WORKER_ROLES" in env_of(s)}
+    assert {"cpu-worker", "gpu-worker-0"} <= set(workers)
+    for name, service in workers.items():
+        env = env_of(service)
+        settings = Settings.from_env(env)
+        config = GraphConfig.from_env(env)
+        assert settings.backend == "comfyui", name
+        assert settings.temporal_address == "temporal:7233", name
+        assert settings.s3_endpoint == "minio:9000", name
+        assert settings.metrics_host == "0.0.0.0" and settings.metrics_port > 0, name
+        assert config.graphs_dir is not None, name
+        # nothing on a worker may assume it shares a machine with the stack
+        for key, value in env.items():
+            assert not re.search(r"\b(localhost|127\.0\.0\.1)\b", value), f"{name}: {key}={value}"
+        assert "network_mode" not in service, name
+
+
+def test_cpu_worker(services):
+    env = env_of(services["cpu-worker"])
+    assert env["LONGTALK_WORKER_ROLES"] == "cpu"
+    assert env["LONGTALK_METRICS_HOST"] == "0.0.0.0" and int(env["LONGTALK_METRICS_PORT"]) > 0
+    assert services["cpu-worker"]["build"]["dockerfile"] == "docker/worker/Dockerfile"
+    assert services["cpu-worker"]["depends_on"]["temporal"]["condition"] == "service_healthy"
+
+
+def test_gpu_services_reserve_a_gpu_each(services):
+    comfy = {n: s for n, s in services.items() if is_comfyui(s)}
+    assert "comfyui-0" in comfy
+    seen_ids = {}
+    for name, service in comfy.items():
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert len(devices) == 1, name
+        device = devices[0]
+        assert device["driver"] == "nvidia", name
+        assert device["capabilities"] == ["gpu"], name
+        ids = device["device_ids"]
+        assert isinstance(ids, list) and len(ids) == 1 and isinstance(ids[0], str), f"{name}: device_ids {ids}"
+        assert ids[0] not in seen_ids, f"{name} and {seen_ids.get(ids[0])} reserve the same GPU"
+        seen_ids[ids[0]] = name
+        suffix = name.rsplit("-", 1)[1]
+        assert ids[0] == suffix, f"{name} reserves GPU {ids[0]}"
+        assert "ports" not in service, f"{name}: ComfyUI must stay on the internal network"
+        assert "/system_stats" in " ".join(service["healthcheck"]["test"]), name
+        assert any(str(v).endswith(":/opt/ComfyUI/models") for v in service["volumes"]), name
+    for name, service in services.items():
+        if "deploy" in service and name not in comfy:
+            raise AssertionError(f"{name} reserves devices but is not a ComfyUI server")
+
+
+def test_each_gpu_worker_points_at_its_own_comfyui(services):
+    workers = gpu_workers(services)
+    comfy = {n for n, s in services.items() if is_comfyui(s)}
+    assert "gpu-worker-0" in workers
+    targets = {}
+    for name, service in workers.items():
+        env = env_of(service)
+        assert env["LONGTALK_WORKER_ROLES"] == "gpu", name
+        assert env["LONGTALK_BACKEND"] == "comfyui", name
+        m = re.fullmatch(r"http://([a-z0-9-]+):8188/?", env["LONGTALK_COMFY_URL"])
+        assert m, f"{name}: LONGTALK_COMFY_URL {env['LONGTALK_COMFY_URL']!r}"
+        target = m.group(1)
+        assert target in comfy, f"{name}: {target} is not a ComfyUI service"
+        assert target.rsplit("-", 1)[1] == name.rsplit("-", 1)[1], f"{name} feeds {target}"
+        assert target not in targets, f"{name} and {targets.get(target)} share {target}"
+        targets[target] = name
+        deps = service["depends_on"]
+        assert deps[target]["condition"] == "service_healthy", name
+        assert deps["temporal"]["condition"] == "service_healthy", name
+        assert service["build"]["dockerfile"] == "docker/worker/Dockerfile", name
+        # they talk over HTTP only: no volume shared with the ComfyUI service
+        mine = {str(v).split(":", 1)[0] for v in service.get("volumes") or []}
+        theirs = {str(v).split(":", 1)[0] for v in services[target].get("volumes") or []}
+        assert not mine & theirs, f"{name} shares {mine & theirs} with {target}"
+    assert set(targets) == comfy, f"ComfyUI services without a worker: {comfy - set(targets)}"
+
+
+def test_commented_example_for_another_gpu_is_valid():
+    """The commented comfyui-1/gpu-worker-1 blocks, uncommented, are a valid second GPU."""
+    text = COMPOSE_FILE.read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# comfyui-1:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        block.append(line)
+    assert block, "no commented example for a second GPU"
+    uncommented = "\n".join(re.sub(r"^  # ?", "  ", line) if line.strip() != "#" else "" for line in block)
+    services_at = text.index("\nservices:\n") + len("\nservices:\n")
+    text2 = text[:services_at] + uncommented + "\n\n" + text[services_at:]
+    data = interpolate_tree(load_yaml(text2), read_env_file(ENV_EXAMPLE))
+    services = data["services"]
+    assert services["comfyui-1"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["1"]
+    test_gpu_services_reserve_a_gpu_each(services)
+    test_each_gpu_worker_points_at_its_own_comfyui(services)
+    assert set(gpu_workers(services)) == {"gpu-worker-0", "gpu-worker-1"}
+
+
+def test_stack_services(services):
+    pg = services["postgresql"]
+    assert pg["image"].startswith("postgres:16")
+    assert any(str(v).endswith(":/var/lib/postgresql/data") for v in pg["volumes"])
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+
+    temporal = services["temporal"]
+    assert temporal["image"].startswith("temporalio/auto-setup:1.27.")
+    assert env_of(temporal)["DB"] == "postgres12"
+    assert env_of(temporal)["POSTGRES_SEEDS"] == "postgresql"
+    assert temporal["depends_on"]["postgresql"]["condition"] == "service_healthy"
+    assert "cluster health" in " ".join(temporal["healthcheck"]["test"])
+
+    ui = services["temporal-ui"]
+    assert ui["image"].startswith("temporalio/ui:")
+    assert ui["ports"] == ["127.0.0.1:8080:8080"]
+
+    minio = services["minio"]
+    assert minio["image"].startswith("minio/minio:RELEASE.")
+    assert "--console-address" in minio["command"]
+    assert any(str(v).endswith(":/data") for v in minio["volumes"])
+    assert minio["healthcheck"]["test"]
+
+    init = services["minio-init"]
+    assert init["image"].startswith("minio/mc:RELEASE.")
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert env_of(init)["LONGTALK_BUCKET"] == "renders"
+    script = "\n".join(init["command"])
+    assert "mc mb --ignore-existing" in script and "$LONGTALK_BUCKET" in script
+
+    # everything published defaults to loopback
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is not bound to 127.0.0.1 by default"
+
+
+def test_fetch_models_service(services):
+    fetch = services["fetch-models"]
+    assert fetch["profiles"] == ["setup"]
+    assert fetch["entrypoint"] == ["/opt/longtalk/fetch_models.sh"]
+    assert fetch["command"] == ["/opt/ComfyUI/models"]
+    comfy_models = {v for v in services["comfyui-0"]["volumes"]}
+    assert set(fetch["volumes"]) == comfy_models, "fetch-models must fill the volume ComfyUI reads"
+    assert "deploy" not in fetch
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfiles
+# ---------------------------------------------------------------------------------------------
+
+def test_comfyui_dockerfile_pins_every_commit():
+    text = COMFY_DOCKERFILE.read_text()
+    instructions = parse_dockerfile(text)
+    args = dockerfile_args(instructions)
+    commits = {k: v for k, v in args.items() if k.endswith("_COMMIT")}
+    assert commits == PINNED_COMMITS
+    for name, value in commits.items():
+        assert re.fullmatch(r"[0-9a-f]{40}", value), f"{name}={value} is not a 40-hex commit"
+    runs = " ".join(ins.args for ins in instructions if ins.keyword == "RUN")
+    for name in commits:
+        assert "${" + name + "}" in runs, f"{name} is declared but not checked out"
+    for repo in ("comfyanonymous/ComfyUI", "kijai/ComfyUI-WanVideoWrapper", "kijai/ComfyUI-KJNodes",
+                 "Kosinkadink/ComfyUI-VideoHelperSuite", "kijai/ComfyUI-MelBandRoFormer"):
+        assert f"https://github.com/{repo}.git" in runs, repo
+    assert "git clone" not in runs, "clone by commit (fetch + checkout), not a branch"
+    assert 'rev-parse HEAD)" = "$3"' in runs, "the checkout is verified against the commit"
+
+
+def test_comfyui_dockerfile_runtime():
+    instructions = parse_dockerfile(COMFY_DOCKERFILE.read_text())
+    froms = [ins.args for ins in instructions if ins.keyword == "FROM"]
+    assert froms and re.match(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d\d\.04$", froms[0])
+    env = " ".join(ins.args for ins in instructions if ins.keyword == "ENV")
+    assert "HF_HUB_OFFLINE=1" in env
+    cmd = [json.loads(ins.args) for ins in instructions if ins.keyword == "CMD"]
+    assert cmd[-1] == ["python", "main.py", "--listen", "0.0.0.0", "--port", "8188"]
+    health = [ins.args for ins in instructions if ins.keyword == "HEALTHCHECK"]
+    assert health and "curl" in health[0] and "/system_stats" in health[0]
+    volumes = [ins.args for ins in instructions if ins.keyword == "VOLUME"]
+    assert volumes and "/opt/ComfyUI/models" in volumes[0]
+    runs = " ".join(ins.args for ins in instructions if ins.keyword == "RUN")
+    assert "-c /opt/longtalk/constraints.txt" in runs
+    args = dockerfile_args(instructions)
+    assert args["TORCH_INDEX_URL"].endswith("/cu128")
+    assert "sageattention" not in runs.lower()
+    # the torch versions installed from the CUDA index are the ones the constraints pin
+    pins = constraint_pins()
+    assert pins["torch"] == args["TORCH_VERSION"]
+    assert pins["torchvision"] == args["TORCHVISION_VERSION"]
+    assert pins["torchaudio"] == args["TORCHAUDIO_VERSION"]
+
+
+def constraint_pins() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.+]*)", line)
+        assert m, f"constraints.txt: {line!r} is not NAME==VERSION"
+        pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def test_constraints_pin_torch_and_key_packages():
+    pins = constraint_pins()
+    for name in ("torch", "torchvision", "torchaudio", "transformers", "diffusers", "accelerate", "peft",
+                 "numpy", "av", "librosa", "opencv-python", "onnxruntime"):
+        assert name in pins, f"constraints.txt does not pin {name}"
+
+
+def test_torch_is_not_a_project_dependency():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    lock = (ROOT / "requirements.lock").read_text()
+    for text, where in ((pyproject, "pyproject.toml"), (lock, "requirements.lock")):
+        assert not re.search(r"""(^|["'\s])torch(vision|audio)?\s*([=<>!~\[;"']|$)""", text, re.MULTILINE), \
+            f"torch belongs in docker/comfyui/Dockerfile, not {where}"
+
+
+def test_worker_dockerfile():
+    instructions = parse_dockerfile(WORKER_DOCKERFILE.read_text())
+    assert instructions[0].keyword == "FROM" and instructions[0].args.startswith("python:3.11-slim")
+    runs = [ins.args for ins in instructions if ins.keyword == "RUN"]
+    assert any("pip install -r requirements.lock" in r for r in runs)
+    assert any("pip install --no-deps ." in r for r in runs)
+    users = [ins.args for ins in instructions if ins.keyword == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the worker runs as an unprivileged user"
+    cmd = [json.loads(ins.args) for ins in instructions if ins.keyword == "CMD"]
+    assert cmd[-1] == ["python", "worker.py"]
+    # the lock is installed before the code is copied (its layer survives code changes)
+    order = [ins.args for ins in instructions if ins.keyword in ("COPY", "RUN")]
+    lock_install = next(i for i, a in enumerate(order) if "requirements.lock" in a and "pip" in a)
+    code_copy = next(i for i, a in enumerate(order) if a.startswith("longtalk"))
+    assert lock_install < code_copy
+
+
+def test_dockerfile_parser_joins_continuations_and_skips_comments():
+    parsed = parse_dockerfile("FROM a:1\n# c\nRUN one \\\n    # inner comment\n    two\nCOPY [\"x y\", \"/d/\"]\n")
+    assert [(i.keyword, i.args) for i in parsed] == [("FROM", "a:1"), ("RUN", "one two"), ("COPY", '["x y", "/d/"]')]
+    assert copy_sources(parsed[2], {}) == ["x y"]
+    assert copy_sources(Instruction("COPY", "--from=build /a /b", 1), {}) is None
+    assert not image_is_pinned("postgres") and not image_is_pinned("minio/minio:latest")
+    assert image_is_pinned("postgres:16.6") and image_is_pinned("localhost:5000/img:1")
+    assert not image_is_pinned("localhost:5000/img")
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/fetch_models.sh
+# ---------------------------------------------------------------------------------------------
+
+def script_list(*args: str) -> list[tuple[str, str]]:
+    out = subprocess.run(["bash", str(FETCH_SCRIPT), "--list", *args], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    return [tuple(line.split("/", 1)) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("args, multi, vocal", [
+    ((), None, True),
+    (("--only", "single"), False, True),
+    (("--only", "multi"), True, True),
+    (("--no-vocal-model",), None, False),
+    (("--only", "single", "--no-vocal-model"), False, False),
+])
+def test_fetch_list_is_model_files_fetch_list(args, multi, vocal):
+    listed = script_list(*args)
+    expected = ModelFiles().fetch_list(multi=multi, vocal_separation=vocal)
+    assert len(listed) == len(set(listed))
+    assert sorted(listed) == sorted(expected)
+
+
+def test_fetch_script_folders_are_model_folders():
+    assert {folder for folder, _ in script_list()} == set(MODEL_FOLDERS.values())
+
+
+def test_fetch_script_urls_name_their_files():
+    text = FETCH_SCRIPT.read_text()
+    entries = re.findall(r'^\s*"(all|single|multi|vocal)\|([^|]+)\|([^|]+)\|([^"]+)"\s*$', text, re.MULTILINE)
+    assert len(entries) == len(ModelFiles().fetch_list())
+    for _which, _folder, file, url in entries:
+        assert url.startswith("$HF/") and url.rsplit("/", 1)[1] == file, url
+        assert "/resolve/main/" in url
+
+
+def write_fake_curl(bindir: Path, log: Path) -> None:
+    """A curl that writes the URL into the --output file and logs each call."""
+    bindir.mkdir()
+    fake = bindir / "curl"
+    fake.write_text(textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        all="$*"; out=""; url=""
+        while [ $# -gt 0 ]; do
+          case "$1" in
+            --output) out="$2"; shift ;;
+            -H|--continue-at|--connect-timeout|--retry|--retry-delay) shift ;;
+            -*) ;;
+            *) url="$1" ;;
+          esac
+          shift
+        done
+        echo "$all" >> "{log}"
+        case "$url" in *FAIL*) exit 22 ;; esac
+        printf '%s' "$url" >> "$out"
+        """))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def test_fetch_script_downloads_by_name_and_is_idempotent(tmp_path):
+    log = tmp_path / "curl.log"
+    write_fake_curl(tmp_path / "bin", log)
+    models = tmp_path / "models"
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "HF_ENDPOINT": "https://hf.test"}
+    env.pop("HF_TOKEN", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(FETCH_SCRIPT), *args, str(models)], env=env, check=False,
+                              capture_output=True, text=True, timeout=60)
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    expected = ModelFiles().fetch_list()
+    for folder, file in expected:
+        path = models / folder / file
+        assert path.is_file() and path.read_text().endswith("/" + file)
+        assert path.read_text().startswith("https://hf.test/")
+    assert not list(models.rglob("*.part"))
+    assert len(log.read_text().splitlines()) == len(expected)
+
+    # a second run downloads nothing; an empty file is fetched again
+    (models / "vae" / ModelFiles().vae).write_bytes(b"")
+    second = run()
+    assert second.returncode == 0, second.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == len(expected) + 1 and ModelFiles().vae in calls[-1]
+    assert (models / "vae" / ModelFiles().vae).stat().st_size > 0
+
+
+def test_fetch_script_keeps_partial_downloads_out_of_place(tmp_path):
+    log = tmp_path / "curl.log"
+    write_fake_curl(tmp_path / "bin", log)
+    models = tmp_path / "models"
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           "HF_ENDPOINT": "https://FAIL.test", "HF_TOKEN": "secret-token"}
+    # no sleeping between attempts in the test: a failing curl makes the script give up
+    script = FETCH_SCRIPT.read_text().replace("sleep $((attempt * 10))", ":")
+    assert script != FETCH_SCRIPT.read_text(), "the retry pause moved: update this test"
+    fast = tmp_path / "fetch_models.sh"
+    fast.write_text(script)
+    result = subprocess.run(["bash", str(fast), "--only", "single", str(models)], env=env, check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "could not download" in result.stderr
+    assert not [p for p in models.rglob("*") if p.is_file() and not p.name.endswith(".part")]
+    assert "Authorization: Bearer secret-token" in log.read_text()
+    assert "secret-token" not in result.stdout + result.stderr
+
+
+def test_fetch_script_refuses_bad_arguments():
+    for args in (["--only", "both", "/tmp/x"], [], ["--bogus", "/tmp/x"]):
+        result = subprocess.run(["bash", str(FETCH_SCRIPT), *args], check=False, capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 2, args
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/run-on-gpus.md
+# ---------------------------------------------------------------------------------------------
+
+def test_gpu_doc_names_real_things(services):
+    doc = GPU_DOC.read_text()
+    for _folder, file in ModelFiles().fetch_list():
+        assert file in doc, f"docs/run-on-gpus.md does not list {file}"
+    for cmd in ("cp .env.example .env", "docker compose --profile setup run --rm fetch-models",
+                "docker compose up -d", "python -m comfy_graphs check"):
+        assert cmd in doc, cmd
+    for name in re.findall(r"docker compose (?:[a-z-]+ )*?(?:run --rm|up -d --no-deps|logs -f|exec) ([a-z][a-z0-9-]*)", doc):
+        assert name in services or re.fullmatch(r"(comfyui|gpu-worker)-\d+", name), name
+    for var in set(re.findall(r"\bLONGTALK_[A-Z0-9_]+\b", doc)):
+        if var.endswith("_"):
+            continue  # a prefix, e.g. LONGTALK_COMFY_<NAME>
+        assert var in allowed_longtalk_names(), var
