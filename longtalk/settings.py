@@ -22,6 +22,7 @@ class Settings:
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
     s3_endpoint: str = "127.0.0.1:9000"
+    s3_public_endpoint: str = ""  # host:port that users' video_url should point at ("" = s3_endpoint)
     s3_access_key: str = field(default="longtalk", repr=False)
     s3_secret_key: str = field(default="longtalk-secret", repr=False)
     s3_secure: bool = False

@@ -31,6 +31,7 @@ class ObjectStore:
         *,
         secure: bool = False,
         region: str = "us-east-1",
+        public_endpoint: str | None = None,
     ) -> None:
         # Short timeouts and a few quick retries: a stopped object server must surface as a
         # retryable error, not a hang; Temporal's retry policy does the long waiting.
@@ -45,12 +46,18 @@ class ObjectStore:
             endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
             region=region, http_client=http,
         )
+        # Presigning is computed offline (the region is given), so a client for the address
+        # users reach (e.g. the host's port, not the compose network name) can sign for it.
+        self.public_client = self.client if not public_endpoint else Minio(
+            public_endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ObjectStore":
         return cls(
             settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.bucket,
             secure=settings.s3_secure, region=settings.s3_region,
+            public_endpoint=settings.s3_public_endpoint or None,
         )
 
     # ---- bucket -------------------------------------------------------------
@@ -142,7 +149,7 @@ class ObjectStore:
 
     def presign(self, key: str, expiry_s: int) -> str:
         with _storage_errors(f"presign {key}"):
-            return self.client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
+            return self.public_client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
 
 
 class _storage_errors:
