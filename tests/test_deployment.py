@@ -953,6 +953,8 @@ def test_worker_settings_read_cleanly(services):
         assert config.graphs_dir is not None, name
         # nothing on a worker may assume it shares a machine with the stack
         for key, value in env.items():
+            if key == "LONGTALK_S3_PUBLIC_ENDPOINT":
+                continue  # the address users' video_url points at; workers never connect to it
             assert not re.search(r"\b(localhost|127\.0\.0\.1)\b", value), f"{name}: {key}={value}"
         assert "network_mode" not in service, name
 
