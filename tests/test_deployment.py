@@ -44,7 +44,7 @@ COMFY_DOCKERFILE = ROOT / "docker" / "comfyui" / "Dockerfile"
 WORKER_DOCKERFILE = ROOT / "docker" / "worker" / "Dockerfile"
 CONSTRAINTS = ROOT / "docker" / "comfyui" / "constraints.txt"
 FETCH_SCRIPT = ROOT / "scripts" / "fetch_models.sh"
-GPU_DOC = ROOT / "docs" / "run-on-gpus.md"
+GPU_DOC = ROOT / "README.md"  # its "Run on GPUs" section
 
 PINNED_COMMITS = {
     "COMFYUI_COMMIT": "3cd7b32f1b7e7e90395cefe7d9f9b1f89276d8ce",
@@ -1304,13 +1304,13 @@ def test_fetch_script_refuses_bad_arguments():
 
 
 # ---------------------------------------------------------------------------------------------
-# docs/run-on-gpus.md
+# README: Run on GPUs
 # ---------------------------------------------------------------------------------------------
 
 def test_gpu_doc_names_real_things(services):
     doc = GPU_DOC.read_text()
     for _folder, file in ModelFiles().fetch_list():
-        assert file in doc, f"docs/run-on-gpus.md does not list {file}"
+        assert file in doc, f"README does not list {file}"
     for cmd in ("cp .env.example .env", "docker compose --profile setup run --rm fetch-models",
                 "docker compose up -d", "python -m comfy_graphs check"):
         assert cmd in doc, cmd
