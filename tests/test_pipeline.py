@@ -200,19 +200,30 @@ async def test_progress_while_rendering(workers, temporal_client, settings, medi
     assert all(p.elapsed_s >= 0 for p in seen)
 
 
-async def test_undecodable_audio_fails_fast_naming_the_field(workers, temporal_client, settings, tmp_path,
-                                                             render_id, media):
-    broken = tmp_path / "broken.ogg"
-    broken.write_bytes((EXAMPLES / "speech.ogg").read_bytes()[:120])  # an Ogg page header, no audio
-    job = write_job(tmp_path, image_path=media["portrait"], wav_path=broken)
-    rc, result, err = await run_starter(temporal_client, settings, job, "--id", render_id)
-    assert rc == 1
-    assert result["status"] == "failed" and "wav_path" in result["error"]
-    desc = await temporal_client.get_workflow_handle(render_id).describe()
-    assert desc.status.name == "FAILED"
+async def test_undecodable_audio_fails_fast_naming_the_field(workers, temporal_client, settings, store,
+                                                             render_id, backend):
+    """What only decoding finds (here: inputs put into the bucket by another client, past the
+    starter's checks) fails the workflow at once, not retried, naming the field, and the
+    render's objects are discarded."""
+    from temporalio.client import WorkflowFailureError
+
+    from longtalk.contracts import RenderRequest
+
+    prefix = f"renders/{render_id}/"
+    store.put_bytes(prefix + "inputs/image-x.png", (EXAMPLES / "portrait.png").read_bytes())
+    store.put_bytes(prefix + "inputs/audio-x.ogg", (EXAMPLES / "speech.ogg").read_bytes()[:120])  # a header only
+    req = RenderRequest(render_id=render_id, inputs={"image": prefix + "inputs/image-x.png",
+                                                     "audio": prefix + "inputs/audio-x.ogg"},
+                        input_names={"image": "image_path", "audio": "wav_url"}, gpu_queue=settings.gpu_queue)
+    calls = len(backend.calls)
+    with pytest.raises(WorkflowFailureError) as err:
+        await temporal_client.execute_workflow(RenderVideo.run, req, id=render_id, task_queue=settings.render_queue)
+    assert "wav_url" in starter.failure_message(err.value)
     history = await temporal_client.get_workflow_handle(render_id).fetch_history()
     failed = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
     assert len(failed) == 1  # non-retryable: one attempt, no retries
+    assert list(store.list(prefix)) == []  # discarded: a refused render costs nothing
+    assert len(backend.calls) == calls  # no window was rendered
 
 
 async def test_bad_job_is_refused_before_anything_starts(temporal_client, settings, store, tmp_path, render_id):
