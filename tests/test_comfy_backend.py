@@ -192,3 +192,38 @@ async def test_full_render_through_gpu_worker_and_standin(temporal_client, setti
             await w.shutdown()
         await asyncio.gather(*tasks, return_exceptions=True)
         await backend.close()
+
+
+async def test_heartbeats_carry_the_comfyui_device(standin, backend, store, tmp_path):
+    """The GPU activity's heartbeat details name the ComfyUI device and its free VRAM."""
+    import wave as wavmod
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.render import RenderActivities
+    from longtalk import av_io
+    from longtalk.contracts import RenderContext, RenderWindowInput
+
+    rid = f"hb-{uuid.uuid4().hex[:8]}"
+    job = window_job(rid, 0)
+    store.put_bytes(f"renders/{rid}/reference.png", av_io.encode_png(job.reference))
+    wav = tmp_path / "t.wav"
+    av_io.write_wav16(wav, job.audio[0])
+    assert wavmod.open(str(wav)).getnframes() == 81 * 640
+    store.put_file(f"renders/{rid}/audio/track_1.wav", wav)
+    await backend.wait_ready(10)
+    ctx = RenderContext(render_id=rid, backend="comfyui", input_type="image", width=SIZE, height=SIZE,
+                        prompt="p", seed=2, force_offload=True, window=81, motion=9, fps=25, total_frames=81,
+                        reference_key=f"renders/{rid}/reference.png",
+                        audio_keys=[f"renders/{rid}/audio/track_1.wav"])
+    await control(standin, "/standin/faults", {"delay_s": 1.0})
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=__import__("datetime").timedelta(seconds=1))
+    beats = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    result = await env.run(RenderActivities(store, {"comfyui": backend}, tmp_path / "cache").render_window,
+                           RenderWindowInput(context=ctx, index=0, chain_first=0))
+    assert result.rendered and result.frames == 81
+    details = [d[0] for d in beats if d]
+    assert any(d.get("device", "").startswith("cuda:0") and d.get("vram_free") for d in details), details
+    assert any(d.get("fraction", 0) > 0 for d in details)  # ComfyUI's progress shows through

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import signal
 import uuid
 from pathlib import Path
@@ -282,5 +281,19 @@ async def test_same_id_submitted_twice_concurrently(env, media):
     LEDGER.append("same id submitted twice at once")
 
 
-def test_ledger_line_is_kept():
-    assert json.dumps(LEDGER)  # the summary list is printed by the module fixture's teardown
+async def test_gpu_worker_waits_for_comfyui_before_polling(env):
+    """A GPU worker does not take windows while its ComfyUI is down; it starts when it answers."""
+    from longtalk.stack import READY_LINE
+    from tests.faults import worker
+
+    settings, client, store, procs, tmp = env
+    port = free_port()
+    gpu = worker(settings, "gpu", tmp / "logs" / "gpu.log", LONGTALK_BACKEND="comfyui",
+                 LONGTALK_COMFY_URL=f"http://127.0.0.1:{port}").start()
+    procs.append(gpu)
+    await asyncio.sleep(4)
+    assert gpu.alive() and READY_LINE not in gpu.log.read_text()
+    comfy = StandinProcess(tmp / "comfy", port, tmp / "logs" / "standin.log")
+    procs.append(comfy.start())
+    await gpu.wait_for_line(READY_LINE, timeout=60)
+    assert "comfyui ready: {'device': 'cuda:0" in gpu.log.read_text()
