@@ -181,6 +181,9 @@ class CpuActivities:
                 self.store.put_file(key, out, "video/mp4", metadata={"frames": str(frames)})
                 size = out.stat().st_size
                 activity.logger.info("muxed %s in %.2fs", key, time.monotonic() - started)
+            # the tails only served the next window; a finished render no longer needs them
+            tails = [k for k in self.store.list(f"renders/{req.render_id}/windows/") if "/tail_" in k]
+            self.store.delete_many(tails)
         expiry = inp.presign_expiry_s or self.settings.presign_expiry_s
         result = RenderResult(
             render_id=req.render_id, status="completed", bucket=self.store.bucket, video_key=key,

@@ -96,11 +96,18 @@ class ObjectStore:
         with _storage_errors(f"delete {key}"):
             self.client.remove_object(self.bucket, key)
 
-    def delete_prefix(self, prefix: str) -> int:
-        keys = list(self.list(prefix))
-        for key in keys:
-            self.delete(key)
+    def delete_many(self, keys: list[str]) -> int:
+        """Batch delete (S3 multi-object delete, 1000 keys a request)."""
+        from minio.deleteobjects import DeleteObject
+
+        with _storage_errors(f"delete {len(keys)} objects"):
+            errors = list(self.client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))
+        if errors:
+            raise StorageError(f"object store: {len(errors)} of {len(keys)} deletes failed: {errors[0].code}")
         return len(keys)
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self.delete_many(list(self.list(prefix)))
 
     # ---- reads --------------------------------------------------------------
     def exists(self, key: str) -> bool:

@@ -114,6 +114,8 @@ async def test_end_to_end_modes(mode, workers, temporal_client, settings, store,
     # every window was rendered exactly once
     metas = [store.get_json(window_meta_key(render_id, k)) for k in range(result["windows"])]
     assert [m["index"] for m in metas] == list(range(result["windows"]))
+    # the tails only served the next window: a finished render does not keep them
+    assert not [k for k in store.list(f"renders/{render_id}/windows/") if "/tail_" in k]
 
 
 async def test_multi_without_second_track_warns(workers, temporal_client, settings, media, tmp_path, render_id):

@@ -52,3 +52,11 @@ def test_presign_for_a_public_endpoint(settings):
     url = s.presign("renders/a/output.mp4", 60)
     assert url.startswith("http://videos.example.com:9000/bucket/renders/a/output.mp4?")
     assert "secret-k" not in url
+
+
+def test_batch_delete(store, render_id):
+    keys = [f"renders/{render_id}/many/{i:04d}" for i in range(1200)]  # more than one request
+    for k in keys:
+        store.put_bytes(k, b"x")
+    assert store.delete_many(keys) == 1200
+    assert list(store.list(f"renders/{render_id}/many/")) == []
