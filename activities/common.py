@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
+import logging
 import threading
 from contextlib import asynccontextmanager, contextmanager
 
@@ -13,6 +15,7 @@ from temporalio import activity
 from longtalk.errors import ServiceError, to_application_error
 
 HEARTBEAT_EVERY_S = 5.0
+log = logging.getLogger(__name__)
 
 
 def heartbeat_interval(default: float = HEARTBEAT_EVERY_S) -> float:
@@ -56,10 +59,13 @@ def heartbeating(details_fn=lambda: None, every_s: float | None = None):
                 details = details_fn()
                 activity.heartbeat(*(() if details is None else (details,)))
             except Exception:  # never let a heartbeat failure kill the work
-                pass
+                log.warning("heartbeat failed", exc_info=True)
 
     activity.heartbeat()
-    thread = threading.Thread(target=beat, daemon=True, name="heartbeat")
+    # activity.heartbeat() finds its activity through context variables: run the beater in a
+    # copy of this thread's context, or every beat raises (and the activity times out)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), daemon=True,
+                              name="heartbeat")
     thread.start()
     try:
         yield
