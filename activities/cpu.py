@@ -210,8 +210,11 @@ class CpuActivities:
     @map_errors
     def record_cancelled(self, inp: CancelledInput) -> None:
         """A cancelled render's manifest says which windows were finished (they stay stored,
-        so submitting the same id again resumes after them)."""
+        so submitting the same id again resumes after them). The store is the authority: a
+        window whose meta.json exists is finished, reported to the workflow yet or not."""
+        stored = {int(key.split("/")[-2]) for key in self.store.list(f"renders/{inp.render_id}/windows/")
+                  if key.endswith("/meta.json")}
         self.store.put_json(derived_keys(inp.render_id)["manifest"], {
             "render_id": inp.render_id, "status": "cancelled", "stage": inp.stage,
-            "windows": inp.windows_total, "windows_finished": inp.windows_finished,
+            "windows": inp.windows_total, "windows_finished": sorted(stored | set(inp.windows_finished)),
         })

@@ -180,6 +180,13 @@ class WindowDone:
 
 
 @dataclass
+class WindowsDone:
+    """Finished windows reported by a chain in one signal (batched at most once a second)."""
+
+    windows: list[WindowDone]
+
+
+@dataclass
 class StitchInput:
     render_id: str
     windows: int

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from longtalk.contracts import (
         CancelledInput, ChainInput, ChainResult, DiscardInput, IngestResult, Plan, PlanInput, Progress, PublishInput,
         RenderContext, RenderRequest, RenderResult, RenderWindowInput, RenderWindowResult,
-        StitchInput, StitchResult, WindowDone,
+        StitchInput, StitchResult, WindowDone, WindowsDone,
     )
     from longtalk.errors import NON_RETRYABLE_TYPES
 
@@ -29,6 +29,9 @@ CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficie
 GPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
                         maximum_interval=timedelta(seconds=60), maximum_attempts=30,
                         non_retryable_error_types=NON_RETRYABLE_TYPES)
+
+
+REPORT_EVERY = timedelta(seconds=1)  # progress signals from a chain, batched at most this often
 
 
 def _is_input_error(exc: BaseException) -> bool:
@@ -48,7 +51,6 @@ class RenderVideo:
         self._total = 0
         self._done: set[int] = set()
         self._rendered = 0
-        self._render_seconds: list[float] = []
         self._current: int | None = None
         self._started = None
         self._render_started = None
@@ -152,15 +154,15 @@ class RenderVideo:
         self._stage = "done"
         return result
 
-    @workflow.signal(name="window_done")
-    def window_done(self, done: WindowDone) -> None:
-        if done.index in self._done:
-            return
-        self._done.add(done.index)
-        if done.rendered:
-            self._rendered += 1
-            self._render_seconds.append(done.render_s)
-        self._current = done.index + 1 if done.index + 1 < self._total else None
+    @workflow.signal(name="windows_done")
+    def windows_done(self, batch: WindowsDone) -> None:
+        for done in batch.windows:
+            if done.index in self._done:
+                continue
+            self._done.add(done.index)
+            if done.rendered:
+                self._rendered += 1
+            self._current = done.index + 1 if done.index + 1 < self._total else None
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -189,22 +191,43 @@ class RenderChain:
     @workflow.run
     async def run(self, inp: ChainInput) -> ChainResult:
         parent = workflow.get_external_workflow_handle(inp.parent_id)
+        pending: list[WindowDone] = []
+        sending: list[asyncio.Task] = []
+        last_report = workflow.now()
+
+        def report() -> None:
+            # the signal goes out beside the next window's activity, not before it
+            if pending:
+                sending.append(asyncio.create_task(parent.signal("windows_done", WindowsDone(list(pending)))))
+                pending.clear()
+
         ran = 0
         for k in range(inp.next_window, inp.chain.last + 1):
             if ran >= inp.windows_per_run:
+                report()
+                await asyncio.gather(*sending)
                 workflow.continue_as_new(ChainInput(
                     context=inp.context, chain=inp.chain, next_window=k, parent_id=inp.parent_id,
                     windows_per_run=inp.windows_per_run, gpu_queue=inp.gpu_queue,
                     heartbeat_timeout_s=inp.heartbeat_timeout_s,
                 ))
-            result: RenderWindowResult = await workflow.execute_activity(
-                "render_window",
-                RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first),
-                result_type=RenderWindowResult, task_queue=inp.gpu_queue,
-                start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s), retry_policy=GPU_RETRY,
-            )
+            try:
+                result: RenderWindowResult = await workflow.execute_activity(
+                    "render_window",
+                    RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first),
+                    result_type=RenderWindowResult, task_queue=inp.gpu_queue,
+                    start_to_close_timeout=timedelta(minutes=30),
+                    heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s), retry_policy=GPU_RETRY,
+                )
+            except (asyncio.CancelledError, ActivityError):
+                report()  # what is finished still reaches the parent's progress
+                await asyncio.gather(*sending, return_exceptions=True)
+                raise
             ran += 1
-            await parent.signal("window_done", WindowDone(index=k, render_s=result.render_s,
-                                                          rendered=result.rendered))
+            pending.append(WindowDone(index=k, render_s=result.render_s, rendered=result.rendered))
+            if workflow.now() - last_report >= REPORT_EVERY:  # GPU windows: every window
+                report()
+                last_report = workflow.now()
+        report()
+        await asyncio.gather(*sending)
         return ChainResult(chain=inp.chain.index, windows=inp.chain.last - inp.chain.first + 1)
