@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 
@@ -52,14 +53,16 @@ class CpuActivities:
                 if field not in req.inputs:
                     raise InputError(field, "no object was staged for this field")
                 local = self.store.download(req.inputs[field], work / f"{field}.bin")
-                samples = av_io.decode_audio_16k(local, self._name(req, field), self.settings.max_audio_seconds)
-                if samples.size < MODEL_SAMPLE_RATE // req.fps:
+                chunks = av_io.decode_audio_chunks(local, self._name(req, field), self.settings.max_audio_seconds)
+                count = sum(c.size for c in chunks)
+                if count < MODEL_SAMPLE_RATE // req.fps:
                     raise InputError(self._name(req, field), f"is shorter than one video frame ({1000 // req.fps} ms)")
                 wav = work / f"track_{track}.wav"
-                av_io.write_wav16(wav, av_io.normalise_loudness(samples))
+                av_io.write_wav16(wav, chunks, gain=av_io.loudness_gain(chunks))
+                del chunks
                 self.store.put_file(audio_key(req.render_id, track), wav, "audio/wav")
                 audio_keys.append(audio_key(req.render_id, track))
-                lengths.append(int(samples.size))
+                lengths.append(count)
             result = IngestResult(reference_key=keys["reference"], audio_keys=audio_keys,
                                   audio_samples=max(lengths))
             if req.input_type == "video":
@@ -143,12 +146,14 @@ class CpuActivities:
         progress = {"downloaded": 0}
         with heartbeating(lambda: dict(progress)), tempfile.TemporaryDirectory(prefix="stitch-") as tmp:
             work = Path(tmp)
-            clips = []
-            for k in range(inp.windows):
-                path = work / f"{k:05d}.mp4"
-                self.store.download(clip_key(inp.render_id, k), path)
-                clips.append(path)
-                progress["downloaded"] = k + 1
+            clips = [work / f"{k:05d}.mp4" for k in range(inp.windows)]
+
+            def fetch(k: int) -> None:
+                self.store.download(clip_key(inp.render_id, k), clips[k])
+                progress["downloaded"] += 1
+
+            with ThreadPoolExecutor(max_workers=8) as pool:  # many small objects: keep the link busy
+                list(pool.map(fetch, range(inp.windows)))
             out = work / "video.mp4"
             av_io.concat_clips(clips, out, work)
             frames = av_io.count_video_frames(out)

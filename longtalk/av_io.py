@@ -40,8 +40,9 @@ def ffmpeg_exe() -> str:
 
 # ---- audio ---------------------------------------------------------------------------
 
-def decode_audio_16k(path: Path | str, field: str, max_seconds: float | None = None) -> np.ndarray:
-    """First audio stream of any container -> float32 mono at 16 kHz."""
+def decode_audio_chunks(path: Path | str, field: str, max_seconds: float | None = None) -> list[np.ndarray]:
+    """First audio stream of any container -> float32 mono 16 kHz, as the decoder's chunks
+    (an hour is 230 MB of samples: no full-length copies are made)."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -57,51 +58,67 @@ def decode_audio_16k(path: Path | str, field: str, max_seconds: float | None = N
             resampler = av.AudioResampler(format="flt", layout="mono", rate=MODEL_SAMPLE_RATE)
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    arr = out.to_ndarray().reshape(-1)
-                    chunks.append(arr.copy())
+                    arr = np.nan_to_num(out.to_ndarray().reshape(-1))
+                    chunks.append(arr)
                     total += arr.size
                 if limit is not None and total > limit:
                     raise InputError(field, f"is longer than the limit of {max_seconds:.0f} seconds")
             for out in resampler.resample(None):
-                arr = out.to_ndarray().reshape(-1)
-                chunks.append(arr.copy())
-                total += arr.size
+                chunks.append(np.nan_to_num(out.to_ndarray().reshape(-1)))
+                total += chunks[-1].size
     except InputError:
         raise
     except (av.error.FFmpegError, ValueError) as exc:
         raise InputError(field, f"cannot be decoded as audio ({_short(exc)})") from None
     if total == 0:
         raise InputError(field, "contains no audio samples")
-    samples = np.concatenate(chunks).astype(np.float32, copy=False)
-    return np.nan_to_num(samples, copy=False)
+    return [c.astype(np.float32, copy=False) for c in chunks]
+
+
+def decode_audio_16k(path: Path | str, field: str, max_seconds: float | None = None) -> np.ndarray:
+    """First audio stream of any container -> one float32 mono 16 kHz array."""
+    return np.concatenate(decode_audio_chunks(path, field, max_seconds))
+
+
+def _block_rms(chunks: list[np.ndarray], block: int = 640) -> np.ndarray:
+    """RMS of consecutive 40 ms blocks across chunk boundaries."""
+    carry = np.empty(0, np.float32)
+    out = []
+    for chunk in chunks:
+        buf = np.concatenate([carry, chunk]) if carry.size else chunk
+        n = buf.size // block * block
+        if n:
+            out.append(np.sqrt(np.mean(np.square(buf[:n].reshape(-1, block), dtype=np.float64), axis=1)))
+        carry = buf[n:]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def loudness_gain(chunks: list[np.ndarray], target_dbfs: float = -20.0) -> float:
+    """The gain that puts the speech (blocks above a noise floor) at target RMS, no clipping."""
+    rms = _block_rms(chunks)
+    active = rms[rms > 10 ** (-50 / 20)]
+    if active.size == 0:
+        return 1.0  # silence stays silence
+    level = float(np.sqrt(np.mean(active**2)))
+    peak = max(float(np.max(np.abs(c))) for c in chunks if c.size) or 1.0
+    return min(10 ** (target_dbfs / 20) / level, 0.99 / peak)
 
 
 def normalise_loudness(samples: np.ndarray, target_dbfs: float = -20.0) -> np.ndarray:
-    """Scale so that the speech (blocks above a noise floor) sits at target RMS, no clipping."""
-    block = 640
-    n = samples.size // block * block
-    if n == 0:
-        return samples.copy()
-    rms = np.sqrt(np.mean(samples[:n].reshape(-1, block).astype(np.float64) ** 2, axis=1))
-    active = rms[rms > 10 ** (-50 / 20)]
-    if active.size == 0:
-        return samples.copy()  # silence stays silence
-    level = float(np.sqrt(np.mean(active**2)))
-    gain = 10 ** (target_dbfs / 20) / level
-    peak = float(np.max(np.abs(samples))) or 1.0
-    gain = min(gain, 0.99 / peak)
-    return (samples * gain).astype(np.float32)
+    return (samples * loudness_gain([samples], target_dbfs)).astype(np.float32)
 
 
-def write_wav16(path: Path | str, samples: np.ndarray) -> None:
-    """16-bit PCM mono WAV with the plain 44-byte header (so byte ranges map to samples)."""
-    pcm = np.clip(samples, -1.0, 1.0)
-    pcm = (pcm * 32767.0).round().astype("<i2")
+def write_wav16(path: Path | str, samples: np.ndarray | list[np.ndarray], gain: float = 1.0) -> None:
+    """16-bit PCM mono WAV with the plain 44-byte header (so byte ranges map to samples),
+    written chunk by chunk."""
+    chunks = samples if isinstance(samples, list) else [samples]
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(MODEL_SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
+        for chunk in chunks:
+            pcm = np.clip(chunk * gain, -1.0, 1.0) * 32767.0
+            w.writeframes(pcm.round().astype("<i2").tobytes())
 
 
 WAV_HEADER_BYTES = 44
@@ -303,7 +320,9 @@ def mux_audio(video: Path | str, audio_tracks: list[Path], dst: Path | str, fram
     duration = frames / fps
     v = ffmpeg.input(str(video))
     unique = list(dict.fromkeys(str(p) for p in audio_tracks))  # one speaker given twice = one track
-    tracks = [ffmpeg.input(p).audio.filter("aresample", 48000) for p in unique]
+    # timestamps from the sample count, not the container: an input whose timestamps jump or
+    # overlap would otherwise come out shorter or longer than its samples
+    tracks = [ffmpeg.input(p).audio.filter("aresample", 48000).filter("asetpts", "N/SR/TB") for p in unique]
     if len(tracks) == 1:
         mixed = tracks[0]
     else:
