@@ -3,40 +3,45 @@
 Workflow history only ever holds object keys. Each source (path, http(s) URL or base64) is
 streamed in chunks into a temporary file while it is hashed and counted; reading stops as
 soon as the size passes `settings.max_input_bytes`. Its first bytes decide the format
-(`media.sniff`), which must suit the field. The object key is content addressed,
+(`media.sniff`), which must suit the field. Then `preflight.check_media` decodes the file
+(corrupt, truncated, too short or long, too small, too elongated: refused). Only when EVERY
+source of the job has passed is anything uploaded. The object key is content addressed,
 
     renders/{render_id}/inputs/{image|video|audio}-{sha256[:16]}{ext}
 
 so a second submission under the same render id cannot overwrite the first one's inputs,
 and the same content used as both audio tracks is stored once (audio and audio_2 share the
 "audio" prefix). A call that fails deletes the objects it uploaded itself.
+
+Paths must lie, once every symlink and `..` is resolved, inside one of
+`settings.input_root_paths()` (LONGTALK_INPUT_ROOTS; "*" = anywhere); a refused path gets
+the same answer whether or not it exists. URLs are fetched through `netguard.fetch`
+(public addresses only, pinned connections, redirects re-checked, time and size limits).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import socket
-import ssl
 import stat
+import sys
 import tempfile
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-from urllib.parse import urlsplit
 
+from . import netguard
 from .errors import InputError
-from .jobs import Job, MediaSource, check_format, check_url, iter_base64, redact_url
+from .jobs import Job, MediaSource, check_format, check_url, iter_base64
 from .media import SNIFF_BYTES, MediaFormat, sniff
+from .preflight import MediaFacts, check_media
 from .settings import Settings
 from .store import ObjectStore
 
 CHUNK_BYTES = 1024 * 1024
-USER_AGENT = "longtalk-staging/0.1"
+USER_AGENT = netguard.USER_AGENT
+OUTSIDE_ROOTS = "outside the allowed input folders (LONGTALK_INPUT_ROOTS)"
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,16 @@ def open_source(source: MediaSource, settings: Settings) -> Iterator[bytes]:
 
 def _read_path(source: MediaSource, settings: Settings) -> Iterator[bytes]:
     key, raw = source.key, source.value
-    try:
-        real = Path(raw).resolve()  # symlinks resolved; relative to the current directory
-    except (OSError, RuntimeError, ValueError):
-        raise InputError(key, f"not a usable path: {raw}") from None
     roots = settings.input_root_paths()
-    if roots and not any(real.is_relative_to(root) for root in roots):
-        raise InputError(key, f"{raw} is outside the allowed input folders")
+    try:
+        real = Path(raw).resolve()  # symlinks and ".." resolved; relative to the current directory
+    except (OSError, RuntimeError, ValueError):
+        if roots and not _inside(Path(os.path.abspath(raw)), roots):
+            raise InputError(key, f"{raw} is {OUTSIDE_ROOTS}") from None
+        raise InputError(key, f"not a usable path: {raw}") from None
+    # checked before the file is looked at: a refused path does not tell whether it exists
+    if roots and not _inside(real, roots):
+        raise InputError(key, f"{raw} is {OUTSIDE_ROOTS}")
     try:
         info = os.stat(real)
     except FileNotFoundError:
@@ -91,14 +99,19 @@ def _read_path(source: MediaSource, settings: Settings) -> Iterator[bytes]:
         raise InputError(key, f"cannot read {raw}: {_os_reason(exc)}") from None
     if not stat.S_ISREG(info.st_mode):
         raise InputError(key, f"not a regular file: {raw}")
-    try:
-        handle = open(real, "rb")
+    try:  # non-blocking: a FIFO swapped in after the check cannot hang the open
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise InputError(key, f"cannot read {raw}: {_os_reason(exc)}") from None
+    handle = os.fdopen(fd, "rb")
     with handle:
         opened = os.fstat(handle.fileno())
         if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
             raise InputError(key, f"{raw} changed while it was being opened")
+        # a folder swapped for a symlink between the check and the open: judge what was opened
+        where = _opened_path(handle.fileno())
+        if roots and where is not None and not _inside(where, roots):
+            raise InputError(key, f"{raw} is {OUTSIDE_ROOTS}")
         while True:
             try:
                 chunk = handle.read(CHUNK_BYTES)
@@ -109,64 +122,29 @@ def _read_path(source: MediaSource, settings: Settings) -> Iterator[bytes]:
             yield chunk
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects to http(s) URLs only (urllib alone would also follow ftp)."""
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urlsplit(newurl).scheme.lower() not in ("http", "https"):
-            raise urllib.error.URLError("redirect to a URL that is not http or https")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+def _opened_path(fd: int) -> Path | None:
+    """The real path of an open file, where the system can tell (Linux, macOS)."""
+    try:
+        if sys.platform.startswith("linux"):
+            return Path(os.readlink(f"/proc/self/fd/{fd}"))
+        import fcntl
+
+        if hasattr(fcntl, "F_GETPATH"):
+            raw = fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024))
+            return Path(os.fsdecode(raw.split(b"\0", 1)[0]))
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _read_url(source: MediaSource, settings: Settings) -> Iterator[bytes]:
     key, url = source.key, source.value.strip()
     check_url(key, url)
-    shown = redact_url(url)
-    timeout = settings.download_timeout_s
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    opener = urllib.request.build_opener(_HttpOnlyRedirects)
-    try:
-        response = opener.open(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise InputError(key, f"download of {shown} failed: HTTP {exc.code}") from None
-    except urllib.error.URLError as exc:
-        raise InputError(key, f"download of {shown} failed: {_net_reason(exc.reason, timeout)}") from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise InputError(key, f"download of {shown} failed: {_net_reason(exc, timeout)}") from None
-    with closing(response):
-        length = response.headers.get("Content-Length", "").strip()
-        if length.isdigit() and int(length) > settings.max_input_bytes:
-            raise InputError(key, f"larger than the limit of {settings.max_input_bytes} bytes "
-                                  f"(the server announced {int(length)} bytes)")
-        while True:
-            try:
-                chunk = response.read(CHUNK_BYTES)
-            except (OSError, http.client.HTTPException) as exc:
-                raise InputError(key, f"download of {shown} failed: "
-                                      f"{_net_reason(exc, timeout)}") from None
-            if not chunk:
-                return
-            yield chunk
-
-
-def _net_reason(reason, timeout: float) -> str:
-    """A short, safe wording of a network failure (never the URL)."""
-    if isinstance(reason, (TimeoutError, socket.timeout)):
-        return f"timed out after {timeout:g} s"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
-        return "connection reset"
-    if isinstance(reason, socket.gaierror):
-        return "host not found"
-    if isinstance(reason, ssl.SSLError):
-        return "TLS error"
-    if isinstance(reason, http.client.IncompleteRead):
-        return "connection closed before the end of the body"
-    if isinstance(reason, str):
-        return reason if "redirect" in reason else "connection failed"
-    return f"connection failed ({type(reason).__name__})"
+    yield from netguard.fetch(key, url, settings)
 
 
 def _os_reason(exc: Exception) -> str:
@@ -179,21 +157,31 @@ def stage_inputs(job: Job, store: ObjectStore, render_id: str,
                  settings: Settings) -> dict[str, StagedInput]:
     """Copy every source the job uses into the bucket; keyed by field.
 
-    On any error the objects this call uploaded are deleted again, then the error is raised.
+    Every source is read and checked (format, then `preflight.check_media`) before the first
+    upload; on any error the objects this call uploaded are deleted again, then the error is
+    raised.
     """
     staged: dict[str, StagedInput] = {}
-    done: list[tuple[MediaSource, StagedInput]] = []
     uploaded: list[str] = []
+    prepared: list[_Prepared] = []
     try:
+        fields: list[tuple[MediaSource, _Prepared]] = []
         for source in job.sources():
-            same = next((item for src, item in done
+            same = next((item for src, item in fields
                          if src.key == source.key and src.value == source.value), None)
-            if same is not None:  # e.g. the first track reused as the second: read it once
-                item = replace(same, field=source.field)
-            else:
-                item = _stage_one(source, store, render_id, settings, uploaded)
-            done.append((source, item))
-            staged[source.field] = item
+            if same is None:  # e.g. the first track reused as the second: read it once
+                same = _prepare(source, settings)
+                prepared.append(same)
+            fields.append((source, same))
+        for source, item in fields:
+            object_key = object_key_for(render_id, source.field, item.sha256, item.format)
+            if object_key not in uploaded and store.size(object_key) != item.size:
+                store.put_file(object_key, item.path, content_type=item.format.mime)
+                uploaded.append(object_key)
+            staged[source.field] = StagedInput(
+                field=source.field, source_key=item.source_key, object_key=object_key,
+                format=item.format.name, kind=item.format.kind, size=item.size,
+                sha256=item.sha256)
     except BaseException:
         for key in uploaded:
             try:
@@ -201,11 +189,31 @@ def stage_inputs(job: Job, store: ObjectStore, render_id: str,
             except Exception:  # best effort; the original error matters more
                 pass
         raise
+    finally:
+        for item in prepared:
+            item.discard()
     return staged
 
 
-def _stage_one(source: MediaSource, store: ObjectStore, render_id: str, settings: Settings,
-               uploaded: list[str]) -> StagedInput:
+@dataclass
+class _Prepared:
+    """A source read into a temporary file and checked, not uploaded yet."""
+
+    source_key: str
+    path: str
+    format: MediaFormat
+    size: int
+    sha256: str
+    facts: MediaFacts
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _prepare(source: MediaSource, settings: Settings) -> _Prepared:
     limit = settings.max_input_bytes
     digest = hashlib.sha256()
     size = 0
@@ -228,15 +236,13 @@ def _stage_one(source: MediaSource, store: ObjectStore, render_id: str, settings
             raise InputError(source.key, "empty (0 bytes)")
         if fmt is None:
             fmt = check_format(source, sniff(head))
-        sha = digest.hexdigest()
-        object_key = object_key_for(render_id, source.field, sha, fmt)
-        if store.size(object_key) != size:
-            store.put_file(object_key, tmp, content_type=fmt.mime)
-            uploaded.append(object_key)
-        return StagedInput(field=source.field, source_key=source.key, object_key=object_key,
-                           format=fmt.name, kind=fmt.kind, size=size, sha256=sha)
-    finally:
+        kind = "audio" if source.field.startswith("audio") else source.field
+        facts = check_media(source.key, Path(tmp), kind, settings)
+        return _Prepared(source_key=source.key, path=tmp, format=fmt, size=size,
+                         sha256=digest.hexdigest(), facts=facts)
+    except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        raise

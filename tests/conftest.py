@@ -6,6 +6,7 @@ with their data in a temporary folder that is removed at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from longtalk.backends.preview import PreviewBackend
 from longtalk.settings import Settings
 from longtalk.stack import Process, free_port, s3_service, temporal_service
 from longtalk.store import ObjectStore
 from tests.media import cut_audio, make_video
+from worker import build_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -41,6 +44,7 @@ def settings(stack_dir) -> Settings:
         gpu_queue=f"gpu-{uuid.uuid4().hex[:6]}",
         # path inputs come from the repo (examples) and the tests' temporary folders
         input_roots=os.pathsep.join([str(ROOT), tempfile.gettempdir()]),
+        url_allow_hosts="127.0.0.1",  # the tests' URL inputs are served on loopback
     )
 
 
@@ -95,3 +99,30 @@ def media(tmp_path_factory):
         "video": make_video(d / "source.mp4", 2.0),
         "portrait": EXAMPLES / "portrait.png",
     }
+
+
+class CountingPreview(PreviewBackend):
+    """The real preview renderer, counting its calls (to prove nothing is rendered twice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    async def render_window(self, job, progress=None):
+        self.calls.append((job.render_id, job.index))
+        return await super().render_window(job, progress)
+
+
+@pytest.fixture(scope="session")
+def backend():
+    return CountingPreview()
+
+
+@pytest.fixture(scope="session")
+async def workers(temporal_client, settings, store, backend):
+    ws = build_workers(temporal_client, settings, store, backends={"preview": backend}, identity="test")
+    tasks = [asyncio.create_task(w.run()) for w in ws]
+    yield ws
+    for w in ws:
+        await w.shutdown()
+    await asyncio.gather(*tasks, return_exceptions=True)

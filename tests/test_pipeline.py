@@ -17,41 +17,13 @@ from temporalio.client import Client
 import starter
 from activities.render import RenderActivities
 from longtalk import av_io
-from longtalk.backends.preview import PreviewBackend
 from longtalk.contracts import Progress, window_meta_key
 from longtalk.windows import window_count
+from tests.conftest import CountingPreview
 from tests.media import EXAMPLES, moov_before_mdat, samples_16k
-from worker import build_workers
 from workflows.render import RenderVideo, chain_workflow_id
 
 pytestmark = pytest.mark.timeout(300)
-
-
-class CountingPreview(PreviewBackend):
-    """The real preview renderer, counting its calls (to prove nothing is rendered twice)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, int]] = []
-
-    async def render_window(self, job, progress=None):
-        self.calls.append((job.render_id, job.index))
-        return await super().render_window(job, progress)
-
-
-@pytest.fixture(scope="session")
-def backend():
-    return CountingPreview()
-
-
-@pytest.fixture(scope="session")
-async def workers(temporal_client, settings, store, backend):
-    ws = build_workers(temporal_client, settings, store, backends={"preview": backend}, identity="test")
-    tasks = [asyncio.create_task(w.run()) for w in ws]
-    yield ws
-    for w in ws:
-        await w.shutdown()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_starter(client: Client, settings, *argv: str) -> tuple[int, dict | None, str]:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import re
 import http.server
 import logging
+import re
 import threading
 from functools import partial
 
 import pytest
 from google.protobuf.json_format import MessageToJson
 
-from tests.test_pipeline import backend, run_starter, workers, write_job  # noqa: F401 (fixtures)
+from tests.test_pipeline import run_starter, write_job
 from workflows.render import chain_workflow_id
 
 TOKEN = "tok-3f9c2d7e1b5a"
