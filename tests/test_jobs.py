@@ -7,7 +7,9 @@ import json
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from longtalk.errors import InputError
 from longtalk.jobs import MediaSource, iter_base64, load_job_file, parse_job

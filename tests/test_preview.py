@@ -16,7 +16,12 @@ import pytest
 
 from longtalk.backends import preview
 from longtalk.backends.base import WindowJob
-from longtalk.backends.preview import PreviewBackend, detect_faces, mouth_envelope, render_preview
+from longtalk.backends.preview import (
+    PreviewBackend,
+    detect_faces,
+    mouth_envelope,
+    render_preview,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 W, M, FPS, SPF = 81, 9, 25, 640

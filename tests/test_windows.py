@@ -4,7 +4,8 @@ import math
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from longtalk.windows import WindowParams, total_frames, window, window_count, windows
 
