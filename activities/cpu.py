@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from temporalio import activity
 
-from longtalk import av_io
+from longtalk import av_io, preflight
 from longtalk.contracts import (
     CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key,
@@ -75,8 +75,10 @@ class CpuActivities:
                 reference = av_io.read_frames(norm, [0])[0]
                 result.source_key, result.source_frames = keys["source"], count
             else:
-                data = self.store.get_bytes(req.inputs["image"])
-                reference = av_io.fit_image(av_io.decode_image(data, self._name(req, "image")),
+                local = self.store.download(req.inputs["image"], work / "image.bin")
+                # the client checked it; an input put into the bucket another way is checked here
+                preflight.check_media(self._name(req, "image"), local, "image", self.settings)
+                reference = av_io.fit_image(av_io.decode_image(local.read_bytes(), self._name(req, "image")),
                                             req.width, req.height)
             self.store.put_bytes(keys["reference"], av_io.encode_png(reference), "image/png")
             self.store.put_json(keys["ingest"], dataclasses.asdict(result))

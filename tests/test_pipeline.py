@@ -208,3 +208,26 @@ async def test_bad_job_is_refused_before_anything_starts(temporal_client, settin
     assert list(store.list(f"renders/{render_id}/")) == []
     with pytest.raises(Exception):
         await temporal_client.get_workflow_handle(render_id).describe()
+
+
+async def test_ingest_checks_an_image_that_bypassed_the_client(workers, temporal_client, settings, store,
+                                                              render_id, media, tmp_path):
+    """Defence in depth: an extreme aspect ratio put straight into the bucket is refused by ingest."""
+    import cv2
+    import numpy as np
+    from temporalio.client import WorkflowFailureError
+
+    from longtalk.contracts import RenderRequest
+
+    ok, png = cv2.imencode(".png", np.full((100, 800, 3), 128, np.uint8))
+    prefix = f"renders/{render_id}/"
+    store.put_bytes(prefix + "inputs/image-x.png", png.tobytes())
+    store.put_bytes(prefix + "inputs/audio-x.mp3", media["speech_mp3"].read_bytes())
+    req = RenderRequest(render_id=render_id, inputs={"image": prefix + "inputs/image-x.png",
+                                                     "audio": prefix + "inputs/audio-x.mp3"},
+                        input_names={"image": "image_base64", "audio": "wav_path"}, gpu_queue=settings.gpu_queue)
+    with pytest.raises(WorkflowFailureError) as err:
+        await temporal_client.execute_workflow(RenderVideo.run, req, id=render_id, task_queue=settings.render_queue)
+    message = starter.failure_message(err.value)
+    assert "image_base64" in message and "aspect" in message
+    assert list(store.list(prefix)) == []
