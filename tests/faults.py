@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
-
 from longtalk.settings import Settings
 from longtalk.stack import READY_LINE, port_open
+from tests.comfy_standin.control import control
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,12 +85,7 @@ class StandinProcess(ProcessHandle):
         return self
 
     async def control(self, path: str, body: dict | None = None) -> dict:
-        async with aiohttp.ClientSession() as s:
-            if body is None:
-                async with s.get(self.url + path) as r:
-                    return await r.json()
-            async with s.post(self.url + path, json=body) as r:
-                return await r.json()
+        return await control(self, path, body)
 
 
 class SlowProxy:

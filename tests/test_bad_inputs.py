@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from temporalio.service import RPCError, RPCStatusCode
 
+import starter
 from longtalk.backends.preview import PreviewBackend
 from tests.conftest import CountingPreview
 from tests.media import EXAMPLES, cut_audio, ffmpeg, make_video
@@ -331,15 +331,6 @@ CASES = [
 ]
 
 
-async def _workflow_state(client, render_id: str) -> str | None:
-    try:
-        desc = await client.get_workflow_handle(render_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return desc.status.name
-
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_bad_input_is_refused_and_costs_nothing(case, workers, backend, render_calls,
@@ -357,7 +348,7 @@ async def test_bad_input_is_refused_and_costs_nothing(case, workers, backend, re
         assert case.reason in line, f"reason {case.reason!r} missing: {line!r}"
         assert "s3cr3t" not in err  # a URL's query never shows
         # no workflow, nothing stored, nothing rendered
-        assert await _workflow_state(temporal_client, render_id) is None
+        assert await starter.existing_status(temporal_client, render_id) is None
         assert list(store.list(f"renders/{render_id}/")) == []
         assert (len(backend.calls), len(render_calls)) == before
         ok = True

@@ -8,7 +8,6 @@ import json
 import uuid
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import pytest
 
@@ -19,6 +18,7 @@ from longtalk.backends.preview import PreviewBackend
 from longtalk.comfy import ComfyClient
 from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
 from longtalk.windows import window_count
+from tests.comfy_standin.control import control
 from tests.comfy_standin.server import start_standin
 from tests.media import samples_16k
 from tests.test_pipeline import check_video, run_starter, write_job
@@ -28,13 +28,6 @@ pytestmark = pytest.mark.timeout(300)
 SIZE = 128
 
 
-async def control(server, path: str, body: dict | None = None) -> dict:
-    async with aiohttp.ClientSession() as s:
-        if body is None:
-            async with s.get(server.url + path) as r:
-                return await r.json()
-        async with s.post(server.url + path, json=body) as r:
-            return await r.json()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from longtalk.backends.preview import render_preview
 from longtalk.comfy import ComfyClient, OutputFile
 from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
 from longtalk.stack import free_port
+from tests.comfy_standin.control import control
 from tests.comfy_standin.server import start_standin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,14 +125,6 @@ async def client(standin):
         yield c
 
 
-async def control(standin, path: str, body: dict | None = None) -> dict:
-    async with aiohttp.ClientSession() as s:
-        if body is None:
-            async with s.get(standin.url + path) as r:
-                return await r.json()
-        async with s.post(standin.url + path, json=body) as r:
-            assert r.status == 200
-            return await r.json()
 
 
 async def upload_inputs(client: ComfyClient, sub: str) -> tuple[str, str]:
