@@ -44,17 +44,19 @@ def prompt_id_for(render_id: str, window: int, generation: int) -> str:
 
 
 def color_match(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Match each frame's colour statistics (mean and spread per LAB channel) to the
-    reference, so colour drift does not accumulate through the carried tail."""
-    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+    """Match each frame's colour statistics (mean and spread per channel) to the reference,
+    so colour drift does not accumulate through the carried tail. Statistics come from every
+    4th pixel and the correction is a per-channel lookup table: about 1 ms a 512x512 frame."""
+    ref = reference[::4, ::4].reshape(-1, 3).astype(np.float32)
     ref_mean, ref_std = ref.mean(0), ref.std(0) + 1e-3
+    levels = np.arange(256, dtype=np.float32)
     out = np.empty_like(frames)
     for i, frame in enumerate(frames):
-        lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).astype(np.float32)
-        flat = lab.reshape(-1, 3)
-        mean, std = flat.mean(0), flat.std(0) + 1e-3
-        lab = (lab - mean) * (ref_std / std) + ref_mean
-        out[i] = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+        sample = frame[::4, ::4].reshape(-1, 3).astype(np.float32)
+        mean, std = sample.mean(0), sample.std(0) + 1e-3
+        lut = np.stack([(levels - mean[c]) * (ref_std[c] / std[c]) + ref_mean[c] for c in range(3)], axis=1)
+        lut = np.clip(lut, 0, 255).round().astype(np.uint8).reshape(256, 1, 3)
+        out[i] = cv2.LUT(frame, lut)
     return out
 
 
@@ -148,12 +150,17 @@ class ComfyUIBackend:
         if len(files) != job.num_frames:
             raise GraphError(f"the graph's output node {output_node} gave {len(files)} frames, "
                              f"expected {job.num_frames}")
-        frames = []
-        for f in files:
-            frame = av_io.decode_png(await self.client.download(f))
+        gate = asyncio.Semaphore(8)  # downloads in flight; PNG decoding runs beside them in threads
+
+        async def fetch(f) -> np.ndarray:
+            async with gate:
+                data = await self.client.download(f)
+            frame = await asyncio.to_thread(av_io.decode_png, data)
             if frame.shape[:2] != (job.height, job.width):
                 frame = cv2.resize(frame, (job.width, job.height), interpolation=cv2.INTER_AREA)
-            frames.append(frame)
+            return frame
+
+        frames = await asyncio.gather(*(fetch(f) for f in files))
         result = np.stack(frames)
         if sampler.color_correction:
             result = await asyncio.to_thread(color_match, result, job.reference)
@@ -186,20 +193,24 @@ class ComfyUIBackend:
             pass
 
     async def _upload(self, job: WindowJob, values: WindowValues, mode: str) -> None:
-        uploads: list[tuple[str, bytes]] = [(values.reference, png_bytes(job.reference))]
-        for name, frame in zip(values.tails, job.tail):
-            uploads.append((name, png_bytes(frame)))
-        for name, samples in zip(values.audio, job.audio):
-            uploads.append((name, wav_bytes(samples)))
-        if values.masks:
-            masks = speaker_masks(job.width, job.height)
-            for name, key in zip(values.masks, ("mask_1", "mask_2", "mask_bg")):
-                uploads.append((name, png_bytes(masks[key])))
-        if values.source_video and job.source is not None:
-            uploads.append((values.source_video, await asyncio.to_thread(_encode_source, job.source, job.fps)))
-        for name, data in uploads:
+        def encoded() -> list[tuple[str, bytes]]:
+            uploads = [(values.reference, png_bytes(job.reference))]
+            uploads += [(name, png_bytes(frame)) for name, frame in zip(values.tails, job.tail)]
+            uploads += [(name, wav_bytes(samples)) for name, samples in zip(values.audio, job.audio)]
+            if values.masks:
+                masks = speaker_masks(job.width, job.height)
+                uploads += [(name, png_bytes(masks[key]))
+                            for name, key in zip(values.masks, ("mask_1", "mask_2", "mask_bg"))]
+            if values.source_video and job.source is not None:
+                uploads.append((values.source_video, _encode_source(job.source, job.fps)))
+            return uploads
+
+        async def send(name: str, data: bytes) -> None:
             subfolder, filename = split_upload_name(name)
             await self.client.upload(data, filename, subfolder=subfolder, overwrite=True)
+
+        # encoding runs in a thread (the event loop keeps heartbeating); uploads go in parallel
+        await asyncio.gather(*(send(name, data) for name, data in await asyncio.to_thread(encoded)))
 
     async def close(self) -> None:
         await self.client.close()
