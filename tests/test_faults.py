@@ -297,3 +297,32 @@ async def test_gpu_worker_waits_for_comfyui_before_polling(env):
     procs.append(comfy.start())
     await gpu.wait_for_line(READY_LINE, timeout=60)
     assert "comfyui ready: {'device': 'cuda:0" in gpu.log.read_text()
+
+
+async def test_sigterm_lets_the_gpu_worker_finish_its_window_and_serves_metrics(env, media):
+    """Graceful shutdown: SIGTERM mid-window, the window still completes on that worker
+    (first attempt), the process exits; a new worker renders the rest. Its /metrics counts."""
+    import urllib.request
+
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=2.0)
+    procs.append(await start_worker(settings, "cpu", tmp / "logs" / "cpu.log"))
+    metrics_port = free_port()
+    gpu = await start_worker(settings, "gpu", tmp / "logs" / "gpu.log", LONGTALK_BACKEND="comfyui",
+                             LONGTALK_COMFY_URL=comfy.url, LONGTALK_METRICS_PORT=str(metrics_port))
+    procs.append(gpu)
+    rid, out = f"f-term-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+    render = start_render(client, settings, tmp, media, rid, out, comfy)
+    await window_running(store, comfy, rid, 1)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    assert 'longtalk_windows_rendered_total{backend="comfyui"} 1.0' in text
+    gpu.kill(signal.SIGTERM)  # returns once the process has exited
+    assert gpu.proc.returncode == 0
+    meta = store.get_json(window_meta_key(rid, 1))
+    assert meta["attempt"] == 1  # finished by the worker that was asked to stop, not retried
+    procs.append(await start_worker(settings, "gpu", tmp / "logs" / "gpu-2.log", LONGTALK_BACKEND="comfyui",
+                                    LONGTALK_COMFY_URL=comfy.url))
+    rc, result, err = await render
+    await check_render(rc, result, err, store, media, out, rid, comfy)
+    assert (await comfy.control("/standin/stats"))["prompts_received"] == result["windows"]
+    LEDGER.append("gpu worker SIGTERM (graceful)")
