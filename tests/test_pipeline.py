@@ -231,3 +231,19 @@ async def test_ingest_checks_an_image_that_bypassed_the_client(workers, temporal
     message = starter.failure_message(err.value)
     assert "image_base64" in message and "aspect" in message
     assert list(store.list(prefix)) == []
+
+
+async def test_parallel_chains_render_a_correct_video(workers, temporal_client, settings, store, media,
+                                                       tmp_path, render_id):
+    """Cut into independent chains (one per GPU), the render still has every frame exactly once."""
+    two = dataclasses.replace(settings, parallel_chains=2)
+    out = tmp_path / "chains.mp4"
+    job = write_job(tmp_path, image_path=media["portrait"], wav_path=media["speech"], width=128, height=128)
+    rc, result, err = await run_starter(temporal_client, two, job, "--id", render_id, "--output", str(out))
+    assert rc == 0, err
+    plan = store.get_json(f"renders/{render_id}/plan.json")
+    assert len(plan["chains"]) == 2 and plan["chains"][0]["first"] == 0
+    assert plan["chains"][1]["first"] == plan["chains"][0]["last"] + 1 and plan["chains"][1]["last"] == result["windows"] - 1
+    runs = [w async for w in temporal_client.list_workflows(f"WorkflowId = '{chain_workflow_id(render_id, 1)}'")]
+    assert runs and runs[0].status.name == "COMPLETED"
+    check_video(out, samples_16k(media["speech"]) // 640, 128, 128)
