@@ -5,11 +5,8 @@ scripts/fetch_models.sh: every path they name exists, images and commits are pin
 LONGTALK_* variable is a real setting, each GPU worker feeds its own GPU-reserving ComfyUI
 over the network, and the model download list is ModelFiles.fetch_list().
 
-PyYAML is not a dependency of the project, so the compose file is read with the small YAML
-reader below. It understands the subset the file uses (block mappings and sequences, flow
-sequences, quoted and plain scalars, literal blocks, anchors, aliases and `<<` merges) and
-raises on anything else, so a construct it does not know fails the test instead of being
-misread. Where PyYAML happens to be importable the two readings are compared.
+The compose file is read with PyYAML (a test dependency), refusing duplicate keys as
+Docker Compose does.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from comfy_graphs.config import (
     GRAPHS_DIR_ENV,
@@ -56,301 +54,26 @@ PINNED_COMMITS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# A YAML reader for the subset docker-compose.yml uses
+# docker-compose.yml is read with PyYAML, refusing duplicate keys as Docker Compose does
 # ---------------------------------------------------------------------------------------------
 
-class YamlSubsetError(ValueError):
+class _ComposeLoader(yaml.SafeLoader):
     pass
 
 
-_KEY_RE = re.compile(r"""^(?P<key>"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s"'#\[\]{},&*!|>%@`-][^:#]*?|-[^\s:#][^:#]*?)"""
-                     r"""\s*:(?:\s+|$)(?P<rest>.*)$""")
-_BOOLS = {**{w: True for w in ("true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON")},
-          **{w: False for w in ("false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF")}}
-_NULLS = ("", "~", "null", "Null", "NULL")
+def _mapping_without_duplicates(loader, node, deep=False):
+    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode) and k.value != "<<"]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise yaml.constructor.ConstructorError(None, None, f"duplicate key(s) {duplicates}", node.start_mark)
+    return loader.construct_mapping(node, deep)
 
 
-class _YamlReader:
-    def __init__(self, text: str) -> None:
-        if "\t" in text:
-            raise YamlSubsetError("tab characters are not supported")
-        self.lines = text.splitlines()
-        self.i = 0
-        self.anchors: dict[str, object] = {}
-
-    # -- lines --------------------------------------------------------------------------------
-    def _peek(self) -> tuple[int, str] | None:
-        """(indent, content) of the next line with content; skips blanks and comments."""
-        while self.i < len(self.lines):
-            line = self.lines[self.i]
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                self.i += 1
-                continue
-            if stripped in ("---", "...") or stripped.startswith("%"):
-                raise YamlSubsetError(f"line {self.i + 1}: documents and directives are not supported")
-            return len(line) - len(line.lstrip(" ")), line.strip()
-        return None
-
-    def error(self, msg: str) -> YamlSubsetError:
-        return YamlSubsetError(f"line {self.i + 1}: {msg}")
-
-    # -- nodes --------------------------------------------------------------------------------
-    def document(self):
-        nxt = self._peek()
-        if nxt is None:
-            return None
-        value = self._block(nxt[0])
-        if self._peek() is not None:
-            raise self.error("unexpected content (bad indentation?)")
-        return value
-
-    def _block(self, indent: int):
-        nxt = self._peek()
-        assert nxt is not None and nxt[0] == indent
-        if nxt[1] == "-" or nxt[1].startswith("- "):
-            return self._sequence(indent)
-        return self._mapping(indent)
-
-    def _mapping(self, indent: int) -> dict:
-        explicit: dict = {}
-        merged: dict = {}
-        while True:
-            nxt = self._peek()
-            if nxt is None or nxt[0] < indent:
-                break
-            if nxt[0] > indent:
-                raise self.error("unexpected indentation")
-            content = nxt[1]
-            if content == "-" or content.startswith("- "):
-                break
-            m = _KEY_RE.match(content)
-            if not m:
-                raise self.error(f"not a 'key: value' line: {content!r}")
-            key = self._scalar_text(m.group("key"))
-            rest = m.group("rest")
-            self.i += 1
-            if key == "<<":
-                value = self._value(rest, indent)
-                sources = value if isinstance(value, list) else [value]
-                for source in sources:
-                    if not isinstance(source, dict):
-                        raise self.error("'<<' must merge a mapping")
-                    for k, v in source.items():
-                        merged.setdefault(k, v)
-                continue
-            if key in explicit:
-                raise self.error(f"duplicate key {key!r}")
-            explicit[key] = self._value(rest, indent)
-        result = dict(merged)
-        result.update(explicit)
-        return result
-
-    def _sequence(self, indent: int) -> list:
-        items = []
-        while True:
-            nxt = self._peek()
-            if nxt is None or nxt[0] < indent:
-                break
-            if nxt[0] > indent:
-                raise self.error("unexpected indentation")
-            content = nxt[1]
-            if not (content == "-" or content.startswith("- ")):
-                break
-            after = content[1:].lstrip(" ")
-            if after and not after.startswith("#") and _KEY_RE.match(after) and after[0] not in "\"'[{":
-                # "- key: value": a mapping whose first line starts after the dash
-                self.lines[self.i] = " " * (indent + len(content) - len(after)) + after
-                items.append(self._mapping(indent + len(content) - len(after)))
-                continue
-            self.i += 1
-            items.append(self._value(after, indent))
-        return items
-
-    def _value(self, rest: str, indent: int):
-        """The value after 'key:' or '- ' at `indent`: inline, a block below, or an alias."""
-        rest = rest.strip()
-        anchor = None
-        if rest.startswith("&"):
-            m = re.match(r"&([^\s\[\]{},]+)\s*(.*)$", rest)
-            if not m:
-                raise self.error("bad anchor")
-            anchor, rest = m.group(1), m.group(2)
-        if rest.startswith("*"):
-            name = rest[1:].split("#", 1)[0].strip()
-            if name not in self.anchors:
-                raise self.error(f"unknown alias *{name}")
-            value = self.anchors[name]
-        elif rest in ("|", "|-") or rest.startswith(("| #", "|- #")):
-            value = self._literal(indent, strip=rest.startswith("|-"))
-        elif rest.startswith((">", "|")):
-            raise self.error(f"block scalar style {rest.split()[0]!r} is not supported (use | or |-)")
-        elif rest == "" or rest.startswith("#"):
-            nxt = self._peek()
-            if nxt is not None and (nxt[0] > indent or (nxt[0] == indent and (nxt[1] == "-" or nxt[1].startswith("- ")))):
-                value = self._block(nxt[0])
-            else:
-                value = None
-        else:
-            value = self._inline(rest)
-        if anchor is not None:
-            self.anchors[anchor] = value
-        return value
-
-    def _literal(self, indent: int, strip: bool) -> str:
-        lines = []
-        block_indent = None
-        while self.i < len(self.lines):
-            line = self.lines[self.i]
-            if line.strip():
-                cur = len(line) - len(line.lstrip(" "))
-                if cur <= indent:
-                    break
-                if block_indent is None:
-                    block_indent = cur
-                if cur < block_indent:
-                    raise self.error("literal block line indented less than its first line")
-                lines.append(line[block_indent:])
-            else:
-                lines.append("")
-            self.i += 1
-        while lines and lines[-1] == "":
-            lines.pop()
-        text = "\n".join(lines)
-        return text if strip or not text else text + "\n"
-
-    # -- scalars ------------------------------------------------------------------------------
-    def _inline(self, text: str):
-        text = text.strip()
-        if text.startswith("["):
-            end = _closing_bracket(text)
-            if end is None:
-                raise self.error("unclosed flow sequence")
-            tail = text[end + 1:].strip()
-            if tail and not tail.startswith("#"):
-                raise self.error(f"text after a flow sequence: {tail!r}")
-            inner = text[1:end].strip()
-            return [self._inline_scalar(item) for item in _split_flow(inner, self)] if inner else []
-        if text.startswith("{"):
-            if re.match(r"\{\s*\}\s*(#.*)?$", text):
-                return {}
-            raise self.error("flow mappings are not supported")
-        return self._inline_scalar(text)
-
-    def _inline_scalar(self, text: str):
-        text = text.strip()
-        if text.startswith(("'", '"')):
-            value, end = _quoted(text, self)
-            tail = text[end:].strip()
-            if tail and not tail.startswith("#"):
-                raise self.error(f"text after a quoted scalar: {tail!r}")
-            return value
-        if text[:1] in ("&", "*", "!", "%", "@", "`", "{", "[", "|", ">"):
-            raise self.error(f"unsupported scalar {text!r}")
-        m = re.search(r"\s#", text)
-        if m:
-            text = text[:m.start()].rstrip()
-        return _plain(text, self)
-
-    def _scalar_text(self, key: str) -> str:
-        if key.startswith(("'", '"')):
-            return _quoted(key, self)[0]
-        return key
-
-
-def _closing_bracket(text: str) -> int | None:
-    quote = None
-    for pos, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "]":
-            return pos
-        elif ch == "[" and pos:
-            return None  # nested flow collections are not supported
-    return None
-
-
-def _split_flow(inner: str, reader: _YamlReader) -> list[str]:
-    items, cur, quote = [], "", None
-    for ch in inner:
-        if quote:
-            cur += ch
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-            cur += ch
-        elif ch == ",":
-            items.append(cur)
-            cur = ""
-        elif ch in "{}":
-            raise reader.error("flow mappings are not supported")
-        else:
-            cur += ch
-    if quote:
-        raise reader.error("unclosed quote in a flow sequence")
-    items.append(cur)
-    if any(not item.strip() for item in items):
-        raise reader.error("empty item in a flow sequence")
-    return items
-
-
-def _quoted(text: str, reader: _YamlReader) -> tuple[str, int]:
-    quote = text[0]
-    if quote == "'":
-        out, pos = "", 1
-        while pos < len(text):
-            if text[pos] == "'":
-                if text[pos + 1:pos + 2] == "'":
-                    out += "'"
-                    pos += 2
-                    continue
-                return out, pos + 1
-            out += text[pos]
-            pos += 1
-        raise reader.error("unclosed single quote")
-    pos = 1
-    while pos < len(text):
-        if text[pos] == "\\":
-            pos += 2
-            continue
-        if text[pos] == '"':
-            try:
-                return json.loads(text[:pos + 1]), pos + 1
-            except json.JSONDecodeError:
-                raise reader.error(f"unsupported escape in {text[:pos + 1]}") from None
-        pos += 1
-    raise reader.error("unclosed double quote")
-
-
-# PyYAML's (YAML 1.1) implicit int and float forms; only the plain decimal ones are used here
-_YAML11_INT = re.compile(r"[-+]?(?:0b[0-1_]+|0[0-7_]+|(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|[1-9][0-9_]*(?::[0-5]?[0-9])+)")
-_YAML11_FLOAT = re.compile(r"[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
-                           r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
-
-
-def _plain(text: str, reader: _YamlReader):
-    if text in _NULLS:
-        return None
-    if text in _BOOLS:
-        return _BOOLS[text]
-    if re.fullmatch(r"[-+]?(0|[1-9][0-9]*)", text):
-        return int(text)
-    if re.fullmatch(r"[-+]?[0-9]+\.[0-9]+", text):
-        return float(text)
-    if _YAML11_INT.fullmatch(text) or _YAML11_FLOAT.fullmatch(text):
-        # e.g. 80:80 (base 60), 0755 (octal), 1_000: YAML 1.1 numbers this reader does not do
-        raise reader.error(f"ambiguous plain scalar {text!r}: quote it")
-    if text.startswith(("- ", "? ", ": ")) or ": " in text or text.endswith(":"):
-        raise reader.error(f"plain scalar with a mapping indicator: {text!r}")
-    return text
+_ComposeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def load_yaml(text: str):
-    return _YamlReader(text).document()
+    return yaml.load(text, Loader=_ComposeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,12 +367,6 @@ def image_is_pinned(image: str) -> bool:
 def raw_compose() -> dict:
     text = COMPOSE_FILE.read_text()
     data = load_yaml(text)
-    try:
-        import yaml  # not a project dependency; compare readings when it happens to be there
-    except ImportError:
-        pass
-    else:
-        assert data == yaml.safe_load(text), "the YAML subset reader and PyYAML disagree"
     assert isinstance(data, dict) and isinstance(data.get("services"), dict)
     return data
 
@@ -698,10 +415,10 @@ def allowed_longtalk_names() -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The YAML reader itself
+# Reading YAML
 # ---------------------------------------------------------------------------------------------
 
-def test_yaml_subset_reader_handles_anchors_merges_and_blocks():
+def test_yaml_reading_handles_anchors_merges_and_blocks():
     text = textwrap.dedent("""\
         x-base: &base
           image: "a:1"   # comment
@@ -738,17 +455,9 @@ def test_yaml_subset_reader_handles_anchors_merges_and_blocks():
     assert one["empty"] is None
 
 
-@pytest.mark.parametrize("text", [
-    "a: {b: 1}\n",          # flow mapping
-    "a: >\n  folded\n",     # folded block
-    "ports:\n  - 22:22\n",  # YAML 1.1 base-60 number (1342)
-    "a: 1\na: 2\n",         # duplicate key
-    "a: *nothing\n",        # unknown alias
-    "a:\n\tb: 1\n",         # tab
-])
-def test_yaml_subset_reader_refuses_what_it_does_not_understand(text):
-    with pytest.raises(YamlSubsetError):
-        load_yaml(text)
+def test_duplicate_keys_are_refused():
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate"):
+        load_yaml("a: 1\nb: 2\na: 3\n")
 
 
 # ---------------------------------------------------------------------------------------------
