@@ -126,3 +126,14 @@ async def workers(temporal_client, settings, store, backend):
     for w in ws:
         await w.shutdown()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def summary_line(request, name: str, line) -> None:
+    """Print line() in pytest's terminal summary (the count of cases a module tried)."""
+
+    class Summary:
+        def pytest_terminal_summary(self, terminalreporter):
+            terminalreporter.write_line(line())
+
+    if not request.config.pluginmanager.has_plugin(name):
+        request.config.pluginmanager.register(Summary(), name)

@@ -25,7 +25,7 @@ import pytest
 
 import starter
 from longtalk.backends.preview import PreviewBackend
-from tests.conftest import CountingPreview
+from tests.conftest import CountingPreview, summary_line
 from tests.media import EXAMPLES, cut_audio, ffmpeg, make_video
 from tests.test_pipeline import run_starter, write_job
 from worker import build_workers
@@ -78,16 +78,9 @@ async def workers(temporal_client, own_settings, store, backend, render_calls):
 
 @pytest.fixture(scope="module", autouse=True)
 def summary(request):
-    class Summary:
-        def pytest_terminal_summary(self, terminalreporter):
-            refused = sum(1 for _, ok in RESULTS if ok)
-            terminalreporter.write_line(
-                f"test_bad_inputs: {len(RESULTS)} bad inputs tried, {refused} refused before "
-                f"the workflow started (exit 2, field and reason named, bucket empty, nothing "
-                f"rendered)")
-
-    request.config.pluginmanager.register(Summary(), "bad-inputs-summary")
-    yield
+    summary_line(request, "bad-inputs-summary", lambda: (
+        f"test_bad_inputs: {len(RESULTS)} bad inputs tried, {sum(1 for _, ok in RESULTS if ok)} refused "
+        f"before the workflow started (exit 2, field and reason named, bucket empty, nothing rendered)"))
 
 
 # ---- the bad media, made once --------------------------------------------------------------

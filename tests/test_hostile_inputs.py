@@ -30,6 +30,7 @@ from longtalk.jobs import MediaSource
 from longtalk.netguard import fetch
 from longtalk.stack import free_port
 from longtalk.staging import open_source
+from tests.conftest import summary_line
 
 BODY = b"RIFF\x24\x00\x00\x00WAVE" + bytes(range(256)) * 64  # what /files/data serves
 BIG_BYTES = 40 * 1024 * 1024
@@ -41,17 +42,9 @@ CASES: list[tuple[str, bool]] = []  # (case, refused or handled as expected)
 @pytest.fixture(scope="module", autouse=True)
 def summary(request):
     """Print "N hostile inputs tried, N handled as expected" in the terminal summary."""
-
-    class Summary:
-        def pytest_terminal_summary(self, terminalreporter):
-            ok = sum(1 for _, good in CASES if good)
-            terminalreporter.write_line(
-                f"test_hostile_inputs: {len(CASES)} hostile inputs tried, {ok} refused or "
-                f"contained as expected")
-
-    plugin = Summary()
-    request.config.pluginmanager.register(plugin, "hostile-inputs-summary")
-    yield
+    summary_line(request, "hostile-inputs-summary", lambda: (
+        f"test_hostile_inputs: {len(CASES)} hostile inputs tried, {sum(1 for _, good in CASES if good)} "
+        f"refused or contained as expected"))
 
 
 @contextmanager
