@@ -196,22 +196,26 @@ class Stack:
     def up(self, with_worker: bool = True) -> None:
         (self.data / "temporal").mkdir(parents=True, exist_ok=True)
         (self.s3_root / self.settings.bucket).mkdir(parents=True, exist_ok=True)
+        worker_log_offset = 0  # the log is appended to: look for this start's ready line only
         for name in ("temporal", "s3", "worker"):
             if name == "worker" and not with_worker:
                 continue
             proc = self.processes[name]
             if proc.running():
                 continue
+            if name == "worker" and proc.log_file.exists():
+                worker_log_offset = proc.log_file.stat().st_size
             ready = proc.service.ready
             if ready is not None and port_open(*ready):
                 raise RuntimeError(
                     f"{name}: port {ready[1]} on {ready[0]} is taken by another program; "
                     f"stop it or change the LONGTALK_ setting for that address"
                 )
-            proc.start(extra_env={"LONGTALK_DATA_DIR": str(self.data)})
+            # the worker gets exactly these settings, whether they came from the environment or not
+            proc.start(extra_env={**self.settings.to_env(), "LONGTALK_DATA_DIR": str(self.data)})
             proc.wait_ready(timeout=90 if name == "temporal" else 30)
         if with_worker:
-            wait_worker_ready(self.log_dir / "worker.log", self.processes["worker"])
+            wait_worker_ready(self.log_dir / "worker.log", self.processes["worker"], after=worker_log_offset)
 
     def down(self) -> list[str]:
         stopped = []
@@ -228,15 +232,14 @@ class Stack:
 READY_LINE = "worker ready"
 
 
-def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0) -> None:
-    """The worker prints READY_LINE once it polls its task queues."""
-    start_size = 0
+def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0, after: int = 0) -> None:
+    """The worker prints READY_LINE once it polls its task queues (looked for past byte `after`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.running():
             tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
             raise RuntimeError(f"worker exited during start-up:\n{tail}")
-        if log_file.exists() and READY_LINE in log_file.read_text(errors="replace")[start_size:]:
+        if log_file.exists() and READY_LINE in log_file.read_bytes()[after:].decode(errors="replace"):
             return
         time.sleep(0.2)
     raise TimeoutError(f"worker not ready after {timeout:.0f}s (log: {log_file})")
