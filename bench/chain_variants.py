@@ -44,8 +44,7 @@ class RenderChainNoWait:
                 f.result()  # a failed signal fails the run, as the awaited one would
                 pending.remove(f)
             pending.append(asyncio.ensure_future(parent.signal(
-                "windows_done", WindowsDone([WindowDone(index=k, render_s=result.render_s,
-                                                        rendered=result.rendered)]))))
+                "windows_done", WindowsDone([WindowDone(index=k, rendered=result.rendered)]))))
         await asyncio.gather(*pending)
         return ChainResult(chain=inp.chain.index, windows=inp.chain.last - inp.chain.first + 1)
 

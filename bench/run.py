@@ -219,8 +219,8 @@ def instrument_pipeline(store) -> Instrument:
         inst.wrap(store, attr, "s3 put")
     for attr in ("size", "exists", "metadata", "presign"):
         inst.wrap(store, attr, "s3 stat")
-    for attr in ("concat_clips", "mux_audio", "count_video_frames", "decode_audio_16k",
-                 "normalise_loudness", "write_wav16", "decode_image", "fit_image", "encode_png"):
+    for attr in ("concat_clips", "mux_audio", "count_video_frames", "decode_audio_chunks",
+                 "loudness_gain", "write_wav16", "decode_image", "fit_image", "encode_png"):
         inst.wrap(av_io, attr, attr)
     return inst
 

@@ -104,10 +104,6 @@ def loudness_gain(chunks: list[np.ndarray], target_dbfs: float = -20.0) -> float
     return min(10 ** (target_dbfs / 20) / level, 0.99 / peak)
 
 
-def normalise_loudness(samples: np.ndarray, target_dbfs: float = -20.0) -> np.ndarray:
-    return (samples * loudness_gain([samples], target_dbfs)).astype(np.float32)
-
-
 def write_wav16(path: Path | str, samples: np.ndarray | list[np.ndarray], gain: float = 1.0) -> None:
     """16-bit PCM mono WAV with the plain 44-byte header (so byte ranges map to samples),
     written chunk by chunk."""

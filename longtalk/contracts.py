@@ -175,8 +175,7 @@ class ChainResult:
 @dataclass
 class WindowDone:
     index: int
-    render_s: float
-    rendered: bool
+    rendered: bool  # False when the window was found stored
 
 
 @dataclass

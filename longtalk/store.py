@@ -11,7 +11,7 @@ import io
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import urllib3
 from minio import Minio
@@ -85,12 +85,6 @@ class ObjectStore:
         with _storage_errors(f"put {key}"):
             self.client.fput_object(self.bucket, key, str(path), content_type=content_type,
                                     metadata=metadata)
-
-    def put_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> None:
-        """Upload a stream of unknown length in parts (never whole in memory)."""
-        with _storage_errors(f"put {key}"):
-            self.client.put_object(self.bucket, key, stream, length=-1, part_size=16 * 1024 * 1024,
-                                   content_type=content_type)
 
     def delete(self, key: str) -> None:
         with _storage_errors(f"delete {key}"):

@@ -224,7 +224,7 @@ class RenderChain:
                 await asyncio.gather(*sending, return_exceptions=True)
                 raise
             ran += 1
-            pending.append(WindowDone(index=k, render_s=result.render_s, rendered=result.rendered))
+            pending.append(WindowDone(index=k, rendered=result.rendered))
             if workflow.now() - last_report >= REPORT_EVERY:  # GPU windows: every window
                 report()
                 last_report = workflow.now()
