@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from activities.cpu import CpuActivities
 from activities.render import RenderActivities
 from longtalk import metrics
 from longtalk.backends import make_backends
+from longtalk.build import build_id as compute_build_id
 from longtalk.settings import Settings
 from longtalk.stack import READY_LINE
 from longtalk.store import ObjectStore
@@ -31,14 +33,23 @@ from workflows.render import RenderChain, RenderVideo
 log = logging.getLogger("longtalk.worker")
 
 
+def worker_build_id(settings: Settings) -> str:
+    """LONGTALK_BUILD_ID, or computed: short git commit (+ "-dirty"), else the package version."""
+    return compute_build_id(settings.build_id)
+
+
 def build_workers(client: Client, settings: Settings, store: ObjectStore,
                   backends=None, identity: str | None = None) -> list[Worker]:
-    """The composition root: every worker this process runs, built from settings."""
+    """The composition root: every worker this process runs, built from settings.
+
+    Every worker carries the build id (Temporal's `build_id`, and the end of its identity:
+    `<host>-<pid>@<build>-cpu`); worker versioning stays off, it is identity only."""
     roles = {r.strip() for r in settings.worker_roles.split(",") if r.strip()}
     unknown = roles - {"cpu", "gpu"}
     if unknown or not roles:
         raise ValueError(f"LONGTALK_WORKER_ROLES: use cpu, gpu or both, got {settings.worker_roles!r}")
-    identity = identity or f"{socket.gethostname()}-{id(client):x}"
+    build = worker_build_id(settings)
+    identity = f"{identity or f'{socket.gethostname()}-{os.getpid()}'}@{build}"
     workers = []
     if "cpu" in roles:
         cpu = CpuActivities(store, settings)
@@ -47,15 +58,15 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
             activities=[cpu.ingest, cpu.plan, cpu.stitch, cpu.publish, cpu.discard, cpu.record_cancelled],
             activity_executor=ThreadPoolExecutor(max_workers=4),
             max_concurrent_activities=4, graceful_shutdown_timeout=timedelta(seconds=20),
-            identity=f"{identity}-cpu",
+            identity=f"{identity}-cpu", build_id=build,
         ))
     if "gpu" in roles:
         render = RenderActivities(store, backends if backends is not None else make_backends(settings),
-                                  settings.data_dir / "cache", identity=f"{identity}-gpu")
+                                  settings.data_dir / "cache", identity=f"{identity}-gpu", build_id=build)
         workers.append(Worker(
             client, task_queue=settings.gpu_queue, activities=[render.render_window],
             max_concurrent_activities=1, graceful_shutdown_timeout=timedelta(seconds=20),
-            identity=f"{identity}-gpu",
+            identity=f"{identity}-gpu", build_id=build,
         ))
     return workers
 
@@ -80,7 +91,8 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(w.run()) for w in workers]
-    print(f"{READY_LINE}: queues {', '.join(w.task_queue for w in workers)}", flush=True)
+    print(f"{READY_LINE}: queues {', '.join(w.task_queue for w in workers)} build {worker_build_id(settings)}",
+          flush=True)
     done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
                                  return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:

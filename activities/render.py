@@ -40,11 +40,12 @@ from .common import heartbeating_async, map_errors
 
 class RenderActivities:
     def __init__(self, store: ObjectStore, backends: dict[str, RenderBackend], cache_dir: Path,
-                 identity: str | None = None) -> None:
+                 identity: str | None = None, build_id: str = "") -> None:
         self.store = store
         self.backends = backends
         self.cache_dir = cache_dir
         self.identity = identity or socket.gethostname()
+        self.build_id = build_id  # in every heartbeat: which code is rendering this window
         self._references: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sizes: dict[str, int] = {}  # objects never change once written (keys are per render)
         self.renders = 0  # backend calls made by this process (for tests and metrics)
@@ -70,7 +71,7 @@ class RenderActivities:
 
         def details() -> dict:
             device = getattr(backend, "heartbeat_details", None)
-            return {**state, **(device() if device else {})}
+            return {**state, **(device() if device else {}), **({"build_id": self.build_id} if self.build_id else {})}
 
         async with heartbeating_async(details):
             job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)

@@ -60,6 +60,7 @@ class Settings:
     worker_roles: str = "cpu,gpu"  # which workers worker.py runs
     metrics_port: int = 0  # 0 = no metrics endpoint
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container so Prometheus can scrape it
+    build_id: str = ""  # the code this worker runs ("" = short git commit [+ "-dirty"], else the package version)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
