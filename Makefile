@@ -48,6 +48,13 @@ test: venv
 bench: venv
 	$(PY) bench/run.py
 
+# Store the workflow histories of this release (HEAD) for the replay test: one render per
+# workflow shape on a stack of its own -> tests/histories/<short commit>/. Run it before
+# changing workflow code (RELEASE=name to choose the folder's name).
+.PHONY: histories
+histories: venv
+	$(PY) scripts/capture_histories.py $(RELEASE)
+
 lock: venv
 	$(PY) -m pip install --quiet -e '.[test]'
 	{ echo "# Locked versions the test suite ran with (python 3.11). Regenerate: make lock"; \
