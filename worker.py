@@ -71,6 +71,21 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
     return workers
 
 
+EXIT_BACKEND_UNFIT = 3
+
+
+def refuse_unless_healthy(name: str, report) -> None:
+    """Print the backend's doctor report; exit without polling when it found a problem, so a
+    broken image is seen at once instead of failing every window through its retries."""
+    for line in report.lines():
+        print(f"{name} doctor: {line}", flush=True)
+    if not report.ok:
+        print(f"GPU worker NOT polling: the {name} backend at {report.url} fails {len(report.problems)} "
+              f"check(s) above; fix them (python -m comfy_graphs doctor --url {report.url}) and start "
+              f"the worker again", flush=True)
+        raise SystemExit(EXIT_BACKEND_UNFIT)
+
+
 async def run(settings: Settings) -> None:
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
@@ -85,6 +100,9 @@ async def run(settings: Settings) -> None:
             log.info("waiting for the %s backend", backend.name)
             device = await wait_ready()
             log.info("%s ready: %s", backend.name, device)
+        check = getattr(backend, "check", None)
+        if check is not None and settings.comfy_doctor:
+            refuse_unless_healthy(backend.name, await check())
     workers = build_workers(client, settings, store, backends=backends or None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

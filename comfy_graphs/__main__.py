@@ -8,6 +8,13 @@
     python -m comfy_graphs check [DIR]
         load every template (DIR: an override folder, default LONGTALK_COMFY_GRAPHS_DIR or
         the shipped graphs) and check its binding points
+    python -m comfy_graphs doctor [--url URL] [--modes M,M] [--smoke [MODE ...]] [--tiny-weights DIR]
+        check a running ComfyUI against the graphs (node classes, inputs, choices, model
+        files; its Python, torch and devices); --smoke also renders two tiny windows per mode
+        through the backend; --tiny-weights DIR first writes random-weight model files of the
+        right architectures under the configured names into the models folder DIR (alone:
+        write them and stop). Exit 0: all good; 1: problems (one FAIL line each); 2: usage
+        or ComfyUI unreachable.
 
 Model files and sampler settings come from LONGTALK_COMFY_* (see comfy_graphs/config.py),
 window size, motion frames and fps from LONGTALK_WINDOW / _MOTION / _FPS.
@@ -16,6 +23,7 @@ window size, motion frames and fps from LONGTALK_WINDOW / _MOTION / _FPS.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -29,6 +37,7 @@ from .binder import (MODES, POINT_DOCS, WindowValues, check_templates, load_temp
 from .config import GraphConfig
 
 PLACEHOLDER_ID = "render-id"
+SHOWN_NODES = 10  # slowest nodes listed per smoke window
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="print the modes and their binding points")
     check = sub.add_parser("check", help="load the templates and check their binding points")
     check.add_argument("dir", nargs="?", type=Path, default=None, help="override folder to check")
+    doctor = sub.add_parser("doctor", help="check that a running ComfyUI can run the graphs")
+    doctor.add_argument("--url", default=None, help="ComfyUI address (default LONGTALK_COMFY_URL)")
+    doctor.add_argument("--modes", default=None,
+                        help="comma-separated modes to check (default LONGTALK_COMFY_MODES, else all)")
+    doctor.add_argument("--smoke", nargs="*", metavar="MODE", default=None,
+                        help="also render windows 0 and 1 of each MODE (default: the checked modes) "
+                             "with the smallest settings")
+    doctor.add_argument("--steps", type=int, default=2, help="sampling steps of a smoke window (default 2)")
+    doctor.add_argument("--timeout", type=float, default=1800.0, help="seconds a smoke window may take")
+    doctor.add_argument("--tiny-weights", type=Path, default=None, metavar="DIR",
+                        help="write random-weight model files into the ComfyUI models folder DIR")
+    doctor.add_argument("--seed", type=int, default=0, help="seed of the tiny weights (default 0)")
     args = parser.parse_args(argv)
 
     try:
@@ -50,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             return _show(args)
         if args.command == "list":
             return _list()
+        if args.command == "doctor":
+            return asyncio.run(_doctor(args))
         return _check(args.dir)
     except (ServiceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -84,6 +107,46 @@ def _show(args) -> int:
     prompt = template.bind(values, config.models, sampler)
     print(json.dumps(prompt, indent=2, ensure_ascii=False))
     return 0
+
+
+async def _doctor(args) -> int:
+    from longtalk.comfy import ComfyClient
+
+    from .binder import parse_modes
+    from .doctor import check_server
+    from .smoke import run_smoke
+
+    settings = Settings.from_env()
+    config = GraphConfig.from_env()
+    modes = parse_modes(args.modes) if args.modes is not None else config.modes
+    if args.tiny_weights is not None:
+        from .tiny_weights import write_tiny_weights
+
+        paths = write_tiny_weights(args.tiny_weights, config.models, seed=args.seed,
+                                   progress=lambda text: print(f"weights  {text}", flush=True))
+        print(f"weights  {len(paths)} model files under {args.tiny_weights}")
+        if args.smoke is None and args.url is None:
+            return 0
+    smoke_modes = (parse_modes(",".join(args.smoke)) if args.smoke else modes) if args.smoke is not None else ()
+    async with ComfyClient(args.url or settings.comfy_url, poll_interval_s=0.5) as client:
+        report = await check_server(client, config, tuple(dict.fromkeys(modes + smoke_modes)))
+        for line in report.lines():
+            print(line, flush=True)
+        if not report.ok or not smoke_modes:
+            return 0 if report.ok else 1
+        print(f"smoke    rendering windows 0 and 1 of {', '.join(smoke_modes)} ({args.steps} steps, "
+              f"W=17, M=9, 64x64 / 128x64)", flush=True)
+        failed = 0
+        for result in await run_smoke(client, config, smoke_modes, steps=args.steps, timeout_s=args.timeout):
+            failed += not result.ok
+            print(("smoke    " if result.ok else "FAIL     ") + result.line(), flush=True)
+            for node in result.nodes[:SHOWN_NODES]:
+                print(f"         {node.seconds:8.2f} s  node {node.node_id:>4} {node.class_type}", flush=True)
+            rest = result.nodes[SHOWN_NODES:]
+            if rest:
+                print(f"         {sum(n.seconds for n in rest):8.2f} s  {len(rest)} more nodes", flush=True)
+        print("ok: every smoke window rendered" if not failed else f"{failed} smoke window(s) failed")
+        return 1 if failed else 0
 
 
 def _window_count(job, params: WindowParams) -> int | None:

@@ -118,6 +118,17 @@ def mode_for(input_type: str, person_count: str) -> str:
     return f"{kinds[input_type]}_{person_count}"
 
 
+def parse_modes(text: str, what: str = "modes") -> tuple[str, ...]:
+    """"i2v_single, v2v_single" -> ("i2v_single", "v2v_single"); "all" -> every mode."""
+    names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if names == ("all",):
+        return MODES
+    bad = [m for m in names if m not in MODES]
+    if bad or not names:
+        raise ValueError(f"{what}: use a comma-separated list of {', '.join(MODES)} (or all), got {text!r}")
+    return names
+
+
 def upload_subfolder(render_id: str, k: int) -> str:
     """ComfyUI input subfolder of window k's uploads: longtalk/<render_id>/w00003."""
     if not isinstance(render_id, str) or not _SAFE_ID.fullmatch(render_id):

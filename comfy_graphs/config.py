@@ -21,6 +21,7 @@ from longtalk.settings import values_from_env
 
 ENV_PREFIX = "LONGTALK_COMFY_"
 GRAPHS_DIR_ENV = ENV_PREFIX + "GRAPHS_DIR"
+MODES_ENV = ENV_PREFIX + "MODES"
 
 # ComfyUI models/ subfolder of each ModelFiles field (the loader nodes' folder_paths names).
 MODEL_FOLDERS: dict[str, str] = {
@@ -173,12 +174,18 @@ class GraphConfig:
     models: ModelFiles = field(default_factory=ModelFiles)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     graphs_dir: Path | None = None  # operator overrides: <dir>/<mode>.json (API format)
+    # the modes this deployment serves: doctor checks them (and their model files) only
+    modes: tuple[str, ...] = ("i2v_single", "i2v_multi", "v2v_single", "v2v_multi")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "GraphConfig":
+        from .binder import parse_modes
+
         env = os.environ if environ is None else environ
         raw = env.get(GRAPHS_DIR_ENV, "").strip()
-        return cls(ModelFiles.from_env(env), SamplerSettings.from_env(env), Path(raw) if raw else None)
+        modes = env.get(MODES_ENV, "").strip()
+        return cls(ModelFiles.from_env(env), SamplerSettings.from_env(env), Path(raw) if raw else None,
+                   **({"modes": parse_modes(modes, MODES_ENV)} if modes else {}))
 
 
 def env_name(field_name: str) -> str:

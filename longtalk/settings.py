@@ -40,6 +40,7 @@ class Settings:
     windows_per_run: int = 100  # continue-as-new after this many windows of one chain
     heartbeat_timeout_s: int = 60  # an activity whose worker is silent this long is retried elsewhere
     comfy_prompt_timeout_s: float = 3600.0  # a ComfyUI prompt running longer is interrupted and retried
+    comfy_doctor: bool = True  # a GPU worker checks its ComfyUI (comfy_graphs doctor) before polling
     parallel_chains: int = 1  # independent chains a render may be cut into
     # input limits
     min_dimension: int = 64

@@ -27,6 +27,7 @@ import yaml
 
 from comfy_graphs.config import (
     GRAPHS_DIR_ENV,
+    MODES_ENV,
     MODEL_FOLDERS,
     GraphConfig,
     ModelFiles,
@@ -410,7 +411,7 @@ def gpu_workers(services: dict) -> dict[str, dict]:
 def allowed_longtalk_names() -> set[str]:
     names = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
     names |= {env_name(f.name) for cls in (ModelFiles, SamplerSettings) for f in dataclasses.fields(cls)}
-    names.add(GRAPHS_DIR_ENV)
+    names |= {GRAPHS_DIR_ENV, MODES_ENV}
     return names
 
 

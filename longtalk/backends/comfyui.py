@@ -108,6 +108,12 @@ class ComfyUIBackend:
         self.device = {"device": dev.get("name"), "vram_free": dev.get("vram_free"),
                        "vram_total": dev.get("vram_total")}
 
+    async def check(self):
+        """doctor's checks of this ComfyUI against the modes the deployment serves."""
+        from comfy_graphs.doctor import check_server
+
+        return await check_server(self.client, self.config, self.config.modes)
+
     def heartbeat_details(self) -> dict:
         return dict(self.device)
 

@@ -131,6 +131,9 @@ class ComfyClient:
         self.max_unreachable_s = max_unreachable_s
         self._session = session
         self._own_session = session is None
+        # called with (event type, data) for every websocket message about a prompt being
+        # waited on (doctor --smoke times the nodes with it); must not block
+        self.on_event: Callable[[str, dict], None] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -144,6 +147,10 @@ class ComfyClient:
         if self._own_session and self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None if self._own_session else self._session
+
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session (for a caller that opens its own websocket under this client id)."""
+        return self._http()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -195,6 +202,13 @@ class ComfyClient:
         status, body = await self._request("GET", "/system_stats")
         if status != 200 or not isinstance(body, dict):
             raise BackendUnavailable(f"ComfyUI answered GET /system_stats with HTTP {status}")
+        return body
+
+    async def object_info(self) -> dict:
+        """GET /object_info: every node class the server has, with its inputs and outputs."""
+        status, body = await self._request("GET", "/object_info")
+        if status != 200 or not isinstance(body, dict):
+            raise BackendUnavailable(f"ComfyUI answered GET /object_info with HTTP {status}")
         return body
 
     async def wait_ready(self, timeout_s: float = 120.0) -> dict:
@@ -426,6 +440,8 @@ class ComfyClient:
         kind, data = msg.get("type"), msg["data"]
         if data.get("prompt_id") != prompt_id:
             return
+        if self.on_event is not None:
+            self.on_event(str(kind), data)
         if kind in ("execution_success", "execution_error", "execution_interrupted") or (
                 kind == "executing" and data.get("node") is None):
             hint.set()
