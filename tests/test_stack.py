@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import pytest
+
 from longtalk.stack import READY_LINE, Stack, free_port, port_open, split_host_port
 
 
@@ -19,6 +21,16 @@ def test_up_down_up_again(settings, tmp_path):
         log = (stack.log_dir / "worker.log").read_text()
         assert log.count(READY_LINE) == 2
         assert stack.processes["worker"].running()
+        # make upgrade: a new worker process, the servers untouched
+        servers = {name: stack.processes[name].pid() for name in ("temporal", "s3")}
+        old_worker = stack.processes["worker"].pid()
+        stack.upgrade(grace_s=30)
+        assert stack.processes["worker"].running() and stack.processes["worker"].pid() != old_worker
+        assert {name: stack.processes[name].pid() for name in servers} == servers
+        assert (stack.log_dir / "worker.log").read_text().count(READY_LINE) == 3
+        assert "shutting down" in (stack.log_dir / "worker.log").read_text()  # the old one stopped gracefully
     finally:
         stack.down()
     assert all(state == "stopped" for state in stack.status().values())
+    with pytest.raises(RuntimeError, match="make up"):
+        stack.upgrade(grace_s=1)  # nothing to upgrade while the stack is down
