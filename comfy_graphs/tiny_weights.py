@@ -30,7 +30,7 @@ a minute on one CPU core):
     diffusion_models/MelBandRoformer_fp16.safetensors           457 MB  (fp16)
     wav2vec2/wav2vec2-chinese-base_fp16.safetensors             189 MB  (fp16)
     diffusion_models/Wan2_1-InfiniteTalk-{Single,Multi}_...      79 MB each (scaled fp8)
-    text_encoders/umt5-xxl-enc-fp8_e4m3fn.safetensors            17 MB  (fp8)
+    text_encoders/umt5-xxl-enc-fp8_e4m3fn.safetensors            42 MB  (fp8)
     vae/Wan2_1_VAE_bf16.safetensors                              16 MB  (bf16, lightVAE)
     diffusion_models/Wan2_1-I2V-14B-480P_fp8_e4m3fn.safetensors  12 MB  (fp8 + f32)
     loras/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16      1 MB  (bf16)
@@ -131,6 +131,10 @@ UMT5_WIDTH = 64
 UMT5_FFN = 64
 UMT5_LAYERS = 24
 UMT5_HEADS = 64
+# The attention width is not taken from the tensors: the skeleton views q/k/v as 64 heads of
+# 64 (dim_attn 4096), so q, k, v map the residual to 4096 and o maps 4096 back (a 64-wide
+# q/k/v makes the attention see 1/64 of the tokens and fail against the position bias).
+UMT5_ATTN = 4096
 UMT5_BUCKETS = 32
 UMT5_VOCAB = 256384
 
@@ -432,15 +436,15 @@ def wan21_vae(base: int = VAE_BASE_DIM, z_dim: int = VAE_Z_DIM, dim_mult: tuple[
 
 def umt5_encoder(width: int = UMT5_WIDTH, ffn: int = UMT5_FFN, layers: int = UMT5_LAYERS,
                  heads: int = UMT5_HEADS, buckets: int = UMT5_BUCKETS, vocab: int = UMT5_VOCAB,
-                 dtype: str = "F8_E4M3") -> Specs:
+                 attn: int = UMT5_ATTN, dtype: str = "F8_E4M3") -> Specs:
     """umt5-xxl encoder in the wrapper's native key format (one position table per layer)."""
     s: Specs = {"token_embedding.weight": _normal(dtype, vocab, width, std=0.5)}
     for i in range(layers):
         b = f"blocks.{i}"
         s[f"{b}.norm1.weight"] = _ones(dtype, width)
         for name in ("q", "k", "v"):
-            s[f"{b}.attn.{name}.weight"] = _normal(dtype, width, width, std=0.125)
-        s[f"{b}.attn.o.weight"] = _normal(dtype, width, width, std=0.125)
+            s[f"{b}.attn.{name}.weight"] = _normal(dtype, attn, width, std=0.125)
+        s[f"{b}.attn.o.weight"] = _normal(dtype, width, attn, std=0.0156)
         s[f"{b}.norm2.weight"] = _ones(dtype, width)
         s[f"{b}.ffn.gate.0.weight"] = _normal(dtype, ffn, width, std=0.125)
         s[f"{b}.ffn.fc1.weight"] = _normal(dtype, ffn, width, std=0.125)

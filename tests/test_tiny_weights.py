@@ -273,8 +273,9 @@ def test_umt5(plan):
     s = shapes(plan, "text_encoder")
     assert s["token_embedding.weight"] == (256384, 64)
     assert {int(k.split(".")[1]) for k in s if k.startswith("blocks.")} == set(range(24))
-    assert s["blocks.0.attn.q.weight"] == (64, 64)
-    assert s["blocks.23.attn.o.weight"] == (64, 64)
+    # the skeleton's attention is 64 heads x 64 whatever the residual width: q/k/v 64 -> 4096
+    assert s["blocks.0.attn.q.weight"] == (4096, 64) and s["blocks.0.attn.v.weight"] == (4096, 64)
+    assert s["blocks.23.attn.o.weight"] == (64, 4096)
     assert s["blocks.5.ffn.gate.0.weight"] == (64, 64)
     assert s["blocks.5.ffn.fc2.weight"] == (64, 64)
     assert s["blocks.11.pos_embedding.embedding.weight"] == (32, 64)  # 32 buckets x 64 heads
