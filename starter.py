@@ -28,10 +28,13 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from comfy_graphs.config import GraphConfig
+from longtalk.activity_options import timeouts_from_settings
 from longtalk.contracts import Progress, RenderRequest, RenderResult, derived_keys
 from longtalk.errors import InputError
 from longtalk.jobs import Job, load_job_file, parse_job
 from longtalk.settings import Settings
+from longtalk.stack import port_open, split_host_port
 from longtalk.staging import stage_inputs
 from longtalk.store import ObjectStore
 from workflows.render import RenderVideo
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--max-frame", type=int, dest="max_frame")
+    p.add_argument("--seed", type=int, help="base seed: window k samples with seed + k (default: LONGTALK_COMFY_SEED)")
     p.add_argument("--id", dest="render_id", help="render id (default: derived from the job's content)")
     p.add_argument("--backend", help="preview or comfyui (default: LONGTALK_BACKEND)")
     p.add_argument("--no-wait", action="store_true", help="print the render id and return")
@@ -81,7 +85,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         inp["input_type"] = "video"
     if args.audio2:
         inp["person_count"] = "multi"
-    for name in ("prompt", "width", "height", "max_frame"):
+    for name in ("prompt", "width", "height", "max_frame", "seed"):
         if getattr(args, name) is not None:
             inp[name] = getattr(args, name)
     return {"input": inp}
@@ -117,12 +121,9 @@ async def submit(client: Client, settings: Settings, job: Job, render_id: str, b
         render_id=render_id,
         inputs={f: s.object_key for f, s in staged.items()},
         input_names={f: s.source_key for f, s in staged.items()},
-        input_type=job.input_type, person_count=job.person_count, prompt=job.prompt,
-        width=job.width, height=job.height, max_frame=job.max_frame,
-        force_offload=job.force_offload, network_volume=job.network_volume, backend=backend,
-        window=settings.window, motion=settings.motion, fps=settings.fps,
+        spec=job.spec, backend=backend,
         windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains,
-        gpu_queue=settings.gpu_queue, heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        gpu_queue=settings.gpu_queue, timeouts=timeouts_from_settings(settings),
         warnings=list(job.warnings),
     )
     await asyncio.to_thread(store.put_json, derived_keys(render_id)["request"],
@@ -202,6 +203,10 @@ def finish_result(result: RenderResult, settings: Settings, store: ObjectStore, 
     return out
 
 
+def not_reachable(what: str, address: str) -> str:
+    return f"{what} is not reachable at {address}; start the stack with `make up`"
+
+
 def failure_message(exc: BaseException) -> str:
     parts = []
     while exc is not None:
@@ -213,13 +218,17 @@ def failure_message(exc: BaseException) -> str:
 
 
 async def main(argv: list[str] | None = None, client: Client | None = None,
-               settings: Settings | None = None, stdout=sys.stdout, stderr=sys.stderr) -> int:
+               settings: Settings | None = None, stdout=sys.stdout, stderr=sys.stderr,
+               graph_config: GraphConfig | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings or Settings.from_env()
+    # the client is a composition root too: a job without a seed gets the deployment's
+    # LONGTALK_COMFY_SEED, decided here once for every window of the render
+    graph_config = graph_config or GraphConfig.from_env()
     log = lambda msg: print(msg, file=stderr, flush=True)  # noqa: E731
     try:
         job_dict = job_from_args(args)
-        job = parse_job(job_dict, settings)
+        job = parse_job(job_dict, settings, default_seed=graph_config.sampler.seed)
         render_id = args.render_id or default_render_id(job_dict)
         if not RENDER_ID.match(render_id):
             raise InputError("id", "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
@@ -228,7 +237,16 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         return 2
     backend = args.backend or settings.backend
     if client is None:
-        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        try:
+            client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        except RuntimeError as exc:  # the SDK's core reports a failed connection this way
+            if not str(exc).startswith("Failed client connect"):
+                raise
+            log(not_reachable("Temporal", settings.temporal_address))
+            return 1
+    if not await asyncio.to_thread(port_open, *split_host_port(settings.s3_endpoint), 5.0):
+        log(not_reachable("The object store (S3)", settings.s3_endpoint))
+        return 1
     store = ObjectStore.from_settings(settings)
     try:
         handle = await submit(client, settings, job, render_id, backend, store, log=log)

@@ -22,7 +22,8 @@ from temporalio.worker import Worker
 
 from activities.cpu import CpuActivities
 from activities.render import RenderActivities
-from longtalk import metrics
+from comfy_graphs.config import GraphConfig
+from longtalk import audio, metrics
 from longtalk.backends import make_backends
 from longtalk.build import build_id as compute_build_id
 from longtalk.settings import Settings
@@ -39,8 +40,10 @@ def worker_build_id(settings: Settings) -> str:
 
 
 def build_workers(client: Client, settings: Settings, store: ObjectStore,
-                  backends=None, identity: str | None = None) -> list[Worker]:
-    """The composition root: every worker this process runs, built from settings.
+                  backends=None, identity: str | None = None,
+                  graph_config: GraphConfig | None = None) -> list[Worker]:
+    """The composition root: every worker this process runs, built from settings (and the
+    ComfyUI graph config, which the comfyui backend needs).
 
     Every worker carries the build id (Temporal's `build_id`, and the end of its identity:
     `<host>-<pid>@<build>-cpu`); worker versioning stays off, it is identity only."""
@@ -57,15 +60,20 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
             client, task_queue=settings.render_queue, workflows=[RenderVideo, RenderChain],
             activities=[cpu.ingest, cpu.plan, cpu.stitch, cpu.publish, cpu.discard, cpu.record_cancelled],
             activity_executor=ThreadPoolExecutor(max_workers=4),
-            max_concurrent_activities=4, graceful_shutdown_timeout=timedelta(seconds=20),
+            max_concurrent_activities=4,
+            graceful_shutdown_timeout=timedelta(seconds=settings.cpu_shutdown_grace_s),
             identity=f"{identity}-cpu", build_id=build,
         ))
     if "gpu" in roles:
-        render = RenderActivities(store, backends if backends is not None else make_backends(settings),
-                                  settings.data_dir / "cache", identity=f"{identity}-gpu", build_id=build)
+        if backends is None:
+            backends = make_backends(settings, graph_config)
+        render = RenderActivities(store, backends, settings.data_dir / "cache", identity=f"{identity}-gpu",
+                                  build_id=build)
         workers.append(Worker(
             client, task_queue=settings.gpu_queue, activities=[render.render_window],
-            max_concurrent_activities=1, graceful_shutdown_timeout=timedelta(seconds=20),
+            # a stopping GPU worker finishes the window it renders (LONGTALK_GPU_SHUTDOWN_GRACE_S)
+            max_concurrent_activities=1,
+            graceful_shutdown_timeout=timedelta(seconds=settings.gpu_shutdown_grace_s),
             identity=f"{identity}-gpu", build_id=build,
         ))
     return workers
@@ -86,14 +94,15 @@ def refuse_unless_healthy(name: str, report) -> None:
         raise SystemExit(EXIT_BACKEND_UNFIT)
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, graph_config: GraphConfig) -> None:
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     store = ObjectStore.from_settings(settings)
     await asyncio.to_thread(store.ensure_bucket)
+    await asyncio.to_thread(audio.warm_up)  # librosa's lazy imports now, not in the first window
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
-    backends = make_backends(settings) if "gpu" in settings.worker_roles else {}
+    backends = make_backends(settings, graph_config) if "gpu" in settings.worker_roles else {}
     for backend in backends.values():
         wait_ready = getattr(backend, "wait_ready", None)
         if wait_ready is not None:  # a GPU worker polls Temporal only once its ComfyUI answers
@@ -103,7 +112,7 @@ async def run(settings: Settings) -> None:
         check = getattr(backend, "check", None)
         if check is not None and settings.comfy_doctor:
             refuse_unless_healthy(backend.name, await check())
-    workers = build_workers(client, settings, store, backends=backends or None)
+    workers = build_workers(client, settings, store, backends=backends or None, graph_config=graph_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,7 +131,8 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(Settings.from_env()))
+    # the composition root: the only place a worker reads its environment
+    asyncio.run(run(Settings.from_env(), GraphConfig.from_env()))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from temporalio import activity
 
-from longtalk import av_io, preflight
+from longtalk import audio, av_io, preflight
 from longtalk.contracts import (
     CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key,
@@ -47,7 +47,7 @@ class CpuActivities:
             return IngestResult(**done)
         with heartbeating(), tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
             work = Path(tmp)
-            audio_fields = ["audio"] + (["audio_2"] if req.person_count == "multi" else [])
+            audio_fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
             audio_keys, lengths = [], []
             for track, field in enumerate(audio_fields, start=1):
                 if field not in req.inputs:
@@ -55,22 +55,22 @@ class CpuActivities:
                 local = self.store.download(req.inputs[field], work / f"{field}.bin")
                 chunks = av_io.decode_audio_chunks(local, self._name(req, field), self.settings.max_audio_seconds)
                 count = sum(c.size for c in chunks)
-                if count < MODEL_SAMPLE_RATE // req.fps:
-                    raise InputError(self._name(req, field), f"is shorter than one video frame ({1000 // req.fps} ms)")
+                if count < MODEL_SAMPLE_RATE // req.spec.fps:
+                    raise InputError(self._name(req, field), f"is shorter than one video frame ({1000 // req.spec.fps} ms)")
                 wav = work / f"track_{track}.wav"
-                av_io.write_wav16(wav, chunks, gain=av_io.loudness_gain(chunks))
+                av_io.write_wav16(wav, chunks, gain=audio.loudness_gain(chunks))
                 del chunks
                 self.store.put_file(audio_key(req.render_id, track), wav, "audio/wav")
                 audio_keys.append(audio_key(req.render_id, track))
                 lengths.append(count)
             result = IngestResult(reference_key=keys["reference"], audio_keys=audio_keys,
                                   audio_samples=max(lengths))
-            if req.input_type == "video":
+            if req.spec.input_type == "video":
                 field = "video"
                 local = self.store.download(req.inputs[field], work / "video.bin")
                 norm = work / "source.mp4"
-                count = av_io.normalise_video(local, norm, self._name(req, field), req.width, req.height,
-                                              req.fps, self.settings.max_audio_seconds)
+                count = av_io.normalise_video(local, norm, self._name(req, field), req.spec.width, req.spec.height,
+                                              req.spec.fps, self.settings.max_audio_seconds)
                 self.store.put_file(keys["source"], norm, "video/mp4")
                 reference = av_io.read_frames(norm, [0])[0]
                 result.source_key, result.source_frames = keys["source"], count
@@ -79,7 +79,7 @@ class CpuActivities:
                 # the client checked it; an input put into the bucket another way is checked here
                 preflight.check_media(self._name(req, "image"), local, "image", self.settings)
                 reference = av_io.fit_image(av_io.decode_image(local.read_bytes(), self._name(req, "image")),
-                                            req.width, req.height)
+                                            req.spec.width, req.spec.height)
             self.store.put_bytes(keys["reference"], av_io.encode_png(reference), "image/png")
             self.store.put_json(keys["ingest"], dataclasses.asdict(result))
             return result
@@ -95,7 +95,7 @@ class CpuActivities:
             return Plan(total_frames=done["total_frames"], windows=done["windows"],
                         chains=[Chain(**c) for c in done["chains"]], plan_key=keys["plan"])
         params = req.window_params
-        total = total_frames(inp.ingest.audio_samples, params, req.max_frame)
+        total = total_frames(inp.ingest.audio_samples, params, req.spec.max_frame)
         if total < 1:
             raise InputError(self._name(req, "audio"), "is shorter than one video frame")
         n = window_count(total, params)
@@ -113,8 +113,6 @@ class CpuActivities:
     def _chain_cuts(self, inp: PlanInput, n: int, total: int) -> list[int]:
         """Cut the window sequence into independent chains where the speech pauses: near each
         even split point, the window whose first new frame has the least audio energy."""
-        import librosa
-
         req = inp.request
         chains = min(req.parallel_chains, n)
         if chains <= 1:
@@ -123,7 +121,9 @@ class CpuActivities:
         data = self.store.get_bytes(inp.ingest.audio_keys[0])
         samples = av_io.pcm16_to_float(data[av_io.WAV_HEADER_BYTES:], inp.ingest.audio_samples)
         spf = params.samples_per_frame
-        rms = librosa.feature.rms(y=samples, frame_length=spf * 4, hop_length=spf, center=True)[0]
+        # frame t: the 160 ms around video frame t; in float32, since the squares of frames
+        # that overlap four times are four times the track
+        rms = audio.frame_rms(samples, spf * 4, spf, center=True, dtype=np.float32)
         cuts: list[int] = []
         radius = max(1, n // (chains * 5))
         for c in range(1, chains):
@@ -175,13 +175,13 @@ class CpuActivities:
             with heartbeating(), tempfile.TemporaryDirectory(prefix="publish-") as tmp:
                 work = Path(tmp)
                 video = self.store.download(inp.video_key, work / "video.mp4")
-                fields = ["audio"] + (["audio_2"] if req.person_count == "multi" else [])
+                fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
                 tracks = []
                 for obj in dict.fromkeys(req.inputs[f] for f in fields):  # the originals, not normalised
                     tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
                 out = work / "output.mp4"
                 started = time.monotonic()
-                av_io.mux_audio(video, tracks, out, inp.total_frames, req.fps)
+                av_io.mux_audio(video, tracks, out, inp.total_frames, req.spec.fps)
                 frames = av_io.count_video_frames(out)
                 if frames != inp.total_frames:
                     raise RuntimeError(f"muxed video has {frames} frames, expected {inp.total_frames}")
@@ -194,10 +194,10 @@ class CpuActivities:
         expiry = inp.presign_expiry_s or self.settings.presign_expiry_s
         result = RenderResult(
             render_id=req.render_id, status="completed", bucket=self.store.bucket, video_key=key,
-            video_url=self.store.presign(key, expiry), frames=inp.total_frames, fps=req.fps,
-            duration_s=inp.total_frames / req.fps, width=req.width, height=req.height,
+            video_url=self.store.presign(key, expiry), frames=inp.total_frames, fps=req.spec.fps,
+            duration_s=inp.total_frames / req.spec.fps, width=req.spec.width, height=req.spec.height,
             windows=inp.windows, backend=req.backend, size_bytes=size, warnings=list(req.warnings),
-            video_path=f"{self.store.bucket}/{key}" if req.network_volume else None,
+            video_path=f"{self.store.bucket}/{key}" if req.spec.network_volume else None,
         )
         manifest = dataclasses.asdict(result)
         manifest.pop("video_url")

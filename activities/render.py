@@ -31,7 +31,7 @@ from longtalk.contracts import (
     RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
     window_prefix,
 )
-from longtalk.errors import InputError, TransientError
+from longtalk.errors import InputError, OutputMismatch, TransientError
 from longtalk.store import ObjectStore
 from longtalk.windows import window
 
@@ -116,9 +116,9 @@ class RenderActivities:
             reference = source[0]
         return WindowJob(
             render_id=ctx.render_id, index=k, frame_start=w.start, num_frames=params.window,
-            motion_frames=params.motion, fps=params.fps, width=ctx.width, height=ctx.height,
-            reference=reference, tail=tail, audio=audio, source=source, prompt=ctx.prompt,
-            seed=ctx.seed, force_offload=ctx.force_offload, chain_start=(k == chain_first),
+            motion_frames=params.motion, fps=params.fps, width=ctx.spec.width, height=ctx.spec.height,
+            reference=reference, tail=tail, audio=audio, source=source, prompt=ctx.spec.prompt,
+            seed=ctx.spec.seed, force_offload=ctx.spec.force_offload, chain_start=(k == chain_first),
         )
 
     def _size(self, key: str) -> int:
@@ -163,9 +163,9 @@ class RenderActivities:
     # ---- outputs -------------------------------------------------------------------
     def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float) -> RenderWindowResult:
         params = ctx.window_params
-        expected = (params.window, ctx.height, ctx.width, 3)
+        expected = (params.window, ctx.spec.height, ctx.spec.width, 3)
         if frames.shape != expected or frames.dtype != np.uint8:
-            raise TransientError(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
+            raise OutputMismatch(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
         w = window(k, ctx.total_frames, params)
         kept = frames[w.keep_offset : w.keep_offset + w.kept]
         info = activity.info()

@@ -48,6 +48,7 @@ for _p in (ROOT, ROOT / "bench"):  # the project, and bench/chain_variants.py
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import Process, free_port, s3_service, temporal_service  # noqa: E402
 from longtalk.store import ObjectStore  # noqa: E402
+from tests.media import transcode  # noqa: E402  (one ffmpeg run, built with ffmpeg-python)
 
 EXAMPLES = ROOT / "examples"
 FPS, WINDOW, MOTION, SIZE = 25, 81, 9, 512
@@ -61,13 +62,6 @@ MB = 1024 * 1024
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def ffmpeg(*args: str) -> None:
-    from longtalk import av_io
-
-    subprocess.run([av_io.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
-                   check=True)
 
 
 def rss_now_mb() -> float:
@@ -210,7 +204,7 @@ class Instrument:
 
 
 def instrument_pipeline(store) -> Instrument:
-    from longtalk import av_io
+    from longtalk import audio, av_io
 
     inst = Instrument()
     for attr in ("download", "get_bytes"):
@@ -220,8 +214,9 @@ def instrument_pipeline(store) -> Instrument:
     for attr in ("size", "exists", "metadata", "presign"):
         inst.wrap(store, attr, "s3 stat")
     for attr in ("concat_clips", "mux_audio", "count_video_frames", "decode_audio_chunks",
-                 "loudness_gain", "write_wav16", "decode_image", "fit_image", "encode_png"):
+                 "write_wav16", "decode_image", "fit_image", "encode_png"):
         inst.wrap(av_io, attr, attr)
+    inst.wrap(audio, "loudness_gain", "loudness_gain")
     return inst
 
 
@@ -396,15 +391,14 @@ class Media:
         timestamp overlap at every loop point, which the mux then reproduces (see README)."""
         path = self.folder / f"speech_{seconds:g}s.ogg"
         if not path.exists():
-            ffmpeg("-stream_loop", "-1", "-i", str(EXAMPLES / "speech.ogg"), "-t", f"{seconds:.3f}",
-                   "-c:a", "libopus", "-b:a", "32k", "-ac", "1", str(path))
+            transcode(EXAMPLES / "speech.ogg", path, {"stream_loop": -1}, t=f"{seconds:.3f}",
+                      **{"c:a": "libopus", "b:a": "32k"}, ac=1)
         return path
 
     def wav_44k(self, seconds: float) -> Path:
         path = self.folder / f"speech_{seconds:g}s_44k.wav"
         if not path.exists():
-            ffmpeg("-i", str(self.looped_speech(seconds)), "-ar", "44100", "-ac", "1", "-c:a", "pcm_s16le",
-                   str(path))
+            transcode(self.looped_speech(seconds), path, ar=44100, ac=1, **{"c:a": "pcm_s16le"})
         return path
 
     def window_frames(self, content: str):

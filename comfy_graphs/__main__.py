@@ -84,9 +84,9 @@ def _show(args) -> int:
 
     settings = Settings.from_env()
     config = GraphConfig.from_env()
-    job = parse_job(load_job_file(args.job), settings)
+    job = parse_job(load_job_file(args.job), settings, default_seed=config.sampler.seed)
     mode = mode_for(job.input_type, job.person_count)
-    params = WindowParams(settings.window, settings.motion, settings.fps)
+    params = job.spec.window_params
     k = args.window
     if k < 0:
         raise ValueError(f"--window must be >= 0, got {k}")
@@ -102,7 +102,7 @@ def _show(args) -> int:
     values = WindowValues.for_window(
         args.render_id, k, mode, width=job.width, height=job.height, prompt=job.prompt,
         num_frames=params.window, motion=params.motion, fps=params.fps,
-        force_offload=job.force_offload, speaker_masks=sampler.speaker_masks)
+        force_offload=job.force_offload, speaker_masks=sampler.speaker_masks, seed=job.spec.seed_for(k))
     template = load_template(mode, args.graphs if args.graphs is not None else config.graphs_dir)
     prompt = template.bind(values, config.models, sampler)
     print(json.dumps(prompt, indent=2, ensure_ascii=False))

@@ -37,6 +37,7 @@ from typing import Iterable
 import numpy as np
 
 from longtalk.errors import GraphError
+from longtalk.windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW
 
 from .config import ModelFiles, SamplerSettings
 
@@ -243,7 +244,8 @@ class WindowValues:
 
     @classmethod
     def for_window(cls, render_id: str, k: int, mode: str, *, width: int, height: int, prompt: str,
-                   num_frames: int = 81, motion: int = 9, fps: int = 25, force_offload: bool = True,
+                   num_frames: int = DEFAULT_WINDOW, motion: int = DEFAULT_MOTION, fps: int = DEFAULT_FPS,
+                   force_offload: bool = True,
                    chain_start: bool | None = None, speaker_masks: bool = True,
                    seed: int | None = None) -> "WindowValues":
         """Values for window k with the upload names `upload_plan` assigns."""

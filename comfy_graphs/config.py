@@ -2,7 +2,10 @@
 
 Every field can be set from the environment as `LONGTALK_COMFY_<FIELD NAME IN CAPITALS>`,
 for example `LONGTALK_COMFY_STEPS=8` or `LONGTALK_COMFY_DIFFUSION_MODEL=other.safetensors`.
-`from_env(environ)` is the only place that reads the environment.
+`GraphConfig.from_env()` is the only place that reads the environment, and only the
+composition roots call it (worker.py, starter.py for the default seed, the comfy_graphs
+CLI); everything else receives a GraphConfig. A value outside what the pinned node packs
+accept fails there, naming its variable and the allowed values.
 
 The defaults are the old RunPod worker's choices (its seed graphs), except where a
 per-window graph needs something else (attention `sdpa`, loudness normalisation off because
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Mapping
 
 from longtalk.settings import values_from_env
+from longtalk.spec import DEFAULT_SEED, MAX_SEED
 
 ENV_PREFIX = "LONGTALK_COMFY_"
 GRAPHS_DIR_ENV = ENV_PREFIX + "GRAPHS_DIR"
@@ -36,9 +40,26 @@ MODEL_FOLDERS: dict[str, str] = {
     "vocal_model": "diffusion_models",  # MelBandRoFormerModelLoader
 }
 
-# The long-video node's colour-matching methods (WanVideoImageToVideoMultiTalk.colormatch);
-# the per-window graphs leave colour matching to the backend, which uses the same names.
-COLOR_MATCH_METHODS = ("disabled", "mkl", "hm", "reinhard", "mvgd", "hm-mvgd-hm", "hm-mkl-hm")
+# The choices of the node inputs these settings fill, as ComfyUI-WanVideoWrapper 1.4.6 (the
+# node pack pinned by docker/comfyui/Dockerfile) lists them in its schema
+# (tests/fixtures/comfy_schema.json; tests/test_comfy_graphs.py checks they are equal).
+SCHEDULERS = (  # WanVideoSampler.scheduler
+    "unipc", "unipc/beta", "dpm++", "dpm++/beta", "dpm++_sde", "dpm++_sde/beta", "euler", "euler/beta",
+    "longcat_distill_euler", "deis", "lcm", "lcm/beta", "res_multistep", "er_sde", "flowmatch_causvid",
+    "flowmatch_distill", "flowmatch_pusa", "multitalk", "sa_ode_stable", "rcm", "vibt_unipc",
+)
+ATTENTION_MODES = (  # WanVideoModelLoader.attention_mode
+    "sdpa", "flash_attn_2", "flash_attn_3", "sageattn", "sageattn_3", "radial_sage_attention",
+    "sageattn_compiled", "sageattn_ultravico", "comfy",
+)
+BASE_PRECISIONS = ("fp32", "bf16", "fp16", "fp16_fast")  # WanVideoModelLoader.base_precision
+QUANTIZATIONS = (  # WanVideoModelLoader.quantization
+    "disabled", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e4m3fn_scaled", "fp8_e4m3fn_scaled_fast", "fp8_e5m2",
+    "fp8_e5m2_fast", "fp8_e5m2_scaled", "fp8_e5m2_scaled_fast",
+)
+# The backend's colour correction (longtalk.backends.comfyui.color_match) implements one
+# method: each channel's mean and standard deviation moved to the reference's. "disabled" = off.
+COLOR_MATCH_METHODS = ("disabled", "meanstd")
 MULTI_AUDIO_TYPES = ("para",)
 
 
@@ -70,7 +91,8 @@ class ModelFiles:
                                  f"'infinite'), got {getattr(self, name)!r}")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ModelFiles":
+    def from_env(cls, environ: Mapping[str, str]) -> "ModelFiles":
+        """From the given variables (GraphConfig.from_env passes the environment)."""
         return cls(**_values_from_env(cls, environ))
 
     def infinitetalk(self, multi: bool) -> str:
@@ -107,7 +129,7 @@ class SamplerSettings:
     cfg: float = 1.0  # the lightx2v LoRA is cfg-distilled
     shift: float = 11.0
     scheduler: str = "dpm++_sde"
-    seed: int = 2  # base seed; window k samples with seed + k
+    seed: int = DEFAULT_SEED  # default base seed of a job that gives none; window k samples with seed + k
     v2v_steps: int = 4  # V2V: the schedule starts at v2v_start_step from the source latents
     v2v_start_step: int = 2
     blocks_to_swap: int = 20
@@ -120,11 +142,17 @@ class SamplerSettings:
     audio_scale: float = 1.0  # I2V
     v2v_audio_scale: float = 1.5  # V2V (the old V2V graphs)
     audio_cfg_scale: float = 1.0  # != 1 adds a pass without audio per step
-    color_match: str = "mkl"  # applied by the backend toward the reference; "disabled" = off
+    color_match: str = "meanstd"  # applied by the backend toward the reference; "disabled" = off
     vocal_separation: bool = True  # MelBandRoFormer vocals before wav2vec, as the old graphs
     speaker_masks: bool = True  # multi: ref_target_masks from uploaded mask PNGs
 
     def __post_init__(self) -> None:
+        for name, allowed in (("scheduler", SCHEDULERS), ("attention_mode", ATTENTION_MODES),
+                              ("base_precision", BASE_PRECISIONS), ("quantization", QUANTIZATIONS),
+                              ("color_match", COLOR_MATCH_METHODS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{env_name(name)}: {name} {getattr(self, name)!r} is not one of "
+                                 f"{', '.join(allowed)}")
         if self.scheduler == "multitalk":
             raise ValueError("scheduler 'multitalk' only works inside WanVideoImageToVideoMultiTalk's "
                              "own loop (WanVideoSampler rejects it otherwise); per-window graphs need "
@@ -136,8 +164,8 @@ class SamplerSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.v2v_start_step < self.v2v_steps:
             raise ValueError(f"v2v_start_step must be in 0..{self.v2v_steps - 1}, got {self.v2v_start_step}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"{env_name('seed')}: seed must be in 0..{MAX_SEED}, got {self.seed}")
         if not 0 <= self.blocks_to_swap <= 48:
             raise ValueError(f"blocks_to_swap must be in 0..48, got {self.blocks_to_swap}")
         if not 0 <= self.prefetch_blocks <= 40:
@@ -148,15 +176,13 @@ class SamplerSettings:
                 "both speakers' slices of one shared timeline, and 'add' would chain the two slices "
                 "(2W frames of audio, the second speaker never heard in the window). For turn-taking, "
                 "give each speaker a track with silence where the other one talks")
-        if self.color_match not in COLOR_MATCH_METHODS:
-            raise ValueError(f"color_match must be one of {', '.join(COLOR_MATCH_METHODS)}, "
-                             f"got {self.color_match!r}")
         for name in ("cfg", "shift", "audio_scale", "v2v_audio_scale", "audio_cfg_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "SamplerSettings":
+    def from_env(cls, environ: Mapping[str, str]) -> "SamplerSettings":
+        """From the given variables (GraphConfig.from_env passes the environment)."""
         return cls(**_values_from_env(cls, environ))
 
     @property
@@ -164,6 +190,8 @@ class SamplerSettings:
         return self.color_match != "disabled"
 
     def seed_for(self, window: int) -> int:
+        """A window's seed when no render gives one (the CLI's checks); a render's windows
+        sample with its RenderSpec's seed + k."""
         return self.seed + window
 
 
@@ -192,5 +220,7 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
-def _values_from_env(cls, environ: Mapping[str, str] | None) -> dict:
+def _values_from_env(cls, environ: Mapping[str, str]) -> dict:
+    if environ is None:
+        raise TypeError("pass the variables to read (only GraphConfig.from_env reads the environment)")
     return values_from_env(cls, ENV_PREFIX, environ)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from longtalk.comfy.client import MODEL_INPUTS, ComfyClient
+from longtalk.windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW
 
 from .binder import MODES, WindowValues, load_template
 from .config import GraphConfig
@@ -93,7 +94,8 @@ def describe_device(dev: dict) -> str:
 
 
 def sample_prompts(config: GraphConfig, modes: Iterable[str] = MODES, *, width: int = 512, height: int = 512,
-                   window: int = 81, motion: int = 9, fps: int = 25) -> dict[tuple[str, int], dict]:
+                   window: int = DEFAULT_WINDOW, motion: int = DEFAULT_MOTION,
+                   fps: int = DEFAULT_FPS) -> dict[tuple[str, int], dict]:
     """The prompts the backend would send for window 0 (chain start) and window 1 of each mode."""
     prompts = {}
     for mode in modes:

@@ -32,6 +32,7 @@ from longtalk.backends.base import WindowJob
 from longtalk.backends.comfyui import ComfyUIBackend, prompt_id_for
 from longtalk.comfy.client import ComfyClient
 from longtalk.errors import ServiceError
+from longtalk.spec import DEFAULT_SEED
 from longtalk.windows import MODEL_SAMPLE_RATE, WindowParams
 
 from .binder import MODES, output_node_id
@@ -143,7 +144,7 @@ async def _smoke_window(backend: ComfyUIBackend, client: ComfyClient, mode: str,
     job = WindowJob(render_id=render_id, index=k, frame_start=k * params.stride, num_frames=params.window,
                     motion_frames=params.motion, fps=params.fps, width=width, height=height,
                     reference=source[0] if source is not None else reference, tail=tail, audio=audio,
-                    source=source, prompt="a person talking", chain_start=previous is None)
+                    source=source, prompt="a person talking", seed=DEFAULT_SEED, chain_start=previous is None)
     result = SmokeWindow(mode, k)
     timer = _NodeTimer(prompt_id_for(render_id, k, 0))
     client.on_event = timer.on_event

@@ -2,19 +2,23 @@
 
 - PyAV for frame- and sample-level work: decode any accepted audio to 16 kHz mono, read
   and normalise source video frames, encode each window's kept frames to H.264 once.
-- ffmpeg (through ffmpeg-python) for the whole-file steps: the stream-copy join of the
-  window clips and the final mux with AAC audio.
+- ffmpeg (through ffmpeg-python, `run_ffmpeg`) for the whole-file steps: the stream-copy
+  join of the window clips and the final mux with AAC audio.
+- the one WAV writer (16 kHz mono 16-bit, to a file or to bytes) and the one PNG encoder
+  (RGB or RGBA). Audio analysis (RMS, loudness) is longtalk.audio.
 
 Decoding failures raise InputError naming the job field, so the workflow can fail at once.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import wave
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import cv2
@@ -22,6 +26,7 @@ import ffmpeg
 import numpy as np
 
 from .errors import InputError
+from .text import first_line
 from .windows import MODEL_SAMPLE_RATE
 
 # One encoder setting for every window clip, so the clips join with a stream copy.
@@ -80,41 +85,24 @@ def decode_audio_16k(path: Path | str, field: str, max_seconds: float | None = N
     return np.concatenate(decode_audio_chunks(path, field, max_seconds))
 
 
-def _block_rms(chunks: list[np.ndarray], block: int = 640) -> np.ndarray:
-    """RMS of consecutive 40 ms blocks across chunk boundaries."""
-    carry = np.empty(0, np.float32)
-    out = []
-    for chunk in chunks:
-        buf = np.concatenate([carry, chunk]) if carry.size else chunk
-        n = buf.size // block * block
-        if n:
-            out.append(np.sqrt(np.mean(np.square(buf[:n].reshape(-1, block), dtype=np.float64), axis=1)))
-        carry = buf[n:]
-    return np.concatenate(out) if out else np.zeros(0)
-
-
-def loudness_gain(chunks: list[np.ndarray], target_dbfs: float = -20.0) -> float:
-    """The gain that puts the speech (blocks above a noise floor) at target RMS, no clipping."""
-    rms = _block_rms(chunks)
-    active = rms[rms > 10 ** (-50 / 20)]
-    if active.size == 0:
-        return 1.0  # silence stays silence
-    level = float(np.sqrt(np.mean(active**2)))
-    peak = max(float(np.max(np.abs(c))) for c in chunks if c.size) or 1.0
-    return min(10 ** (target_dbfs / 20) / level, 0.99 / peak)
-
-
-def write_wav16(path: Path | str, samples: np.ndarray | list[np.ndarray], gain: float = 1.0) -> None:
-    """16-bit PCM mono WAV with the plain 44-byte header (so byte ranges map to samples),
-    written chunk by chunk."""
+def write_wav16(dest: Path | str | BinaryIO, samples: np.ndarray | list[np.ndarray], gain: float = 1.0) -> None:
+    """16 kHz mono 16-bit PCM WAV with the plain 44-byte header (so byte ranges map to
+    samples), written chunk by chunk to a path or a binary file object."""
     chunks = samples if isinstance(samples, list) else [samples]
-    with wave.open(str(path), "wb") as w:
+    with wave.open(dest if hasattr(dest, "write") else str(dest), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(MODEL_SAMPLE_RATE)
         for chunk in chunks:
             pcm = np.clip(chunk * gain, -1.0, 1.0) * 32767.0
             w.writeframes(pcm.round().astype("<i2").tobytes())
+
+
+def wav16_bytes(samples: np.ndarray | list[np.ndarray], gain: float = 1.0) -> bytes:
+    """write_wav16 into memory: the bytes of the WAV file."""
+    buf = io.BytesIO()
+    write_wav16(buf, samples, gain)
+    return buf.getvalue()
 
 
 WAV_HEADER_BYTES = 44
@@ -154,9 +142,11 @@ def fit_image(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
+def encode_png(image: np.ndarray) -> bytes:
+    """RGB or RGBA uint8 (H, W, 3 or 4) -> PNG bytes with the same channels."""
+    to_bgr = cv2.COLOR_RGBA2BGRA if image.ndim == 3 and image.shape[2] == 4 else cv2.COLOR_RGB2BGR
     # level 1: lossless all the same, and about three times faster than the default
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, to_bgr), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
@@ -308,7 +298,7 @@ def concat_clips(clips: list[Path], dst: Path | str, workdir: Path) -> None:
     stream = ffmpeg.input(str(listing), format="concat", safe=0).output(
         str(dst), c="copy", movflags="+faststart", an=None
     )
-    _run(stream.overwrite_output())
+    run_ffmpeg(stream.overwrite_output())
 
 
 def mux_audio(video: Path | str, audio_tracks: list[Path], dst: Path | str, frames: int, fps: int) -> None:
@@ -330,18 +320,25 @@ def mux_audio(video: Path | str, audio_tracks: list[Path], dst: Path | str, fram
         v.video, audio, str(dst), vcodec="copy", acodec="aac", audio_bitrate="128k", ar=48000,
         ac=1, movflags="+faststart", t=f"{duration:.6f}",
     )
-    _run(out.overwrite_output())
+    run_ffmpeg(out.overwrite_output())
 
 
-def _run(stream) -> None:
-    cmd = stream.compile(cmd=ffmpeg_exe())
-    cmd = [cmd[0], "-hide_banner", "-nostdin", "-loglevel", "error", *cmd[1:]]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def ffmpeg_command(stream) -> list[str]:
+    """The argument list of an ffmpeg-python stream graph, for the project's ffmpeg binary,
+    quiet (errors only) and never reading stdin."""
+    return stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_exe())
+
+
+def run_ffmpeg(stream) -> bytes:
+    """Run an ffmpeg-python stream graph; its stdout (for a pipe: output), or RuntimeError
+    with ffmpeg's own error text (which names the file)."""
+    proc = subprocess.run(ffmpeg_command(stream), capture_output=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {err[-1500:]}")
+    return proc.stdout
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # PyAV errors carry the file path; keep only the reason.
-    return text.split(": '")[0][:200]
+    """The reason of a PyAV error, without the file path it carries."""
+    return first_line(exc, 200).split(": '")[0]

@@ -2,12 +2,22 @@
 
 Only object keys and small parameters travel here, never media bytes. This module is
 imported by workflow code, so it must stay free of I/O and non-deterministic imports.
+
+Renders run for hours and the service is upgraded under them, so every class here reads the
+payloads of the previous release (de3015c) too: a field added since has a default, and the
+render's parameters, which that release copied field by field (`input_type`, `width`, ...,
+`window`, `motion`, `fps`, `seed`), now travel as one `RenderSpec` in `spec`. The flat fields
+stay as a compatibility layer and nothing reads them: when `spec` is missing (an old payload)
+it is built from them, and they are always written back from `spec`, so a worker still
+running the previous release reads a payload of this one. tests/test_compat.py decodes every
+payload of the stored histories into these classes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .spec import RenderSpec  # noqa: F401 - a contract too (it lives in longtalk.spec)
 from .windows import WindowParams
 
 
@@ -35,6 +45,32 @@ def output_key(render_id: str) -> str:
     return f"renders/{render_id}/output.mp4"
 
 
+def _carry_spec(obj, legacy: tuple[str, ...], **implied) -> None:
+    """`obj.spec` from the flat fields of an old payload when it has none (`implied`: what
+    such a payload says only indirectly), then the flat fields from `obj.spec`."""
+    if obj.spec is None:
+        given = {name: getattr(obj, name) for name in legacy if getattr(obj, name) is not None}
+        obj.spec = RenderSpec(**{**implied, **given})
+    for name in legacy:
+        setattr(obj, name, getattr(obj.spec, name))
+
+
+@dataclass(frozen=True)
+class ActivityTimeouts:
+    """The activity time limits of one render, in seconds: built from the client's Settings
+    (`longtalk.activity_options.timeouts_from_settings`) and carried in the workflow input,
+    so the workflow reads no settings. Payloads of release de3015c have none: they get these
+    defaults (with their own heartbeat timeout)."""
+
+    heartbeat_s: int = 60  # a worker silent this long is presumed dead; its activity retries
+    window_s: int = 3600 + 600  # render_window start-to-close: the ComfyUI prompt timeout + margin
+    schedule_to_close_s: int = 24 * 3600  # every activity, queue waits and retries included
+
+
+REQUEST_LEGACY = ("input_type", "person_count", "prompt", "width", "height", "max_frame", "force_offload",
+                  "network_volume", "window", "motion", "fps", "seed")
+
+
 @dataclass
 class RenderRequest:
     """What the client hands to the RenderVideo workflow (inputs already in the bucket)."""
@@ -42,28 +78,37 @@ class RenderRequest:
     render_id: str
     inputs: dict[str, str]  # field ("image" | "video" | "audio" | "audio_2") -> object key
     input_names: dict[str, str] = field(default_factory=dict)  # field -> job key used (wav_url…)
-    input_type: str = "image"
-    person_count: str = "single"
-    prompt: str = "A person is talking"
-    width: int = 512
-    height: int = 512
-    max_frame: int | None = None
-    force_offload: bool = True
-    network_volume: bool = False
+    spec: RenderSpec | None = None  # the render's parameters (None only in a de3015c payload)
     backend: str = "preview"
-    window: int = 81
-    motion: int = 9
-    fps: int = 25
-    seed: int = 2
     windows_per_run: int = 100
     parallel_chains: int = 1
     gpu_queue: str = "gpu"
-    heartbeat_timeout_s: int = 60  # a worker silent this long is presumed dead; its activity retries
+    heartbeat_timeout_s: int = 60  # = timeouts.heartbeat_s (release de3015c read only this)
     warnings: list[str] = field(default_factory=list)
+    timeouts: ActivityTimeouts | None = None  # None only in a de3015c payload
+    # release de3015c's flat copies of `spec` (see the module's docstring): never read them
+    input_type: str | None = None
+    person_count: str | None = None
+    prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    max_frame: int | None = None
+    force_offload: bool | None = None
+    network_volume: bool | None = None
+    window: int | None = None
+    motion: int | None = None
+    fps: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _carry_spec(self, REQUEST_LEGACY)
+        if self.timeouts is None:
+            self.timeouts = ActivityTimeouts(heartbeat_s=self.heartbeat_timeout_s)
+        self.heartbeat_timeout_s = self.timeouts.heartbeat_s
 
     @property
     def window_params(self) -> WindowParams:
-        return WindowParams(self.window, self.motion, self.fps)
+        return self.spec.window_params
 
 
 def derived_keys(render_id: str) -> dict[str, str]:
@@ -113,30 +158,39 @@ class Plan:
     plan_key: str
 
 
+CONTEXT_LEGACY = ("input_type", "width", "height", "prompt", "seed", "force_offload", "window", "motion", "fps")
+
+
 @dataclass
 class RenderContext:
     """Everything every window of one render needs, apart from its index."""
 
     render_id: str
     backend: str
-    input_type: str
-    width: int
-    height: int
-    prompt: str
-    seed: int
-    force_offload: bool
-    window: int
-    motion: int
-    fps: int
     total_frames: int
     reference_key: str
     audio_keys: list[str]
     source_key: str | None = None
     source_frames: int = 0
+    spec: RenderSpec | None = None  # the render's parameters (None only in a de3015c payload)
+    # release de3015c's flat copies of `spec` (see the module's docstring): never read them
+    input_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    prompt: str | None = None
+    seed: int | None = None
+    force_offload: bool | None = None
+    window: int | None = None
+    motion: int | None = None
+    fps: int | None = None
+
+    def __post_init__(self) -> None:
+        # an old context does not name the person count: one audio track per speaker says it
+        _carry_spec(self, CONTEXT_LEGACY, person_count="multi" if len(self.audio_keys) > 1 else "single")
 
     @property
     def window_params(self) -> WindowParams:
-        return WindowParams(self.window, self.motion, self.fps)
+        return self.spec.window_params
 
 
 @dataclass
@@ -163,7 +217,13 @@ class ChainInput:
     parent_id: str
     windows_per_run: int = 100
     gpu_queue: str = "gpu"
-    heartbeat_timeout_s: int = 60
+    heartbeat_timeout_s: int = 60  # = timeouts.heartbeat_s (release de3015c read only this)
+    timeouts: ActivityTimeouts | None = None  # None only in a de3015c payload
+
+    def __post_init__(self) -> None:
+        if self.timeouts is None:
+            self.timeouts = ActivityTimeouts(heartbeat_s=self.heartbeat_timeout_s)
+        self.heartbeat_timeout_s = self.timeouts.heartbeat_s
 
 
 @dataclass
@@ -190,7 +250,11 @@ class StitchInput:
     render_id: str
     windows: int
     total_frames: int
-    fps: int
+    spec: RenderSpec | None = None  # the render's parameters (None only in a de3015c payload)
+    fps: int | None = None  # release de3015c's flat copy of spec.fps: never read it
+
+    def __post_init__(self) -> None:
+        _carry_spec(self, ("fps",))
 
 
 @dataclass

@@ -3,9 +3,13 @@
     ServiceError
     ├── InputError            bad user input: names the field and the reason (non-retryable)
     ├── GraphError            a ComfyUI graph that does not validate (non-retryable)
-    ├── ModelMissingError     a model file ComfyUI cannot find (non-retryable)
+    ├── ModelMissingError     a model file ComfyUI cannot find: .file, .folder, .node_id (non-retryable)
+    ├── OutputMismatch        the backend's frames do not fit the window: count, size or type
+    │                         (non-retryable: the same inputs give the same output)
     └── TransientError        infrastructure trouble; the same call may work later (retryable)
-        ├── BackendUnavailable    renderer/ComfyUI down, out of memory, dropped socket
+        ├── BackendUnavailable    renderer/ComfyUI failing, out of memory, dropped socket
+        │   ├── ComfyUnreachable      ComfyUI did not answer (refused, reset, timeout, HTTP 5xx)
+        │   └── PromptTimeout         a ComfyUI prompt ran past its time limit (the caller interrupts it)
         └── StorageError          object store unreachable or failing
 
 `to_application_error` turns any of them into a Temporal `ApplicationError` whose type is
@@ -39,7 +43,20 @@ class GraphError(ServiceError):
 
 
 class ModelMissingError(ServiceError):
-    """A model file the graph needs is not installed."""
+    """A model file the graph needs is not installed: `file` in ComfyUI's models/`folder`,
+    needed by node `node_id` (each None when ComfyUI did not say)."""
+
+    def __init__(self, message: str, *, file: str | None = None, folder: str | None = None,
+                 node_id: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.folder = folder
+        self.node_id = node_id
+
+
+class OutputMismatch(ServiceError):
+    """The backend returned frames that do not fit the window (their count, size or type).
+    The same inputs give the same output, so a retry would only repeat it."""
 
 
 class TransientError(ServiceError):
@@ -52,6 +69,20 @@ class BackendUnavailable(TransientError):
     """The renderer could not be reached or ran out of resources."""
 
 
+class ComfyUnreachable(BackendUnavailable):
+    """ComfyUI did not answer: connection refused or reset, no answer in time, HTTP 5xx."""
+
+
+class PromptTimeout(BackendUnavailable):
+    """A ComfyUI prompt did not finish within its time limit; the GPU may still be busy with
+    it, so whoever waited interrupts it before the window is retried."""
+
+    def __init__(self, message: str, *, prompt_id: str | None = None, timeout_s: float | None = None) -> None:
+        super().__init__(message)
+        self.prompt_id = prompt_id
+        self.timeout_s = timeout_s
+
+
 class StorageError(TransientError):
     """The object store failed."""
 
@@ -60,13 +91,18 @@ NON_RETRYABLE_TYPES: list[str] = [
     InputError.__name__,
     GraphError.__name__,
     ModelMissingError.__name__,
+    OutputMismatch.__name__,
 ]
 
 
 def to_application_error(exc: ServiceError):  # -> temporalio.exceptions.ApplicationError
     from temporalio.exceptions import ApplicationError
 
-    details = {"field": exc.field, "reason": exc.reason} if isinstance(exc, InputError) else None
+    details = None
+    if isinstance(exc, InputError):
+        details = {"field": exc.field, "reason": exc.reason}
+    elif isinstance(exc, ModelMissingError) and exc.file is not None:
+        details = {"file": exc.file, "folder": exc.folder, "node_id": exc.node_id}
     args = (details,) if details else ()
     return ApplicationError(
         exc.message, *args, type=type(exc).__name__, non_retryable=not exc.retryable

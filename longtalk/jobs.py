@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 from .errors import InputError
 from .media import SNIFF_BYTES, MediaFormat, mime_matches, sniff
 from .settings import Settings
+from .spec import DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_SIZE, MAX_SEED, RenderSpec
+from .text import TRUNCATED, shorten
 
 INPUT_TYPES = ("image", "video")
 PERSON_COUNTS = ("single", "multi")
 FORMS = ("path", "url", "base64")
-DEFAULT_PROMPT = "A person is talking"
-DEFAULT_SIZE = 512
 MAX_PROMPT_CHARS = 2000
 DIMENSION_STEP = 16
 
@@ -41,7 +41,7 @@ MEDIA_KEYS: dict[str, tuple[str, str, str]] = {
     "audio_2": ("wav_path_2", "wav_url_2", "wav_base64_2"),
 }
 SCALAR_KEYS = ("input_type", "person_count", "prompt", "width", "height", "max_frame",
-               "force_offload", "network_volume")
+               "force_offload", "network_volume", "seed")
 KNOWN_KEYS = frozenset(SCALAR_KEYS) | {k for keys in MEDIA_KEYS.values() for k in keys}
 
 # what each field accepts, by MediaFormat.kind, and how to say so
@@ -71,7 +71,7 @@ class MediaSource:
             mime = self.data_uri_mime
             what = f"data:{mime} base64" if mime is not None else "base64"
             return f"{self.key}=<{what}, {len(self.value)} chars>"
-        return f"{self.key}={_shorten(self.value, 120)}"
+        return f"{self.key}={shorten(self.value, 120 + len(TRUNCATED), TRUNCATED)}"
 
     def __repr__(self) -> str:  # keep huge base64 text out of reprs and tracebacks
         return f"MediaSource(field={self.field!r}, {self.describe()})"
@@ -100,11 +100,7 @@ def redact_url(url: str, limit: int = 120) -> str:
     cut = bool(parts.query or parts.fragment or "@" in parts.netloc)
     if len(text) > limit:
         text, cut = text[:limit], True
-    return text + ("...(truncated)" if cut else "")
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "...(truncated)"
+    return text + (TRUNCATED if cut else "")
 
 
 _DATA_URI = re.compile(r"\s*data:([^,]*),", re.IGNORECASE)
@@ -205,19 +201,23 @@ def check_base64_content(source: MediaSource, settings: Settings) -> MediaFormat
 
 @dataclass(frozen=True)
 class Job:
-    input_type: str
-    person_count: str
+    spec: RenderSpec  # the render's parameters, its seed and the window parameters: decided here, once
     image: MediaSource | None
     video: MediaSource | None
     audio: MediaSource
     audio_2: MediaSource | None
-    prompt: str
-    width: int
-    height: int
-    max_frame: int | None
-    force_offload: bool
-    network_volume: bool
     warnings: tuple[str, ...] = ()
+
+    # the spec's fields, read through the job
+    input_type = property(lambda self: self.spec.input_type)
+    person_count = property(lambda self: self.spec.person_count)
+    prompt = property(lambda self: self.spec.prompt)
+    width = property(lambda self: self.spec.width)
+    height = property(lambda self: self.spec.height)
+    max_frame = property(lambda self: self.spec.max_frame)
+    force_offload = property(lambda self: self.spec.force_offload)
+    network_volume = property(lambda self: self.spec.network_volume)
+    seed = property(lambda self: self.spec.seed)
 
     def sources(self) -> list[MediaSource]:
         """The sources the render uses: image or video, audio, then audio_2."""
@@ -225,20 +225,14 @@ class Job:
         return [s for s in (visual, self.audio, self.audio_2) if s is not None]
 
     def params(self) -> dict:
-        return {
-            "input_type": self.input_type,
-            "person_count": self.person_count,
-            "prompt": self.prompt,
-            "width": self.width,
-            "height": self.height,
-            "max_frame": self.max_frame,
-            "force_offload": self.force_offload,
-            "network_volume": self.network_volume,
-        }
+        """The job's parameters as the user's contract names them (seed included)."""
+        return {key: getattr(self.spec, key) for key in SCALAR_KEYS}
 
 
-def parse_job(obj, settings: Settings) -> Job:
-    """Check a job object (wrapped in {"input": ...} or bare) and return the Job."""
+def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED) -> Job:
+    """Check a job object (wrapped in {"input": ...} or bare) and return the Job. The window
+    parameters come from `settings`; `default_seed` is the seed of a job that gives none (the
+    deployment's LONGTALK_COMFY_SEED, which the client reads)."""
     inp = _unwrap(obj)
     warnings: list[str] = []
 
@@ -286,24 +280,26 @@ def parse_job(obj, settings: Settings) -> Job:
     max_frame = _integer(inp, "max_frame", None)
     if max_frame is not None and max_frame <= 0:
         raise InputError("max_frame", f"must be a positive integer, got {max_frame}")
+    seed = _integer(inp, "seed", default_seed)
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError("seed", f"must be an integer from 0 to {MAX_SEED}, got {seed}")
 
     unknown = sorted(str(k) for k in inp if k not in KNOWN_KEYS)
     if unknown:
         warnings.append(f"unknown input keys ignored: {', '.join(unknown)}")
 
+    spec = RenderSpec(
+        input_type=input_type, person_count=person_count, prompt=prompt, width=width, height=height,
+        max_frame=max_frame, force_offload=_boolean(inp, "force_offload", True),
+        network_volume=_boolean(inp, "network_volume", False), seed=seed,
+        window=settings.window, motion=settings.motion, fps=settings.fps,
+    )
     return Job(
-        input_type=input_type,
-        person_count=person_count,
+        spec=spec,
         image=sources.get("image"),
         video=sources.get("video"),
         audio=sources["audio"],
         audio_2=audio_2,
-        prompt=prompt,
-        width=width,
-        height=height,
-        max_frame=max_frame,
-        force_offload=_boolean(inp, "force_offload", True),
-        network_volume=_boolean(inp, "network_volume", False),
         warnings=tuple(warnings),
     )
 
@@ -455,7 +451,7 @@ def _show(value) -> str:
         text = json.dumps(value)
     except (TypeError, ValueError):
         text = type(value).__name__
-    return _shorten(text, 40)
+    return shorten(text, 40 + len(TRUNCATED), TRUNCATED)
 
 
 def _json_type(value) -> str:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from .windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW, ParamError, validate_params
+
 PREFIX = "LONGTALK_"
 
 
@@ -34,12 +36,15 @@ class Settings:
     # rendering
     backend: str = "preview"
     comfy_url: str = "http://127.0.0.1:8188"
-    window: int = 81
-    motion: int = 9
-    fps: int = 25
+    window: int = DEFAULT_WINDOW  # W = 4k+1
+    motion: int = DEFAULT_MOTION  # M = 4j+1, 0 < M < W
+    fps: int = DEFAULT_FPS
     windows_per_run: int = 100  # continue-as-new after this many windows of one chain
     heartbeat_timeout_s: int = 60  # an activity whose worker is silent this long is retried elsewhere
     comfy_prompt_timeout_s: float = 3600.0  # a ComfyUI prompt running longer is interrupted and retried
+    # the longest any activity may take from when it is first scheduled, queue waits and retries
+    # included (a window waits in the GPU queue while every GPU is busy); past it the render fails
+    activity_schedule_to_close_s: int = 24 * 3600
     comfy_doctor: bool = True  # a GPU worker checks its ComfyUI (comfy_graphs doctor) before polling
     parallel_chains: int = 1  # independent chains a render may be cut into
     # input limits
@@ -61,7 +66,21 @@ class Settings:
     worker_roles: str = "cpu,gpu"  # which workers worker.py runs
     metrics_port: int = 0  # 0 = no metrics endpoint
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container so Prometheus can scrape it
+    # how long a stopping worker lets its running activities finish (SIGTERM: deploys, scale-down);
+    # a GPU worker's covers a whole window, so a deploy does not throw a window's work away
+    gpu_shutdown_grace_s: float = 600.0
+    cpu_shutdown_grace_s: float = 20.0
     build_id: str = ""  # the code this worker runs ("" = short git commit [+ "-dirty"], else the package version)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_params(self.window, self.motion, self.fps)
+        except ParamError as exc:
+            raise ValueError(f"{PREFIX}{exc.param.upper()}: {exc}") from None
+        for name in ("heartbeat_timeout_s", "comfy_prompt_timeout_s", "activity_schedule_to_close_s",
+                     "gpu_shutdown_grace_s", "cpu_shutdown_grace_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":

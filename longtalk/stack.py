@@ -253,7 +253,7 @@ def replace_worker(old: Process, grace_s: float, start_new) -> None:
 
 def worker_grace_s(settings: Settings) -> float:
     """How long stopping a worker may take: its longest graceful-shutdown time, plus margin."""
-    return float(getattr(settings, "gpu_shutdown_grace_s", 20)) + 30.0
+    return max(settings.gpu_shutdown_grace_s, settings.cpu_shutdown_grace_s) + 30.0
 
 
 def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0, after: int = 0) -> None:

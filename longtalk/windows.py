@@ -16,15 +16,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MODEL_SAMPLE_RATE = 16_000
+# InfiniteTalk's numbers, defined here only: every other default (Settings, RenderSpec, the
+# ComfyUI binder) refers to these.
 DEFAULT_FPS = 25
-DEFAULT_WINDOW = 81
-DEFAULT_MOTION = 9
+DEFAULT_WINDOW = 81  # W = 4k+1: the VAE packs the first frame alone, then 4 frames per latent
+DEFAULT_MOTION = 9  # M = 4j+1, for the same reason: the carried tail is VAE-encoded on its own
+
+
+class ParamError(ValueError):
+    """A window parameter is out of bounds; `param` is its name (window, motion or fps)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
 class WindowParams:
     window: int = DEFAULT_WINDOW  # W, frames rendered per window, 4k+1
-    motion: int = DEFAULT_MOTION  # M, frames carried from one window into the next
+    motion: int = DEFAULT_MOTION  # M, frames carried from one window into the next, 4j+1
     fps: int = DEFAULT_FPS
 
     def __post_init__(self) -> None:
@@ -42,13 +52,16 @@ class WindowParams:
 def validate_params(window: int, motion: int, fps: int) -> None:
     for name, value in (("window", window), ("motion", motion), ("fps", fps)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
+            raise ParamError(name, f"{name} must be an integer, got {value!r}")
     if window < 5 or (window - 1) % 4 != 0:
-        raise ValueError(f"window must be 4k+1 and at least 5, got {window}")
+        raise ParamError("window", f"window must be 4k+1 and at least 5, got {window}")
     if not 0 < motion < window:
-        raise ValueError(f"motion must satisfy 0 < motion < window ({window}), got {motion}")
+        raise ParamError("motion", f"motion must satisfy 0 < motion < window ({window}), got {motion}")
+    if (motion - 1) % 4 != 0:
+        raise ParamError("motion", f"motion must be 4j+1 (1, 5, 9, 13, ...: the VAE packs the first frame "
+                                   f"alone, then 4 frames per latent), got {motion}")
     if fps <= 0 or MODEL_SAMPLE_RATE % fps != 0:
-        raise ValueError(f"fps must divide {MODEL_SAMPLE_RATE} evenly, got {fps}")
+        raise ParamError("fps", f"fps must divide {MODEL_SAMPLE_RATE} evenly, got {fps}")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from temporalio.client import Client, WorkflowFailureError  # noqa: E402
 from longtalk.backends.preview import PreviewBackend  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import READY_LINE, Process, free_port, s3_service, temporal_service  # noqa: E402
+from tests.media import cut_audio  # noqa: E402  (real speech cut by ffmpeg-python)
 
 HISTORIES = ROOT / "tests" / "histories"
 # what decides how a workflow replays: if these differ from the release commit, the
@@ -79,14 +80,6 @@ def git(*args: str) -> str:
 
 def sanitise(workflow_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", workflow_id)
-
-
-def cut_audio(src: Path, dst: Path, start: float, seconds: float) -> Path:
-    from longtalk import av_io
-
-    subprocess.run([av_io.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{start}",
-                    "-t", f"{seconds}", "-i", str(src), str(dst)], check=True)
-    return dst
 
 
 class SlowPreview(PreviewBackend):

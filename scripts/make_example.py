@@ -369,15 +369,17 @@ def synthesize_tracks(workdir: Path) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def encode_opus(samples: np.ndarray, rate: int, dest: Path, workdir: Path, kbps: int = 28) -> None:
+    import ffmpeg
     import imageio_ffmpeg
 
     wav = workdir / (dest.stem + ".wav")
     sf.write(wav, samples, rate, subtype="PCM_16")
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-        "-i", str(wav), "-ac", "1", "-c:a", "libopus", "-b:a", f"{kbps}k", "-application", "voip",
-        "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact", str(dest),
-    ]
+    stream = ffmpeg.input(str(wav)).output(
+        str(dest), ac=1, application="voip", map_metadata=-1, fflags="+bitexact",
+        **{"c:a": "libopus", "b:a": f"{kbps}k", "flags:a": "+bitexact"},
+    )
+    cmd = stream.global_args("-hide_banner", "-loglevel", "error").overwrite_output().compile(
+        cmd=imageio_ffmpeg.get_ffmpeg_exe())
     subprocess.run(cmd, check=True)
 
 

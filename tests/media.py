@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 
 from longtalk import av_io
@@ -13,29 +13,29 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-def ffmpeg(*args: str) -> None:
-    subprocess.run([av_io.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+def transcode(src: Path | str, dst: Path, input_options: dict | None = None, **output_options) -> Path:
+    """One ffmpeg run (built with ffmpeg-python): src -> dst with these options, overwriting."""
+    av_io.run_ffmpeg(ffmpeg.input(str(src), **(input_options or {})).output(str(dst), **output_options)
+                     .overwrite_output())
+    return dst
 
 
 def cut_audio(src: Path, dst: Path, start: float, seconds: float) -> Path:
     """A slice of real speech, re-encoded by the container the name asks for."""
-    ffmpeg("-ss", f"{start}", "-t", f"{seconds}", "-i", str(src), str(dst))
-    return dst
+    return transcode(src, dst, {"ss": f"{start}", "t": f"{seconds}"})
 
 
 def make_video(dst: Path, seconds: float, fps: int = 30, size: str = "320x240") -> Path:
     """A moving source video made from the example portrait (pans across it)."""
-    ffmpeg("-loop", "1", "-i", str(EXAMPLES / "portrait.png"), "-t", f"{seconds}", "-r", str(fps),
-           "-vf", f"scale={size.replace('x', ':')},rotate=0.05*sin(2*PI*t/2):fillcolor=gray",
-           "-pix_fmt", "yuv420p", "-c:v", "libx264", str(dst))
-    return dst
+    return transcode(EXAMPLES / "portrait.png", dst, {"loop": 1}, t=f"{seconds}", r=fps,
+                     vf=f"scale={size.replace('x', ':')},rotate=0.05*sin(2*PI*t/2):fillcolor=gray",
+                     pix_fmt="yuv420p", **{"c:v": "libx264"})
 
 
 def samples_16k(path: Path) -> int:
     """Independent count: let ffmpeg resample to 16 kHz mono s16 and count the bytes."""
-    out = subprocess.run([av_io.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
-                          "-ac", "1", "-ar", "16000", "-f", "s16le", "-"], capture_output=True, check=True)
-    return len(out.stdout) // 2
+    out = av_io.run_ffmpeg(ffmpeg.input(str(path)).output("pipe:", ac=1, ar=16000, format="s16le"))
+    return len(out) // 2
 
 
 def moov_before_mdat(path: Path) -> bool:

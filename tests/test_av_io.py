@@ -1,25 +1,14 @@
-"""Media helpers: chunked loudness, WAV layout, mux timing from samples."""
+"""Media helpers: WAV layout, PNG encoding, ffmpeg commands built with ffmpeg-python."""
 
+import io
 import wave
 
+import cv2
+import ffmpeg
 import numpy as np
+import pytest
 
 from longtalk import av_io
-
-
-def test_loudness_from_chunks_equals_whole_track():
-    rng = np.random.default_rng(1)
-    speech = (rng.standard_normal(50_000) * 0.05).astype(np.float32)
-    track = np.concatenate([speech, np.zeros(20_000, np.float32), speech * 0.5])
-    chunks = [track[:333], track[333:40_001], track[40_001:]]  # boundaries inside 640-blocks
-    assert abs(av_io.loudness_gain(chunks) - av_io.loudness_gain([track])) < 1e-9
-    gain = av_io.loudness_gain([track])
-    normalised = track * gain
-    active = np.concatenate([normalised[:50_000], normalised[70_000:]])  # the pause does not count
-    assert abs(20 * np.log10(np.sqrt(np.mean(active**2))) - (-20)) < 0.2  # speech at -20 dBFS
-    assert av_io.loudness_gain([np.zeros(10_000, np.float32)]) == 1.0  # silence stays silence
-    loud = np.full(6400, 0.999, np.float32)
-    assert np.max(np.abs(loud * av_io.loudness_gain([loud]))) <= 0.99  # never clips
 
 
 def test_wav16_written_in_chunks_maps_byte_ranges_to_samples(tmp_path):
@@ -33,3 +22,37 @@ def test_wav16_written_in_chunks_maps_byte_ranges_to_samples(tmp_path):
     assert np.allclose(av_io.pcm16_to_float(data, 100), samples[5000:5100], atol=1e-4)
     padded = av_io.pcm16_to_float(data[:20], 100)  # past the end: silence
     assert padded.size == 100 and not padded[10:].any()
+
+
+def test_wav16_bytes_are_the_file_write_wav16_writes(tmp_path):
+    samples = np.concatenate([np.linspace(-1.5, 1.5, 7000), np.zeros(100)]).astype(np.float32)  # clipped ends
+    path = tmp_path / "t.wav"
+    av_io.write_wav16(path, samples)
+    data = av_io.wav16_bytes(samples)
+    assert data == path.read_bytes()
+    with wave.open(io.BytesIO(data)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth(), w.getnframes()) == (1, 16_000, 2, 7100)
+    pcm = np.frombuffer(data[av_io.WAV_HEADER_BYTES:], "<i2")
+    assert pcm[0] == -32767 and pcm[6999] == 32767 and not pcm[7000:].any()
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_png_keeps_rgb_and_rgba(channels):
+    rng = np.random.default_rng(channels)
+    image = rng.integers(0, 256, (21, 34, channels), dtype=np.uint8)
+    data = av_io.encode_png(image)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    back = cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGBA if channels == 4 else cv2.COLOR_BGR2RGB)
+    assert np.array_equal(back, image)
+    if channels == 3:
+        assert np.array_equal(av_io.decode_png(data), image)
+
+
+def test_ffmpeg_commands_are_built_quiet_for_the_project_binary(tmp_path):
+    cmd = av_io.ffmpeg_command(ffmpeg.input("in.wav").output("out.m4a", acodec="aac").overwrite_output())
+    assert cmd[0] == av_io.ffmpeg_exe()
+    assert cmd[1:5] == ["-i", "in.wav", "-acodec", "aac"]
+    assert {"-hide_banner", "-nostdin", "-y"} <= set(cmd) and cmd[cmd.index("-loglevel") + 1] == "error"
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(RuntimeError, match=r"(?s)ffmpeg failed \(\d+\): .*missing\.wav"):  # ffmpeg's reason names the file
+        av_io.run_ffmpeg(ffmpeg.input(str(missing)).output(str(tmp_path / "out.wav")))

@@ -26,7 +26,7 @@ import pytest
 import starter
 from longtalk.backends.preview import PreviewBackend
 from tests.conftest import CountingPreview, summary_line
-from tests.media import EXAMPLES, cut_audio, ffmpeg, make_video
+from tests.media import EXAMPLES, cut_audio, make_video, transcode
 from tests.test_pipeline import run_starter, write_job
 from worker import build_workers
 
@@ -128,13 +128,12 @@ def m(tmp_path_factory) -> dict[str, Path]:
     f["speech3"] = cut_audio(EXAMPLES / "speech.ogg", d / "speech3.wav", 1.0, 3.0)
     f["video"] = make_video(d / "video.mp4", 1.0)  # moov after mdat
     f["video3"] = make_video(d / "video3.mp4", 3.0)
-    ffmpeg("-i", str(f["video"]), "-c", "copy", "-movflags", "+faststart", str(d / "video_fs.mp4"))
+    transcode(f["video"], d / "video_fs.mp4", c="copy", movflags="+faststart")
     f["mp3"] = cut_audio(EXAMPLES / "speech.ogg", d / "speech.mp3", 1.0, 3.0)
     f["flac"] = cut_audio(EXAMPLES / "speech.ogg", d / "speech.flac", 1.0, 3.0)
-    ffmpeg("-ss", "1", "-t", "3", "-i", str(EXAMPLES / "speech.ogg"), "-c:a", "aac",
-           "-movflags", "+faststart", str(d / "speech.m4a"))
-    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac",
-           str(d / "audio_only.mp4"))
+    transcode(EXAMPLES / "speech.ogg", d / "speech.m4a", {"ss": "1", "t": "3"}, movflags="+faststart",
+              **{"c:a": "aac"})
+    transcode("sine=frequency=440:duration=2", d / "audio_only.mp4", {"f": "lavfi"}, **{"c:a": "aac"})
     portrait = cv2.imread(str(EXAMPLES / "portrait.png"))
     jpeg = cv2.imencode(".jpg", portrait, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     png = (EXAMPLES / "portrait.png").read_bytes()

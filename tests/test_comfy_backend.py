@@ -220,3 +220,54 @@ async def test_heartbeats_carry_the_comfyui_device(standin, backend, store, tmp_
     details = [d[0] for d in beats if d]
     assert any(d.get("device", "").startswith("cuda:0") and d.get("vram_free") for d in details), details
     assert any(d.get("fraction", 0) > 0 for d in details)  # ComfyUI's progress shows through
+
+
+async def test_a_window_samples_with_the_renders_seed_whichever_worker_renders_it(standin):
+    """Window k samples with the render's seed + k (its RenderSpec), not with the base seed in
+    the GPU worker's own environment (LONGTALK_COMFY_SEED): two workers, two settings, one seed."""
+    from comfy_graphs.config import SamplerSettings
+
+    seeds = []
+    for worker_seed in (7, 99):
+        config = dataclasses.replace(GraphConfig(), sampler=SamplerSettings(seed=worker_seed))
+        b = ComfyUIBackend(ComfyClient(standin.url, poll_interval_s=0.05), config)
+        try:
+            rid = f"s-{uuid.uuid4().hex[:8]}"
+            await b.render_window(dataclasses.replace(window_job(rid, 3), seed=1000))
+            entry = await b.client.history(prompt_id_for(rid, 3, 0))
+            graph = entry["prompt"][2]
+            seeds += [n["inputs"]["seed"] for n in graph.values() if n["class_type"] == "WanVideoSampler"]
+        finally:
+            await b.close()
+    assert seeds == [1003, 1003]
+
+
+async def test_frames_that_do_not_fit_the_window_are_not_retried(store, tmp_path):
+    """A backend's output of the wrong shape is OutputMismatch: non-retryable, not 30 attempts."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.render import RenderActivities
+    from longtalk import av_io
+    from longtalk.contracts import RenderContext, RenderSpec, RenderWindowInput
+    from longtalk.errors import NON_RETRYABLE_TYPES, OutputMismatch
+
+    class Wrong:
+        name = "wrong"
+
+        async def render_window(self, job, progress=None):
+            return np.zeros((job.num_frames - 1, job.height, job.width, 3), np.uint8)
+
+    rid = f"om-{uuid.uuid4().hex[:8]}"
+    store.put_bytes(f"renders/{rid}/reference.png", av_io.encode_png(np.full((64, 64, 3), 128, np.uint8)))
+    wav = tmp_path / "t.wav"
+    av_io.write_wav16(wav, [np.zeros(17 * 640, np.float32)])
+    store.put_file(f"renders/{rid}/audio/track_1.wav", wav)
+    ctx = RenderContext(render_id=rid, backend="wrong", total_frames=17, reference_key=f"renders/{rid}/reference.png",
+                        audio_keys=[f"renders/{rid}/audio/track_1.wav"],
+                        spec=RenderSpec(width=64, height=64, window=17, motion=9))
+    acts = RenderActivities(store, {"wrong": Wrong()}, tmp_path / "cache")
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(acts.render_window, RenderWindowInput(context=ctx, index=0, chain_first=0))
+    assert info.value.type == OutputMismatch.__name__ and info.value.non_retryable
+    assert OutputMismatch.__name__ in NON_RETRYABLE_TYPES

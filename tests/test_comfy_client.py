@@ -21,7 +21,7 @@ from longtalk.av_io import decode_audio_16k
 from longtalk.backends.base import WindowJob
 from longtalk.backends.preview import render_preview
 from longtalk.comfy import ComfyClient, OutputFile
-from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
+from longtalk.errors import BackendUnavailable, ComfyUnreachable, GraphError, ModelMissingError, PromptTimeout
 from longtalk.stack import free_port
 from tests.comfy_standin.control import control
 from tests.comfy_standin.server import start_standin
@@ -298,6 +298,7 @@ async def test_missing_model_at_validation(standin, client):
     assert "models/diffusion_models" in str(info.value) and "WanVideoModelLoader" in str(info.value)
     assert info.value.file == "Wan2_1-I2V-14B-720P_fp8_e4m3fn.safetensors"
     assert info.value.folder == "diffusion_models" and not info.value.retryable
+    assert info.value.node_id == "122"
 
 
 async def test_missing_model_at_execution(standin, client):
@@ -470,8 +471,9 @@ async def test_wait_timeout(standin, client):
     await control(standin, "/standin/faults", {"hang": True})
     pid = new_id()
     await client.submit(i2v_graph(ref, audio), pid)
-    with pytest.raises(BackendUnavailable, match="did not finish within 0.3s"):
+    with pytest.raises(PromptTimeout, match="did not finish within 0.3s") as info:
         await client.wait(pid, timeout_s=0.3)
+    assert isinstance(info.value, BackendUnavailable) and (info.value.prompt_id, info.value.timeout_s) == (pid, 0.3)
     await client.interrupt(pid)
 
 
@@ -479,10 +481,10 @@ async def test_wait_timeout(standin, client):
 
 async def test_unreachable_server_is_retryable():
     async with ComfyClient(f"http://127.0.0.1:{free_port()}", poll_interval_s=0.05) as c:
-        with pytest.raises(BackendUnavailable, match="unreachable") as info:
+        with pytest.raises(ComfyUnreachable, match="unreachable") as info:
             await c.system_stats()
-        assert info.value.retryable
-        with pytest.raises(BackendUnavailable, match="not ready after 0.3s"):
+        assert info.value.retryable and isinstance(info.value, BackendUnavailable)
+        with pytest.raises(ComfyUnreachable, match="not ready after 0.3s"):
             await c.wait_ready(0.3)
         with pytest.raises(BackendUnavailable):
             await c.submit({}, "x")

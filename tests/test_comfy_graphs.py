@@ -432,6 +432,50 @@ def test_settings_from_env():
         ModelFiles(infinitetalk_single="MultiTalk_single.safetensors")
 
 
+def test_choices_are_the_pinned_node_packs(schema):
+    """The allowed values of the overrides are WanVideoWrapper 1.4.6's, as in the saved schema."""
+    from comfy_graphs import config
+
+    def choices(node: str, name: str) -> tuple:
+        inputs = schema[node]["input"]
+        spec = inputs["required"].get(name) or inputs.get("optional", {})[name]
+        return tuple(spec[0])
+
+    assert config.SCHEDULERS == choices("WanVideoSampler", "scheduler")
+    assert config.ATTENTION_MODES == choices("WanVideoModelLoader", "attention_mode")
+    assert config.BASE_PRECISIONS == choices("WanVideoModelLoader", "base_precision")
+    assert config.QUANTIZATIONS == choices("WanVideoModelLoader", "quantization")
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("LONGTALK_COMFY_SCHEDULER", "dpm++sde"), ("LONGTALK_COMFY_ATTENTION_MODE", "sage"),
+    ("LONGTALK_COMFY_BASE_PRECISION", "fp8"), ("LONGTALK_COMFY_QUANTIZATION", "fp8_e4m3"),
+    ("LONGTALK_COMFY_COLOR_MATCH", "mkl"), ("LONGTALK_COMFY_SEED", "-1"),
+])
+def test_a_typo_fails_at_start_up_naming_the_variable_and_the_choices(variable, value):
+    with pytest.raises(ValueError, match=variable) as info:
+        GraphConfig.from_env({variable: value})
+    if variable != "LONGTALK_COMFY_SEED":
+        assert "is not one of" in str(info.value) and ", " in str(info.value)
+
+
+def test_color_match_offers_what_the_backend_implements():
+    assert SamplerSettings().color_match == "meanstd" and SamplerSettings().color_correction
+    assert not SamplerSettings(color_match="disabled").color_correction
+    for other in ("mkl", "hm", "reinhard", "mvgd", "hm-mvgd-hm", "hm-mkl-hm"):
+        with pytest.raises(ValueError, match="meanstd"):
+            SamplerSettings(color_match=other)
+
+
+def test_only_graph_config_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("LONGTALK_COMFY_STEPS", "9")
+    assert GraphConfig.from_env().sampler.steps == 9
+    with pytest.raises(TypeError):
+        SamplerSettings.from_env(None)
+    with pytest.raises(TypeError):
+        ModelFiles.from_env(None)
+
+
 def test_model_folders_and_fetch_list():
     models = ModelFiles()
     assert models.path_of("wav2vec") == "wav2vec2/wav2vec2-chinese-base_fp16.safetensors"

@@ -728,6 +728,30 @@ def test_each_gpu_worker_points_at_its_own_comfyui(services):
     assert set(targets) == comfy, f"ComfyUI services without a worker: {comfy - set(targets)}"
 
 
+def compose_duration_s(value) -> float:
+    """A compose duration ("90s", "11m", "1m30s") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", str(value))
+    assert parts and "".join(n + u for n, u in parts) == str(value), f"not a duration: {value!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_workers_stop_after_their_graceful_shutdown(services):
+    """Compose kills a container stop_grace_period after SIGTERM: it must outlast the worker's
+    own graceful shutdown, or a GPU worker is killed in the middle of the window it finishes."""
+    workers = {n: s for n, s in services.items() if "LONGTALK_WORKER_ROLES" in env_of(s)}
+    assert {"cpu-worker", "gpu-worker-0"} <= set(workers)
+    for name, service in workers.items():
+        settings = Settings.from_env(env_of(service))
+        roles = env_of(service)["LONGTALK_WORKER_ROLES"].split(",")
+        grace = max(settings.gpu_shutdown_grace_s if "gpu" in roles else 0,
+                    settings.cpu_shutdown_grace_s if "cpu" in roles else 0)
+        stop = compose_duration_s(service.get("stop_grace_period", "10s"))
+        assert stop > grace, f"{name}: stop_grace_period {stop:g}s is not longer than its graceful shutdown {grace:g}s"
+    assert Settings().gpu_shutdown_grace_s >= 300  # a real window, not seconds
+    assert compose_duration_s("1m30s") == 90
+
+
 def test_commented_example_for_another_gpu_is_valid():
     """The commented comfyui-1/gpu-worker-1 blocks, uncommented, are a valid second GPU."""
     text = COMPOSE_FILE.read_text()
@@ -748,6 +772,7 @@ def test_commented_example_for_another_gpu_is_valid():
     test_gpu_services_reserve_a_gpu_each(services)
     test_each_gpu_worker_points_at_its_own_comfyui(services)
     assert set(gpu_workers(services)) == {"gpu-worker-0", "gpu-worker-1"}
+    test_workers_stop_after_their_graceful_shutdown(services)
 
 
 def test_stack_services(services):

@@ -46,7 +46,7 @@ async def fstack(tmp_path_factory):
     d = tmp_path_factory.mktemp("faults")
     settings = Settings(
         data_dir=d, temporal_address=f"127.0.0.1:{free_port()}", s3_endpoint=f"127.0.0.1:{free_port()}",
-        bucket="faults", heartbeat_timeout_s=3, comfy_prompt_timeout_s=4.0,
+        bucket="faults", heartbeat_timeout_s=3, comfy_prompt_timeout_s=6.0,
         input_roots=os.pathsep.join([str(ROOT), tempfile.gettempdir()]),
     )
     (d / "s3" / settings.bucket).mkdir(parents=True)

@@ -68,7 +68,7 @@ def test_defaults():
     params = job.params()
     assert params == {"input_type": "image", "person_count": "single",
                       "prompt": "A person is talking", "width": 512, "height": 512,
-                      "max_frame": None, "force_offload": True, "network_volume": False}
+                      "max_frame": None, "force_offload": True, "network_volume": False, "seed": 2}
     assert json.loads(json.dumps(params)) == params
 
 
@@ -84,10 +84,10 @@ def test_keys_outside_input_are_ignored():
 def test_all_params_given():
     job = parse({**BASE, "input_type": "image", "person_count": "single", "prompt": "Hello",
                  "width": 768, "height": 1024, "max_frame": 250, "force_offload": False,
-                 "network_volume": True})
+                 "network_volume": True, "seed": 77})
     assert job.params() == {"input_type": "image", "person_count": "single", "prompt": "Hello",
                             "width": 768, "height": 1024, "max_frame": 250,
-                            "force_offload": False, "network_volume": True}
+                            "force_offload": False, "network_volume": True, "seed": 77}
 
 
 # ---- every media field in every form -------------------------------------------
@@ -262,6 +262,12 @@ def _error_cases(media):
         ({**img, **aud, "max_frame": 1.5}, "max_frame", "must be an integer"),
         ({**img, **aud, "max_frame": "abc"}, "max_frame", "must be an integer"),
         ({**img, **aud, "max_frame": True}, "max_frame", "must be an integer"),
+        # seed
+        ({**img, **aud, "seed": -1}, "seed", "from 0 to 9223372036854775807"),
+        ({**img, **aud, "seed": 2**63}, "seed", "from 0 to 9223372036854775807"),
+        ({**img, **aud, "seed": 1.5}, "seed", "must be an integer"),
+        ({**img, **aud, "seed": "lucky"}, "seed", "must be an integer"),
+        ({**img, **aud, "seed": False}, "seed", "must be an integer"),
         # booleans
         ({**img, **aud, "force_offload": "maybe"}, "force_offload", "true or false"),
         ({**img, **aud, "force_offload": 2}, "force_offload", "true or false"),
@@ -379,8 +385,20 @@ def test_source_for_the_other_mode_is_ignored(media):
 
 
 def test_unknown_keys_warning():
-    job = parse({**BASE, "seed": 3, "cfg": 1.0, "image_pth": "/x"})
-    assert job.warnings == ("unknown input keys ignored: cfg, image_pth, seed",)
+    job = parse({**BASE, "steps": 3, "cfg": 1.0, "image_pth": "/x"})
+    assert job.warnings == ("unknown input keys ignored: cfg, image_pth, steps",)
+
+
+def test_seed_is_part_of_the_spec():
+    """The seed (an extension of the RunPod contract) is decided here, once, for every window."""
+    job = parse({**BASE, "seed": 2**63 - 1}, window=17, motion=5)
+    assert job.warnings == () and job.seed == 2**63 - 1
+    assert (job.spec.seed, job.spec.seed_for(3)) == (2**63 - 1, 2**63 + 2)
+    assert (job.spec.window, job.spec.motion, job.spec.fps) == (17, 5, 25)
+    assert parse({**BASE, "seed": "42"}).seed == 42 and parse({**BASE, "seed": 0}).seed == 0
+    assert parse(BASE).seed == 2  # the default is the ComfyUI base seed setting's default
+    assert parse_job({"input": BASE}, SETTINGS, default_seed=1234).seed == 1234  # LONGTALK_COMFY_SEED
+    assert parse_job({"input": {**BASE, "seed": 5}}, SETTINGS, default_seed=1234).seed == 5
 
 
 # ---- describe ---------------------------------------------------------------------

@@ -7,51 +7,52 @@ import struct
 import subprocess
 from pathlib import Path
 
+import ffmpeg
 import imageio_ffmpeg
 import pytest
 
 from longtalk.media import FORMATS, SNIFF_BYTES, mime_matches, sniff
 
-_SINE = ["-f", "lavfi", "-i", "sine=frequency=440:duration=1"]
-_PICTURE = ["-f", "lavfi", "-i", "testsrc=size=64x64:rate=25"]
-_TONE = ["-f", "lavfi", "-i", "sine=frequency=440:duration=1"]
+_SINE = "sine=frequency=440:duration=1"  # lavfi sources
+_PICTURE = "testsrc=size=64x64:rate=25"
+_H264 = {"t": 1, "c:v": "libx264", "pix_fmt": "yuv420p"}
+_VP8 = {"t": 1, "c:v": "libvpx", "b:v": "200k"}
 
-# file name -> (ffmpeg arguments between the inputs and the output, expected format name)
-SAMPLES: dict[str, tuple[list[str], str]] = {
-    "tone.wav": (_SINE + ["-c:a", "pcm_s16le"], "wav"),
-    "tone.mp3": (_SINE + ["-c:a", "libmp3lame"], "mp3"),  # with an ID3v2 tag
-    "tone-bare.mp3": (_SINE + ["-c:a", "libmp3lame", "-id3v2_version", "0", "-write_xing", "0"],
+# file name -> (lavfi sources, ffmpeg output options, expected format name)
+SAMPLES: dict[str, tuple[list[str], dict, str]] = {
+    "tone.wav": ([_SINE], {"c:a": "pcm_s16le"}, "wav"),
+    "tone.mp3": ([_SINE], {"c:a": "libmp3lame"}, "mp3"),  # with an ID3v2 tag
+    "tone-bare.mp3": ([_SINE], {"c:a": "libmp3lame", "id3v2_version": 0, "write_xing": 0},
                       "mp3"),  # frame sync only
-    "tone.flac": (_SINE + ["-c:a", "flac"], "flac"),
-    "tone-opus.ogg": (_SINE + ["-c:a", "libopus", "-f", "ogg"], "ogg"),
-    "tone-vorbis.ogg": (_SINE + ["-c:a", "libvorbis", "-f", "ogg"], "ogg"),
-    "tone.m4a": (_SINE + ["-c:a", "aac"], "m4a"),
-    "tone-audio-only.mp4": (_SINE + ["-c:a", "aac"], "mp4"),
-    "clip.mp4": (_PICTURE + ["-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p"], "mp4"),
-    "talk.mp4": (_PICTURE + _TONE + ["-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                                     "-c:a", "aac", "-shortest"], "mp4"),
-    "clip.mov": (_PICTURE + ["-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p"], "mov"),
-    "clip.webm": (_PICTURE + ["-t", "1", "-c:v", "libvpx", "-b:v", "200k"], "webm"),
-    "talk.webm": (_PICTURE + _TONE + ["-t", "1", "-c:v", "libvpx", "-b:v", "200k",
-                                      "-c:a", "libopus", "-shortest"], "webm"),
-    "clip.mkv": (_PICTURE + ["-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p"], "mkv"),
-    "still.png": (_PICTURE + ["-frames:v", "1"], "png"),
-    "still.jpg": (_PICTURE + ["-frames:v", "1"], "jpeg"),
-    "still.webp": (_PICTURE + ["-frames:v", "1", "-c:v", "libwebp"], "webp"),
+    "tone.flac": ([_SINE], {"c:a": "flac"}, "flac"),
+    "tone-opus.ogg": ([_SINE], {"c:a": "libopus", "f": "ogg"}, "ogg"),
+    "tone-vorbis.ogg": ([_SINE], {"c:a": "libvorbis", "f": "ogg"}, "ogg"),
+    "tone.m4a": ([_SINE], {"c:a": "aac"}, "m4a"),
+    "tone-audio-only.mp4": ([_SINE], {"c:a": "aac"}, "mp4"),
+    "clip.mp4": ([_PICTURE], _H264, "mp4"),
+    "talk.mp4": ([_PICTURE, _SINE], {**_H264, "c:a": "aac", "shortest": None}, "mp4"),
+    "clip.mov": ([_PICTURE], _H264, "mov"),
+    "clip.webm": ([_PICTURE], _VP8, "webm"),
+    "talk.webm": ([_PICTURE, _SINE], {**_VP8, "c:a": "libopus", "shortest": None}, "webm"),
+    "clip.mkv": ([_PICTURE], _H264, "mkv"),
+    "still.png": ([_PICTURE], {"frames:v": 1}, "png"),
+    "still.jpg": ([_PICTURE], {"frames:v": 1}, "jpeg"),
+    "still.webp": ([_PICTURE], {"frames:v": 1, "c:v": "libwebp"}, "webp"),
 }
 
 
 def generate_samples(folder: Path, names=None) -> dict[str, Path]:
     """Make the sample files (all, or the named ones) in `folder` with the ffmpeg binary."""
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for name in names or SAMPLES:
-        args, _ = SAMPLES[name]
+        sources, options, _ = SAMPLES[name]
         path = folder / name
         if not path.exists():
-            subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *args, str(path)],
-                           check=True, capture_output=True, timeout=60)
+            inputs = [ffmpeg.input(src, f="lavfi") for src in sources]
+            cmd = (ffmpeg.output(*inputs, str(path), **options).global_args("-hide_banner", "-loglevel", "error")
+                   .overwrite_output().compile(cmd=imageio_ffmpeg.get_ffmpeg_exe()))
+            subprocess.run(cmd, check=True, capture_output=True, timeout=60)
         out[name] = path
     return out
 
@@ -63,7 +64,7 @@ def samples(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_sniff_real_files(samples, name):
-    expected = FORMATS[SAMPLES[name][1]]
+    expected = FORMATS[SAMPLES[name][2]]
     data = samples[name].read_bytes()
     assert sniff(data[:SNIFF_BYTES]) == expected
     assert sniff(data[:64]) == expected  # the first 64 bytes are enough for these files

@@ -42,6 +42,49 @@ def write_job(tmp_path: Path, **fields) -> str:
     return str(path)
 
 
+async def check_activity_options(client: Client, settings, render_id: str, seed: int) -> None:
+    """A new render's activities get the options built from the client's settings (behind the
+    patch markers that keep the previous release's histories replaying), and every window of
+    every chain gets the job's seed in its RenderSpec."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.converter import DataConverter
+
+    from longtalk.activity_options import ACTIVITY_OPTIONS_PATCH, WINDOW_OPTIONS_PATCH, WINDOW_MARGIN_S
+    from longtalk.contracts import RenderWindowInput
+
+    async def events(workflow_id: str):
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        return history.events
+
+    def patches(evs) -> set[str]:
+        """The patch ids of a history's patch markers (in their details' payloads)."""
+        out = set()
+        for e in evs:
+            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+                for payloads in e.marker_recorded_event_attributes.details.values():
+                    for p in payloads.payloads:
+                        value = json.loads(p.data)
+                        out.add(value.get("id") if isinstance(value, dict) else value)
+        return out
+
+    parent = await events(render_id)
+    assert ACTIVITY_OPTIONS_PATCH in patches(parent), patches(parent)
+    for e in parent:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            a = e.activity_task_scheduled_event_attributes
+            assert a.schedule_to_close_timeout.ToSeconds() == settings.activity_schedule_to_close_s, a.activity_type
+    chain = await events(chain_workflow_id(render_id, 1))
+    assert WINDOW_OPTIONS_PATCH in patches(chain), patches(chain)
+    scheduled = [e.activity_task_scheduled_event_attributes for e in chain
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert scheduled
+    for a in scheduled:
+        assert a.start_to_close_timeout.ToSeconds() == settings.comfy_prompt_timeout_s + WINDOW_MARGIN_S
+        assert a.schedule_to_close_timeout.ToSeconds() == settings.activity_schedule_to_close_s
+        inp = DataConverter.default.payload_converter.from_payloads(a.input.payloads, [RenderWindowInput])[0]
+        assert inp.context.spec.seed == seed
+
+
 def check_video(path: Path, frames: int, width: int, height: int) -> dict:
     info = av_io.probe(path)
     v, a = info["video"], info["audio"]
@@ -238,9 +281,11 @@ async def test_parallel_chains_render_a_correct_video(workers, temporal_client, 
     """Cut into independent chains (one per GPU), the render still has every frame exactly once."""
     two = dataclasses.replace(settings, parallel_chains=2)
     out = tmp_path / "chains.mp4"
-    job = write_job(tmp_path, image_path=media["portrait"], wav_path=media["speech"], width=128, height=128)
+    job = write_job(tmp_path, image_path=media["portrait"], wav_path=media["speech"], width=128, height=128,
+                    seed=1234)
     rc, result, err = await run_starter(temporal_client, two, job, "--id", render_id, "--output", str(out))
     assert rc == 0, err
+    await check_activity_options(temporal_client, two, render_id, seed=1234)
     plan = store.get_json(f"renders/{render_id}/plan.json")
     assert len(plan["chains"]) == 2 and plan["chains"][0]["first"] == 0
     assert plan["chains"][1]["first"] == plan["chains"][0]["last"] + 1 and plan["chains"][1]["last"] == result["windows"] - 1

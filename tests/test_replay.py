@@ -173,9 +173,11 @@ async def test_workers_carry_the_build_id(temporal_client, settings):
     its identity; worker versioning stays off."""
     from worker import build_workers
 
-    ws = build_workers(temporal_client, dataclasses.replace(settings, build_id="v9"), object(),
-                       backends={}, identity="h-1")
-    assert [w.task_queue for w in ws] == [settings.render_queue, settings.gpu_queue]
+    # queues of its own: a Worker built on the session workers' queues would join their pollers
+    mine = dataclasses.replace(settings, build_id="v9", render_queue=f"{settings.render_queue}-build",
+                               gpu_queue=f"{settings.gpu_queue}-build")
+    ws = build_workers(temporal_client, mine, object(), backends={}, identity="h-1")
+    assert [w.task_queue for w in ws] == [mine.render_queue, mine.gpu_queue]
     for w, role in zip(ws, ("cpu", "gpu")):
         config = w.config()
         assert config["build_id"] == "v9" and config["identity"] == f"h-1@v9-{role}"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from longtalk.windows import WindowParams, total_frames, window, window_count, windows
 
 params_strategy = st.builds(
-    lambda k, m_frac, fps: WindowParams(4 * k + 1, max(1, min(4 * k, int(m_frac * 4 * k))), fps),
+    lambda k, m_frac, fps: WindowParams(4 * k + 1, 4 * min(k - 1, int(m_frac * k)) + 1, fps),
     st.integers(1, 40), st.floats(0.01, 0.99), st.sampled_from([25, 16, 20, 32, 40]),
 )
 
@@ -76,6 +76,7 @@ def test_float_seconds_would_lose_frames():
 @pytest.mark.parametrize("w,m,fps,msg", [
     (80, 9, 25, "4k+1"), (81, 0, 25, "motion"), (81, 81, 25, "motion"), (81, 9, 0, "fps"),
     (81, 9, 7, "fps"), (1, 0, 25, "4k+1"), (81.0, 9, 25, "integer"), (True, 9, 25, "integer"),
+    (81, 8, 25, "4j+1"), (81, 10, 25, "4j+1"),
 ])
 def test_parameter_validation(w, m, fps, msg):
     with pytest.raises(ValueError, match=re.escape(msg)):

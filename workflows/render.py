@@ -9,26 +9,21 @@ each finished window to the parent with a signal, which feeds the `progress` que
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from longtalk import activity_options as options
+    from longtalk.activity_options import CPU_RETRY, GPU_RETRY  # noqa: F401 - re-exported (bench)
     from longtalk.contracts import (
         CancelledInput, ChainInput, ChainResult, DiscardInput, IngestResult, Plan, PlanInput, Progress, PublishInput,
         RenderContext, RenderRequest, RenderResult, RenderWindowInput, RenderWindowResult,
         StitchInput, StitchResult, WindowDone, WindowsDone,
     )
-    from longtalk.errors import NON_RETRYABLE_TYPES
-
-CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                        maximum_interval=timedelta(seconds=30), maximum_attempts=20,
-                        non_retryable_error_types=NON_RETRYABLE_TYPES)
-GPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
-                        maximum_interval=timedelta(seconds=60), maximum_attempts=30,
-                        non_retryable_error_types=NON_RETRYABLE_TYPES)
+    from longtalk.errors import InputError
 
 
 REPORT_EVERY = timedelta(seconds=1)  # progress signals from a chain, batched at most this often
@@ -36,7 +31,7 @@ REPORT_EVERY = timedelta(seconds=1)  # progress signals from a chain, batched at
 
 def _is_input_error(exc: BaseException) -> bool:
     cause = exc.cause if isinstance(exc, ActivityError) else None
-    return isinstance(cause, ApplicationError) and cause.type == "InputError"
+    return isinstance(cause, ApplicationError) and cause.type == InputError.__name__
 
 
 def chain_workflow_id(render_id: str, chain: int) -> str:
@@ -54,11 +49,22 @@ class RenderVideo:
         self._current: int | None = None
         self._started = None
         self._render_started = None
+        self._options = None
+
+    def _activity(self, name: str, req: RenderRequest) -> dict:
+        """The options of CPU activity `name`: release de3015c's for the runs it started."""
+        if self._options is None:
+            # evaluated once, before the first command: a de3015c history replays it as False
+            self._options = workflow.patched(options.ACTIVITY_OPTIONS_PATCH)
+        if self._options:
+            return options.cpu(name, req.timeouts)
+        return options.legacy_cpu(name, req.timeouts.heartbeat_s)
 
     @workflow.run
     async def run(self, req: RenderRequest) -> RenderResult:
         self._render_id = req.render_id
         self._started = workflow.now()
+        self._activity("ingest", req)  # decide the options before any command
         try:
             return await self._run(req)
         except ActivityError as exc:
@@ -72,8 +78,7 @@ class RenderVideo:
                 # job costs nothing (the error, with the field's name, goes to the caller)
                 await workflow.execute_activity(
                     "discard", DiscardInput(render_id=req.render_id, reason=str(exc.cause)),
-                    task_queue=workflow.info().task_queue, start_to_close_timeout=timedelta(minutes=5),
-                    retry_policy=CPU_RETRY)
+                    task_queue=workflow.info().task_queue, **self._activity("discard", req))
             raise
         except ChildWorkflowError as exc:
             if isinstance(exc.cause, CancelledError):  # the cancel reached us through a chain
@@ -96,28 +101,20 @@ class RenderVideo:
             "record_cancelled",
             CancelledInput(render_id=req.render_id, windows_total=self._total,
                            windows_finished=sorted(self._done), stage=stage),
-            task_queue=workflow.info().task_queue, start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=CPU_RETRY)
+            task_queue=workflow.info().task_queue, **self._activity("record_cancelled", req))
 
     async def _run(self, req: RenderRequest) -> RenderResult:
         queue = workflow.info().task_queue
-        heartbeat = timedelta(seconds=req.heartbeat_timeout_s)
         self._stage = "ingest"
         ingest: IngestResult = await workflow.execute_activity(
-            "ingest", req, result_type=IngestResult, task_queue=queue,
-            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=heartbeat,
-            retry_policy=CPU_RETRY,
-        )
+            "ingest", req, result_type=IngestResult, task_queue=queue, **self._activity("ingest", req))
         self._stage = "plan"
         plan: Plan = await workflow.execute_activity(
             "plan", PlanInput(request=req, ingest=ingest), result_type=Plan, task_queue=queue,
-            start_to_close_timeout=timedelta(minutes=10), retry_policy=CPU_RETRY,
-        )
+            **self._activity("plan", req))
         self._total = plan.windows
         context = RenderContext(
-            render_id=req.render_id, backend=req.backend, input_type=req.input_type,
-            width=req.width, height=req.height, prompt=req.prompt, seed=req.seed,
-            force_offload=req.force_offload, window=req.window, motion=req.motion, fps=req.fps,
+            render_id=req.render_id, backend=req.backend, spec=req.spec,
             total_frames=plan.total_frames, reference_key=ingest.reference_key,
             audio_keys=ingest.audio_keys, source_key=ingest.source_key,
             source_frames=ingest.source_frames,
@@ -130,7 +127,7 @@ class RenderVideo:
                 ChainInput(context=context, chain=chain, next_window=chain.first,
                            parent_id=workflow.info().workflow_id,
                            windows_per_run=req.windows_per_run, gpu_queue=req.gpu_queue,
-                           heartbeat_timeout_s=req.heartbeat_timeout_s),
+                           timeouts=req.timeouts),
                 id=chain_workflow_id(req.render_id, chain.index), task_queue=queue,
             )
             for chain in plan.chains
@@ -138,19 +135,13 @@ class RenderVideo:
         self._stage = "stitch"
         stitched: StitchResult = await workflow.execute_activity(
             "stitch", StitchInput(render_id=req.render_id, windows=plan.windows,
-                                  total_frames=plan.total_frames, fps=req.fps),
-            result_type=StitchResult, task_queue=queue,
-            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=heartbeat,
-            retry_policy=CPU_RETRY,
-        )
+                                  total_frames=plan.total_frames, spec=req.spec),
+            result_type=StitchResult, task_queue=queue, **self._activity("stitch", req))
         self._stage = "mux"
         result: RenderResult = await workflow.execute_activity(
             "publish", PublishInput(request=req, video_key=stitched.video_key,
                                     total_frames=plan.total_frames, windows=plan.windows),
-            result_type=RenderResult, task_queue=queue,
-            start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=heartbeat,
-            retry_policy=CPU_RETRY,
-        )
+            result_type=RenderResult, task_queue=queue, **self._activity("publish", req))
         self._stage = "done"
         return result
 
@@ -201,23 +192,22 @@ class RenderChain:
                 sending.append(asyncio.create_task(parent.signal("windows_done", WindowsDone(list(pending)))))
                 pending.clear()
 
+        # decided before the first command: a run that release de3015c started keeps its options
+        if workflow.patched(options.WINDOW_OPTIONS_PATCH):
+            window_options = options.render_window(inp.timeouts)
+        else:
+            window_options = options.legacy_render_window(inp.timeouts.heartbeat_s)
         ran = 0
         for k in range(inp.next_window, inp.chain.last + 1):
             if ran >= inp.windows_per_run:
                 report()
                 await asyncio.gather(*sending)
-                workflow.continue_as_new(ChainInput(
-                    context=inp.context, chain=inp.chain, next_window=k, parent_id=inp.parent_id,
-                    windows_per_run=inp.windows_per_run, gpu_queue=inp.gpu_queue,
-                    heartbeat_timeout_s=inp.heartbeat_timeout_s,
-                ))
+                workflow.continue_as_new(dataclasses.replace(inp, next_window=k))
             try:
                 result: RenderWindowResult = await workflow.execute_activity(
                     "render_window",
                     RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first),
-                    result_type=RenderWindowResult, task_queue=inp.gpu_queue,
-                    start_to_close_timeout=timedelta(minutes=30),
-                    heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_s), retry_policy=GPU_RETRY,
+                    result_type=RenderWindowResult, task_queue=inp.gpu_queue, **window_options,
                 )
             except (asyncio.CancelledError, ActivityError):
                 report()  # what is finished still reaches the parent's progress

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..settings import Settings
 from .base import RenderBackend, WindowJob
+
+if TYPE_CHECKING:
+    from comfy_graphs.config import GraphConfig
 
 BACKENDS = ("preview", "comfyui")
 
 
-def make_backends(settings: Settings) -> dict[str, RenderBackend]:
-    """The backends a GPU worker serves: always the preview, plus the configured one."""
+def make_backends(settings: Settings, graph_config: "GraphConfig | None" = None) -> dict[str, RenderBackend]:
+    """The backends a GPU worker serves: always the preview, plus the configured one. The
+    comfyui backend needs the graph config the composition root read (GraphConfig.from_env)."""
     from .preview import PreviewBackend
 
     backends: dict[str, RenderBackend] = {"preview": PreviewBackend()}
     if settings.backend == "comfyui":
         from .comfyui import ComfyUIBackend  # the real backend (ComfyUI + InfiniteTalk)
 
-        backends["comfyui"] = ComfyUIBackend.from_settings(settings)
+        if graph_config is None:
+            raise ValueError("the comfyui backend needs a GraphConfig (read by the composition root)")
+        backends["comfyui"] = ComfyUIBackend.from_settings(settings, graph_config)
     elif settings.backend not in BACKENDS:
         raise ValueError(f"LONGTALK_BACKEND: unknown backend {settings.backend!r}; choose one of {BACKENDS}")
     return backends

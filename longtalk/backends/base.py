@@ -29,7 +29,7 @@ class WindowJob:
     audio: list[np.ndarray]  # one float32 mono 16 kHz slice per speaker, W*640 samples each
     source: np.ndarray | None = None  # V2V: (W, H, W, 3) uint8 source frames for this window
     prompt: str = ""
-    seed: int = 0
+    seed: int = 0  # the render's base seed (RenderSpec.seed), the same for every window
     force_offload: bool = True
     chain_start: bool = False  # True when the tail is the reference (no previous window)
     extras: dict = field(default_factory=dict)
@@ -37,6 +37,11 @@ class WindowJob:
     @property
     def multi(self) -> bool:
         return len(self.audio) > 1
+
+    @property
+    def window_seed(self) -> int:
+        """The sampling seed of this window: seed + k, whichever worker renders it."""
+        return self.seed + self.index
 
 
 ProgressFn = Callable[[str, float], None]  # (what, fraction done 0..1)

@@ -16,9 +16,7 @@ generation g+1. Cancellation interrupts the prompt on ComfyUI and re-raises.
 from __future__ import annotations
 
 import asyncio
-import io
 import uuid
-import wave
 
 import cv2
 import numpy as np
@@ -30,9 +28,8 @@ from comfy_graphs.config import GraphConfig
 
 from .. import av_io
 from ..comfy import ComfyClient
-from ..errors import BackendUnavailable, GraphError
+from ..errors import BackendUnavailable, GraphError, OutputMismatch, PromptTimeout
 from ..settings import Settings
-from ..windows import MODEL_SAMPLE_RATE
 from .base import ProgressFn, WindowJob
 
 PROMPT_NAMESPACE = uuid.UUID("6c0f3c55-2f0e-4f53-9a8a-6f1d1b0c7e21")
@@ -44,7 +41,8 @@ def prompt_id_for(render_id: str, window: int, generation: int) -> str:
 
 
 def color_match(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Match each frame's colour statistics (mean and spread per channel) to the reference,
+    """The `meanstd` colour correction (LONGTALK_COMFY_COLOR_MATCH, the one method there is):
+    match each frame's colour statistics (mean and spread per channel) to the reference,
     so colour drift does not accumulate through the carried tail. Statistics come from every
     4th pixel and the correction is a per-channel lookup table: about 1 ms a 512x512 frame."""
     ref = reference[::4, ::4].reshape(-1, 3).astype(np.float32)
@@ -60,41 +58,20 @@ def color_match(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return out
 
 
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    pcm = (np.clip(samples, -1, 1) * 32767).round().astype("<i2")
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(MODEL_SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
-
-
-def png_bytes(rgb_or_rgba: np.ndarray) -> bytes:
-    if rgb_or_rgba.shape[-1] == 4:
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb_or_rgba, cv2.COLOR_RGBA2BGRA))
-        if not ok:
-            raise RuntimeError("PNG encoding failed")
-        return buf.tobytes()
-    return av_io.encode_png(rgb_or_rgba)
-
-
 class ComfyUIBackend:
     name = "comfyui"
 
-    def __init__(self, client: ComfyClient, config: GraphConfig | None = None,
-                 prompt_timeout_s: float = 3600.0) -> None:
+    def __init__(self, client: ComfyClient, config: GraphConfig, prompt_timeout_s: float = 3600.0) -> None:
         self.client = client
-        self.config = config or GraphConfig.from_env()
+        self.config = config  # read once by the composition root (worker.py): GraphConfig.from_env()
         self.prompt_timeout_s = prompt_timeout_s
         self._templates: dict[str, Template] = {}
         self.device: dict = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ComfyUIBackend":
-        return cls(ComfyClient(settings.comfy_url), GraphConfig.from_env(),
-                   prompt_timeout_s=settings.comfy_prompt_timeout_s)
+    def from_settings(cls, settings: Settings, config: GraphConfig) -> "ComfyUIBackend":
+        """The worker's backend from its settings and graph config (read nothing here)."""
+        return cls(ComfyClient(settings.comfy_url), config, prompt_timeout_s=settings.comfy_prompt_timeout_s)
 
     async def wait_ready(self, timeout_s: float = 600.0) -> dict:
         """Block until ComfyUI answers /system_stats; remember its device for heartbeats."""
@@ -130,7 +107,7 @@ class ComfyUIBackend:
             job.render_id, job.index, mode, width=job.width, height=job.height, prompt=job.prompt,
             num_frames=job.num_frames, motion=job.motion_frames, fps=job.fps,
             force_offload=job.force_offload, chain_start=job.chain_start,
-            speaker_masks=sampler.speaker_masks,
+            speaker_masks=sampler.speaker_masks, seed=job.window_seed,
         )
         prompt = template.bind(values, self.config.models, sampler)
         output_node = output_node_id(prompt)
@@ -154,8 +131,8 @@ class ComfyUIBackend:
         files = sorted((f for f in self.client.outputs(outputs) if f.node_id == output_node and f.kind == "images"),
                        key=lambda f: f.filename)
         if len(files) != job.num_frames:
-            raise GraphError(f"the graph's output node {output_node} gave {len(files)} frames, "
-                             f"expected {job.num_frames}")
+            raise OutputMismatch(f"the graph's output node {output_node} gave {len(files)} frames, "
+                                 f"expected {job.num_frames}")
         gate = asyncio.Semaphore(8)  # downloads in flight; PNG decoding runs beside them in threads
 
         async def fetch(f) -> np.ndarray:
@@ -187,9 +164,8 @@ class ComfyUIBackend:
             # the activity was cancelled: stop the GPU work too, then let the cancel through
             await asyncio.shield(self._interrupt(prompt_id))
             raise
-        except BackendUnavailable as exc:
-            if "did not finish within" in str(exc):  # a hung prompt must not block the GPU
-                await self._interrupt(prompt_id)
+        except PromptTimeout:
+            await self._interrupt(prompt_id)  # a hung prompt must not block the GPU
             raise
 
     async def _interrupt(self, prompt_id: str) -> None:
@@ -200,12 +176,12 @@ class ComfyUIBackend:
 
     async def _upload(self, job: WindowJob, values: WindowValues, mode: str) -> None:
         def encoded() -> list[tuple[str, bytes]]:
-            uploads = [(values.reference, png_bytes(job.reference))]
-            uploads += [(name, png_bytes(frame)) for name, frame in zip(values.tails, job.tail)]
-            uploads += [(name, wav_bytes(samples)) for name, samples in zip(values.audio, job.audio)]
+            uploads = [(values.reference, av_io.encode_png(job.reference))]
+            uploads += [(name, av_io.encode_png(frame)) for name, frame in zip(values.tails, job.tail)]
+            uploads += [(name, av_io.wav16_bytes(samples)) for name, samples in zip(values.audio, job.audio)]
             if values.masks:
                 masks = speaker_masks(job.width, job.height)
-                uploads += [(name, png_bytes(masks[key]))
+                uploads += [(name, av_io.encode_png(masks[key]))
                             for name, key in zip(values.masks, ("mask_1", "mask_2", "mask_bg"))]
             if values.source_video and job.source is not None:
                 uploads.append((values.source_video, _encode_source(job.source, job.fps)))

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from longtalk.audio import block_rms, to_db
 from longtalk.backends.base import ProgressFn, WindowJob
 from longtalk.windows import MODEL_SAMPLE_RATE
 
@@ -195,9 +196,10 @@ def mouth_envelope(audio: np.ndarray, frames: int, fps: int, closed_until: int =
     them after a few frames.
     """
     spf = MODEL_SAMPLE_RATE // fps
-    x = np.asarray(audio, np.float64).reshape(frames, spf)
-    rms = np.sqrt(np.mean(x * x, axis=1))
-    db = 20.0 * np.log10(rms + 1e-10)
+    samples = np.asarray(audio).reshape(-1)
+    if samples.size != frames * spf:
+        raise ValueError(f"audio must hold frames * {spf} = {frames * spf} samples, got {samples.size}")
+    db = to_db(block_rms([samples], spf))
     target = np.clip((db - FLOOR_DB) / (FULL_DB - FLOOR_DB), 0.0, 1.0) ** OPEN_GAMMA
     attack = 1.0 - math.exp(-1.0 / (fps * ATTACK_S))
     release = 1.0 - math.exp(-1.0 / (fps * RELEASE_S))

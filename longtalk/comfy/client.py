@@ -35,9 +35,11 @@ Protocol facts this relies on (ComfyUI 0.8.0 server.py / execution.py / main.py)
 Error mapping (longtalk.errors): a graph ComfyUI rejects -> GraphError naming node id,
 class, input and ComfyUI's reason; a model file that is not installed (value_not_in_list
 on a model-loader input, or the FileNotFoundError above) -> ModelMissingError naming the
-file and its models/ folder; everything else (connection refused/reset, timeouts, HTTP 5xx,
-OOM, other execution errors, interrupts, a prompt that vanished because ComfyUI restarted,
-uploaded inputs ComfyUI no longer has) -> BackendUnavailable (retryable).
+file and its models/ folder (`.file`, `.folder`, `.node_id`); a server that does not answer
+(connection refused/reset, request timeouts, HTTP 5xx) -> ComfyUnreachable; a prompt that
+runs past `wait`'s timeout -> PromptTimeout; everything else (OOM, other execution errors,
+interrupts, a prompt that vanished because ComfyUI restarted, uploaded inputs ComfyUI no
+longer has) -> BackendUnavailable. The last three are all BackendUnavailable (retryable).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
-from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
+from longtalk.errors import BackendUnavailable, ComfyUnreachable, GraphError, ModelMissingError, PromptTimeout
+from longtalk.text import shorten
 
 __all__ = ["ComfyClient", "OutputFile", "MODEL_INPUTS", "ProgressCallback"]
 
@@ -88,19 +91,9 @@ NO_SUCH_FILE = re.compile(r"No such file or directory: '(?P<path>[^']+)'")
 
 ProgressCallback = Callable[[str, float], "Awaitable[None] | None"]  # (what, fraction 0..1)
 
-_MAX_TEXT = 240
-
-
-def _short(text: Any, limit: int = _MAX_TEXT) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def _unreachable(message: str) -> BackendUnavailable:
-    """The server did not answer (connection refused/reset, timeout, HTTP 5xx)."""
-    exc = BackendUnavailable(message)
-    exc.unreachable = True  # type: ignore[attr-defined]
-    return exc
+def _node_id(data: dict) -> str | None:
+    node_id = data.get("node_id")
+    return None if node_id is None else str(node_id)
 
 
 @dataclass(frozen=True)
@@ -177,14 +170,14 @@ class ComfyClient:
                 body = await resp.read()
                 status = resp.status
         except asyncio.TimeoutError:
-            raise _unreachable(f"ComfyUI at {self.base_url} did not answer {what} in time") from None
+            raise ComfyUnreachable(f"ComfyUI at {self.base_url} did not answer {what} in time") from None
         except aiohttp.ClientConnectorError as exc:
-            raise _unreachable(f"ComfyUI at {self.base_url} is unreachable ({_short(exc.os_error or exc, 120)})") \
+            raise ComfyUnreachable(f"ComfyUI at {self.base_url} is unreachable ({shorten(exc.os_error or exc, 120)})") \
                 from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise _unreachable(f"ComfyUI at {self.base_url} failed {what} ({type(exc).__name__})") from None
+            raise ComfyUnreachable(f"ComfyUI at {self.base_url} failed {what} ({type(exc).__name__})") from None
         if status >= 500:
-            raise _unreachable(f"ComfyUI answered {what} with HTTP {status}: {_short(body.decode('utf-8', 'replace'), 120)}")
+            raise ComfyUnreachable(f"ComfyUI answered {what} with HTTP {status}: {shorten(body.decode('utf-8', 'replace'), 120)}")
         if raw:
             return status, body
         if not body:
@@ -222,7 +215,7 @@ class ComfyClient:
             except BackendUnavailable as exc:
                 last = exc
             if loop.time() >= deadline:
-                raise BackendUnavailable(f"ComfyUI at {self.base_url} not ready after {timeout_s:g}s: {last}")
+                raise ComfyUnreachable(f"ComfyUI at {self.base_url} not ready after {timeout_s:g}s: {last}")
             await asyncio.sleep(min(1.0, max(0.05, self.poll_interval_s), max(0.0, deadline - loop.time())))
 
     async def upload(self, data: bytes, name: str, subfolder: str = "", overwrite: bool = True,
@@ -279,25 +272,25 @@ class ComfyClient:
                         (class_type, input_name) in MODEL_INPUTS or value.lower().endswith(MODEL_EXTENSIONS)):
                     folder = MODEL_INPUTS.get((class_type, input_name), "models")
                     exc = ModelMissingError(
-                        f"model file '{_short(value, 160)}' is not installed in ComfyUI's models/{folder} "
-                        f"(node {node_id} {class_type}.{input_name})")
-                    exc.file, exc.folder, exc.node_id = value, folder, node_id  # type: ignore[attr-defined]
+                        f"model file '{shorten(value, 160)}' is not installed in ComfyUI's models/{folder} "
+                        f"(node {node_id} {class_type}.{input_name})",
+                        file=value, folder=folder, node_id=str(node_id))
                     return exc
                 m = FILE_INPUT_ERROR.search(details) if kind == "custom_validation_failed" else None
                 if m:
                     return BackendUnavailable(
-                        f"ComfyUI has no input file '{_short(m.group('name'), 160)}' for node {node_id} "
+                        f"ComfyUI has no input file '{shorten(m.group('name'), 160)}' for node {node_id} "
                         f"{class_type}.{input_name} (lost after a restart? upload it again)")
                 where = f"node {node_id} ({class_type})" + (f" input '{input_name}'" if input_name else "")
                 reason = err.get("message", kind)
                 if details and details != input_name:
                     reason = f"{reason}: {details}"
-                reasons.append(f"{where}: {_short(reason, 200)}")
+                reasons.append(f"{where}: {shorten(reason, 200)}")
         if not reasons and isinstance(error, dict):
             text = error.get("message", error.get("type", "invalid prompt"))
             if error.get("details") and error.get("type") != "prompt_outputs_failed_validation":
                 text = f"{text} ({error['details']})"
-            reasons.append(_short(text, 300))
+            reasons.append(shorten(text, 300))
         shown = reasons[:3]
         more = f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else ""
         return GraphError("ComfyUI rejected the graph: " + "; ".join(shown or ["no reason given"]) + more)
@@ -360,8 +353,8 @@ class ComfyClient:
                 try:
                     entry = await asyncio.wait_for(self._poll(prompt_id, hint), timeout_s)
                 except asyncio.TimeoutError:
-                    raise BackendUnavailable(
-                        f"ComfyUI prompt {prompt_id} did not finish within {timeout_s:g}s") from None
+                    raise PromptTimeout(f"ComfyUI prompt {prompt_id} did not finish within {timeout_s:g}s",
+                                        prompt_id=prompt_id, timeout_s=timeout_s) from None
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
@@ -390,12 +383,12 @@ class ComfyClient:
                     missing = 0
                 unreachable_since = None
             except BackendUnavailable as exc:
-                if not getattr(exc, "unreachable", False):
+                if not isinstance(exc, ComfyUnreachable):
                     raise
                 now = loop.time()
                 unreachable_since = unreachable_since if unreachable_since is not None else now
                 if now - unreachable_since >= self.max_unreachable_s:
-                    raise BackendUnavailable(f"lost ComfyUI while waiting for prompt {prompt_id}: {exc}") from None
+                    raise ComfyUnreachable(f"lost ComfyUI while waiting for prompt {prompt_id}: {exc}") from None
             if hint.is_set():
                 hint.clear()
                 fast_until = loop.time() + 5.0
@@ -487,24 +480,23 @@ class ComfyClient:
     def _execution_error(prompt_id: str, data: dict) -> Exception:
         etype = str(data.get("exception_type") or "Exception")
         message = str(data.get("exception_message") or "").strip()
-        first = _short(message.splitlines()[0] if message else "", 200)
+        first = shorten(message.splitlines()[0] if message else "", 200)
         where = f"node {data.get('node_id')} ({data.get('node_type')})"
         if "OutOfMemoryError" in etype or "out of memory" in message.lower():
             return BackendUnavailable(f"ComfyUI ran out of GPU memory at {where}: {first}")
         m = MODEL_NOT_FOUND.search(message)
         if m:
-            exc = ModelMissingError(f"model file '{_short(m.group('name'), 160)}' is not installed in ComfyUI's "
-                                    f"models/{m.group('folder')} ({where})")
-            exc.file, exc.folder, exc.node_id = m.group("name"), m.group("folder"), data.get("node_id")  # type: ignore[attr-defined]
+            exc = ModelMissingError(f"model file '{shorten(m.group('name'), 160)}' is not installed in ComfyUI's "
+                                    f"models/{m.group('folder')} ({where})",
+                                    file=m.group("name"), folder=m.group("folder"), node_id=_node_id(data))
             return exc
         m = NO_SUCH_FILE.search(message)
         if m and "/models/" in m.group("path").replace("\\", "/"):
             path = m.group("path").replace("\\", "/")
             folder = path.split("/models/", 1)[1].rsplit("/", 1)[0] if "/" in path.split("/models/", 1)[1] else "."
             name = path.rsplit("/", 1)[-1]
-            exc = ModelMissingError(f"model file '{_short(name, 160)}' is missing from ComfyUI's models/{folder} "
-                                    f"({where})")
-            exc.file, exc.folder, exc.node_id = name, folder, data.get("node_id")  # type: ignore[attr-defined]
+            exc = ModelMissingError(f"model file '{shorten(name, 160)}' is missing from ComfyUI's models/{folder} "
+                                    f"({where})", file=name, folder=folder, node_id=_node_id(data))
             return exc
         return BackendUnavailable(f"ComfyUI prompt {prompt_id} failed at {where}: {etype}: {first}")
 

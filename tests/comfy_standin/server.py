@@ -76,6 +76,8 @@ import cv2
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from longtalk.audio import warm_up
+
 from .nodes import InterruptProcessingException, OutOfMemoryError, Run, run_node
 from .validation import (
     FILE_LIST_INPUTS,
@@ -253,6 +255,7 @@ class StandIn:  # noqa: D101 - documented in the module docstring
         self._worker: threading.Thread | None = None
         self._publisher: asyncio.Task | None = None
         self.app = self._make_app()
+        warm_up()  # the preview renderer's librosa imports, before the first prompt's clock runs
 
     # ------------------------------------------------------------------ messaging
 

@@ -1,0 +1,102 @@
+"""Every activity's options (timeouts, retries, cancellation), built in this one place.
+
+The client turns its Settings into `ActivityTimeouts` (`timeouts_from_settings`) and puts them
+into the workflow input; the workflows build each activity's options from those with
+`cpu(name, timeouts)` and `render_window(timeouts)`, so workflow code reads no settings.
+
+The options of release de3015c (`legacy_cpu`, `legacy_render_window`) stay here unchanged:
+runs that release started take them (`workflow.patched(ACTIVITY_OPTIONS_PATCH)` is false
+while their history replays), so their histories replay command for command.
+
+Deterministic (no I/O): imported by workflow code.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
+
+from .contracts import ActivityTimeouts
+from .errors import NON_RETRYABLE_TYPES, GraphError, InputError, ModelMissingError
+
+# workflow.patched ids (each guards a change of the commands a workflow sends)
+ACTIVITY_OPTIONS_PATCH = "activity-options-v2"  # RenderVideo: the CPU activities' options below
+WINDOW_OPTIONS_PATCH = "render-window-options-v2"  # RenderChain: render_window's options below
+
+WINDOW_MARGIN_S = 600  # render_window beyond its ComfyUI prompt: inputs, uploads, downloads, encoding, storing
+
+# start-to-close of the CPU activities (seconds); those in HEARTBEATING also heartbeat
+CPU_START_TO_CLOSE_S: dict[str, int] = {
+    "ingest": 30 * 60,
+    "plan": 10 * 60,
+    "stitch": 2 * 3600,
+    "publish": 2 * 3600,
+    "discard": 5 * 60,
+    "record_cancelled": 5 * 60,
+}
+HEARTBEATING = frozenset({"ingest", "stitch", "publish"})
+
+CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                        maximum_interval=timedelta(seconds=30), maximum_attempts=20,
+                        non_retryable_error_types=NON_RETRYABLE_TYPES)
+GPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                        maximum_interval=timedelta(seconds=60), maximum_attempts=30,
+                        non_retryable_error_types=NON_RETRYABLE_TYPES)
+
+
+def timeouts_from_settings(settings) -> ActivityTimeouts:
+    """The time limits a render gets, from the client's Settings."""
+    window_s = math.ceil(settings.comfy_prompt_timeout_s) + WINDOW_MARGIN_S
+    longest = max(window_s, *CPU_START_TO_CLOSE_S.values())
+    if settings.activity_schedule_to_close_s < longest:
+        raise ValueError(f"LONGTALK_ACTIVITY_SCHEDULE_TO_CLOSE_S: must be at least {longest} (the longest "
+                         f"activity's own time limit), got {settings.activity_schedule_to_close_s}")
+    return ActivityTimeouts(heartbeat_s=settings.heartbeat_timeout_s, window_s=window_s,
+                            schedule_to_close_s=settings.activity_schedule_to_close_s)
+
+
+def cpu(name: str, timeouts: ActivityTimeouts) -> dict:
+    """execute_activity options of a CPU activity (ingest, plan, stitch, publish, discard,
+    record_cancelled)."""
+    options = dict(start_to_close_timeout=timedelta(seconds=CPU_START_TO_CLOSE_S[name]),
+                   schedule_to_close_timeout=timedelta(seconds=timeouts.schedule_to_close_s),
+                   retry_policy=CPU_RETRY)
+    if name in HEARTBEATING:
+        options["heartbeat_timeout"] = timedelta(seconds=timeouts.heartbeat_s)
+    return options
+
+
+def render_window(timeouts: ActivityTimeouts) -> dict:
+    """execute_activity options of render_window: longer than the ComfyUI prompt timeout (a
+    hung prompt is interrupted by the worker first), and a cancel waits until the worker has
+    stopped the GPU work, so the cancelled render's manifest is written after it."""
+    return dict(start_to_close_timeout=timedelta(seconds=timeouts.window_s),
+                schedule_to_close_timeout=timedelta(seconds=timeouts.schedule_to_close_s),
+                heartbeat_timeout=timedelta(seconds=timeouts.heartbeat_s), retry_policy=GPU_RETRY,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+
+
+# ---- release de3015c's options, for the runs it started -------------------------------------
+_LEGACY_NON_RETRYABLE = [InputError.__name__, GraphError.__name__, ModelMissingError.__name__]
+LEGACY_CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                               maximum_interval=timedelta(seconds=30), maximum_attempts=20,
+                               non_retryable_error_types=_LEGACY_NON_RETRYABLE)
+LEGACY_GPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                               maximum_interval=timedelta(seconds=60), maximum_attempts=30,
+                               non_retryable_error_types=_LEGACY_NON_RETRYABLE)
+
+
+def legacy_cpu(name: str, heartbeat_s: int) -> dict:
+    options = dict(start_to_close_timeout=timedelta(seconds=CPU_START_TO_CLOSE_S[name]),
+                   retry_policy=LEGACY_CPU_RETRY)
+    if name in HEARTBEATING:
+        options["heartbeat_timeout"] = timedelta(seconds=heartbeat_s)
+    return options
+
+
+def legacy_render_window(heartbeat_s: int) -> dict:
+    return dict(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=heartbeat_s),
+                retry_policy=LEGACY_GPU_RETRY)

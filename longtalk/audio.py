@@ -1,0 +1,88 @@
+"""Audio analysis, on librosa: RMS energy per frame and its dB scale.
+
+The one place that measures audio; its users are
+- ingest: the loudness of a whole track (`loudness_gain`, over 40 ms blocks, chunk by chunk),
+- the preview backend: the mouth opening (RMS per video frame, in dBFS),
+- plan: where the speech pauses (`frame_rms` with overlapping, centred frames).
+
+RMS is `librosa.feature.rms` computed in float64; dB is `librosa.amplitude_to_db` (no
+top_db cut) and back `librosa.db_to_amplitude`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import librosa
+import numpy as np
+
+SILENCE_DB = -200.0  # what digital silence measures (the floor of to_db)
+_AMIN = 10 ** (SILENCE_DB / 20)
+_PIECE_BLOCKS = 4096  # block_rms works on this many blocks at a time (bounded float64 copies)
+
+
+def frame_rms(y: np.ndarray, frame_length: int, hop_length: int | None = None,
+              center: bool = False, dtype=np.float64) -> np.ndarray:
+    """RMS of each frame of the 1-D signal `y`, squares and means in `dtype`.
+
+    With center=False and hop_length=frame_length (the default) the frames are consecutive
+    non-overlapping blocks and a partial last block is dropped; center=True pads with zeros
+    so that frame t is centred on sample t * hop_length."""
+    hop = frame_length if hop_length is None else hop_length
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.floating):
+        y = y.astype(np.float64)
+    if not center and y.size < frame_length:
+        return np.zeros(0, dtype)
+    return librosa.feature.rms(y=y, frame_length=frame_length, hop_length=hop, center=center, dtype=dtype)[0]
+
+
+def block_rms(chunks: Iterable[np.ndarray], block: int) -> np.ndarray:
+    """RMS of consecutive non-overlapping blocks of `block` samples across chunk boundaries
+    (a partial last block is dropped). Only a few thousand blocks are copied at a time, so
+    an hour-long track given as chunks (or as one array) is never held twice."""
+    carry = np.empty(0, np.float64)
+    piece = block * _PIECE_BLOCKS
+    out: list[np.ndarray] = []
+    for chunk in chunks:
+        chunk = np.asarray(chunk).reshape(-1)
+        start = 0
+        if carry.size:  # complete the block the previous chunk left open
+            start = min(block - carry.size, chunk.size)
+            carry = np.concatenate([carry, chunk[:start]])
+            if carry.size < block:
+                continue
+            out.append(frame_rms(carry, block))
+        whole = start + (chunk.size - start) // block * block
+        for lo in range(start, whole, piece):
+            out.append(frame_rms(chunk[lo:min(lo + piece, whole)], block))
+        carry = chunk[whole:]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def to_db(amplitude: np.ndarray | float) -> np.ndarray:
+    """Amplitude (RMS) -> dBFS (full scale = 1.0); silence is SILENCE_DB."""
+    return librosa.amplitude_to_db(np.asarray(amplitude, np.float64), ref=1.0, amin=_AMIN, top_db=None)
+
+
+def from_db(db: np.ndarray | float) -> np.ndarray | float:
+    """dBFS -> amplitude."""
+    return librosa.db_to_amplitude(db, ref=1.0)
+
+
+def loudness_gain(chunks: list[np.ndarray], target_dbfs: float = -20.0, floor_dbfs: float = -50.0,
+                  block: int = 640) -> float:
+    """The gain that puts the speech (40 ms blocks above a noise floor) at target RMS, no clipping."""
+    rms = block_rms(chunks, block)
+    active = rms[to_db(rms) > floor_dbfs]
+    if active.size == 0:
+        return 1.0  # silence stays silence
+    level = float(np.sqrt(np.mean(active**2)))
+    peak = max(float(np.max(np.abs(c))) for c in chunks if c.size) or 1.0
+    return min(float(from_db(target_dbfs)) / level, 0.99 / peak)
+
+
+def warm_up() -> None:
+    """Run one tiny RMS so librosa's lazy imports (scipy.signal among them: seconds on a busy
+    machine) happen now, at process start, not inside the first window's time budget."""
+    frame_rms(np.zeros(2048, np.float32), 512)
