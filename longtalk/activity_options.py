@@ -39,12 +39,22 @@ CPU_START_TO_CLOSE_S: dict[str, int] = {
 }
 HEARTBEATING = frozenset({"ingest", "stitch", "publish"})
 
-CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                        maximum_interval=timedelta(seconds=30), maximum_attempts=20,
-                        non_retryable_error_types=NON_RETRYABLE_TYPES)
-GPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
-                        maximum_interval=timedelta(seconds=60), maximum_attempts=30,
-                        non_retryable_error_types=NON_RETRYABLE_TYPES)
+
+
+def _cpu_retry(non_retryable: list[str]) -> RetryPolicy:
+    return RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                       maximum_interval=timedelta(seconds=30), maximum_attempts=20,
+                       non_retryable_error_types=non_retryable)
+
+
+def _gpu_retry(non_retryable: list[str]) -> RetryPolicy:
+    return RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                       maximum_interval=timedelta(seconds=60), maximum_attempts=30,
+                       non_retryable_error_types=non_retryable)
+
+
+CPU_RETRY = _cpu_retry(NON_RETRYABLE_TYPES)
+GPU_RETRY = _gpu_retry(NON_RETRYABLE_TYPES)
 
 
 def timeouts_from_settings(settings) -> ActivityTimeouts:
@@ -81,12 +91,8 @@ def render_window(timeouts: ActivityTimeouts) -> dict:
 
 # ---- release de3015c's options, for the runs it started -------------------------------------
 _LEGACY_NON_RETRYABLE = [InputError.__name__, GraphError.__name__, ModelMissingError.__name__]
-LEGACY_CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                               maximum_interval=timedelta(seconds=30), maximum_attempts=20,
-                               non_retryable_error_types=_LEGACY_NON_RETRYABLE)
-LEGACY_GPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
-                               maximum_interval=timedelta(seconds=60), maximum_attempts=30,
-                               non_retryable_error_types=_LEGACY_NON_RETRYABLE)
+LEGACY_CPU_RETRY = _cpu_retry(_LEGACY_NON_RETRYABLE)
+LEGACY_GPU_RETRY = _gpu_retry(_LEGACY_NON_RETRYABLE)
 
 
 def legacy_cpu(name: str, heartbeat_s: int) -> dict:
