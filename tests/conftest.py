@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from longtalk.backends.preview import PreviewBackend
 from longtalk.settings import Settings
-from longtalk.stack import Process, free_port, s3_service, temporal_service
+from longtalk.stack import free_port
 from longtalk.store import ObjectStore
+from tests.comfy_standin.server import start_standin
+from tests.helpers import CountingPreview, s3_process, temporal_process
 from tests.media import cut_audio, make_video
 from worker import build_workers
 
@@ -50,21 +51,14 @@ def settings(stack_dir) -> Settings:
 
 @pytest.fixture(scope="session")
 def s3_server(settings, stack_dir):
-    root = stack_dir / "s3"
-    (root / settings.bucket).mkdir(parents=True)
-    proc = Process(s3_service(settings, root), stack_dir / "run", stack_dir / "logs")
-    proc.start()
-    proc.wait_ready(30)
+    proc = s3_process(settings, stack_dir)
     yield proc
     proc.stop()
 
 
 @pytest.fixture(scope="session")
 def temporal_server(settings, stack_dir):
-    proc = Process(temporal_service(settings, db_file=stack_dir / "temporal.db", headless=True),
-                   stack_dir / "run", stack_dir / "logs")
-    proc.start()
-    proc.wait_ready(90)
+    proc = temporal_process(settings, stack_dir)
     yield proc
     proc.stop()
 
@@ -101,18 +95,6 @@ def media(tmp_path_factory):
     }
 
 
-class CountingPreview(PreviewBackend):
-    """The real preview renderer, counting its calls (to prove nothing is rendered twice)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, int]] = []
-
-    async def render_window(self, job, progress=None):
-        self.calls.append((job.render_id, job.index))
-        return await super().render_window(job, progress)
-
-
 @pytest.fixture(scope="session")
 def backend():
     return CountingPreview()
@@ -128,12 +110,9 @@ async def workers(temporal_client, settings, store, backend):
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def summary_line(request, name: str, line) -> None:
-    """Print line() in pytest's terminal summary (the count of cases a module tried)."""
-
-    class Summary:
-        def pytest_terminal_summary(self, terminalreporter):
-            terminalreporter.write_line(line())
-
-    if not request.config.pluginmanager.has_plugin(name):
-        request.config.pluginmanager.register(Summary(), name)
+@pytest.fixture
+async def standin(tmp_path):
+    """A ComfyUI stand-in in this process (real protocol, pinned node schema), one per test."""
+    server = await start_standin(tmp_path / "comfy", step_s=0.001)
+    yield server
+    await server.close()

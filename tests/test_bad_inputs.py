@@ -25,9 +25,8 @@ import pytest
 
 import starter
 from longtalk.backends.preview import PreviewBackend
-from tests.conftest import CountingPreview, summary_line
+from tests.helpers import CountingPreview, run_starter, summary_line, write_job
 from tests.media import EXAMPLES, cut_audio, make_video, transcode
-from tests.test_pipeline import run_starter, write_job
 from worker import build_workers
 
 pytestmark = pytest.mark.timeout(300)

@@ -19,22 +19,14 @@ from longtalk.comfy import ComfyClient
 from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
 from longtalk.windows import window_count
 from tests.comfy_standin.control import control
-from tests.comfy_standin.server import start_standin
 from tests.media import samples_16k
-from tests.test_pipeline import check_video, run_starter, write_job
+from tests.helpers import check_video, run_starter, write_job
 from worker import build_workers
 
 pytestmark = pytest.mark.timeout(300)
 SIZE = 128
 
 
-
-
-@pytest.fixture
-async def standin(tmp_path):
-    server = await start_standin(tmp_path / "comfy", step_s=0.001)
-    yield server
-    await server.close()
 
 
 @pytest.fixture

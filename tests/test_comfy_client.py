@@ -24,7 +24,6 @@ from longtalk.comfy import ComfyClient, OutputFile
 from longtalk.errors import BackendUnavailable, ComfyUnreachable, GraphError, ModelMissingError, PromptTimeout
 from longtalk.stack import free_port
 from tests.comfy_standin.control import control
-from tests.comfy_standin.server import start_standin
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "tests" / "fixtures" / "seed_graphs"
@@ -111,13 +110,6 @@ def window_graph(ref: str, tail_dir: str, audio: str, frames: int, seed: int, pr
 
 
 # ---- fixtures ----------------------------------------------------------------------------
-
-@pytest.fixture
-async def standin(tmp_path):
-    server = await start_standin(tmp_path / "comfy", step_s=0.002)
-    yield server
-    await server.close()
-
 
 @pytest.fixture
 async def client(standin):

@@ -25,7 +25,7 @@ from longtalk.contracts import (
     StitchInput, StitchResult, WindowsDone,
 )
 from longtalk.settings import Settings
-from tests.test_replay import RELEASES, stored
+from tests.helpers import RELEASES, stored
 
 CONVERTER = DataConverter.default.payload_converter
 

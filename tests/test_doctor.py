@@ -34,13 +34,6 @@ async def doctor(url: str, config: GraphConfig | None = None, modes=MODES):
         return await check_server(client, config or GraphConfig(), modes)
 
 
-@pytest.fixture
-async def standin(tmp_path):
-    server = await start_standin(tmp_path / "comfy", step_s=0.001)
-    yield server
-    await server.close()
-
-
 async def schema_standin(tmp_path, change) -> object:
     schema = copy.deepcopy(SCHEMA)
     change(schema)

@@ -17,13 +17,13 @@ from temporalio.client import Client
 from comfy_graphs.binder import upload_subfolder
 from longtalk.contracts import window_meta_key, window_prefix
 from longtalk.settings import Settings
-from longtalk.stack import Process, free_port, s3_service, temporal_service
+from longtalk.stack import Process, free_port
 from longtalk.store import ObjectStore
 from longtalk.windows import window_count
 from tests.conftest import ROOT
 from tests.faults import SlowProxy, StandinProcess, start_worker, until
 from tests.media import samples_16k
-from tests.test_pipeline import check_video, run_starter, write_job
+from tests.helpers import check_video, run_starter, s3_process, temporal_process, write_job
 
 pytestmark = pytest.mark.timeout(240)
 SIZE = 128
@@ -49,12 +49,7 @@ async def fstack(tmp_path_factory):
         bucket="faults", heartbeat_timeout_s=3, comfy_prompt_timeout_s=6.0,
         input_roots=os.pathsep.join([str(ROOT), tempfile.gettempdir()]),
     )
-    (d / "s3" / settings.bucket).mkdir(parents=True)
-    temporal = Process(temporal_service(settings, db_file=d / "temporal.db", headless=True), d / "run", d / "logs")
-    s3 = Process(s3_service(settings, d / "s3"), d / "run", d / "logs")
-    for proc in (temporal, s3):
-        proc.start()
-        proc.wait_ready(90)
+    temporal, s3 = temporal_process(settings, d), s3_process(settings, d)
     yield FaultStack(settings, temporal, s3, d)
     for proc in (s3, temporal):
         proc.stop()

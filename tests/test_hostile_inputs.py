@@ -30,7 +30,7 @@ from longtalk.jobs import MediaSource
 from longtalk.netguard import fetch
 from longtalk.stack import free_port
 from longtalk.staging import open_source
-from tests.conftest import summary_line
+from tests.helpers import summary_line
 
 BODY = b"RIFF\x24\x00\x00\x00WAVE" + bytes(range(256)) * 64  # what /files/data serves
 BIG_BYTES = 40 * 1024 * 1024

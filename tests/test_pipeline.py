@@ -6,40 +6,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import io
 import json
 import math
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
 import starter
 from activities.render import RenderActivities
-from longtalk import av_io
 from longtalk.contracts import Progress, window_meta_key
 from longtalk.windows import window_count
-from tests.conftest import CountingPreview
-from tests.media import EXAMPLES, moov_before_mdat, samples_16k
+from tests.helpers import CountingPreview, check_video, run_starter, write_job
+from tests.media import EXAMPLES, samples_16k
 from workflows.render import RenderVideo, chain_workflow_id
 
 pytestmark = pytest.mark.timeout(300)
-
-
-async def run_starter(client: Client, settings, *argv: str) -> tuple[int, dict | None, str]:
-    out, err = io.StringIO(), io.StringIO()
-    rc = await starter.main(list(argv) + ["--quiet"], client=client, settings=settings, stdout=out, stderr=err)
-    text = out.getvalue().strip()
-    try:
-        return rc, json.loads(text) if text else None, err.getvalue()
-    except json.JSONDecodeError:
-        return rc, {"raw": text}, err.getvalue()
-
-
-def write_job(tmp_path: Path, **fields) -> str:
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps({"input": {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()}}))
-    return str(path)
 
 
 async def check_activity_options(client: Client, settings, render_id: str, seed: int) -> None:
@@ -83,20 +64,6 @@ async def check_activity_options(client: Client, settings, render_id: str, seed:
         assert a.schedule_to_close_timeout.ToSeconds() == settings.activity_schedule_to_close_s
         inp = DataConverter.default.payload_converter.from_payloads(a.input.payloads, [RenderWindowInput])[0]
         assert inp.context.spec.seed == seed
-
-
-def check_video(path: Path, frames: int, width: int, height: int) -> dict:
-    info = av_io.probe(path)
-    v, a = info["video"], info["audio"]
-    assert v["codec"] == "h264" and v["pix_fmt"] == "yuv420p"
-    assert (v["width"], v["height"]) == (width, height)
-    assert v["frames"] == frames
-    assert v["fps"] == 25.0
-    assert math.isclose(v["duration_s"], frames / 25, abs_tol=1e-6)
-    assert a is not None and a["codec"] == "aac"
-    assert abs(a["duration_s"] - frames / 25) <= 1 / 25  # within one video frame
-    assert moov_before_mdat(path)
-    return info
 
 
 @pytest.mark.parametrize("mode", ["image-single", "image-multi", "video-single", "video-multi"])

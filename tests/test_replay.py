@@ -26,27 +26,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from longtalk.contracts import ChainInput, ChainResult, RenderRequest, RenderResult
+from tests.helpers import HISTORIES, RELEASES, REQUIRED_SHAPES, manifest, stored
 from workflows.render import RenderChain, RenderVideo
-
-HISTORIES = Path(__file__).resolve().parent / "histories"
-REQUIRED_SHAPES = {"single", "parallel", "continue_as_new", "cancelled", "input_error", "worker_crash"}
-RELEASES = sorted(p.name for p in HISTORIES.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-    if HISTORIES.is_dir() else []
-
-
-def manifest(release: str) -> dict:
-    return json.loads((HISTORIES / release / "MANIFEST.json").read_text())
-
-
-def stored(release: str) -> list[tuple[dict, WorkflowHistory]]:
-    """(manifest entry, history) for every history file of a release."""
-    out = []
-    for shape in manifest(release)["shapes"].values():
-        for entry in shape["files"]:
-            text = (HISTORIES / release / entry["file"]).read_text()
-            out.append((entry, WorkflowHistory.from_json(entry["workflow_id"], text)))
-    return out
-
 
 async def replay(histories: list[WorkflowHistory], *workflows, sandboxed: bool = True) -> dict[str, Exception]:
     """Failures keyed by run id (the replayer's own key)."""

@@ -13,7 +13,7 @@ from functools import partial
 import pytest
 from google.protobuf.json_format import MessageToJson
 
-from tests.test_pipeline import run_starter, write_job
+from tests.helpers import run_starter, write_job
 from workflows.render import chain_workflow_id
 
 TOKEN = "tok-3f9c2d7e1b5a"

@@ -27,17 +27,16 @@ from longtalk.store import ObjectStore
 from longtalk.windows import WindowParams, total_frames, window_count
 from tests.conftest import ROOT
 from tests.faults import StandinProcess, until, worker
+from tests.helpers import RELEASES, manifest
 from tests.media import cut_audio, samples_16k
 
 pytestmark = pytest.mark.timeout(420)
-HISTORIES = ROOT / "tests" / "histories"
 SIZE = 128
 
 
 def newest_release() -> dict:
-    manifests = [json.loads(p.read_text()) for p in HISTORIES.glob("*/MANIFEST.json")]
-    assert manifests, "no stored release under tests/histories"
-    return max(manifests, key=lambda m: m["captured_at"])
+    assert RELEASES, "no stored release under tests/histories"
+    return max((manifest(r) for r in RELEASES), key=lambda m: m["captured_at"])
 
 
 @pytest.fixture(scope="module")
