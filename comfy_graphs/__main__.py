@@ -136,17 +136,20 @@ async def _doctor(args) -> int:
             return 0 if report.ok else 1
         print(f"smoke    rendering windows 0 and 1 of {', '.join(smoke_modes)} ({args.steps} steps, "
               f"W=17, M=9, 64x64 / 128x64)", flush=True)
-        failed = 0
-        for result in await run_smoke(client, config, smoke_modes, steps=args.steps, timeout_s=args.timeout):
-            failed += not result.ok
-            print(("smoke    " if result.ok else "FAIL     ") + result.line(), flush=True)
-            for node in result.nodes[:SHOWN_NODES]:
-                print(f"         {node.seconds:8.2f} s  node {node.node_id:>4} {node.class_type}", flush=True)
-            rest = result.nodes[SHOWN_NODES:]
-            if rest:
-                print(f"         {sum(n.seconds for n in rest):8.2f} s  {len(rest)} more nodes", flush=True)
+        results = await run_smoke(client, config, smoke_modes, steps=args.steps, timeout_s=args.timeout,
+                                  on_window=_print_smoke_window)
+        failed = sum(not r.ok for r in results)
         print("ok: every smoke window rendered" if not failed else f"{failed} smoke window(s) failed")
         return 1 if failed else 0
+
+
+def _print_smoke_window(result) -> None:
+    print(("smoke    " if result.ok else "FAIL     ") + result.line(), flush=True)
+    for node in result.nodes[:SHOWN_NODES]:
+        print(f"         {node.seconds:8.2f} s  node {node.node_id:>4} {node.class_type}", flush=True)
+    rest = result.nodes[SHOWN_NODES:]
+    if rest:
+        print(f"         {sum(n.seconds for n in rest):8.2f} s  {len(rest)} more nodes", flush=True)
 
 
 def _window_count(job, params: WindowParams) -> int | None:

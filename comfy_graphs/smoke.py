@@ -22,7 +22,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import aiohttp
 import numpy as np
@@ -111,8 +111,10 @@ def smoke_audio(samples: int, seed: int) -> np.ndarray:
 
 
 async def run_smoke(client: ComfyClient, config: GraphConfig, modes: Iterable[str] = MODES, *,
-                    steps: int = SMOKE_STEPS, windows: int = 2, timeout_s: float = 1800.0) -> list[SmokeWindow]:
-    """Windows 0..windows-1 of each mode; a mode stops at its first failed window."""
+                    steps: int = SMOKE_STEPS, windows: int = 2, timeout_s: float = 1800.0,
+                    on_window: Callable[[SmokeWindow], None] | None = None) -> list[SmokeWindow]:
+    """Windows 0..windows-1 of each mode; a mode stops at its first failed window.
+    `on_window` hears each window as soon as it is done (a CPU window takes minutes)."""
     params = WindowParams(SMOKE_WINDOW, SMOKE_MOTION, SMOKE_FPS)
     backend = ComfyUIBackend(client, tiny_config(config, steps), prompt_timeout_s=timeout_s)
     results: list[SmokeWindow] = []
@@ -124,6 +126,8 @@ async def run_smoke(client: ComfyClient, config: GraphConfig, modes: Iterable[st
         for k in range(windows):
             result = await _smoke_window(backend, client, mode, render_id, k, params, previous)
             results.append(result)
+            if on_window is not None:
+                on_window(result)
             if not result.ok:
                 break
             previous = result.output

@@ -163,9 +163,11 @@ async def test_cli_exit_codes(tmp_path):
 
 
 async def test_smoke_renders_two_windows_per_mode_through_the_backend(standin):
+    heard = []
     async with ComfyClient(standin.url, poll_interval_s=0.05) as client:
-        results = await run_smoke(client, GraphConfig(), MODES)
+        results = await run_smoke(client, GraphConfig(), MODES, on_window=heard.append)
     assert [(r.mode, r.index) for r in results] == [(m, k) for m in MODES for k in (0, 1)]
+    assert heard == results  # each window reported as it finished
     for r in results:
         assert r.ok, r.line()
         assert r.frames == SMOKE_WINDOW
