@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cpu import CpuActivities
-from activities.render import RenderActivities
+from activities.gpu import GpuActivities
 from comfy_graphs.config import GraphConfig
 from longtalk import audio, metrics
 from longtalk.backends import make_backends
@@ -67,7 +67,7 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
     if "gpu" in roles:
         if backends is None:
             backends = make_backends(settings, graph_config)
-        render = RenderActivities(store, backends, settings.data_dir / "cache", identity=f"{identity}-gpu",
+        render = GpuActivities(store, backends, settings.data_dir / "cache", identity=f"{identity}-gpu",
                                   build_id=build)
         workers.append(Worker(
             client, task_queue=settings.gpu_queue, activities=[render.render_window],

@@ -164,7 +164,7 @@ class CpuActivities:
             self.store.put_file(video_key, out, "video/mp4", metadata={"frames": str(frames)})
         return StitchResult(video_key=video_key, frames=frames)
 
-    # ---- 5. mux + publish ----------------------------------------------------------
+    # ---- 5. publish: mux the audio, store ----------------------------------------------------------
     @activity.defn(name="publish")
     @map_errors
     def publish(self, inp: PublishInput) -> RenderResult:

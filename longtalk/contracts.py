@@ -308,7 +308,7 @@ class CancelledInput:
 @dataclass
 class Progress:
     render_id: str
-    stage: str  # queued | ingest | plan | render | stitch | mux | done | failed | cancelled
+    stage: str  # queued | ingest | plan | render | stitch | publish | done | failed | cancelled ("mux" in renders of release de3015c)
     windows_done: int
     windows_total: int
     current_window: int | None

@@ -185,7 +185,7 @@ async def test_heartbeats_carry_the_comfyui_device(standin, backend, store, tmp_
 
     from temporalio.testing import ActivityEnvironment
 
-    from activities.render import RenderActivities
+    from activities.gpu import GpuActivities
     from longtalk import av_io
     from longtalk.contracts import RenderContext, RenderWindowInput
 
@@ -206,7 +206,7 @@ async def test_heartbeats_carry_the_comfyui_device(standin, backend, store, tmp_
     env.info = dataclasses.replace(env.info, heartbeat_timeout=__import__("datetime").timedelta(seconds=1))
     beats = []
     env.on_heartbeat = lambda *details: beats.append(details)
-    result = await env.run(RenderActivities(store, {"comfyui": backend}, tmp_path / "cache").render_window,
+    result = await env.run(GpuActivities(store, {"comfyui": backend}, tmp_path / "cache").render_window,
                            RenderWindowInput(context=ctx, index=0, chain_first=0))
     assert result.rendered and result.frames == 81
     details = [d[0] for d in beats if d]
@@ -239,7 +239,7 @@ async def test_frames_that_do_not_fit_the_window_are_not_retried(store, tmp_path
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
-    from activities.render import RenderActivities
+    from activities.gpu import GpuActivities
     from longtalk import av_io
     from longtalk.contracts import RenderContext, RenderSpec, RenderWindowInput
     from longtalk.errors import NON_RETRYABLE_TYPES, OutputMismatch
@@ -258,7 +258,7 @@ async def test_frames_that_do_not_fit_the_window_are_not_retried(store, tmp_path
     ctx = RenderContext(render_id=rid, backend="wrong", total_frames=17, reference_key=f"renders/{rid}/reference.png",
                         audio_keys=[f"renders/{rid}/audio/track_1.wav"],
                         spec=RenderSpec(width=64, height=64, window=17, motion=9))
-    acts = RenderActivities(store, {"wrong": Wrong()}, tmp_path / "cache")
+    acts = GpuActivities(store, {"wrong": Wrong()}, tmp_path / "cache")
     with pytest.raises(ApplicationError) as info:
         await ActivityEnvironment().run(acts.render_window, RenderWindowInput(context=ctx, index=0, chain_first=0))
     assert info.value.type == OutputMismatch.__name__ and info.value.non_retryable

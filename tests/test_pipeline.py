@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client
 
 import starter
-from activities.render import RenderActivities
+from activities.gpu import GpuActivities
 from longtalk.contracts import Progress, window_meta_key
 from longtalk.windows import window_count
 from tests.helpers import CountingPreview, check_video, run_starter, write_job
@@ -135,7 +135,7 @@ async def test_render_activity_is_idempotent(workers, temporal_client, settings,
     from longtalk.contracts import RenderWindowInput
     inp = temporal_client.data_converter.payload_converter.from_payloads([payload], [RenderWindowInput])[0]
     counting = CountingPreview()
-    acts = RenderActivities(store, {"preview": counting}, tmp_path / "cache")
+    acts = GpuActivities(store, {"preview": counting}, tmp_path / "cache")
     before = store.get_json(window_meta_key(render_id, inp.index))
     again = await ActivityEnvironment().run(acts.render_window, inp)
     assert again.rendered is False and counting.calls == [] and acts.renders == 0

@@ -194,7 +194,7 @@ class MemoryStore:
 async def test_gpu_heartbeats_carry_the_build_id(tmp_path):
     from temporalio.testing import ActivityEnvironment
 
-    from activities.render import RenderActivities
+    from activities.gpu import GpuActivities
     from longtalk import av_io
     from longtalk.backends.preview import PreviewBackend
     from longtalk.contracts import RenderContext, RenderWindowInput
@@ -216,7 +216,7 @@ async def test_gpu_heartbeats_carry_the_build_id(tmp_path):
     env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.6))
     beats = []
     env.on_heartbeat = lambda *details: beats.append(details)
-    acts = RenderActivities(store, {"preview": SlowPreview()}, tmp_path / "cache", identity="w-1@b-42-gpu",
+    acts = GpuActivities(store, {"preview": SlowPreview()}, tmp_path / "cache", identity="w-1@b-42-gpu",
                             build_id="b-42")
     result = await env.run(acts.render_window, RenderWindowInput(context=ctx, index=0, chain_first=0))
     assert result.rendered

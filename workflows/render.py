@@ -137,7 +137,7 @@ class RenderVideo:
             "stitch", StitchInput(render_id=req.render_id, windows=plan.windows,
                                   total_frames=plan.total_frames, spec=req.spec),
             result_type=StitchResult, task_queue=queue, **self._activity("stitch", req))
-        self._stage = "mux"
+        self._stage = "publish"
         result: RenderResult = await workflow.execute_activity(
             "publish", PublishInput(request=req, video_key=stitched.video_key,
                                     total_frames=plan.total_frames, windows=plan.windows),
@@ -164,7 +164,7 @@ class RenderVideo:
         if self._stage == "render" and self._render_started and self._rendered:
             per_window = (now - self._render_started).total_seconds() / max(1, len(self._done))
             eta = remaining * per_window
-        elif self._stage in ("stitch", "mux", "done"):
+        elif self._stage in ("stitch", "publish", "done"):
             eta = 0.0 if self._stage == "done" else None
         return Progress(
             render_id=self._render_id, stage=self._stage, windows_done=len(self._done),

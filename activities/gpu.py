@@ -38,7 +38,7 @@ from longtalk.windows import window
 from .common import heartbeating_async, map_errors
 
 
-class RenderActivities:
+class GpuActivities:
     def __init__(self, store: ObjectStore, backends: dict[str, RenderBackend], cache_dir: Path,
                  identity: str | None = None, build_id: str = "") -> None:
         self.store = store
