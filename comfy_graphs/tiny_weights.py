@@ -23,7 +23,7 @@ audio cross-attention at that width; a rank-4 LoRA; the "lightVAE" (75% channel 
 wav2vec2 base, MelBandRoFormer, the InfiniteTalk audio projection, umt5's vocabulary and
 relative-position table) the real shapes are written.
 
-Sizes on disk with the default settings (all nine files, 2,114,445,734 bytes, ~2.1 GB; about
+Sizes on disk with the default settings (all nine files, 2,139,219,374 bytes, ~2.1 GB; about
 a minute on one CPU core):
 
     clip_vision/clip_vision_h.safetensors                      1264 MB  (fp16, 632 M values)
