@@ -76,7 +76,8 @@ class CpuActivities:
             attempt = activity.info().attempt
             if attempt < URL_FETCH_ATTEMPTS:  # retried: the next attempt downloads it again
                 raise TransientError(f"{exc.message} (attempt {attempt} of {URL_FETCH_ATTEMPTS})") from None
-            raise
+            # the last attempt: an input error like any other (the workflow discards the render)
+            raise InputError(exc.field, exc.reason) from None
         activity.logger.info("fetched %s of %s: %d bytes, %s", self._name(req, field), req.render_id,
                              staged.size, staged.format)
         return path, FORMATS[staged.format]

@@ -409,3 +409,30 @@ async def test_command_line_paths_are_the_operators_own(workers, temporal_client
     assert "error: image_path: " in err and "outside the allowed input folders (LONGTALK_INPUT_ROOTS)" in err
     assert await existing_status(temporal_client, other) is None
     assert list(store.list(f"renders/{other}/")) == []
+
+
+async def test_a_download_that_keeps_breaking_off_ends_as_an_input_error(settings, store, media, render_id):
+    """Retryable while attempts are left; on the last one an InputError like any other, so the
+    workflow fails naming the field and discards the render."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import URL_FETCH_ATTEMPTS, CpuActivities
+    from longtalk.contracts import RenderRequest
+    from longtalk.inputs import parse_job, render_request, stage_inputs
+    from longtalk.stack import free_port
+
+    job = parse_job({"input": {"image_path": str(media["portrait"]),
+                               "wav_url": f"http://127.0.0.1:{free_port()}/talk.wav?token=t0k"}}, settings)
+    req: RenderRequest = render_request(job, stage_inputs(job, store, render_id, settings), render_id,
+                                        "preview", settings)
+    acts = CpuActivities(store, settings)
+    for attempt, kind, retryable in ((1, "TransientError", True), (URL_FETCH_ATTEMPTS, "InputError", False)):
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, attempt=attempt)
+        with pytest.raises(ApplicationError) as err:
+            await env.run(acts.ingest, req)
+        assert (err.value.type, err.value.non_retryable) == (kind, not retryable)
+        assert err.value.message.startswith("wav_url: ") and "connection refused" in err.value.message
+        assert "t0k" not in err.value.message
+    store.delete_prefix(f"renders/{render_id}/")
