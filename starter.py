@@ -5,9 +5,13 @@
     python starter.py JOB.json --no-wait            print the render id and return
     python starter.py JOB.json --output out.mp4     also download the video
 
-Inputs are validated and copied into the bucket before the workflow starts; the workflow
-history only ever sees object keys. The same render id (given, or derived from the job's
-content) attaches to the running or finished render instead of starting a second one.
+Inputs are checked and copied into the bucket before the workflow starts (URL inputs are
+checked here and downloaded by the workflow's ingest activity); the workflow history only
+ever sees object keys. Paths given with --image/--video/--audio/--audio2 are the operator's
+own files (`~` expanded, not confined to LONGTALK_INPUT_ROOTS); paths inside a job file are
+confined. The same render id (given, or derived from the job's content) attaches to the
+running or finished render instead of starting a second one. Parsing, staging and starting
+are longtalk.inputs (parse_job, submit), which an HTTP API calls the same way.
 Prints the result JSON on stdout, progress on stderr; exits non-zero on failure.
 """
 
@@ -24,23 +28,17 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from comfy_graphs.config import GraphConfig
-from longtalk.activity_options import timeouts_from_settings
-from longtalk.contracts import Progress, RenderRequest, RenderResult, derived_keys
+from longtalk.contracts import Progress, RenderResult, derived_keys
 from longtalk.errors import InputError
-from longtalk.jobs import Job, load_job_file, parse_job
+from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
 from longtalk.settings import Settings
 from longtalk.stack import port_open, split_host_port
-from longtalk.staging import stage_inputs
 from longtalk.store import ObjectStore
 from workflows.render import RenderVideo
-
-RENDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-FINISHED_OK = "COMPLETED"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def job_from_args(args: argparse.Namespace) -> dict:
+def job_from_args(args: argparse.Namespace) -> tuple[dict, set[str]]:
+    """The job (the file's, with the flags applied) and the *_path keys the flags gave: the
+    operator's own files, which are not confined to LONGTALK_INPUT_ROOTS."""
     job: dict = load_job_file(args.job) if args.job else {}
     inp = dict(job.get("input", job)) if isinstance(job, dict) else job
     if not isinstance(inp, dict):
         raise InputError("input", "must be a JSON object")
+    trusted: set[str] = set()
 
     def media(field: str, value: str | None) -> None:
         if value is None:
@@ -76,6 +77,8 @@ def job_from_args(args: argparse.Namespace) -> dict:
             inp.pop(field.replace("{form}", form), None)
         form = "url" if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value) else "path"
         inp[field.replace("{form}", form)] = value
+        if form == "path":
+            trusted.add(field.replace("{form}", form))
 
     media("image_{form}", args.image)
     media("video_{form}", args.video)
@@ -88,55 +91,12 @@ def job_from_args(args: argparse.Namespace) -> dict:
     for name in ("prompt", "width", "height", "max_frame", "seed"):
         if getattr(args, name) is not None:
             inp[name] = getattr(args, name)
-    return {"input": inp}
+    return {"input": inp}, trusted
 
 
 def default_render_id(job: dict) -> str:
     canonical = json.dumps(job, sort_keys=True, separators=(",", ":")).encode()
     return "r-" + hashlib.sha256(canonical).hexdigest()[:16]
-
-
-async def existing_status(client: Client, render_id: str) -> str | None:
-    try:
-        desc = await client.get_workflow_handle(render_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return desc.status.name if desc.status else None
-
-
-async def submit(client: Client, settings: Settings, job: Job, render_id: str, backend: str,
-                 store: ObjectStore | None = None, log=print) -> WorkflowHandle:
-    """Stage inputs and start the workflow, or attach to the render that has this id."""
-    status = await existing_status(client, render_id)
-    if status in ("RUNNING", FINISHED_OK, "CONTINUED_AS_NEW"):
-        log(f"render {render_id} already exists ({status.lower()}): attaching")
-        return client.get_workflow_handle_for(RenderVideo.run, render_id)
-    store = store or ObjectStore.from_settings(settings)
-    await asyncio.to_thread(store.ensure_bucket)
-    staged = await asyncio.to_thread(stage_inputs, job, store, render_id, settings)
-    params = job.params()
-    request = RenderRequest(
-        render_id=render_id,
-        inputs={f: s.object_key for f, s in staged.items()},
-        input_names={f: s.source_key for f, s in staged.items()},
-        spec=job.spec, backend=backend,
-        windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains,
-        gpu_queue=settings.gpu_queue, timeouts=timeouts_from_settings(settings),
-        warnings=list(job.warnings),
-    )
-    await asyncio.to_thread(store.put_json, derived_keys(render_id)["request"],
-                            {"params": params, "inputs": request.inputs, "warnings": request.warnings})
-    try:
-        return await client.start_workflow(
-            RenderVideo.run, request, id=render_id, task_queue=settings.render_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        )
-    except WorkflowAlreadyStartedError:
-        log(f"render {render_id} finished meanwhile: attaching")
-        return client.get_workflow_handle_for(RenderVideo.run, render_id)
 
 
 def render_bar(p: Progress, width: int = 30) -> str:
@@ -227,11 +187,9 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
     graph_config = graph_config or GraphConfig.from_env()
     log = lambda msg: print(msg, file=stderr, flush=True)  # noqa: E731
     try:
-        job_dict = job_from_args(args)
-        job = parse_job(job_dict, settings, default_seed=graph_config.sampler.seed)
-        render_id = args.render_id or default_render_id(job_dict)
-        if not RENDER_ID.match(render_id):
-            raise InputError("id", "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        job_dict, trusted = job_from_args(args)
+        job = parse_job(job_dict, settings, default_seed=graph_config.sampler.seed, trusted=trusted)
+        render_id = check_render_id(args.render_id or default_render_id(job_dict))
     except InputError as exc:
         log(f"error: {exc}")
         return 2

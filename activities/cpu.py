@@ -15,17 +15,24 @@ from pathlib import Path
 import numpy as np
 from temporalio import activity
 
-from longtalk import audio, av_io, preflight
+from longtalk import audio, av_io
 from longtalk.contracts import (
     CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key,
 )
-from longtalk.errors import InputError
+from longtalk.errors import DownloadFailed, InputError, TransientError
+from longtalk.inputs.formats import FORMATS, MediaFormat
+from longtalk.inputs.preflight import check_media
+from longtalk.inputs.staging import check_file, fetch_url_input, stored_input_key
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window_count, windows
 
 from .common import heartbeating, map_errors
+
+# A URL input whose download breaks off (reset, timeout, HTTP 5xx) is fetched again by the
+# next attempt of ingest, this many attempts in all; then the render fails naming the field.
+URL_FETCH_ATTEMPTS = 5
 
 
 class CpuActivities:
@@ -37,6 +44,44 @@ class CpuActivities:
         """The job key a user wrote for a field (errors name what the user sent)."""
         return req.input_names.get(field, field)
 
+    def _local_inputs(self, req: RenderRequest, fields: list[str], work: Path,
+                      progress: dict) -> dict[str, tuple[Path, MediaFormat | None]]:
+        """Each field's content as a local file, with its format when it is known: a URL
+        input is downloaded now, through the network guard, and checked and stored as the
+        client checks and stores a local file; a staged input has the format the client
+        sniffed (None: not given, e.g. put into the bucket by another client)."""
+        local: dict[str, tuple[Path, MediaFormat | None]] = {}
+        fetched: dict[str, tuple[Path, MediaFormat]] = {}  # reference key -> (file, format)
+        for field in fields:
+            if field in req.input_urls:
+                ref = req.input_urls[field]
+                if ref not in fetched:
+                    fetched[ref] = self._fetch(req, field, ref, work, progress)
+                local[field] = fetched[ref]
+            elif field in req.inputs:
+                local[field] = (self.store.download(req.inputs[field], work / f"{field}.bin"),
+                                FORMATS.get(req.input_formats.get(field, "")))
+            else:
+                raise InputError(self._name(req, field), "no object was staged for this field")
+        return local
+
+    def _fetch(self, req: RenderRequest, field: str, ref: str, work: Path,
+               progress: dict) -> tuple[Path, MediaFormat]:
+        progress.clear()
+        progress["fetching"] = field  # the field and a byte count only: never the URL
+        try:
+            staged, path = fetch_url_input(self.store, req.render_id, ref, self.settings,
+                                           work / f"fetch-{field}", progress)
+        except DownloadFailed as exc:
+            attempt = activity.info().attempt
+            if attempt < URL_FETCH_ATTEMPTS:  # retried: the next attempt downloads it again
+                raise TransientError(f"{exc.message} (attempt {attempt} of {URL_FETCH_ATTEMPTS})") from None
+            # the last attempt: an input error like any other (the workflow discards the render)
+            raise InputError(exc.field, exc.reason) from None
+        activity.logger.info("fetched %s of %s: %d bytes, %s", self._name(req, field), req.render_id,
+                             staged.size, staged.format)
+        return path, FORMATS[staged.format]
+
     # ---- 1. ingest ----------------------------------------------------------------
     @activity.defn(name="ingest")
     @map_errors
@@ -45,14 +90,16 @@ class CpuActivities:
         done = self.store.get_json_or_none(keys["ingest"])
         if done is not None:
             return IngestResult(**done)
-        with heartbeating(), tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+        progress: dict = {}
+        with heartbeating(lambda: dict(progress) or None), tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
             work = Path(tmp)
             audio_fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
+            visual = "video" if req.spec.input_type == "video" else "image"
+            files = self._local_inputs(req, [visual, *audio_fields], work, progress)
+            progress.clear()
             audio_keys, lengths = [], []
             for track, field in enumerate(audio_fields, start=1):
-                if field not in req.inputs:
-                    raise InputError(field, "no object was staged for this field")
-                local = self.store.download(req.inputs[field], work / f"{field}.bin")
+                local = files[field][0]
                 chunks = av_io.decode_audio_chunks(local, self._name(req, field), self.settings.max_audio_seconds)
                 count = sum(c.size for c in chunks)
                 if count < MODEL_SAMPLE_RATE // req.spec.fps:
@@ -67,7 +114,7 @@ class CpuActivities:
                                   audio_samples=max(lengths))
             if req.spec.input_type == "video":
                 field = "video"
-                local = self.store.download(req.inputs[field], work / "video.bin")
+                local = files[field][0]
                 norm = work / "source.mp4"
                 count = av_io.normalise_video(local, norm, self._name(req, field), req.spec.width, req.spec.height,
                                               req.spec.fps, self.settings.max_audio_seconds)
@@ -75,9 +122,14 @@ class CpuActivities:
                 reference = av_io.read_frames(norm, [0])[0]
                 result.source_key, result.source_frames = keys["source"], count
             else:
-                local = self.store.download(req.inputs["image"], work / "image.bin")
-                # the client checked it; an input put into the bucket another way is checked here
-                preflight.check_media(self._name(req, "image"), local, "image", self.settings)
+                local, fmt = files["image"]
+                if "image" not in req.input_urls:  # checked when fetched; the client checked it
+                    # too, and checking again catches an input put into the bucket another way
+                    name = self._name(req, "image")
+                    if fmt is None:
+                        check_file(name, "image", local, self.settings)
+                    else:
+                        check_media(name, local, "image", fmt, self.settings)
                 reference = av_io.fit_image(av_io.decode_image(local.read_bytes(), self._name(req, "image")),
                                             req.spec.width, req.spec.height)
             self.store.put_bytes(keys["reference"], av_io.encode_png(reference), "image/png")
@@ -177,7 +229,8 @@ class CpuActivities:
                 video = self.store.download(inp.video_key, work / "video.mp4")
                 fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
                 tracks = []
-                for obj in dict.fromkeys(req.inputs[f] for f in fields):  # the originals, not normalised
+                originals = (stored_input_key(self.store, req.inputs, req.input_urls, f) for f in fields)
+                for obj in dict.fromkeys(originals):  # the originals, not normalised
                     tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
                 out = work / "output.mp4"
                 started = time.monotonic()

@@ -801,8 +801,7 @@ def bench_overhead(ctx: dict, n_windows: int, variants: list[str]) -> list[dict]
 # =============================================================================================
 
 def bench_ingest(ctx: dict, minutes: float) -> list[dict]:
-    from longtalk.jobs import parse_job
-    from longtalk.staging import stage_inputs
+    from longtalk.inputs import parse_job, stage_inputs
 
     settings, store, media = ctx["settings"], ctx["store"], ctx["media"]
     seconds = minutes * 60

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _show(args) -> int:
-    from longtalk.jobs import load_job_file, parse_job
+    from longtalk.inputs import load_job_file, parse_job
 
     settings = Settings.from_env()
     config = GraphConfig.from_env()

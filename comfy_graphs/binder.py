@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -37,6 +36,7 @@ from typing import Iterable
 import numpy as np
 
 from longtalk.errors import GraphError
+from longtalk.inputs.job import RENDER_ID_RULE, is_render_id
 from longtalk.windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW
 
 from .config import ModelFiles, SamplerSettings
@@ -45,7 +45,6 @@ GRAPHS_DIR = Path(__file__).resolve().parent
 MODES = ("i2v_single", "i2v_multi", "v2v_single", "v2v_multi")
 UPLOAD_ROOT = "longtalk"
 OUTPUT_CLASSES = ("SaveImage", "PreviewImage")
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 # binding points: title -> (what it binds, which modes need it)
 LOADER_POINTS = ("@model", "@infinitetalk", "@lora", "@block_swap", "@vae", "@clip_vision",
@@ -132,9 +131,8 @@ def parse_modes(text: str, what: str = "modes") -> tuple[str, ...]:
 
 def upload_subfolder(render_id: str, k: int) -> str:
     """ComfyUI input subfolder of window k's uploads: longtalk/<render_id>/w00003."""
-    if not isinstance(render_id, str) or not _SAFE_ID.fullmatch(render_id):
-        raise ValueError(f"render_id must be 1-128 characters of letters, digits, '.', '_' or '-' "
-                         f"(not starting with '.', '_' or '-'), got {render_id!r}")
+    if not is_render_id(render_id):  # the render-id rule of the job contract
+        raise ValueError(f"render_id must be {RENDER_ID_RULE}, got {render_id!r}")
     if k < 0:
         raise ValueError(f"window index must be >= 0, got {k}")
     return f"{UPLOAD_ROOT}/{render_id}/w{k:05d}"

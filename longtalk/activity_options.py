@@ -57,21 +57,27 @@ CPU_RETRY = _cpu_retry(NON_RETRYABLE_TYPES)
 GPU_RETRY = _gpu_retry(NON_RETRYABLE_TYPES)
 
 
-def timeouts_from_settings(settings) -> ActivityTimeouts:
-    """The time limits a render gets, from the client's Settings."""
+def timeouts_from_settings(settings, url_inputs: int = 0) -> ActivityTimeouts:
+    """The time limits a render gets, from the client's Settings; `url_inputs`: how many
+    URL inputs its ingest downloads (each may take LONGTALK_DOWNLOAD_TOTAL_S)."""
     window_s = math.ceil(settings.comfy_prompt_timeout_s) + WINDOW_MARGIN_S
-    longest = max(window_s, *CPU_START_TO_CLOSE_S.values())
+    ingest_s = CPU_START_TO_CLOSE_S["ingest"] + url_inputs * math.ceil(settings.download_total_s)
+    longest = max(window_s, ingest_s, *CPU_START_TO_CLOSE_S.values())
     if settings.activity_schedule_to_close_s < longest:
         raise ValueError(f"LONGTALK_ACTIVITY_SCHEDULE_TO_CLOSE_S: must be at least {longest} (the longest "
                          f"activity's own time limit), got {settings.activity_schedule_to_close_s}")
     return ActivityTimeouts(heartbeat_s=settings.heartbeat_timeout_s, window_s=window_s,
-                            schedule_to_close_s=settings.activity_schedule_to_close_s)
+                            schedule_to_close_s=settings.activity_schedule_to_close_s,
+                            ingest_s=ingest_s)
 
 
 def cpu(name: str, timeouts: ActivityTimeouts) -> dict:
     """execute_activity options of a CPU activity (ingest, plan, stitch, publish, discard,
-    record_cancelled)."""
-    options = dict(start_to_close_timeout=timedelta(seconds=CPU_START_TO_CLOSE_S[name]),
+    record_cancelled). Ingest's own limit travels in the timeouts: payloads without it (and
+    renders without URL inputs) get CPU_START_TO_CLOSE_S["ingest"], so their commands replay
+    unchanged."""
+    seconds = timeouts.ingest_s if name == "ingest" else CPU_START_TO_CLOSE_S[name]
+    options = dict(start_to_close_timeout=timedelta(seconds=seconds),
                    schedule_to_close_timeout=timedelta(seconds=timeouts.schedule_to_close_s),
                    retry_policy=CPU_RETRY)
     if name in HEARTBEATING:

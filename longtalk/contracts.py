@@ -65,6 +65,7 @@ class ActivityTimeouts:
     heartbeat_s: int = 60  # a worker silent this long is presumed dead; its activity retries
     window_s: int = 3600 + 600  # render_window start-to-close: the ComfyUI prompt timeout + margin
     schedule_to_close_s: int = 24 * 3600  # every activity, queue waits and retries included
+    ingest_s: int = 30 * 60  # ingest start-to-close: decoding, plus the URL inputs it downloads
 
 
 REQUEST_LEGACY = ("input_type", "person_count", "prompt", "width", "height", "max_frame", "force_offload",
@@ -78,6 +79,11 @@ class RenderRequest:
     render_id: str
     inputs: dict[str, str]  # field ("image" | "video" | "audio" | "audio_2") -> object key
     input_names: dict[str, str] = field(default_factory=dict)  # field -> job key used (wav_url…)
+    # field -> key of the object holding a URL input's URL, which ingest downloads (the URL
+    # itself never enters history: it may carry a token); such a field is not in `inputs`
+    input_urls: dict[str, str] = field(default_factory=dict)
+    # field -> its format as the client sniffed it (MediaFormat.name): passed on, not sniffed again
+    input_formats: dict[str, str] = field(default_factory=dict)
     spec: RenderSpec | None = None  # the render's parameters (None only in a de3015c payload)
     backend: str = "preview"
     windows_per_run: int = 100

@@ -2,6 +2,8 @@
 
     ServiceError
     ├── InputError            bad user input: names the field and the reason (non-retryable)
+    │   └── DownloadFailed        a URL input's download broke off (reset, timeout, HTTP 5xx): the
+    │                             client refuses the job; ingest retries it a few times first
     ├── GraphError            a ComfyUI graph that does not validate (non-retryable)
     ├── ModelMissingError     a model file ComfyUI cannot find: .file, .folder, .node_id (non-retryable)
     ├── OutputMismatch        the backend's frames do not fit the window: count, size or type
@@ -36,6 +38,14 @@ class InputError(ServiceError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class DownloadFailed(InputError):
+    """A URL input could not be downloaded for a reason that may pass: the connection was
+    refused, reset or timed out, the body ended early, the server answered 5xx or 429, the
+    host was not found. A refusal (a forbidden address, a limit passed, HTTP 404) is a plain
+    InputError. The client refuses the job either way; ingest, which fetches URL inputs for
+    the workflow, retries this one."""
 
 
 class GraphError(ServiceError):

@@ -20,7 +20,10 @@ whole download (redirects included; a watchdog closes the socket when it passes,
 that trickles bytes cannot hold on), `max_input_bytes` (a larger Content-Length is refused
 before the body is read; reading stops as soon as the running size passes it). Proxy
 variables of the environment are not used. Errors are InputError(key, reason) and never show
-a URL's user info, query or fragment (`jobs.redact_url`).
+a URL's user info, query or fragment (`text.redact_url`). A refusal (scheme, address, a limit,
+an HTTP error status) is an InputError; a download that broke off (connection refused, reset or
+timed out, the body shorter than its Content-Length, HTTP 5xx or 429, host not found) is its
+subclass DownloadFailed, which the ingest activity retries.
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
-from .errors import InputError
-from .jobs import redact_url
+from .errors import DownloadFailed, InputError
 from .settings import Settings
+from .text import redact_url
 
 CHUNK_BYTES = 1024 * 1024
 USER_AGENT = "longtalk-staging/0.1"
@@ -201,7 +204,7 @@ def _resolve(key: str, host: str, port: int, shown: str, hop: str) -> list[IPAdd
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError):
-        raise InputError(key, f"{hop}download of {shown} failed: host not found") from None
+        raise DownloadFailed(key, f"{hop}download of {shown} failed: host not found") from None
     found: list[IPAddress] = []
     for family, _, _, _, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
@@ -215,7 +218,7 @@ def _resolve(key: str, host: str, port: int, shown: str, hop: str) -> list[IPAdd
             ip = ipaddress.ip_address(f"{text.split('%')[0]}%{sockaddr[3]}")
         found.append(ip)
     if not found:
-        raise InputError(key, f"{hop}download of {shown} failed: host not found")
+        raise DownloadFailed(key, f"{hop}download of {shown} failed: host not found")
     return found
 
 
@@ -345,8 +348,8 @@ def fetch(key: str, url: str, settings: Settings,
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 if watchdog.expired():
                     raise _over_total(key, shown, total) from None
-                raise InputError(key, f"{hop}download of {shown} failed: "
-                                      f"{_net_reason(exc, per_read)}") from None
+                raise DownloadFailed(key, f"{hop}download of {shown} failed: "
+                                          f"{_net_reason(exc, per_read)}") from None
             status = response.status
             if status in REDIRECT_CODES:
                 location = response.getheader("Location")
@@ -363,9 +366,11 @@ def fetch(key: str, url: str, settings: Settings,
                 current = urljoin(current, location.strip())
                 continue
             if not 200 <= status < 300:
-                raise InputError(key, f"{hop}download of {shown} failed: HTTP {status}")
+                failure = DownloadFailed if status >= 500 or status == 429 else InputError
+                raise failure(key, f"{hop}download of {shown} failed: HTTP {status}")
             length = (response.getheader("Content-Length") or "").strip()
-            if length.isdigit() and int(length) > limit:
+            announced = int(length) if length.isdigit() else None
+            if announced is not None and announced > limit:
                 raise InputError(key, f"larger than the limit of {limit} bytes "
                                       f"(the server announced {int(length)} bytes)")
             size = 0
@@ -384,11 +389,16 @@ def fetch(key: str, url: str, settings: Settings,
                 except (OSError, http.client.HTTPException, ValueError) as exc:
                     if watchdog.expired():
                         raise _over_total(key, shown, total) from None
-                    raise InputError(key, f"{hop}download of {shown} failed: "
-                                          f"{_net_reason(exc, per_read)}") from None
+                    raise DownloadFailed(key, f"{hop}download of {shown} failed: "
+                                              f"{_net_reason(exc, per_read)}") from None
                 if not chunk:
                     if watchdog.expired():
                         raise _over_total(key, shown, total)
+                    if announced is not None and size < announced:  # (http.client's read1
+                        # ends quietly when the connection closes early)
+                        raise DownloadFailed(key, f"{hop}download of {shown} failed: connection "
+                                                  f"closed before the end of the body ({size} of "
+                                                  f"{announced} bytes)")
                     return
                 size += len(chunk)
                 if size > limit:

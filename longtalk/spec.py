@@ -1,6 +1,6 @@
 """RenderSpec: what one render is, decided once and carried unchanged through Temporal.
 
-The job parser (`longtalk.jobs.parse_job`) decides the user's parameters and the seed; the
+The job parser (`longtalk.inputs.parse_job`) decides the user's parameters and the seed; the
 client (`starter.py`) adds the window parameters of its settings and puts the result into the
 `RenderRequest`. From there every dataclass that crosses Temporal carries this one object
 (`RenderContext`, `ChainInput`, `RenderWindowInput`, ...), so a window is rendered with the

@@ -241,14 +241,13 @@ class Env:
 
 
 async def render(env: Env, render_id: str, audio: Path, gpu_queue: str, **overrides):
-    """starter.submit, the path a user's job takes; returns the handle."""
-    import starter
-    from longtalk.jobs import parse_job
+    """longtalk.inputs.submit, the path a user's job takes; returns the handle."""
+    from longtalk.inputs import parse_job, submit
 
     settings = dataclasses.replace(env.settings, gpu_queue=gpu_queue, **overrides)
     job = parse_job({"input": {"image_path": str(env.media["portrait"]), "wav_path": str(audio),
                                "width": SIZE, "height": SIZE}}, settings)
-    return await starter.submit(env.client, settings, job, render_id, "preview", env.store, log=lambda m: None)
+    return await submit(env.client, settings, job, render_id, "preview", env.store, log=lambda m: None)
 
 
 async def shape_single(env: Env, rid: str) -> None:

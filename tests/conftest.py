@@ -20,11 +20,9 @@ from longtalk.stack import free_port
 from longtalk.store import ObjectStore
 from tests.comfy_standin.server import start_standin
 from tests.helpers import CountingPreview, s3_process, temporal_process
-from tests.media import cut_audio, make_video
+from tests.media import EXAMPLES, ROOT, cut_audio, make_video
 from worker import build_workers
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 
 
 @pytest.fixture(scope="session")

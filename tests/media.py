@@ -59,3 +59,69 @@ def frame_checksums(path: Path) -> list[int]:
 
     with av.open(str(path)) as c:
         return [int(np.asarray(f.to_ndarray(format="gray"), np.int64).sum()) for f in c.decode(video=0)]
+
+
+class MediaServer:
+    """Serves files on 127.0.0.1 (which the test settings allow-list) for URL inputs.
+
+    /files/<name>   the file, with its Content-Length
+    /flaky/<name>   the first request sends half the file and hangs up (the Content-Length
+                    says more); every later request gets the whole file
+    /redirect/<n>   302 to `redirects[n]`
+    Query strings are ignored; `requests` lists the paths asked for, in order.
+    """
+
+    def __init__(self, files: dict[str, bytes], redirects: dict[str, str] | None = None) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.files = dict(files)
+        self.redirects = dict(redirects or {})
+        self.requests: list[str] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                with server.lock:
+                    server.requests.append(path)
+                    first = server.requests.count(path) == 1
+                kind, _, name = path.lstrip("/").partition("/")
+                if kind == "redirect" and name in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[name])
+                    self.end_headers()
+                    return
+                body = server.files.get(name)
+                if kind not in ("files", "flaky") or body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    if kind == "flaky" and first:
+                        self.wfile.write(body[:len(body) // 2])
+                        self.wfile.flush()
+                        self.connection.shutdown(2)  # socket.SHUT_RDWR: hang up mid-body
+                        return
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import pytest
 
-import starter
 from longtalk.backends.preview import PreviewBackend
+from longtalk.inputs import existing_status
 from tests.helpers import CountingPreview, run_starter, summary_line, write_job
 from tests.media import EXAMPLES, cut_audio, make_video, transcode
 from worker import build_workers
@@ -281,15 +281,19 @@ CASES = [
     Case("data URI says audio, content is an image", lambda m, web: {
         "image_path": m["portrait"], "wav_base64": b64(m["portrait"], "audio/wav")},
          "wav_base64", "expected audio"),
-    Case("input over the size limit, refused while streaming (URL, no Content-Length)",
-         lambda m, web: {"image_path": m["portrait"], "wav_url": f"{web}/big.wav?token=s3cr3t"},
-         "wav_url", "larger than the limit of 100000 bytes",
-         {"max_input_bytes": 100_000, "url_allow_hosts": "127.0.0.1"}),
+    # (a URL's body is downloaded by ingest: one over the size limit is refused there, see
+    # tests/test_pipeline.py::test_url_input_refused_by_ingest_names_the_field_and_leaves_nothing)
     Case("input over the size limit (path)", aud("big.wav"), "wav_path",
          "larger than the limit of 100000 bytes", {"max_input_bytes": 100_000}),
+    Case("input over the size limit (base64)", lambda m, web: {
+        "image_path": m["portrait"], "wav_base64": b64(m["big.wav"], "audio/wav")},
+         "wav_base64", "larger than the limit of 100000 bytes", {"max_input_bytes": 100_000}),
     Case("URL to a loopback address", lambda m, web: {"image_path": m["portrait"],
-                                                      "wav_url": f"{web}/big.wav"},
+                                                      "wav_url": f"{web}/big.wav?token=s3cr3t"},
          "wav_url", "loopback address", {"url_allow_hosts": ""}),
+    Case("URL that is not http(s)", lambda m, web: {"image_path": m["portrait"],
+                                                    "wav_url": "ftp://127.0.0.1/talk.wav?token=s3cr3t"},
+         "wav_url", "only http and https URLs are accepted"),
     Case("URL to the cloud metadata address", lambda m, web: {
         "image_url": "http://169.254.169.254/latest/meta-data/", "wav_path": m["speech"]},
          "image_url", "cloud metadata address"),
@@ -339,7 +343,7 @@ async def test_bad_input_is_refused_and_costs_nothing(case, workers, backend, re
         assert case.reason in line, f"reason {case.reason!r} missing: {line!r}"
         assert "s3cr3t" not in err  # a URL's query never shows
         # no workflow, nothing stored, nothing rendered
-        assert await starter.existing_status(temporal_client, render_id) is None
+        assert await existing_status(temporal_client, render_id) is None
         assert list(store.list(f"renders/{render_id}/")) == []
         assert (len(backend.calls), len(render_calls)) == before
         ok = True

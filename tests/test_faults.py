@@ -20,7 +20,7 @@ from longtalk.settings import Settings
 from longtalk.stack import Process, free_port
 from longtalk.store import ObjectStore
 from longtalk.windows import window_count
-from tests.conftest import ROOT
+from tests.media import ROOT
 from tests.faults import SlowProxy, StandinProcess, start_worker, until
 from tests.media import samples_16k
 from tests.helpers import check_video, run_starter, s3_process, temporal_process, write_job

@@ -25,11 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from longtalk import netguard
-from longtalk.errors import InputError
-from longtalk.jobs import MediaSource
+from longtalk.errors import DownloadFailed, InputError
+from longtalk.inputs.sources import MediaSource, open_source
 from longtalk.netguard import fetch
 from longtalk.stack import free_port
-from longtalk.staging import open_source
 from tests.helpers import summary_line
 
 BODY = b"RIFF\x24\x00\x00\x00WAVE" + bytes(range(256)) * 64  # what /files/data serves
@@ -136,6 +135,14 @@ class Server:
                         self.wfile.write(block)
                         with server.lock:
                             server.sent[path] = server.sent.get(path, 0) + len(block)
+                elif path == "/short":  # announces more than it sends, then hangs up
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(BODY) * 2))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(BODY)
+                elif path == "/unavailable":
+                    self._send(503, b"try later")
                 elif path == "/trickle":  # a byte every 0.1 s: no single read ever times out
                     self.send_response(200)
                     self.send_header("Content-Length", "100000")
@@ -303,7 +310,7 @@ def test_non_http_schemes_are_refused(strict, url, monkeypatch):
     with case(f"scheme {url.split(':')[0]}:"):
         err = refusal(url, strict)
         assert "only http and https" in err.reason
-        # the same through staging's open_source (what a job's *_url goes through)
+        # the same through the inputs' open_source (what a job's *_url goes through)
         with pytest.raises(InputError) as info:
             b"".join(open_source(MediaSource("audio", "wav_url", "url", url), strict))
         assert "only http and https" in info.value.reason
@@ -508,6 +515,25 @@ def test_connect_and_read_timeouts(local):
             assert time.monotonic() - started < 2.5
 
 
+def test_a_body_shorter_than_announced_is_not_a_download(local, server):
+    """http.client ends quietly when the connection closes early: the guard counts."""
+    with case("body shorter than its Content-Length"):
+        err = refusal(server.url("/short"), local)
+        assert isinstance(err, DownloadFailed)
+        assert f"closed before the end of the body ({len(BODY)} of {2 * len(BODY)} bytes)" in err.reason
+
+
+def test_refusals_and_broken_downloads_are_told_apart(strict, local, server):
+    """A download that broke off (DownloadFailed) is retried by ingest; a refusal is not."""
+    broken = [server.url("/unavailable"), f"http://127.0.0.1:{free_port()}/a.wav"]
+    refused = [(server.url("/nothing-here"), local), (server.url("/files/data"), strict),
+               ("ftp://127.0.0.1/a.wav", local), (server.url("/big"), replace(local, max_input_bytes=1000))]
+    for url in broken:
+        assert isinstance(refusal(url, local), DownloadFailed), url
+    for url, policy in refused:
+        assert not isinstance(refusal(url, policy), DownloadFailed), url
+
+
 # ---- what errors show --------------------------------------------------------------------------
 
 def test_errors_show_neither_query_nor_credentials(strict, local, server, monkeypatch):
@@ -595,6 +621,18 @@ def test_a_refused_path_does_not_reveal_whether_it_exists(roots):
         assert same == {"outside the allowed input folders (LONGTALK_INPUT_ROOTS)"}
     # inside the root a missing file is simply "not found"
     assert "not found" in path_refusal(root / "absent.wav", limited).reason
+
+
+def test_only_the_operators_own_paths_leave_the_roots(roots):
+    """A path the operator gave on the command line (trusted) is read wherever it is; the same
+    path in a job document stays confined."""
+    _root, outside, limited = roots
+    path = str(outside / "secret.wav")
+    with case("a job's path outside the roots, trusted only on the command line"):
+        err = path_refusal(path, limited)
+        assert "outside the allowed input folders" in err.reason
+    trusted = MediaSource("audio", "wav_path", "path", path, trusted=True)
+    assert b"".join(open_source(trusted, limited)) == b"secret"
 
 
 def test_star_means_anywhere(roots, tmp_path):

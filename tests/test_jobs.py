@@ -1,4 +1,7 @@
-"""parse_job: the RunPod worker's input contract, table-driven."""
+"""parse_job: the RunPod worker's input contract, table-driven; the render-id rule.
+
+Parsing checks the form of each media source; what a source holds (base64 content, a file's
+format) is checked when it is staged: tests/test_staging.py."""
 
 from __future__ import annotations
 
@@ -7,12 +10,10 @@ import json
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
-
 from longtalk.errors import InputError
-from longtalk.jobs import MediaSource, iter_base64, load_job_file, parse_job
+from longtalk.inputs import RENDER_ID_MAX, check_render_id, is_render_id
+from longtalk.inputs.job import load_job_file, parse_job
+from longtalk.inputs.sources import MediaSource
 from longtalk.settings import Settings
 
 from .test_media import generate_samples
@@ -134,55 +135,12 @@ def test_sources_order_video_mode():
     assert [s.key for s in job.sources()] == ["video_url", "wav_path", "wav_url_2"]
 
 
-@pytest.mark.parametrize("name, mime", [
-    ("still.jpg", None), ("still.webp", None), ("still.png", "application/octet-stream"),
-    ("still.jpg", "image/jpg"), ("still.png", "IMAGE/PNG"), ("still.png", ""),
-])
-def test_image_base64_variants(media, name, mime):
-    job = parse({"image_base64": b64(media[name], mime), "wav_path": "/a.wav"})
-    assert job.image.form == "base64"
-
-
-@pytest.mark.parametrize("name, mime", [
-    ("tone.wav", "audio/x-wav"), ("tone.wav", "audio/wave"), ("tone.mp3", "audio/mpeg"),
-    ("tone.m4a", "audio/mp4"), ("tone.m4a", "video/mp4"), ("clip.mp4", "video/mp4"),
-    ("talk.webm", "video/webm"), ("talk.webm", None), ("tone.m4a", "application/octet-stream"),
-])
-def test_audio_accepts_audio_formats_and_video_containers(media, name, mime):
-    job = parse({"image_path": "/f.png", "wav_base64": b64(media[name], mime)})
-    assert job.audio.key == "wav_base64"
-
-
 def test_base64_whitespace_and_newlines_tolerated(media):
     text = base64.encodebytes(media["still.png"]).decode()  # 76-character lines
     spaced = "  " + text.replace("\n", "\r\n\t ") + "\n"
     assert parse({"image_base64": spaced, "wav_path": "/a.wav"}).image.value == spaced
     assert parse({"image_base64": "data:image/png;base64,\n" + text,
                   "wav_path": "/a.wav"}).image.form == "base64"
-
-
-@hsettings(max_examples=50, deadline=None)
-@given(data=st.binary(min_size=1, max_size=300), cuts=st.lists(st.integers(0, 400), max_size=8),
-       chunk=st.sampled_from([4, 8, 12, 1024]))
-def test_base64_decoding_roundtrip(data, cuts, chunk):
-    text = base64.b64encode(data).decode()
-    for cut in sorted(set(cuts), reverse=True):
-        text = text[:cut] + "\n " + text[cut:]
-    source = MediaSource("image", "image_base64", "base64", text)
-    assert b"".join(iter_base64(source, chunk)) == data
-    # URL-safe alphabet without padding is tolerated too
-    loose = MediaSource("image", "image_base64", "base64",
-                        base64.urlsafe_b64encode(data).decode().rstrip("="))
-    assert b"".join(iter_base64(loose, chunk)) == data
-
-
-@pytest.mark.parametrize("chunk", [4, 8, 12, 1024])
-@pytest.mark.parametrize("text", ["QQ==QUJD", "QQ==\nQUJD", "QUJD QQ== QUJD", "QUJD=", "QUJDQ",
-                                  "QU=D", "QUJD\u00e9QUJD"])
-def test_invalid_base64_in_any_chunking(text, chunk):
-    with pytest.raises(InputError) as err:
-        list(iter_base64(MediaSource("audio", "wav_base64", "base64", text), chunk))
-    assert err.value.field == "wav_base64" and "not valid base64" in err.value.reason
 
 
 def test_empty_strings_count_as_absent():
@@ -195,36 +153,12 @@ def test_empty_strings_count_as_absent():
 # ---- errors ---------------------------------------------------------------------
 
 def _error_cases(media):
-    png, jpg, wav, mp3 = (media[n] for n in ("still.png", "still.jpg", "tone.wav", "tone.mp3"))
-    mp4 = media["clip.mp4"]
+    png, wav = media["still.png"], media["tone.wav"]
     img = {"image_path": "/f.png"}
     aud = {"wav_path": "/a.wav"}
     return [
         # (input, err.field, text in the message)
-        ({**aud, "image_base64": "not base64 at all!!"}, "image_base64", "not valid base64"),
-        ({**aud, "image_base64": "data:image/png;base64,@@@@"}, "image_base64", "not valid base64"),
-        ({**aud, "image_base64": "QUJD="}, "image_base64", "not valid base64"),
-        ({**img, "wav_base64": "QUJDR"}, "wav_base64", "not valid base64"),
-        ({**aud, "image_base64": "data:image/png;base64,"}, "image_base64", "empty"),
         ({**aud, "image_base64": "data:image/png,abc"}, "image_base64", "base64"),
-        ({**aud, "image_base64": b64(wav)}, "image_base64",
-         "expected an image (JPEG, PNG or WebP), got WAV audio"),
-        ({**aud, "image_base64": b64(mp4)}, "image_base64", "got MP4 video"),
-        ({**aud, "image_base64": b64(b"just some text, not a picture")}, "image_base64",
-         "no supported format"),
-        ({**img, "wav_base64": b64(png)}, "wav_base64", "expected audio (WAV, MP3, FLAC, OGG or M4A"),
-        ({**img, "wav_base64": b64(png)}, "wav_base64", "got PNG image"),
-        ({**img, "wav_base64": b64(png, "audio/wav")}, "wav_base64", "got PNG image"),
-        ({"input_type": "video", **aud, "video_base64": b64(wav)}, "video_base64",
-         "expected a video (MP4, MOV, WebM or MKV), got WAV audio"),
-        ({"input_type": "video", **aud, "video_base64": b64(jpg)}, "video_base64", "got JPEG image"),
-        ({**img, "person_count": "multi", **aud, "wav_base64_2": b64(jpg)}, "wav_base64_2",
-         "got JPEG image"),
-        # data URI mime contradicting the content
-        ({**aud, "image_base64": b64(jpg, "image/png")}, "image_base64", "data URI says image/png"),
-        ({**aud, "image_base64": b64(png, "audio/wav")}, "image_base64", "data URI says audio/wav"),
-        ({**img, "wav_base64": b64(mp3, "audio/wav")}, "wav_base64", "but the content is MP3 audio"),
-        ({**img, "wav_base64": b64(wav, "audio/mpeg")}, "wav_base64", "data URI says audio/mpeg"),
         # exactly one source
         ({**aud, "image_url": "https://h/a.png", "image_base64": b64(png)},
          "image_url|image_base64", "image_url and image_base64"),
@@ -294,21 +228,6 @@ def test_error_cases(media):
         assert err.field == field, (inp.keys(), err)
         assert text in err.reason, (field, err.reason)
         assert str(err) == f"{field}: {err.reason}"
-
-
-def test_errors_never_quote_base64(media):
-    secret = b64(b"SECRET-PAYLOAD" * 20)
-    for inp in ({"wav_path": "/a", "image_base64": secret},
-                {"wav_path": "/a", "image_base64": "data:image/png;base64," + secret},
-                {"wav_path": "/a", "image_base64": secret + "!!"}):
-        err = error(inp)
-        assert secret[:20] not in str(err) and err.field == "image_base64"
-
-
-def test_base64_larger_than_the_limit(media):
-    err = error({"image_base64": b64(media["still.png"]), "wav_path": "/a.wav"},
-                max_input_bytes=100)
-    assert err.field == "image_base64" and "larger than the limit of 100 bytes" in err.reason
 
 
 def test_dimension_limits_come_from_settings():
@@ -416,6 +335,53 @@ def test_describe_is_short_and_safe(media):
     assert inline.describe() == f"image_base64=<data:image/png base64, {len(data)} chars>"
     assert data[30:60] not in inline.describe() and data[30:60] not in repr(inline)
     assert MediaSource("audio", "wav_path", "path", "/a.wav").describe() == "wav_path=/a.wav"
+
+
+# ---- paths the operator gave (the command line) ----------------------------------------
+
+def test_trusted_paths_are_marked_and_expand_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    inp = {"image_path": "~/face.png", "wav_path": "~/talk.wav", "wav_path_2": "/x/b.wav",
+           "person_count": "multi"}
+    job = parse_job({"input": inp}, SETTINGS, trusted={"image_path", "wav_path"})
+    assert job.image == MediaSource("image", "image_path", "path", f"{tmp_path}/face.png", trusted=True)
+    assert job.audio == MediaSource("audio", "wav_path", "path", f"{tmp_path}/talk.wav", trusted=True)
+    assert job.audio_2.trusted is False  # not given on the command line: confined
+    plain = parse({**BASE, "image_path": "~/face.png"})  # a job document's path: as written
+    assert plain.image == MediaSource("image", "image_path", "path", "~/face.png")
+    # only paths are ever trusted
+    job = parse_job({"input": {"image_url": "https://h/a.png", "wav_path": "/a.wav"}}, SETTINGS,
+                    trusted={"image_url"})
+    assert job.image.trusted is False and job.image.form == "url"
+
+
+# ---- the render id ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("good", ["a", "r-0123abcd", "My.Render_1", "9", "a" * RENDER_ID_MAX])
+def test_render_id_rule_accepts(good):
+    assert is_render_id(good) and check_render_id(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "-a", ".a", "_a", "a/b", "a b", "ä", "a" * (RENDER_ID_MAX + 1),
+                                 "a\nb", None, 12])
+def test_render_id_rule_refuses(bad):
+    assert not is_render_id(bad)
+    with pytest.raises(InputError) as err:
+        check_render_id(bad)
+    assert err.value.field == "id" and f"1-{RENDER_ID_MAX} letters" in err.value.reason
+
+
+def test_the_render_id_rule_is_the_one_comfyui_uploads_use():
+    """One rule: every id the client accepts names a valid ComfyUI upload subfolder, and the
+    binder refuses what the client refuses."""
+    from comfy_graphs.binder import upload_subfolder
+
+    longest = "a" * RENDER_ID_MAX
+    assert upload_subfolder(longest, 3) == f"longtalk/{longest}/w00003"
+    with pytest.raises(ValueError, match=f"1-{RENDER_ID_MAX} letters"):
+        upload_subfolder(longest + "a", 3)
+    # the longest object key a render writes stays far below S3's 1024 bytes
+    assert len(f"renders/{longest}/windows/99999/tail_08.png") < 1024
 
 
 # ---- job files ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import ffmpeg
 import imageio_ffmpeg
 import pytest
 
-from longtalk.media import FORMATS, SNIFF_BYTES, mime_matches, sniff
+from longtalk.inputs.formats import FORMATS, SNIFF_BYTES, mime_matches, sniff
 
 _SINE = "sine=frequency=440:duration=1"  # lavfi sources
 _PICTURE = "testsrc=size=64x64:rate=25"

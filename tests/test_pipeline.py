@@ -15,9 +15,10 @@ from temporalio.client import Client
 import starter
 from activities.gpu import GpuActivities
 from longtalk.contracts import Progress, window_meta_key
+from longtalk.inputs import existing_status
 from longtalk.windows import window_count
 from tests.helpers import CountingPreview, check_video, run_starter, write_job
-from tests.media import EXAMPLES, samples_16k
+from tests.media import EXAMPLES, MediaServer, samples_16k
 from workflows.render import RenderVideo, chain_workflow_id
 
 pytestmark = pytest.mark.timeout(300)
@@ -259,3 +260,146 @@ async def test_parallel_chains_render_a_correct_video(workers, temporal_client, 
     runs = [w async for w in temporal_client.list_workflows(f"WorkflowId = '{chain_workflow_id(render_id, 1)}'")]
     assert runs and runs[0].status.name == "COMPLETED"
     check_video(out, samples_16k(media["speech"]) // 640, 128, 128)
+
+
+# ---- URL inputs: fetched by the ingest activity ------------------------------------------------
+
+@pytest.fixture
+def web(media):
+    srv = MediaServer({"portrait.png": media["portrait"].read_bytes(),
+                       "speech.mp3": media["speech_mp3"].read_bytes()},
+                      redirects={"metadata": "http://169.254.169.254/latest/meta-data/"})
+    yield srv
+    srv.close()
+
+
+async def ingest_attempts(client: Client, render_id: str) -> list:
+    """The ingest activity's started events (their attempt numbers) and failures."""
+    history = await client.get_workflow_handle(render_id).fetch_history()
+    names = {e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+             for e in history.events if e.HasField("activity_task_scheduled_event_attributes")}
+    started = [e.activity_task_started_event_attributes for e in history.events
+               if e.HasField("activity_task_started_event_attributes")
+               and names[e.activity_task_started_event_attributes.scheduled_event_id] == "ingest"]
+    return started
+
+
+async def test_url_input_is_fetched_by_ingest(workers, temporal_client, settings, store, media, web,
+                                              tmp_path, render_id, monkeypatch):
+    """The client checks the URL and records it; ingest downloads it through the network guard,
+    checks it and stores it content-addressed; publish muxes the original. Each input is
+    sniffed once: the path by the client, the URL by ingest."""
+    from longtalk.inputs import formats
+    from longtalk.inputs.staging import url_record_key, url_ref_key
+
+    sniffed: list[int] = []
+    real_sniff = formats.sniff
+    monkeypatch.setattr(formats, "sniff", lambda head: sniffed.append(len(head)) or real_sniff(head))
+    job = write_job(tmp_path, image_path=media["portrait"], wav_url=web.url("/files/speech.mp3?token=t0k"),
+                    width=128, height=128)
+    rc, result, err = await run_starter(temporal_client, settings, job, "--id", render_id)
+    assert rc == 0, err
+    assert result["frames"] == samples_16k(media["speech_mp3"]) // 640
+    assert len(sniffed) == 2  # two inputs, each sniffed once
+    assert web.requests == ["/files/speech.mp3"]  # downloaded once, by ingest
+    ref = url_ref_key(render_id, "audio")
+    record = store.get_json(url_record_key(ref))
+    assert store.get_bytes(record["object_key"]) == media["speech_mp3"].read_bytes()
+    assert record["object_key"].startswith(f"renders/{render_id}/inputs/audio-") and record["format"] == "mp3"
+    request = store.get_json(f"renders/{render_id}/request.json")
+    assert request["input_urls"] == {"audio": ref} and "audio" not in request["inputs"]
+    assert [a.attempt for a in await ingest_attempts(temporal_client, render_id)] == [1]
+
+
+async def test_url_download_that_breaks_off_is_retried(workers, temporal_client, settings, store, media, web,
+                                                       tmp_path, render_id):
+    """The server hangs up halfway through the first download: ingest fails retryably, stores
+    nothing of it, and its next attempt downloads the input again and the render completes."""
+    job = write_job(tmp_path, image_path=media["portrait"], wav_url=web.url("/flaky/speech.mp3"),
+                    width=128, height=128)
+    rc, result, err = await run_starter(temporal_client, settings, job, "--id", render_id)
+    assert rc == 0, err
+    assert web.requests == ["/flaky/speech.mp3", "/flaky/speech.mp3"]
+    assert [a.attempt for a in await ingest_attempts(temporal_client, render_id)] == [2]
+    audio = [k for k in store.list(f"renders/{render_id}/inputs/") if "/audio-" in k and k.endswith(".mp3")]
+    assert len(audio) == 1 and store.get_bytes(audio[0]) == media["speech_mp3"].read_bytes()
+
+
+@pytest.mark.parametrize("what", ["bad content", "redirect to a refused address"])
+async def test_url_input_refused_by_ingest_names_the_field_and_leaves_nothing(
+        what, workers, temporal_client, settings, store, media, web, tmp_path, render_id, backend):
+    """What only the download shows fails the render at once (not retried), naming the field,
+    and the render's objects are discarded, as for any input error ingest finds."""
+    from temporalio.client import WorkflowFailureError
+
+    if what == "bad content":
+        fields = {"image_path": media["portrait"], "wav_url": web.url("/files/portrait.png?token=t0k")}
+        key, reason = "wav_url", "got PNG image"
+    else:  # the client checks the URL it is given; ingest checks every hop again
+        fields = {"image_url": web.url("/redirect/metadata?token=t0k"), "wav_path": media["speech_mp3"]}
+        key, reason = "image_url", "after redirect: http://169.254.169.254/latest/meta-data/ refused"
+    calls = len(backend.calls)
+    job = write_job(tmp_path, width=128, height=128, **fields)
+    rc, result, err = await run_starter(temporal_client, settings, job, "--id", render_id, "--no-wait")
+    assert rc == 0, err
+    with pytest.raises(WorkflowFailureError) as failure:
+        await temporal_client.get_workflow_handle(render_id).result()
+    message = starter.failure_message(failure.value)
+    assert message.startswith(f"{key}: ") and reason in message, message
+    assert "t0k" not in message
+    assert [a.attempt for a in await ingest_attempts(temporal_client, render_id)] == [1]  # not retried
+    assert list(store.list(f"renders/{render_id}/")) == []  # discarded
+    assert len(backend.calls) == calls
+
+
+async def test_command_line_paths_are_the_operators_own(workers, temporal_client, settings, store, media,
+                                                        tmp_path, render_id, monkeypatch):
+    """`starter.py --image ~/face.png --audio /elsewhere/talk.mp3`: files outside
+    LONGTALK_INPUT_ROOTS given on the command line are accepted (`~` expanded); the same paths
+    inside a job file are refused, naming the field, before anything starts."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "face.png").write_bytes(media["portrait"].read_bytes())
+    (home / "talk.mp3").write_bytes(media["speech_mp3"].read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    confined = dataclasses.replace(settings, input_roots=str(EXAMPLES))  # tmp_path is outside
+    rc, result, err = await run_starter(temporal_client, confined, "--image", "~/face.png",
+                                        "--audio", str(home / "talk.mp3"), "--width", "128", "--height", "128",
+                                        "--id", render_id)
+    assert rc == 0, err
+    assert result["status"] == "completed"
+
+    other = render_id + "-job"
+    job = write_job(tmp_path, image_path=home / "face.png", wav_path=home / "talk.mp3", width=128, height=128)
+    rc, _, err = await run_starter(temporal_client, confined, job, "--id", other)
+    assert rc == 2
+    assert "error: image_path: " in err and "outside the allowed input folders (LONGTALK_INPUT_ROOTS)" in err
+    assert await existing_status(temporal_client, other) is None
+    assert list(store.list(f"renders/{other}/")) == []
+
+
+async def test_a_download_that_keeps_breaking_off_ends_as_an_input_error(settings, store, media, render_id):
+    """Retryable while attempts are left; on the last one an InputError like any other, so the
+    workflow fails naming the field and discards the render."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import URL_FETCH_ATTEMPTS, CpuActivities
+    from longtalk.contracts import RenderRequest
+    from longtalk.inputs import parse_job, render_request, stage_inputs
+    from longtalk.stack import free_port
+
+    job = parse_job({"input": {"image_path": str(media["portrait"]),
+                               "wav_url": f"http://127.0.0.1:{free_port()}/talk.wav?token=t0k"}}, settings)
+    req: RenderRequest = render_request(job, stage_inputs(job, store, render_id, settings), render_id,
+                                        "preview", settings)
+    acts = CpuActivities(store, settings)
+    for attempt, kind, retryable in ((1, "TransientError", True), (URL_FETCH_ATTEMPTS, "InputError", False)):
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, attempt=attempt)
+        with pytest.raises(ApplicationError) as err:
+            await env.run(acts.ingest, req)
+        assert (err.value.type, err.value.non_retryable) == (kind, not retryable)
+        assert err.value.message.startswith("wav_url: ") and "connection refused" in err.value.message
+        assert "t0k" not in err.value.message
+    store.delete_prefix(f"renders/{render_id}/")

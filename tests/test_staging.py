@@ -1,127 +1,47 @@
-"""stage_inputs: real files, a real local HTTP server, the real S3 server of conftest."""
+"""Reading sources and staging a job's inputs: real files, a real local HTTP server, the
+real S3 server of conftest. The network guard's own cases are tests/test_hostile_inputs.py;
+the job contract's are tests/test_jobs.py."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
-import socket
 import tempfile
-import threading
-import time
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from longtalk import staging
-from longtalk.errors import InputError
-from longtalk.jobs import MediaSource, parse_job
-from longtalk.stack import free_port
-from longtalk.staging import StagedInput, open_source, stage_inputs
+from longtalk.errors import DownloadFailed, InputError
+from longtalk.inputs import formats, staging
+from longtalk.inputs.formats import SNIFF_BYTES, check_format
+from longtalk.inputs.job import parse_job
+from longtalk.inputs.sources import CHUNK_BYTES, MediaSource, iter_base64, open_source
+from longtalk.settings import Settings
+from longtalk.inputs.staging import (
+    StagedInput, fetch_url_input, prepare, stage_inputs, stored_input_key, url_record_key, url_ref_key,
+)
+from tests.media import MediaServer
 
 from .test_media import generate_samples
-
-BIG_BYTES = 50 * 1024 * 1024
-
-
-# ---- a local HTTP server -------------------------------------------------------------
-
-class Server:
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.sent: dict[str, int] = {}  # path -> body bytes written successfully
-        self.done: dict[str, threading.Event] = {}
-        self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-    def finished(self, path: str, timeout: float = 20) -> int:
-        """Bytes sent for `path` once its handler has finished."""
-        assert self.done[path].wait(timeout), f"handler for {path} still running"
-        return self.sent[path]
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = self.path.split("?", 1)[0]
-                with server.lock:
-                    server.sent[path] = 0
-                    server.done[path] = threading.Event()
-                try:
-                    self._serve(path)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                finally:
-                    server.done[path].set()
-
-            def _serve(self, path):
-                if path.startswith("/files/") and path[7:] in server.files:
-                    body = server.files[path[7:]]
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self._write(path, body)
-                elif path in ("/big", "/big-unannounced"):
-                    # a small send buffer: what was "sent" is close to what the client took
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 128 * 1024)
-                    self.send_response(200)
-                    if path == "/big":
-                        self.send_header("Content-Length", str(BIG_BYTES))
-                    self.end_headers()  # HTTP/1.0: without a length, the body ends at close
-                    # a real WAV header, so that only the size can be the problem
-                    head = server.files["tone.wav"][:65536].ljust(65536, b"\x00")
-                    self._write(path, head)
-                    block = b"\x00" * 65536
-                    for _ in range(BIG_BYTES // len(block) - 1):
-                        self._write(path, block)
-                elif path == "/slow":
-                    time.sleep(3)
-                    self.send_response(200)
-                    self.end_headers()
-                elif path == "/to-ftp":
-                    self.send_response(302)
-                    self.send_header("Location", "ftp://127.0.0.1/file.png")
-                    self.end_headers()
-                elif path == "/to-png":
-                    self.send_response(302)
-                    self.send_header("Location", "/files/still.png")
-                    self.end_headers()
-                else:
-                    self.send_error(404)
-
-            def _write(self, path, data):
-                self.wfile.write(data)
-                with server.lock:
-                    server.sent[path] += len(data)
-
-        return Handler
 
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> dict[str, Path]:
-    names = ["still.png", "still.jpg", "tone.wav", "tone.mp3", "clip.mp4", "talk.webm"]
+    names = ["still.png", "still.jpg", "still.webp", "tone.wav", "tone.mp3", "tone.m4a", "clip.mp4",
+             "talk.webm"]
     return generate_samples(tmp_path_factory.mktemp("staging-media"), names)
 
 
 @pytest.fixture(scope="module")
 def server(samples):
-    srv = Server({name: path.read_bytes() for name, path in samples.items()})
-    srv.thread.start()
+    srv = MediaServer({name: path.read_bytes() for name, path in samples.items()})
     yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    srv.close()
 
 
 @pytest.fixture
@@ -176,25 +96,6 @@ def test_path_inputs(settings, store, render_id, samples, tmpdir_spy):
     assert list(tmpdir_spy.iterdir()) == []
 
 
-def test_url_inputs(settings, store, render_id, samples, server, tmpdir_spy):
-    job = job_of(settings, image_url=server.url("/files/still.jpg?token=abc"),
-                 wav_url=server.url("/files/tone.mp3"))
-    staged = stage_inputs(job, store, render_id, settings)
-    assert_staged(store, staged["image"], render_id, samples["still.jpg"].read_bytes(), "image",
-                  ".jpg")
-    assert_staged(store, staged["audio"], render_id, samples["tone.mp3"].read_bytes(), "audio",
-                  ".mp3")
-    assert staged["audio"].source_key == "wav_url" and staged["audio"].format == "mp3"
-    assert list(tmpdir_spy.iterdir()) == []
-
-
-def test_url_redirect_within_http_is_followed(settings, store, render_id, samples, server):
-    job = job_of(settings, image_url=server.url("/to-png"), wav_path=str(samples["tone.wav"]))
-    staged = stage_inputs(job, store, render_id, settings)
-    assert_staged(store, staged["image"], render_id, samples["still.png"].read_bytes(), "image",
-                  ".png")
-
-
 def test_base64_and_data_uri_inputs(settings, store, render_id, samples):
     png, mp3 = samples["still.png"].read_bytes(), samples["tone.mp3"].read_bytes()
     job = job_of(settings, image_base64="data:image/png;base64," + base64.b64encode(png).decode(),
@@ -205,9 +106,9 @@ def test_base64_and_data_uri_inputs(settings, store, render_id, samples):
     assert staged["image"].source_key == "image_base64"
 
 
-def test_video_mode_with_audio_from_a_video_container(settings, store, render_id, samples, server):
+def test_video_mode_with_audio_from_a_video_container(settings, store, render_id, samples):
     job = job_of(settings, input_type="video", video_path=str(samples["clip.mp4"]),
-                 wav_url=server.url("/files/talk.webm"))
+                 wav_path=str(samples["talk.webm"]))
     staged = stage_inputs(job, store, render_id, settings)
     assert set(staged) == {"video", "audio"}
     assert_staged(store, staged["video"], render_id, samples["clip.mp4"].read_bytes(), "video",
@@ -217,10 +118,9 @@ def test_video_mode_with_audio_from_a_video_container(settings, store, render_id
     assert (staged["audio"].format, staged["audio"].kind) == ("webm", "video")
 
 
-def test_multi_without_second_track_stores_the_audio_once(settings, store, render_id, samples,
-                                                          server):
+def test_multi_without_second_track_stores_the_audio_once(settings, store, render_id, samples):
     job = job_of(settings, person_count="multi", image_path=str(samples["still.png"]),
-                 wav_url=server.url("/files/tone.wav"))
+                 wav_base64=base64.b64encode(samples["tone.wav"].read_bytes()).decode())
     assert job.audio_2 is not None and job.warnings
     staged = stage_inputs(job, store, render_id, settings)
     assert staged["audio_2"] == replace(staged["audio"], field="audio_2")
@@ -283,11 +183,11 @@ def test_wrong_kind_leaves_nothing(settings, store, render_id, samples, tmpdir_s
     assert list(tmpdir_spy.iterdir()) == []
 
 
-def test_wrong_kind_for_video_and_image(settings, store, render_id, samples, server):
-    job = job_of(settings, input_type="video", video_url=server.url("/files/still.png"),
+def test_wrong_kind_for_video_and_image(settings, store, render_id, samples):
+    job = job_of(settings, input_type="video", video_path=str(samples["still.png"]),
                  wav_path=str(samples["tone.wav"]))
     err = refused(job, store, render_id, settings)
-    assert err.field == "video_url" and "expected a video" in err.reason and "PNG image" in err.reason
+    assert err.field == "video_path" and "expected a video" in err.reason and "PNG image" in err.reason
     job = job_of(settings, image_path=str(samples["tone.wav"]), wav_path=str(samples["tone.wav"]))
     err = refused(job, store, render_id, settings)
     assert err.field == "image_path" and "got WAV audio" in err.reason
@@ -305,7 +205,7 @@ def test_data_uri_mismatch_leaves_nothing(settings, store, render_id, samples):
     jpg = samples["still.jpg"].read_bytes()
     payload = base64.b64encode(jpg).decode()
     job = job_of(settings, image_path=str(samples["still.png"]), wav_path=str(samples["tone.wav"]))
-    # parse_job refuses this already; staging checks again for jobs built another way
+    # the content is decoded once, when staged: that is where a contradicting type shows
     bad = replace(job, audio=MediaSource("audio", "wav_base64", "base64",
                                          "data:audio/wav;base64," + base64.b64encode(
                                              samples["tone.mp3"].read_bytes()).decode()))
@@ -316,28 +216,6 @@ def test_data_uri_mismatch_leaves_nothing(settings, store, render_id, samples):
     err = refused(bad, store, render_id, settings)
     assert err.field == "image_base64" and "data URI says image/png" in err.reason
     assert payload[:40] not in str(err)
-
-
-def test_too_large_url_with_announced_length(settings, store, render_id, samples, server,
-                                             tmpdir_spy):
-    small = replace(settings, max_input_bytes=1024 * 1024)
-    job = job_of(small, image_path=str(samples["still.png"]), wav_url=server.url("/big"))
-    err = refused(job, store, render_id, small)
-    assert err.field == "wav_url" and "larger than the limit of 1048576 bytes" in err.reason
-    assert server.finished("/big") < BIG_BYTES // 4
-    assert list(tmpdir_spy.iterdir()) == []
-
-
-def test_too_large_url_without_length_stops_reading_early(settings, store, render_id, samples,
-                                                          server, tmpdir_spy):
-    small = replace(settings, max_input_bytes=1024 * 1024)
-    job = job_of(small, image_path=str(samples["still.png"]),
-                 wav_url=server.url("/big-unannounced"))
-    err = refused(job, store, render_id, small)
-    assert err.field == "wav_url" and "larger than the limit of 1048576 bytes" in err.reason
-    # the server could only push what fits into the socket buffers before the client hung up
-    assert server.finished("/big-unannounced") < BIG_BYTES // 4
-    assert list(tmpdir_spy.iterdir()) == []
 
 
 def test_too_large_path_stops_reading_early(settings, store, render_id, samples, tmp_path,
@@ -360,7 +238,7 @@ def test_too_large_path_stops_reading_early(settings, store, render_id, samples,
                   store, render_id, small)
     assert err.field == "wav_path" and "larger than the limit" in err.reason
     image_size = samples["still.png"].stat().st_size
-    assert sum(read) - image_size <= small.max_input_bytes + staging.CHUNK_BYTES
+    assert sum(read) - image_size <= small.max_input_bytes + CHUNK_BYTES
 
 
 def test_empty_input_is_refused(settings, store, render_id, samples, tmp_path):
@@ -369,47 +247,6 @@ def test_empty_input_is_refused(settings, store, render_id, samples, tmp_path):
     err = refused(job_of(settings, image_path=str(samples["still.png"]), wav_path=str(empty)),
                   store, render_id, settings)
     assert err.field == "wav_path" and "empty" in err.reason
-
-
-# ---- URL failures -----------------------------------------------------------------
-
-def test_http_404(settings, store, render_id, samples, server):
-    job = job_of(settings, image_url=server.url("/nothing.png?X-Amz-Signature=SECRETTOKEN"),
-                 wav_path=str(samples["tone.wav"]))
-    err = refused(job, store, render_id, settings)
-    assert err.field == "image_url" and "HTTP 404" in err.reason
-    assert "SECRETTOKEN" not in str(err) and "X-Amz" not in str(err)
-
-
-def test_non_http_schemes_are_refused(settings, store, render_id, samples):
-    job = job_of(settings, image_path=str(samples["still.png"]), wav_path=str(samples["tone.wav"]))
-    for url in ("ftp://127.0.0.1/voice.wav", f"file://{samples['tone.wav']}", "gopher://x/1"):
-        bad = replace(job, audio=MediaSource("audio", "wav_url", "url", url))
-        err = refused(bad, store, render_id, settings)
-        assert err.field == "wav_url" and "only http and https" in err.reason
-
-
-def test_redirect_to_ftp_is_refused(settings, store, render_id, samples, server):
-    job = job_of(settings, image_url=server.url("/to-ftp"), wav_path=str(samples["tone.wav"]))
-    err = refused(job, store, render_id, settings)
-    assert err.field == "image_url" and "redirect" in err.reason
-
-
-def test_connection_refused(settings, store, render_id, samples):
-    url = f"http://127.0.0.1:{free_port()}/face.png?token=SECRET"
-    err = refused(job_of(settings, image_url=url, wav_path=str(samples["tone.wav"])),
-                  store, render_id, settings)
-    assert err.field == "image_url" and "connection refused" in err.reason
-    assert "SECRET" not in str(err)
-
-
-def test_timeout(settings, store, render_id, samples, server):
-    quick = replace(settings, download_timeout_s=0.5)
-    job = job_of(quick, image_path=str(samples["still.png"]), wav_url=server.url("/slow"))
-    started = time.monotonic()
-    err = refused(job, store, render_id, quick)
-    assert time.monotonic() - started < 2.5
-    assert err.field == "wav_url" and "timed out" in err.reason
 
 
 # ---- path checks ------------------------------------------------------------------
@@ -474,3 +311,224 @@ def test_input_roots_outside_check_does_not_reveal_existence(settings, store, re
     err = refused(job_of(limited, image_path=str(tmp_path / "secret" / "missing.png"),
                          wav_path=str(samples["tone.wav"])), store, render_id, limited)
     assert err.field == "image_path" and "outside the allowed input folders" in err.reason
+
+
+# ---- URL inputs: checked by the client, fetched by ingest ------------------------------------
+
+def test_url_inputs_are_recorded_not_downloaded(settings, store, render_id, samples, server):
+    url = server.url("/files/still.jpg?token=abc")
+    before = len(server.requests)
+    staged = stage_inputs(job_of(settings, image_url=url, wav_path=str(samples["tone.wav"])),
+                          store, render_id, settings)
+    image = staged["image"]
+    ref = url_ref_key(render_id, "image")
+    assert image == StagedInput(field="image", source_key="image_url", object_key=ref, format="",
+                                kind="", size=0, sha256="", fetched_by_ingest=True)
+    assert store.get_json(ref) == {"field": "image", "key": "image_url", "url": url}
+    assert len(server.requests) == before  # not fetched: that is ingest's work
+    assert sorted(store.list(prefix_of(render_id))) == sorted([ref, staged["audio"].object_key])
+
+
+def test_url_refused_by_the_guard_leaves_nothing(settings, store, render_id, samples, server):
+    strict = replace(settings, url_allow_hosts="")
+    before = len(server.requests)
+    job = job_of(strict, image_path=str(samples["still.png"]),
+                 wav_url=server.url("/files/tone.wav?sig=SECRET"))
+    err = refused(job, store, render_id, strict)
+    assert err.field == "wav_url" and "loopback address" in err.reason and "SECRET" not in str(err)
+    assert len(server.requests) == before
+
+
+def test_fetch_url_input_checks_stores_and_records(settings, store, render_id, samples, server,
+                                                   tmp_path):
+    job = job_of(settings, person_count="multi", image_path=str(samples["still.png"]),
+                 wav_url=server.url("/files/tone.mp3?token=abc"))
+    staged = stage_inputs(job, store, render_id, settings)
+    ref = staged["audio"].object_key
+    assert staged["audio_2"].object_key == ref  # one URL, one reference, one download
+    before = len(server.requests)
+    progress: dict = {}
+    got, local = fetch_url_input(store, render_id, ref, settings, tmp_path, progress)
+    mp3 = samples["tone.mp3"].read_bytes()
+    assert_staged(store, got, render_id, mp3, "audio", ".mp3")
+    assert (got.field, got.source_key, got.format, got.kind) == ("audio", "wav_url", "mp3", "audio")
+    assert local.read_bytes() == mp3 and progress["bytes"] == len(mp3)
+    assert store.get_json(url_record_key(ref)) == {**got.__dict__}
+    assert stored_input_key(store, {}, {"audio_2": ref}, "audio_2") == got.object_key
+    # a retried ingest finds the record: no second download
+    again, local2 = fetch_url_input(store, render_id, ref, settings, tmp_path / "again")
+    assert again == got and local2.read_bytes() == mp3
+    assert len(server.requests) == before + 1
+
+
+def test_fetch_url_input_refuses_bad_content_and_stores_nothing(settings, store, render_id, samples,
+                                                               server, tmp_path):
+    staged = stage_inputs(job_of(settings, image_url=server.url("/files/tone.wav"),
+                                 wav_path=str(samples["tone.wav"])), store, render_id, settings)
+    ref = staged["image"].object_key
+    before = set(store.list(prefix_of(render_id)))
+    with pytest.raises(InputError) as err:
+        fetch_url_input(store, render_id, ref, settings, tmp_path)
+    assert not isinstance(err.value, DownloadFailed)  # not retried: the content is wrong
+    assert err.value.field == "image_url" and "got WAV audio" in err.value.reason
+    assert set(store.list(prefix_of(render_id))) == before  # no content object, no record
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="has not been fetched yet"):
+        stored_input_key(store, {}, {"image": ref}, "image")
+
+
+def test_a_download_that_breaks_off_stores_nothing_and_is_fetched_again(settings, store, render_id,
+                                                                       samples, server, tmp_path):
+    staged = stage_inputs(job_of(settings, image_path=str(samples["still.png"]),
+                                 wav_url=server.url("/flaky/tone.wav")), store, render_id, settings)
+    ref = staged["audio"].object_key
+    before = set(store.list(prefix_of(render_id)))
+    with pytest.raises(DownloadFailed) as err:
+        fetch_url_input(store, render_id, ref, settings, tmp_path / "first")
+    assert err.value.field == "wav_url" and "closed before the end of the body" in err.value.reason
+    assert set(store.list(prefix_of(render_id))) == before  # the partial body counts for nothing
+    got, _ = fetch_url_input(store, render_id, ref, settings, tmp_path / "second")
+    assert_staged(store, got, render_id, samples["tone.wav"].read_bytes(), "audio", ".wav")
+    assert server.requests.count("/flaky/tone.wav") == 2
+
+
+def test_a_new_submission_does_not_reuse_what_an_earlier_one_fetched(settings, store, render_id,
+                                                                     samples, server, tmp_path):
+    first = stage_inputs(job_of(settings, image_path=str(samples["still.png"]),
+                                wav_url=server.url("/files/tone.wav")), store, render_id, settings)
+    fetch_url_input(store, render_id, first["audio"].object_key, settings, tmp_path / "a")
+    second = stage_inputs(job_of(settings, image_path=str(samples["still.png"]),
+                                 wav_url=server.url("/files/tone.mp3")), store, render_id, settings)
+    assert store.get_json_or_none(url_record_key(second["audio"].object_key)) is None
+    got, _ = fetch_url_input(store, render_id, second["audio"].object_key, settings, tmp_path / "b")
+    assert got.format == "mp3"
+
+
+# ---- sniffed once ------------------------------------------------------------------------
+
+def test_each_input_is_sniffed_once(settings, store, render_id, samples, server, tmp_path,
+                                    monkeypatch):
+    calls: list[int] = []
+    real_sniff = formats.sniff
+
+    def counting(head):
+        calls.append(len(head))
+        return real_sniff(head)
+
+    monkeypatch.setattr(formats, "sniff", counting)
+    png = samples["still.png"].read_bytes()
+    job = job_of(settings, person_count="multi", image_base64=base64.b64encode(png).decode(),
+                 wav_path=str(samples["tone.wav"]), wav_url_2=server.url("/files/tone.mp3"))
+    staged = stage_inputs(job, store, render_id, settings)
+    assert len(calls) == 2  # the image and the first track; the URL is not read by the client
+    fetch_url_input(store, render_id, staged["audio_2"].object_key, settings, tmp_path)
+    assert len(calls) == 3  # and the URL once, when fetched
+    # the first track reused as the second is read, and sniffed, once
+    calls.clear()
+    stage_inputs(job_of(settings, person_count="multi", image_path=str(samples["still.png"]),
+                        wav_path=str(samples["tone.wav"])), store, render_id, settings)
+    assert len(calls) == 2
+
+
+# ---- what a source holds: content checks (decoded once, when staged) -------------------------
+
+def b64(data: bytes, mime: str | None = None) -> str:
+    text = base64.b64encode(data).decode()
+    return text if mime is None else f"data:{mime};base64,{text}"
+
+
+def content_error(field: str, key: str, value: str, **overrides) -> InputError:
+    """What preparing this source refuses (before anything could be stored)."""
+    with pytest.raises(InputError) as info:
+        prepare(MediaSource(field, key, "base64", value), replace(SETTINGS_FOR_CONTENT, **overrides))
+    return info.value
+
+
+SETTINGS_FOR_CONTENT = Settings()
+
+
+def content_cases(m: dict[str, bytes]):
+    png, jpg, wav, mp3, mp4 = (m[n] for n in ("still.png", "still.jpg", "tone.wav", "tone.mp3", "clip.mp4"))
+    return [
+        # (field, key, value, err text)
+        ("image", "image_base64", "not base64 at all!!", "not valid base64"),
+        ("image", "image_base64", "data:image/png;base64,@@@@", "not valid base64"),
+        ("image", "image_base64", "QUJD=", "not valid base64"),
+        ("audio", "wav_base64", "QUJDR", "not valid base64"),
+        ("image", "image_base64", "data:image/png;base64,", "empty"),
+        ("image", "image_base64", b64(wav), "expected an image (JPEG, PNG or WebP), got WAV audio"),
+        ("image", "image_base64", b64(mp4), "got MP4 video"),
+        ("image", "image_base64", b64(b"just some text, not a picture"), "no supported format"),
+        ("audio", "wav_base64", b64(png), "expected audio (WAV, MP3, FLAC, OGG or M4A"),
+        ("audio", "wav_base64", b64(png, "audio/wav"), "got PNG image"),
+        ("video", "video_base64", b64(wav), "expected a video (MP4, MOV, WebM or MKV), got WAV audio"),
+        ("video", "video_base64", b64(jpg), "got JPEG image"),
+        ("audio_2", "wav_base64_2", b64(jpg), "got JPEG image"),
+        # data URI mime contradicting the content
+        ("image", "image_base64", b64(jpg, "image/png"), "data URI says image/png"),
+        ("image", "image_base64", b64(png, "audio/wav"), "data URI says audio/wav"),
+        ("audio", "wav_base64", b64(mp3, "audio/wav"), "but the content is MP3 audio"),
+        ("audio", "wav_base64", b64(wav, "audio/mpeg"), "data URI says audio/mpeg"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def content(samples) -> dict[str, bytes]:
+    return {name: path.read_bytes() for name, path in samples.items()}
+
+
+def test_content_errors(content):
+    for field, key, value, text in content_cases(content):
+        err = content_error(field, key, value)
+        assert err.field == key and text in err.reason, (key, text, err.reason)
+
+
+@pytest.mark.parametrize("field, name, mime", [
+    ("image", "still.jpg", None), ("image", "still.webp", None), ("image", "still.png", "application/octet-stream"),
+    ("image", "still.jpg", "image/jpg"), ("image", "still.png", "IMAGE/PNG"), ("image", "still.png", ""),
+    ("audio", "tone.wav", "audio/x-wav"), ("audio", "tone.wav", "audio/wave"), ("audio", "tone.mp3", "audio/mpeg"),
+    ("audio", "tone.m4a", "audio/mp4"), ("audio", "tone.m4a", "video/mp4"), ("audio", "clip.mp4", "video/mp4"),
+    ("audio", "talk.webm", "video/webm"), ("audio", "talk.webm", None),
+    ("audio", "tone.m4a", "application/octet-stream"),
+])
+def test_accepted_formats_and_declared_types(content, field, name, mime):
+    source = MediaSource(field, "x_base64", "base64", b64(content[name], mime))
+    head = b"".join(iter_base64(source))[:SNIFF_BYTES]
+    fmt = check_format(field, source.key, formats.sniff(head), source.data_uri_mime)
+    assert fmt.name == name.rsplit(".", 1)[1].replace("jpg", "jpeg")
+
+
+def test_errors_never_quote_base64():
+    secret = b64(b"SECRET-PAYLOAD" * 20)
+    for value in (secret, "data:image/png;base64," + secret, secret + "!!"):
+        err = content_error("image", "image_base64", value)
+        assert secret[:20] not in str(err) and err.field == "image_base64"
+
+
+def test_base64_larger_than_the_limit(content):
+    err = content_error("image", "image_base64", b64(content["still.png"]), max_input_bytes=100)
+    assert err.field == "image_base64" and "larger than the limit of 100 bytes" in err.reason
+
+
+@hsettings(max_examples=50, deadline=None)
+@given(data=st.binary(min_size=1, max_size=300), cuts=st.lists(st.integers(0, 400), max_size=8),
+       chunk=st.sampled_from([4, 8, 12, 1024]))
+def test_base64_decoding_roundtrip(data, cuts, chunk):
+    text = base64.b64encode(data).decode()
+    for cut in sorted(set(cuts), reverse=True):
+        text = text[:cut] + "\n " + text[cut:]
+    source = MediaSource("image", "image_base64", "base64", text)
+    assert b"".join(iter_base64(source, chunk)) == data
+    # URL-safe alphabet without padding is tolerated too
+    loose = MediaSource("image", "image_base64", "base64",
+                        base64.urlsafe_b64encode(data).decode().rstrip("="))
+    assert b"".join(iter_base64(loose, chunk)) == data
+
+
+@pytest.mark.parametrize("chunk", [4, 8, 12, 1024])
+@pytest.mark.parametrize("text", ["QQ==QUJD", "QQ==\nQUJD", "QUJD QQ== QUJD", "QUJD=", "QUJDQ",
+                                  "QU=D", "QUJD\u00e9QUJD"])
+def test_invalid_base64_in_any_chunking(text, chunk):
+    with pytest.raises(InputError) as err:
+        list(iter_base64(MediaSource("audio", "wav_base64", "base64", text), chunk))
+    assert err.value.field == "wav_base64" and "not valid base64" in err.value.reason

@@ -25,7 +25,7 @@ from longtalk.contracts import output_key, window_meta_key, window_prefix
 from longtalk.stack import READY_LINE, replace_worker, worker_grace_s
 from longtalk.store import ObjectStore
 from longtalk.windows import WindowParams, total_frames, window_count
-from tests.conftest import ROOT
+from tests.media import ROOT
 from tests.faults import StandinProcess, until, worker
 from tests.helpers import RELEASES, manifest
 from tests.media import cut_audio, samples_16k

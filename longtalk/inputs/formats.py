@@ -1,9 +1,12 @@
-"""Media formats: what a file is, decided by its content.
+"""Media formats: what an input is, decided by its content, once.
 
 Sections:
 - sniffing: `sniff(head)` names the format from the first bytes (magic numbers, never the
   file name), and `mime_matches` says whether a declared mime type (a data URI's) fits it.
+- what each job field accepts: `check_format(field, key, fmt, mime)`.
 
+Staging calls `sniff` once per input (`longtalk.inputs.staging.prepare`) and passes the
+MediaFormat on (to the decode checks, into the object key); nothing sniffs it again.
 Pure functions, no I/O.
 """
 
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+
+from ..errors import InputError
 
 # =============================================================================
 # sniffing
@@ -290,3 +295,30 @@ def mime_matches(mime: str | None, fmt: MediaFormat) -> bool:
         return True
     base = mime.split(";", 1)[0].strip().lower()
     return base in GENERIC_MIMES or base in _MIMES[fmt.name]
+
+
+# =============================================================================
+# what each field accepts
+# =============================================================================
+
+# canonical field -> (accepted MediaFormat.kind values, how to say so)
+EXPECTED: dict[str, tuple[frozenset[str], str]] = {
+    "image": (frozenset({"image"}), "an image (JPEG, PNG or WebP)"),
+    "video": (frozenset({"video"}), "a video (MP4, MOV, WebM or MKV)"),
+    "audio": (frozenset({"audio", "video"}),
+              "audio (WAV, MP3, FLAC, OGG or M4A, or a video file with an audio track)"),
+}
+EXPECTED["audio_2"] = EXPECTED["audio"]
+
+
+def check_format(field: str, key: str, fmt: MediaFormat | None, mime: str | None = None) -> MediaFormat:
+    """The sniffed format, if field `field` accepts it and it fits the declared `mime` (a data
+    URI's; None: none declared). InputError naming job key `key` otherwise."""
+    kinds, wanted = EXPECTED[field]
+    if fmt is None:
+        raise InputError(key, f"expected {wanted}, got content in no supported format")
+    if fmt.kind not in kinds:
+        raise InputError(key, f"expected {wanted}, got {fmt.label}")
+    if not mime_matches(mime, fmt):
+        raise InputError(key, f"the data URI says {mime} but the content is {fmt.label}")
+    return fmt

@@ -1,10 +1,11 @@
-"""Client-side decode checks: refuse what ingest would only find later, before any upload.
+"""Decode checks: refuse what ingest would only find later, before any upload.
 
-`stage_inputs` streams every source into a temporary file, sniffs its format, then calls
-`check_media` on that file BEFORE it is uploaded, so an input that is corrupt, truncated,
-too short, too long, too small or oddly shaped is refused with InputError(job key, reason)
-while nothing is stored and no workflow exists. Ingest keeps its own checks (defence in
-depth); these are meant to be at least as strict and much cheaper:
+`staging.prepare` streams every source into a temporary file, sniffs its format once, then
+calls `check_media` with that format on the file BEFORE it is uploaded (by the client for
+path and base64 inputs, by the ingest activity for URL inputs), so an input that is corrupt,
+truncated, too short, too long, too small or oddly shaped is refused with
+InputError(job key, reason) while nothing of it is stored. Ingest's decoding keeps its own
+checks (defence in depth); these are meant to be at least as strict and much cheaper:
 
 - image: the container structure is walked first (a JPEG must reach its EOI marker through
   valid segments, a PNG must reach IEND with correct chunk CRCs, a WebP must be as long as
@@ -32,13 +33,13 @@ import av
 import cv2
 import numpy as np
 
-from .errors import InputError
-from .media import SNIFF_BYTES, sniff
-from .settings import Settings
+from ..errors import InputError
+from ..settings import Settings
+from .formats import MediaFormat
 
 DECODE_FAILED = "cannot be decoded (corrupt or truncated)"
 MAX_IMAGE_PIXELS = 100_000_000  # 100 megapixels: refused before OpenCV allocates anything
-HEAD_BYTES = 64 * 1024  # enough for the sniffer and an MP3's Xing/Info header after ID3
+HEAD_BYTES = 64 * 1024  # enough for an MP3's Xing/Info header after an ID3 tag
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,19 @@ class MediaFacts:
     packets: int | None = None  # video packets demuxed
 
 
-def check_media(field_key: str, path: Path | str, kind: str, settings: Settings) -> MediaFacts:
+def check_media(field_key: str, path: Path | str, kind: str, fmt: MediaFormat | None,
+                settings: Settings) -> MediaFacts:
     """Check the file at `path`, given for job key `field_key`, as `kind` ("image", "video"
-    or "audio"; "audio_2" counts as audio). Raises InputError(field_key, reason)."""
+    or "audio"; "audio_2" counts as audio). `fmt` is its format as already sniffed (None:
+    in no supported format); it is not sniffed again here. Raises InputError(field_key, reason)."""
     path = Path(path)
-    with open(path, "rb") as handle:
-        head = handle.read(HEAD_BYTES)
-    fmt = sniff(head[:SNIFF_BYTES])
     fmt_name = fmt.name if fmt is not None else "unknown"
     if kind == "image":
         return _check_image(field_key, path, fmt_name, settings)
     if kind == "video":
         return _check_video(field_key, path, fmt_name, settings)
     if kind in ("audio", "audio_2"):
-        return _check_audio(field_key, path, fmt_name, head, settings)
+        return _check_audio(field_key, path, fmt_name, settings)
     raise ValueError(f"unknown media kind {kind!r}")
 
 
@@ -249,12 +249,12 @@ def _webp_structure(key: str, data: bytes) -> tuple[int, int] | None:
 _EXACT_DURATION = {"flac", "ogg", "m4a", "mp4", "mov", "webm", "mkv"}
 
 
-def _check_audio(key: str, path: Path, fmt: str, head: bytes, settings: Settings) -> MediaFacts:
+def _check_audio(key: str, path: Path, fmt: str, settings: Settings) -> MediaFacts:
     if fmt == "wav":
         _wav_structure(key, path)
     elif fmt == "ogg":
         _ogg_structure(key, path)
-    exact = fmt in _EXACT_DURATION or (fmt == "mp3" and _mp3_has_length_header(head))
+    exact = fmt in _EXACT_DURATION or (fmt == "mp3" and _mp3_has_length_header(path))
     limit = settings.max_audio_seconds
     try:
         container = av.open(str(path))
@@ -379,9 +379,11 @@ def _ogg_structure(key: str, path: Path) -> None:
                               "end-of-stream page")
 
 
-def _mp3_has_length_header(head: bytes) -> bool:
+def _mp3_has_length_header(path: Path) -> bool:
     """Whether an MP3 starts with a Xing/Info/VBRI frame, i.e. states its exact length
     (without one, the declared duration is a bit-rate estimate)."""
+    with open(path, "rb") as handle:
+        head = handle.read(HEAD_BYTES)
     pos = 0
     if head.startswith(b"ID3") and len(head) >= 10:
         pos = 10 + (head[6] << 21 | head[7] << 14 | head[8] << 7 | head[9])

@@ -1,31 +1,35 @@
-"""The job contract: the RunPod worker's input object, parsed and checked into a `Job`.
+"""The job contract: the RunPod worker's input object, parsed and checked into a `Job`, and
+the render-id rule.
 
 A job is `{"input": {...}}` (or the bare input object). `parse_job` checks every field and
 raises `InputError(field, reason)` for the first problem it finds; everything it can let
 pass with a remark (an unknown key, a source for the other mode) goes into `Job.warnings`.
 
-Media come from exactly one source per field: a path, an http(s) URL or base64 text (with or
-without a `data:<mime>;base64,` prefix). Base64 is already in memory, so `parse_job` decodes
-it right away and checks its content (format, kind, data-URI mime, size); paths and URLs are
-read, and checked the same way, when `longtalk.staging` copies them into the bucket.
+Media come from exactly one source per field (`sources.MediaSource`): a path, an http(s) URL
+or base64 text (with or without a `data:<mime>;base64,` prefix). Parsing checks their form
+only (a URL's syntax, a data URI's header); the content is read, decoded once and checked
+when `staging.stage_inputs` stages the job. Paths in a job document are confined to
+LONGTALK_INPUT_ROOTS; the job keys listed in `trusted` (paths the operator gave on the command
+line) are not, and a leading `~` in them is expanded.
+
+Pure checks, no I/O: the CLI (`starter.py`) and an HTTP API call it alike.
 """
 
 from __future__ import annotations
 
-import binascii
 import json
 import math
+import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
-from urllib.parse import urlsplit
 
-from .errors import InputError
-from .media import SNIFF_BYTES, MediaFormat, mime_matches, sniff
-from .settings import Settings
-from .spec import DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_SIZE, MAX_SEED, RenderSpec
-from .text import TRUNCATED, shorten
+from ..errors import InputError
+from ..settings import Settings
+from ..spec import DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_SIZE, MAX_SEED, RenderSpec
+from ..text import TRUNCATED, shorten
+from .sources import MediaSource, check_url, split_data_uri
 
 INPUT_TYPES = ("image", "video")
 PERSON_COUNTS = ("single", "multi")
@@ -44,157 +48,25 @@ SCALAR_KEYS = ("input_type", "person_count", "prompt", "width", "height", "max_f
                "force_offload", "network_volume", "seed")
 KNOWN_KEYS = frozenset(SCALAR_KEYS) | {k for keys in MEDIA_KEYS.values() for k in keys}
 
-# what each field accepts, by MediaFormat.kind, and how to say so
-EXPECTED: dict[str, tuple[frozenset[str], str]] = {
-    "image": (frozenset({"image"}), "an image (JPEG, PNG or WebP)"),
-    "video": (frozenset({"video"}), "a video (MP4, MOV, WebM or MKV)"),
-    "audio": (frozenset({"audio", "video"}),
-              "audio (WAV, MP3, FLAC, OGG or M4A, or a video file with an audio track)"),
-}
-EXPECTED["audio_2"] = EXPECTED["audio"]
+# ---- the render id ------------------------------------------------------------------
+# The workflow id, the object-key folder renders/<id>/ and the ComfyUI upload subfolder
+# longtalk/<id>/w<k> (comfy_graphs.binder): one path segment, safe in all three.
+RENDER_ID_MAX = 128
+RENDER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{RENDER_ID_MAX - 1}}}")
+RENDER_ID_RULE = (f"1-{RENDER_ID_MAX} letters, digits, '.', '_' or '-', starting with a letter "
+                  f"or digit")
 
 
-# ---- media sources ----------------------------------------------------------
-
-@dataclass(frozen=True)
-class MediaSource:
-    field: str  # canonical field: "image" | "video" | "audio" | "audio_2"
-    key: str  # the exact job key used, e.g. "wav_base64_2"
-    form: str  # "path" | "url" | "base64"
-    value: str  # path, URL or base64 text (a data URI prefix included when given)
-
-    def describe(self) -> str:
-        """Short and safe for logs: never the base64 text, never a URL's query or credentials."""
-        if self.form == "url":
-            return f"{self.key}={redact_url(self.value)}"
-        if self.form == "base64":
-            mime = self.data_uri_mime
-            what = f"data:{mime} base64" if mime is not None else "base64"
-            return f"{self.key}=<{what}, {len(self.value)} chars>"
-        return f"{self.key}={shorten(self.value, 120 + len(TRUNCATED), TRUNCATED)}"
-
-    def __repr__(self) -> str:  # keep huge base64 text out of reprs and tracebacks
-        return f"MediaSource(field={self.field!r}, {self.describe()})"
-
-    @property
-    def data_uri_mime(self) -> str | None:
-        """The mime type a base64 value's data URI declares ("" for `data:;base64,`), else None."""
-        if self.form != "base64":
-            return None
-        return _split_data_uri(self.key, self.value)[0]
+def is_render_id(value) -> bool:
+    return isinstance(value, str) and RENDER_ID.fullmatch(value) is not None
 
 
-def redact_url(url: str, limit: int = 120) -> str:
-    """scheme://host[:port]/path only: user info, query and fragment removed (they may carry
-    tokens), shortened to `limit` characters; "...(truncated)" marks anything left out."""
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = host if port is None else f"{host}:{port}"
-    if ":" in host:
-        netloc = f"[{host}]" if port is None else f"[{host}]:{port}"
-    text = f"{parts.scheme}://{netloc}{parts.path}"
-    cut = bool(parts.query or parts.fragment or "@" in parts.netloc)
-    if len(text) > limit:
-        text, cut = text[:limit], True
-    return text + (TRUNCATED if cut else "")
+def check_render_id(value, key: str = "id") -> str:
+    """The render id, or InputError(key, ...) when it breaks the rule."""
+    if not is_render_id(value):
+        raise InputError(key, f"use {RENDER_ID_RULE}")
+    return value
 
-
-_DATA_URI = re.compile(r"\s*data:([^,]*),", re.IGNORECASE)
-_WHITESPACE = b" \t\r\n\f\v"
-_URLSAFE = bytes.maketrans(b"-_", b"+/")
-BASE64_CHUNK_CHARS = 4 * 1024 * 1024  # decoded in 3 MiB pieces
-
-
-def _split_data_uri(key: str, text: str) -> tuple[str | None, str]:
-    """(declared mime or None, base64 payload)."""
-    match = _DATA_URI.match(text, 0, 512)
-    if match is None:
-        return None, text
-    header = [p.strip() for p in match.group(1).split(";")]
-    if not any(p.lower() == "base64" for p in header[1:]):
-        raise InputError(key, "a data URI must be base64-encoded (data:<mime>;base64,...)")
-    return header[0].lower(), text[match.end():]
-
-
-def iter_base64(source: MediaSource, chunk_chars: int = BASE64_CHUNK_CHARS) -> Iterator[bytes]:
-    """The decoded bytes of a base64 source, in chunks.
-
-    A data URI prefix is skipped; whitespace anywhere is ignored; URL-safe characters and
-    missing padding are tolerated. Invalid base64 is an InputError naming the key (the text
-    itself is never quoted).
-    """
-    _, payload = _split_data_uri(source.key, source.value)
-    chunk_chars = max(4, chunk_chars - chunk_chars % 4)
-    pending = b""  # fewer than 4 characters carried to the next piece
-    tail = None  # text that ends with padding: only whitespace may follow it
-    pos = 0
-    while True:
-        try:
-            piece = payload[pos:pos + chunk_chars].encode("ascii")
-        except UnicodeEncodeError:
-            raise InputError(source.key, "not valid base64 (non-ASCII characters)") from None
-        piece = piece.translate(_URLSAFE, _WHITESPACE)
-        pos += chunk_chars
-        last = pos >= len(payload)
-        if tail is not None:
-            if piece:
-                raise InputError(source.key, "not valid base64 (data after the padding)")
-            if not last:
-                continue
-            text = tail
-        else:
-            pending += piece
-            if last:
-                text, pending = pending, b""
-                if len(text) % 4 == 1:
-                    raise InputError(source.key, "not valid base64 (truncated)")
-                text += b"=" * (-len(text) % 4)
-            else:
-                cut = len(pending) - len(pending) % 4
-                text, pending = pending[:cut], pending[cut:]
-                if b"=" in text:  # the end of the data, unless more than whitespace follows
-                    tail, pending = text + pending, b""
-                    continue
-        if text:
-            try:
-                yield binascii.a2b_base64(text, strict_mode=True)
-            except (binascii.Error, ValueError):
-                raise InputError(source.key, "not valid base64") from None
-        if last:
-            return
-
-
-def check_format(source: MediaSource, fmt: MediaFormat | None) -> MediaFormat:
-    """The sniffed format, if the field accepts it and it fits the data URI's mime type."""
-    kinds, wanted = EXPECTED[source.field]
-    if fmt is None:
-        raise InputError(source.key, f"expected {wanted}, got content in no supported format")
-    if fmt.kind not in kinds:
-        raise InputError(source.key, f"expected {wanted}, got {fmt.label}")
-    mime = source.data_uri_mime
-    if not mime_matches(mime, fmt):
-        raise InputError(source.key, f"the data URI says {mime} but the content is {fmt.label}")
-    return fmt
-
-
-def check_base64_content(source: MediaSource, settings: Settings) -> MediaFormat:
-    """Decode a base64 source once: valid base64, not empty, within the size limit, an
-    accepted format for its field."""
-    head = b""
-    size = 0
-    for chunk in iter_base64(source):
-        if len(head) < SNIFF_BYTES:
-            head += chunk[:SNIFF_BYTES - len(head)]
-        size += len(chunk)
-        if size > settings.max_input_bytes:
-            raise InputError(source.key, f"larger than the limit of {settings.max_input_bytes} bytes")
-    if size == 0:
-        raise InputError(source.key, "empty (0 bytes)")
-    return check_format(source, sniff(head))
 
 
 # ---- the job ----------------------------------------------------------------
@@ -229,10 +101,13 @@ class Job:
         return {key: getattr(self.spec, key) for key in SCALAR_KEYS}
 
 
-def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED) -> Job:
+def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED,
+              trusted: Collection[str] = ()) -> Job:
     """Check a job object (wrapped in {"input": ...} or bare) and return the Job. The window
     parameters come from `settings`; `default_seed` is the seed of a job that gives none (the
-    deployment's LONGTALK_COMFY_SEED, which the client reads)."""
+    deployment's LONGTALK_COMFY_SEED, which the client reads). `trusted`: the *_path keys the
+    operator gave on the command line (their own files: `~` expanded, not confined to
+    LONGTALK_INPUT_ROOTS); every other path is confined."""
     inp = _unwrap(obj)
     warnings: list[str] = []
 
@@ -247,7 +122,7 @@ def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED) -> Job:
 
     sources: dict[str, MediaSource | None] = {}
     for field in (visual, "audio"):
-        sources[field] = _source(inp, field, settings)
+        sources[field] = _source(inp, field, trusted)
         if sources[field] is None:
             keys = "|".join(MEDIA_KEYS[field])
             reason = (f"required for input_type {input_type}" if field == visual
@@ -255,7 +130,7 @@ def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED) -> Job:
             raise InputError(keys, reason)
 
     if person_count == "multi":
-        audio_2 = _source(inp, "audio_2", settings)
+        audio_2 = _source(inp, "audio_2", trusted)
         if audio_2 is None:
             audio_2 = replace(sources["audio"], field="audio_2")
             warnings.append(
@@ -346,7 +221,7 @@ def _given_keys(inp: dict, field: str) -> list[str]:
     return [k for k in MEDIA_KEYS[field] if _present(inp.get(k))]
 
 
-def _source(inp: dict, field: str, settings: Settings) -> MediaSource | None:
+def _source(inp: dict, field: str, trusted: Collection[str]) -> MediaSource | None:
     given = _given_keys(inp, field)
     if not given:
         return None
@@ -361,26 +236,12 @@ def _source(inp: dict, field: str, settings: Settings) -> MediaSource | None:
     if form == "url":
         value = value.strip()
         check_url(key, value)
-    source = MediaSource(field=field, key=key, form=form, value=value)
-    if form == "base64":
-        check_base64_content(source, settings)
-    return source
-
-
-def check_url(key: str, url: str) -> None:
-    """Only absolute http(s) URLs with a host."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise InputError(key, "not a valid URL") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        shown = f"'{scheme}'" if scheme else "none"
-        raise InputError(key, f"only http and https URLs are accepted, got scheme {shown}")
-    if not host:
-        raise InputError(key, "not a valid URL: no host")
+    elif form == "base64":
+        split_data_uri(key, value)  # the header's form; the content is decoded when staged
+    elif key in trusted:
+        return MediaSource(field=field, key=key, form=form, value=os.path.expanduser(value),
+                           trusted=True)
+    return MediaSource(field=field, key=key, form=form, value=value)
 
 
 def _choice(inp: dict, key: str, allowed: tuple[str, ...], default: str) -> str:

@@ -1,0 +1,92 @@
+"""Submitting a job: parse -> stage -> start, for the CLI (starter.py) and an HTTP API alike.
+
+    job = parse_job(obj, settings, default_seed=...)      # pure checks (job.py)
+    handle = await submit(client, settings, job, render_id, backend)
+
+`submit` attaches to a render that already has this id (running or finished); otherwise it
+stages the inputs (staging.stage_inputs), stores the job's parameters next to them
+(`request.json`) and starts the RenderVideo workflow. It waits for nothing else: URL inputs
+are downloaded by the workflow's ingest activity, so an API request returns at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from ..activity_options import timeouts_from_settings
+from ..contracts import RenderRequest, RenderResult, derived_keys
+from ..settings import Settings
+from ..store import ObjectStore
+from .job import Job, check_render_id
+from .staging import StagedInput, stage_inputs
+
+RENDER_WORKFLOW = "RenderVideo"  # workflows.render.RenderVideo's name
+ATTACHABLE = ("RUNNING", "COMPLETED", "CONTINUED_AS_NEW")
+
+
+async def existing_status(client: Client, render_id: str) -> str | None:
+    """The Temporal status name of the render with this id, or None when there is none."""
+    try:
+        desc = await client.get_workflow_handle(render_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return desc.status.name if desc.status else None
+
+
+def render_request(job: Job, staged: dict[str, StagedInput], render_id: str, backend: str,
+                   settings: Settings) -> RenderRequest:
+    """The workflow input: object keys and the job's parameters, never media or URLs."""
+    urls = {f: s.object_key for f, s in staged.items() if s.fetched_by_ingest}
+    return RenderRequest(
+        render_id=render_id,
+        inputs={f: s.object_key for f, s in staged.items() if not s.fetched_by_ingest},
+        input_names={f: s.source_key for f, s in staged.items()},
+        input_urls=urls,
+        input_formats={f: s.format for f, s in staged.items() if not s.fetched_by_ingest},
+        spec=job.spec, backend=backend,
+        windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains,
+        gpu_queue=settings.gpu_queue,
+        timeouts=timeouts_from_settings(settings, url_inputs=len(set(urls.values()))),
+        warnings=list(job.warnings),
+    )
+
+
+def attach(client: Client, render_id: str) -> WorkflowHandle:
+    return client.get_workflow_handle(render_id, result_type=RenderResult)
+
+
+async def submit(client: Client, settings: Settings, job: Job, render_id: str, backend: str,
+                 store: ObjectStore | None = None,
+                 log: Callable[[str], None] = print) -> WorkflowHandle:
+    """Stage inputs and start the workflow, or attach to the render that has this id.
+    InputError when the job's inputs are refused (nothing is left behind then)."""
+    check_render_id(render_id)
+    status = await existing_status(client, render_id)
+    if status in ATTACHABLE:
+        log(f"render {render_id} already exists ({status.lower()}): attaching")
+        return attach(client, render_id)
+    store = store or ObjectStore.from_settings(settings)
+    await asyncio.to_thread(store.ensure_bucket)
+    staged = await asyncio.to_thread(stage_inputs, job, store, render_id, settings)
+    request = render_request(job, staged, render_id, backend, settings)
+    await asyncio.to_thread(store.put_json, derived_keys(render_id)["request"],
+                            {"params": job.params(), "inputs": request.inputs,
+                             "input_urls": request.input_urls, "warnings": request.warnings})
+    try:
+        return await client.start_workflow(
+            RENDER_WORKFLOW, request, id=render_id, task_queue=settings.render_queue,
+            result_type=RenderResult,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        )
+    except WorkflowAlreadyStartedError:
+        log(f"render {render_id} finished meanwhile: attaching")
+        return attach(client, render_id)
