@@ -32,7 +32,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from comfy_graphs.config import GraphConfig
-from longtalk.contracts import Progress, RenderResult, derived_keys
+from longtalk.payloads import Progress, RenderResult, derived_keys
 from longtalk.errors import InputError
 from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
 from longtalk.settings import Settings

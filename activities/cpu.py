@@ -16,7 +16,7 @@ import numpy as np
 from temporalio import activity
 
 from longtalk import audio, av_io
-from longtalk.contracts import (
+from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key,
 )

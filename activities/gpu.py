@@ -27,7 +27,7 @@ from temporalio import activity
 
 from longtalk import av_io, metrics
 from longtalk.backends.base import RenderBackend, WindowJob
-from longtalk.contracts import (
+from longtalk.payloads import (
     RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
     window_prefix,
 )

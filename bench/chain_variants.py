@@ -16,7 +16,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from longtalk.contracts import ChainInput, ChainResult, RenderWindowInput, RenderWindowResult, WindowDone, WindowsDone
+    from longtalk.payloads import ChainInput, ChainResult, RenderWindowInput, RenderWindowResult, WindowDone, WindowsDone
     from workflows.render import GPU_RETRY
 
 

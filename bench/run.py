@@ -262,7 +262,7 @@ def child_main(spec: dict) -> dict:
 
     from activities.cpu import CpuActivities
     from longtalk import av_io
-    from longtalk.contracts import (
+    from longtalk.payloads import (
         IngestResult, PlanInput, PublishInput, RenderRequest, StitchInput, output_key,
     )
 
@@ -455,7 +455,7 @@ def remove_render(s3_root: Path, bucket: str, render_id: str) -> None:
 # =============================================================================================
 
 def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
-    from longtalk.contracts import clip_key
+    from longtalk.payloads import clip_key
 
     settings, store, media = ctx["settings"], ctx["store"], ctx["media"]
     total = int(round(minutes * 60 * FPS))

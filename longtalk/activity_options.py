@@ -19,7 +19,7 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-from .contracts import ActivityTimeouts
+from .payloads import ActivityTimeouts
 from .errors import NON_RETRYABLE_TYPES, GraphError, InputError, ModelMissingError
 
 # workflow.patched ids (each guards a change of the commands a workflow sends)

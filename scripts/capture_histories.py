@@ -51,7 +51,8 @@ from tests.media import cut_audio  # noqa: E402  (real speech cut by ffmpeg-pyth
 HISTORIES = ROOT / "tests" / "histories"
 # what decides how a workflow replays: if these differ from the release commit, the
 # histories would not be the release's (the script refuses unless --allow-dirty)
-WORKFLOW_SOURCES = ["workflows", "longtalk/contracts.py", "longtalk/windows.py", "longtalk/errors.py"]
+WORKFLOW_SOURCES = ["workflows", "longtalk/payloads.py", "longtalk/spec.py", "longtalk/activity_options.py",
+                    "longtalk/windows.py", "longtalk/errors.py"]
 SIZE = 64  # px: the smallest allowed picture
 WINDOW, MOTION = 17, 9  # W = 4k+1, 0 < M < W: stride 8 frames, so a few windows need ~2 s of audio
 
@@ -108,7 +109,7 @@ def exists(store, key: str):
 
 
 def attempt_started(store, render_id: str, k: int):
-    from longtalk.contracts import window_prefix
+    from longtalk.payloads import window_prefix
 
     async def check():
         return bool(await asyncio.to_thread(lambda: list(store.list(window_prefix(render_id, k) + "attempts/"))))
@@ -265,7 +266,7 @@ async def shape_continue_as_new(env: Env, rid: str) -> None:
 
 
 async def shape_cancelled(env: Env, rid: str) -> None:
-    from longtalk.contracts import window_meta_key
+    from longtalk.payloads import window_meta_key
 
     handle = await render(env, rid, env.media["3w"], "gpu-slow")
     await until(exists(env.store, window_meta_key(rid, 0)))
@@ -283,7 +284,7 @@ async def shape_cancelled(env: Env, rid: str) -> None:
 
 
 async def shape_input_error(env: Env, rid: str) -> None:
-    from longtalk.contracts import RenderRequest
+    from longtalk.payloads import RenderRequest
     from workflows.render import RenderVideo
 
     s = env.settings
@@ -306,7 +307,7 @@ async def shape_input_error(env: Env, rid: str) -> None:
 
 
 async def shape_worker_crash(env: Env, rid: str) -> None:
-    from longtalk.contracts import window_meta_key
+    from longtalk.payloads import window_meta_key
 
     queue = "gpu-crash"
     worker_settings = dataclasses.replace(env.settings, gpu_queue=queue)

@@ -187,7 +187,7 @@ async def test_heartbeats_carry_the_comfyui_device(standin, backend, store, tmp_
 
     from activities.gpu import GpuActivities
     from longtalk import av_io
-    from longtalk.contracts import RenderContext, RenderWindowInput
+    from longtalk.payloads import RenderContext, RenderWindowInput
 
     rid = f"hb-{uuid.uuid4().hex[:8]}"
     job = window_job(rid, 0)
@@ -241,7 +241,7 @@ async def test_frames_that_do_not_fit_the_window_are_not_retried(store, tmp_path
 
     from activities.gpu import GpuActivities
     from longtalk import av_io
-    from longtalk.contracts import RenderContext, RenderSpec, RenderWindowInput
+    from longtalk.payloads import RenderContext, RenderSpec, RenderWindowInput
     from longtalk.errors import NON_RETRYABLE_TYPES, OutputMismatch
 
     class Wrong:

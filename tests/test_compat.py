@@ -19,7 +19,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.converter import DataConverter
 
 from longtalk import activity_options
-from longtalk.contracts import (
+from longtalk.payloads import (
     ActivityTimeouts, CancelledInput, Chain, ChainInput, ChainResult, DiscardInput, IngestResult, Plan, PlanInput,
     PublishInput, RenderContext, RenderRequest, RenderResult, RenderSpec, RenderWindowInput, RenderWindowResult,
     StitchInput, StitchResult, WindowsDone,

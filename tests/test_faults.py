@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client
 
 from comfy_graphs.binder import upload_subfolder
-from longtalk.contracts import window_meta_key, window_prefix
+from longtalk.payloads import window_meta_key, window_prefix
 from longtalk.settings import Settings
 from longtalk.stack import Process, free_port
 from longtalk.store import ObjectStore

@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 import starter
 from activities.gpu import GpuActivities
-from longtalk.contracts import Progress, window_meta_key
+from longtalk.payloads import Progress, window_meta_key
 from longtalk.inputs import existing_status
 from longtalk.windows import window_count
 from tests.helpers import CountingPreview, check_video, run_starter, write_job
@@ -32,7 +32,7 @@ async def check_activity_options(client: Client, settings, render_id: str, seed:
     from temporalio.converter import DataConverter
 
     from longtalk.activity_options import ACTIVITY_OPTIONS_PATCH, WINDOW_OPTIONS_PATCH, WINDOW_MARGIN_S
-    from longtalk.contracts import RenderWindowInput
+    from longtalk.payloads import RenderWindowInput
 
     async def events(workflow_id: str):
         history = await client.get_workflow_handle(workflow_id).fetch_history()
@@ -133,7 +133,7 @@ async def test_render_activity_is_idempotent(workers, temporal_client, settings,
     history = await temporal_client.get_workflow_handle(chain_workflow_id(render_id, 0)).fetch_history()
     scheduled = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
     payload = scheduled[0].activity_task_scheduled_event_attributes.input.payloads[0]
-    from longtalk.contracts import RenderWindowInput
+    from longtalk.payloads import RenderWindowInput
     inp = temporal_client.data_converter.payload_converter.from_payloads([payload], [RenderWindowInput])[0]
     counting = CountingPreview()
     acts = GpuActivities(store, {"preview": counting}, tmp_path / "cache")
@@ -192,7 +192,7 @@ async def test_undecodable_audio_fails_fast_naming_the_field(workers, temporal_c
     render's objects are discarded."""
     from temporalio.client import WorkflowFailureError
 
-    from longtalk.contracts import RenderRequest
+    from longtalk.payloads import RenderRequest
 
     prefix = f"renders/{render_id}/"
     store.put_bytes(prefix + "inputs/image-x.png", (EXAMPLES / "portrait.png").read_bytes())
@@ -228,7 +228,7 @@ async def test_ingest_checks_an_image_that_bypassed_the_client(workers, temporal
     import numpy as np
     from temporalio.client import WorkflowFailureError
 
-    from longtalk.contracts import RenderRequest
+    from longtalk.payloads import RenderRequest
 
     ok, png = cv2.imencode(".png", np.full((100, 800, 3), 128, np.uint8))
     prefix = f"renders/{render_id}/"
@@ -385,7 +385,7 @@ async def test_a_download_that_keeps_breaking_off_ends_as_an_input_error(setting
     from temporalio.testing import ActivityEnvironment
 
     from activities.cpu import URL_FETCH_ATTEMPTS, CpuActivities
-    from longtalk.contracts import RenderRequest
+    from longtalk.payloads import RenderRequest
     from longtalk.inputs import parse_job, render_request, stage_inputs
     from longtalk.stack import free_port
 

@@ -25,7 +25,7 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from longtalk.contracts import ChainInput, ChainResult, RenderRequest, RenderResult
+from longtalk.payloads import ChainInput, ChainResult, RenderRequest, RenderResult
 from tests.helpers import HISTORIES, RELEASES, REQUIRED_SHAPES, manifest, stored
 from workflows.render import RenderChain, RenderVideo
 
@@ -197,7 +197,7 @@ async def test_gpu_heartbeats_carry_the_build_id(tmp_path):
     from activities.gpu import GpuActivities
     from longtalk import av_io
     from longtalk.backends.preview import PreviewBackend
-    from longtalk.contracts import RenderContext, RenderWindowInput
+    from longtalk.payloads import RenderContext, RenderWindowInput
 
     class SlowPreview(PreviewBackend):
         async def render_window(self, job, progress=None):

@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from longtalk import av_io
 from longtalk.build import build_id
-from longtalk.contracts import output_key, window_meta_key, window_prefix
+from longtalk.payloads import output_key, window_meta_key, window_prefix
 from longtalk.stack import READY_LINE, replace_worker, worker_grace_s
 from longtalk.store import ObjectStore
 from longtalk.windows import WindowParams, total_frames, window_count

@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from longtalk import activity_options as options
     from longtalk.activity_options import CPU_RETRY, GPU_RETRY  # noqa: F401 - re-exported (bench)
-    from longtalk.contracts import (
+    from longtalk.payloads import (
         CancelledInput, ChainInput, ChainResult, DiscardInput, IngestResult, Plan, PlanInput, Progress, PublishInput,
         RenderContext, RenderRequest, RenderResult, RenderWindowInput, RenderWindowResult,
         StitchInput, StitchResult, WindowDone, WindowsDone,

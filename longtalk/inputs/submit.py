@@ -20,7 +20,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ..activity_options import timeouts_from_settings
-from ..contracts import RenderRequest, RenderResult, derived_keys
+from ..payloads import RenderRequest, RenderResult, derived_keys
 from ..settings import Settings
 from ..store import ObjectStore
 from .job import Job, check_render_id
