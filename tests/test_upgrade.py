@@ -20,7 +20,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from longtalk import av_io
-from longtalk.build import build_id
 from longtalk.payloads import output_key, window_meta_key, window_prefix
 from longtalk.stack import READY_LINE, replace_worker, worker_grace_s
 from longtalk.store import ObjectStore
@@ -32,18 +31,22 @@ from tests.media import cut_audio, samples_16k
 
 pytestmark = pytest.mark.timeout(420)
 SIZE = 128
+NEW = "upgrade-new"  # the current code's build id in this test
 
 
-def newest_release() -> dict:
-    assert RELEASES, "no stored release under tests/histories"
-    return max((manifest(r) for r in RELEASES), key=lambda m: m["captured_at"])
+def releases_to_upgrade_from() -> list[str]:
+    """The oldest stored release (the widest gap a render in flight may have to cross) and the
+    newest one (the release just before the current code), once each."""
+    by_age = sorted(RELEASES, key=lambda r: manifest(r)["captured_at"])
+    return list(dict.fromkeys([by_age[0], by_age[-1]])) if by_age else []
 
 
-@pytest.fixture(scope="module")
-def release_tree(tmp_path_factory) -> Path:
-    """The previous release's files, exactly as committed (no venv of its own: the same
-    packages run both releases, as on a worker image rebuilt from the same lock)."""
-    release = newest_release()
+@pytest.fixture(params=releases_to_upgrade_from() or [None])
+def release_tree(request, tmp_path_factory) -> Path:
+    """The release's files, exactly as committed (no venv of its own: the same packages run
+    both releases, as on a worker image rebuilt from the same lock)."""
+    assert request.param is not None, "no stored release under tests/histories"
+    release = manifest(request.param)
     tree = tmp_path_factory.mktemp(f"release-{release['release']}")
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", release["commit"]],
                              capture_output=True, timeout=120)
@@ -86,7 +89,9 @@ async def test_a_render_survives_replacing_the_previous_release_by_the_current_c
         env = {"LONGTALK_COMFY_URL": comfy.url}
 
         # the previous release serves, and its own starter submits the job
-        old = [worker(s, roles, logs / f"old-{roles}.log", code=release_tree, **env).start() for roles in ("cpu", "gpu")]
+        # the build ids tell the two apart (a release before build ids has none at all)
+        old = [worker(s, roles, logs / f"old-{roles}.log", code=release_tree, LONGTALK_BUILD_ID="upgrade-old", **env).start()
+               for roles in ("cpu", "gpu")]
         procs += old
         for handle in old:
             await handle.wait_for_line(READY_LINE, timeout=90)
@@ -115,7 +120,7 @@ async def test_a_render_survives_replacing_the_previous_release_by_the_current_c
         new = []
         for handle_old, roles in zip(old, ("cpu", "gpu")):
             def start_new(roles=roles):
-                new.append(worker(s, roles, logs / f"new-{roles}.log", **env).start())
+                new.append(worker(s, roles, logs / f"new-{roles}.log", LONGTALK_BUILD_ID=NEW, **env).start())
             await asyncio.to_thread(replace_worker, Proc(handle_old), worker_grace_s(s), start_new)
             procs.append(new[-1])
             await new[-1].wait_for_line(READY_LINE, timeout=90)
@@ -140,9 +145,8 @@ async def test_a_render_survives_replacing_the_previous_release_by_the_current_c
             workers_seen.add(meta["worker"])
         stats = await comfy.control("/standin/stats")
         assert stats["succeeded"] == windows, stats
-        current = build_id(s.build_id)
-        assert any("@" not in w for w in workers_seen), workers_seen  # the previous release rendered some
-        assert any(f"@{current}" in w for w in workers_seen), workers_seen  # and the current code the rest
+        assert any(f"@{NEW}" not in w for w in workers_seen), workers_seen  # the previous release rendered some
+        assert any(f"@{NEW}" in w for w in workers_seen), workers_seen  # and the current code the rest
 
         # both builds ran the workflows, and the new code replayed them without a failed task
         identities, failed = set(), 0
@@ -152,7 +156,7 @@ async def test_a_render_survives_replacing_the_previous_release_by_the_current_c
                     identities.add(event.workflow_task_completed_event_attributes.identity)
                 failed += event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
         assert failed == 0
-        assert any("@" not in i for i in identities) and any(f"@{current}" in i for i in identities), identities
+        assert any(f"@{NEW}" not in i for i in identities) and any(f"@{NEW}" in i for i in identities), identities
     finally:
         for p in procs:
             p.kill()
