@@ -334,6 +334,29 @@ def wan_lora(width: int = WAN_WIDTH, layers: int = WAN_LAYERS, ffn: int = WAN_FF
     return s
 
 
+def _vae_stages(s: Specs, prefix: str, dims: list[int], blocks: int, resample_modes: list[str], dtype: str,
+                halved_after_resample: bool = False) -> None:
+    """The residual blocks of each stage, numbered on, with a resample between stages."""
+    idx = 0
+    stages = len(dims) - 1
+    for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        if halved_after_resample and i > 0:  # the previous stage's upsample halved the channels
+            in_dim //= 2
+        for _ in range(blocks):
+            _vae_residual(s, f"{prefix}.{idx}", in_dim, out_dim, dtype)
+            in_dim = out_dim
+            idx += 1
+        if i != stages - 1:
+            _vae_resample(s, f"{prefix}.{idx}", out_dim, resample_modes[i], dtype)
+            idx += 1
+
+
+def _vae_middle(s: Specs, prefix: str, dim: int, dtype: str) -> None:
+    _vae_residual(s, f"{prefix}.0", dim, dim, dtype)
+    _vae_attention(s, f"{prefix}.1", dim, dtype)
+    _vae_residual(s, f"{prefix}.2", dim, dim, dtype)
+
+
 def _vae_residual(s: Specs, name: str, in_dim: int, out_dim: int, dtype: str) -> None:
     s[f"{name}.residual.0.gamma"] = _ones(dtype, in_dim, 1, 1, 1)
     s[f"{name}.residual.2.weight"] = _normal(dtype, out_dim, in_dim, 3, 3, 3)
@@ -387,20 +410,10 @@ def wan21_vae(base: int = VAE_BASE_DIM, z_dim: int = VAE_Z_DIM, dim_mult: tuple[
     # encoder
     s["encoder.conv1.weight"] = _normal(dtype, enc[0], 3, 3, 3, 3)
     s["encoder.conv1.bias"] = _zeros(dtype, enc[0])
-    idx = 0
-    for i, (in_dim, out_dim) in enumerate(zip(enc[:-1], enc[1:])):
-        for _ in range(num_res_blocks):
-            _vae_residual(s, f"encoder.downsamples.{idx}", in_dim, out_dim, dtype)
-            in_dim = out_dim
-            idx += 1
-        if i != len(dim_mult) - 1:
-            mode = "downsample3d" if temporal_downsample[i] else "downsample2d"
-            _vae_resample(s, f"encoder.downsamples.{idx}", out_dim, mode, dtype)
-            idx += 1
+    _vae_stages(s, "encoder.downsamples", enc, num_res_blocks,
+                ["downsample3d" if t else "downsample2d" for t in temporal_downsample], dtype)
     mid = enc[-1]
-    _vae_residual(s, "encoder.middle.0", mid, mid, dtype)
-    _vae_attention(s, "encoder.middle.1", mid, dtype)
-    _vae_residual(s, "encoder.middle.2", mid, mid, dtype)
+    _vae_middle(s, "encoder.middle", mid, dtype)
     s["encoder.head.0.gamma"] = _ones(dtype, mid, 1, 1, 1)
     s["encoder.head.2.weight"] = _normal(dtype, 2 * z_dim, mid, 3, 3, 3)
     s["encoder.head.2.bias"] = _zeros(dtype, 2 * z_dim)
@@ -413,21 +426,10 @@ def wan21_vae(base: int = VAE_BASE_DIM, z_dim: int = VAE_Z_DIM, dim_mult: tuple[
     temporal_upsample = temporal_downsample[::-1]
     s["decoder.conv1.weight"] = _normal(dtype, dec[0], z_dim, 3, 3, 3)
     s["decoder.conv1.bias"] = _zeros(dtype, dec[0])
-    _vae_residual(s, "decoder.middle.0", dec[0], dec[0], dtype)
-    _vae_attention(s, "decoder.middle.1", dec[0], dtype)
-    _vae_residual(s, "decoder.middle.2", dec[0], dec[0], dtype)
-    idx = 0
-    for i, (in_dim, out_dim) in enumerate(zip(dec[:-1], dec[1:])):
-        if i in (1, 2, 3):  # the previous upsample halved the channels
-            in_dim //= 2
-        for _ in range(num_res_blocks + 1):
-            _vae_residual(s, f"decoder.upsamples.{idx}", in_dim, out_dim, dtype)
-            in_dim = out_dim
-            idx += 1
-        if i != len(dim_mult) - 1:
-            mode = "upsample3d" if temporal_upsample[i] else "upsample2d"
-            _vae_resample(s, f"decoder.upsamples.{idx}", out_dim, mode, dtype)
-            idx += 1
+    _vae_middle(s, "decoder.middle", dec[0], dtype)
+    # the decoder has one more residual block per stage, and each upsample halves the channels
+    _vae_stages(s, "decoder.upsamples", dec, num_res_blocks + 1,
+                ["upsample3d" if t else "upsample2d" for t in temporal_upsample], dtype, halved_after_resample=True)
     s["decoder.head.0.gamma"] = _ones(dtype, dec[-1], 1, 1, 1)
     s["decoder.head.2.weight"] = _normal(dtype, 3, dec[-1], 3, 3, 3)
     s["decoder.head.2.bias"] = _zeros(dtype, 3)
