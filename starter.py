@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import dataclasses
 import hashlib
 import json
 import re
@@ -24,23 +22,22 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from comfy_graphs.config import GraphConfig
-from longtalk.activity_options import timeouts_from_settings
-from longtalk.contracts import Progress, RenderRequest, RenderResult, derived_keys
+from longtalk.contracts import Progress, RenderResult
 from longtalk.errors import InputError
-from longtalk.jobs import Job, load_job_file, parse_job
+from longtalk.jobs import load_job_file, parse_job
+from longtalk.renders import (  # noqa: F401 - existing_status, failure_message: starter's API too
+    cancelled_output, existing_status, failure_message, result_output, submit,
+)
 from longtalk.settings import Settings
 from longtalk.stack import port_open, split_host_port
-from longtalk.staging import stage_inputs
 from longtalk.store import ObjectStore
 from workflows.render import RenderVideo
 
 RENDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-FINISHED_OK = "COMPLETED"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,49 +93,6 @@ def default_render_id(job: dict) -> str:
     return "r-" + hashlib.sha256(canonical).hexdigest()[:16]
 
 
-async def existing_status(client: Client, render_id: str) -> str | None:
-    try:
-        desc = await client.get_workflow_handle(render_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return desc.status.name if desc.status else None
-
-
-async def submit(client: Client, settings: Settings, job: Job, render_id: str, backend: str,
-                 store: ObjectStore | None = None, log=print) -> WorkflowHandle:
-    """Stage inputs and start the workflow, or attach to the render that has this id."""
-    status = await existing_status(client, render_id)
-    if status in ("RUNNING", FINISHED_OK, "CONTINUED_AS_NEW"):
-        log(f"render {render_id} already exists ({status.lower()}): attaching")
-        return client.get_workflow_handle_for(RenderVideo.run, render_id)
-    store = store or ObjectStore.from_settings(settings)
-    await asyncio.to_thread(store.ensure_bucket)
-    staged = await asyncio.to_thread(stage_inputs, job, store, render_id, settings)
-    params = job.params()
-    request = RenderRequest(
-        render_id=render_id,
-        inputs={f: s.object_key for f, s in staged.items()},
-        input_names={f: s.source_key for f, s in staged.items()},
-        spec=job.spec, backend=backend,
-        windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains,
-        gpu_queue=settings.gpu_queue, timeouts=timeouts_from_settings(settings),
-        warnings=list(job.warnings),
-    )
-    await asyncio.to_thread(store.put_json, derived_keys(render_id)["request"],
-                            {"params": params, "inputs": request.inputs, "warnings": request.warnings})
-    try:
-        return await client.start_workflow(
-            RenderVideo.run, request, id=render_id, task_queue=settings.render_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        )
-    except WorkflowAlreadyStartedError:
-        log(f"render {render_id} finished meanwhile: attaching")
-        return client.get_workflow_handle_for(RenderVideo.run, render_id)
-
-
 def render_bar(p: Progress, width: int = 30) -> str:
     total = max(p.windows_total, 1)
     filled = int(width * p.windows_done / total) if p.windows_total else 0
@@ -186,35 +140,11 @@ async def wait(handle: WorkflowHandle, show: bool, err=sys.stderr) -> RenderResu
 
 def finish_result(result: RenderResult, settings: Settings, store: ObjectStore, output: Path | None) -> dict:
     """The result JSON as the old worker returned it: `video` inline when small enough."""
-    out = dataclasses.asdict(result)
-    if out.get("video_path") is None:
-        out.pop("video_path", None)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        store.download(result.video_key, output)
-        out["output_file"] = str(output)
-    if not result.video_path:
-        if result.size_bytes <= settings.inline_video_max_bytes:
-            data = output.read_bytes() if output is not None else store.get_bytes(result.video_key)
-            out["video"] = "data:video/mp4;base64," + base64.b64encode(data).decode()
-        else:
-            out["video_omitted"] = (f"video is {result.size_bytes} bytes, over the inline limit of "
-                                    f"{settings.inline_video_max_bytes}; use video_url")
-    return out
+    return result_output(result, settings, store, output)
 
 
 def not_reachable(what: str, address: str) -> str:
     return f"{what} is not reachable at {address}; start the stack with `make up`"
-
-
-def failure_message(exc: BaseException) -> str:
-    parts = []
-    while exc is not None:
-        msg = getattr(exc, "message", None) or str(exc)
-        if msg and msg not in parts:
-            parts.append(msg)
-        exc = exc.__cause__
-    return parts[-1] if parts else "render failed"
 
 
 async def main(argv: list[str] | None = None, client: Client | None = None,
@@ -262,11 +192,10 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         result = await wait(handle, show=not args.quiet, err=stderr)
     except WorkflowFailureError as exc:
         if isinstance(exc.cause, CancelledError):
-            manifest = await asyncio.to_thread(store.get_json_or_none, derived_keys(render_id)["manifest"]) or {}
-            finished = manifest.get("windows_finished", [])
+            summary = await asyncio.to_thread(cancelled_output, store, render_id)
+            finished = summary["windows_finished"]
             log(f"render {render_id} was cancelled; {len(finished)} windows were finished and are kept")
-            print(json.dumps({"render_id": render_id, "status": "cancelled",
-                              "windows": manifest.get("windows"), "windows_finished": finished}), file=stdout)
+            print(json.dumps(summary), file=stdout)
             return 1
         message = failure_message(exc)
         log(f"error: render {render_id} failed: {message}")
