@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .build import build_id
 from .settings import Settings
+from .visibility import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,8 @@ def temporal_service(settings: Settings, db_file: Path | None = None, headless: 
     argv = [find_binary("temporal"), "server", "start-dev", "--ip", host, "--port", str(port),
             "--namespace", settings.temporal_namespace, "--log-level", "warn",
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
+    for name, kind in SEARCH_ATTRIBUTES.items():  # the owner of a render (HTTP API), its retries
+        argv += ["--search-attribute", f"{name}={kind}"]
     if db_file is not None:
         argv += ["--db-filename", str(db_file)]
     if headless:
