@@ -235,3 +235,160 @@ async def test_seed_readme_examples(http, media, tmp_path):
         assert r.status_code == 400 and r.json()["error"].startswith("wav_base64"), r.json()
     finally:
         server.shutdown()
+
+
+# ---- webhooks -------------------------------------------------------------------------
+
+class Receiver:
+    """A webhook receiver on loopback: records every POST; answers 500 `fail` times first."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.posts: list[tuple[dict, bytes]] = []
+        self.fail = fail
+        receiver = self
+
+        class Handler(http_server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                code = 500 if len(receiver.posts) <= receiver.fail else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=abc"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def verify(headers: dict, body: bytes, secret: str) -> bool:
+    """A receiver's Standard Webhooks check, written from the spec (not with our signer)."""
+    import hashlib
+    import hmac
+
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(sig == f"v1,{expected}" for sig in headers["webhook-signature"].split())
+
+
+async def until(predicate, timeout: float = 60.0, every: float = 0.1):
+    for _ in range(int(timeout / every)):
+        if predicate():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+async def test_webhook_exactly_one_signed_delivery(http, media):
+    from tests.api_server import WEBHOOK_SECRET
+
+    receiver = Receiver()
+    try:
+        rid = (await http.post("/run", json={**short_job(media), "webhook": receiver.url})).json()["id"]
+        await until(lambda: receiver.posts)
+        await asyncio.sleep(2)  # and no second one
+        assert len(receiver.posts) == 1
+        headers, body = receiver.posts[0]
+        assert verify(headers, body, WEBHOOK_SECRET)
+        assert abs(int(headers["webhook-timestamp"]) - __import__("time").time()) < 60
+        delivered = json.loads(body)
+        status = (await http.get(f"/status/{rid}")).json()
+        assert delivered["id"] == rid and delivered["status"] == "COMPLETED"
+        assert delivered["output"] == status["output"]  # the /status body
+        assert not verify(headers, body + b" ", WEBHOOK_SECRET)
+    finally:
+        receiver.close()
+
+
+async def test_webhook_retried_while_it_answers_500(http, media):
+    receiver = Receiver(fail=3)
+    try:
+        await http.post("/run", json={**short_job(media), "webhook": receiver.url})
+        await until(lambda: len(receiver.posts) >= 4)
+        await asyncio.sleep(3)
+        assert len(receiver.posts) == 4  # three 500s, one 200, then nothing more
+        assert len({h["webhook-id"] for h, _ in receiver.posts}) == 1  # the same message each time
+    finally:
+        receiver.close()
+
+
+# ---- security -------------------------------------------------------------------------
+
+async def history_text(client, workflow_id: str) -> str:
+    from google.protobuf.json_format import MessageToJson
+
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    text = "\n".join(MessageToJson(e) for e in history.events)
+    import re
+
+    return text + "\n".join(base64.b64decode(m).decode("utf-8", "replace")
+                            for m in re.findall(r'"data": "([^"]+)"', text))
+
+
+async def test_keys_owners_and_limits(api, http, media, temporal_client, store, caplog, own_settings):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    base = f"{api}/v2/{EP}"
+    async with httpx.AsyncClient(base_url=base, timeout=60) as anon:
+        for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}, {"Authorization": KEY_A[:-1]}):
+            r = await anon.get("/health", headers=headers)
+            assert r.status_code == 401 and "error" in r.json()
+            assert (await anon.post("/run", json=short_job(media), headers=headers)).status_code == 401
+        r = await anon.get("/health", headers={"Authorization": KEY_A})  # the raw key: RunPod's curl form
+        assert r.status_code == 200
+        # another key's render is not there
+        receiver = Receiver()
+        rid = (await http.post("/run", json={**short_job(media), "webhook": receiver.url})).json()["id"]
+        bob = {"Authorization": f"Bearer {KEY_B}"}
+        for method, path in (("GET", "status"), ("POST", "status"), ("GET", "stream"), ("POST", "cancel"),
+                             ("POST", "retry"), ("GET", "status-sync")):
+            r = await anon.request(method, f"/{path}/{rid}", headers=bob)
+            assert r.status_code == 404 and "error" in r.json(), (path, r.text)
+        assert (await anon.post("/purge-queue", headers=bob)).json()["removed"] == 0
+        done = (await http.get(f"/status-sync/{rid}?wait=120000")).json()
+        assert done["status"] == "COMPLETED"
+        await until(lambda: receiver.posts)
+        receiver.close()
+        # the webhook guard: no metadata, no private address unless allow-listed
+        for url in ("http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/hook", "file:///etc/passwd"):
+            r = await http.post("/run", json={**short_job(media), "webhook": url})
+            assert r.status_code == 400 and r.json()["error"].startswith("webhook"), r.text
+        # keys never in workflow history (render, chain, webhook) nor in the logs
+        from workflows.render import chain_workflow_id
+        from workflows.webhook import webhook_workflow_id
+
+        text = "".join([await history_text(temporal_client, w) for w in
+                        (rid, chain_workflow_id(rid, 0), webhook_workflow_id(rid))])
+        assert "alice" in text  # the owner's name is there (a search attribute), the key is not
+        for secret in (KEY_A, KEY_B, own_settings.api_webhook_secret, "token=abc"):
+            assert secret not in text, secret
+            assert secret not in caplog.text, secret
+
+
+async def test_oversize_bodies_answer_413(own_settings, temporal_client, store, media):
+    import dataclasses
+
+    from tests.api_server import api_settings
+
+    small = api_settings(dataclasses.replace(own_settings, api_keys=""), api_max_body_bytes=4096)
+    async with running_api(small, temporal_client, store) as base:
+        async with httpx.AsyncClient(base_url=f"{base}/v2/{EP}", timeout=60,
+                                     headers={"Authorization": f"Bearer {KEY_A}"}) as c:
+            big = {"input": {**short_job(media)["input"], "image_base64": "A" * 5000}}
+            r = await c.post("/run", json=big)
+            assert r.status_code == 413 and "URL" in r.json()["error"]
+
+            async def chunks():  # no Content-Length: counted while it streams
+                for _ in range(10):
+                    yield b" " * 1000
+            r = await c.post("/run", content=chunks())
+            assert r.status_code == 413
+            assert (await c.post("/run", json=short_job(media))).status_code == 200
