@@ -100,8 +100,19 @@ class Renders:
         return any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                    for a in desc.raw_description.pending_activities)
 
-    async def running_state(self, render_id: str) -> tuple[str, Progress | None]:
-        """IN_QUEUE until a GPU started on the render (ingest and plan are queue time too)."""
+    async def running_state(self, render_id: str, desc=None) -> tuple[str, Progress | None]:
+        """IN_QUEUE until a GPU started on the render (queued, ingest and plan are queue time
+        too). Decided from the server's description where it can (no worker involved: the
+        render's worker may be busy); the progress query only once windows may be rendering."""
+        if desc is None:
+            desc = await self.client.get_workflow_handle(render_id).describe()
+        raw = desc.raw_description
+        activities = {a.activity_type.name for a in raw.pending_activities}
+        if not raw.pending_children:
+            if activities & {"ingest", "plan"}:
+                return IN_QUEUE, None
+            if not activities and raw.workflow_execution_info.history_length <= 3:
+                return IN_QUEUE, None  # no worker has picked it up yet
         p = await self._progress(render_id)
         if p is None or p.stage in ("queued", "ingest", "plan"):
             return IN_QUEUE, p
@@ -115,7 +126,7 @@ class Renders:
         now = datetime.now(timezone.utc)
         body: dict = {"id": render_id}
         if status is None:  # running
-            status, p = await self.running_state(render_id)
+            status, p = await self.running_state(render_id, desc)
             waited = (now - desc.start_time).total_seconds()
             elapsed = p.elapsed_s if p is not None else 0.0
             body.update(status=status, delayTime=_ms(waited - elapsed), executionTime=_ms(elapsed))
