@@ -25,12 +25,11 @@ from longtalk.errors import InputError
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk.visibility import SEARCH_ATTRIBUTES
-from workflows.render import RenderVideo
 from workflows.webhook import DeliverWebhook
 
 from . import jobs
 from .auth import Keys
-from .service import CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, TERMINAL, TIMED_OUT, NotFound, Renders, attributes
+from .service import CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, TERMINAL, TIMED_OUT, NotFound, Renders
 from .webhooks import WebhookActivities, check_url, start_delivery, webhook_key
 
 log = logging.getLogger("longtalk.api")
@@ -216,7 +215,6 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
             render_id = await jobs.accept(
                 renders.client, {"input": inp}, settings, renders.store, owner, graph_config=graph_config,
                 execution_timeout=timedelta(seconds=execution_s) if execution_s else None,
-                search_attributes=attributes(owner),
                 memo={"ttl_s": ttl_s, "execution_timeout_s": execution_s, "low_priority": low,
                       "webhook": webhook is not None})
         except InputError as exc:

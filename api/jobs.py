@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 from temporalio.client import Client
 
@@ -18,6 +19,8 @@ from longtalk.renders import submit
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 
+from .service import attributes
+
 
 def new_render_id() -> str:
     """RunPod's job ids are UUIDs; the render id is one too (a valid Temporal workflow id)."""
@@ -25,17 +28,15 @@ def new_render_id() -> str:
 
 
 async def accept(client: Client, job: dict, settings: Settings, store: ObjectStore, owner: str, *,
-                 graph_config: GraphConfig | None = None, check=None, **start_options) -> str:
-    """Check `job` ({"input": {...}}), stage its inputs and start the render; return its id.
+                 graph_config: GraphConfig | None = None, execution_timeout: timedelta | None = None,
+                 memo: dict | None = None) -> str:
+    """Check `job` ({"input": {...}}), stage its inputs and start the render owned by `owner`
+    (the API key's name, a search attribute); return the render id.
 
-    Raises InputError (naming the field) before anything is stored when the job is refused;
-    `check(job)`, when given, runs after parsing and before staging (the webhook's guard).
-    `owner` is the API key's name; `start_options` go to longtalk.renders.start."""
+    Raises InputError (naming the field) before anything is stored when the job is refused."""
     seed = (graph_config or GraphConfig.from_env()).sampler.seed
     parsed = await asyncio.to_thread(parse_job, job, settings, seed)
-    if check is not None:
-        await asyncio.to_thread(check, parsed)
     render_id = new_render_id()
     await submit(client, settings, parsed, render_id, settings.backend, store, log=lambda _m: None,
-                 **start_options)
+                 execution_timeout=execution_timeout, search_attributes=attributes(owner), memo=memo)
     return render_id

@@ -35,6 +35,8 @@ CLOSED = {
     WorkflowExecutionStatus.TIMED_OUT: TIMED_OUT,
 }
 QUERY_TIMEOUT = timedelta(seconds=5)
+HEALTH_INSPECT = 200  # running renders /health looks at (the oldest)
+HEALTH_BUDGET_S = 2.0  # ... for at most this long
 
 
 class NotFound(Exception):
@@ -198,40 +200,64 @@ class Renders:
             q += f" AND ExecutionStatus = '{status}'"
         return q
 
-    async def _running_states(self, owner: str | None) -> list[tuple[str, str]]:
-        ids = [w.id async for w in self.client.list_workflows(self._query(owner, "Running"))]
-        gate = asyncio.Semaphore(32)
-
-        async def one(rid: str) -> tuple[str, str]:
-            async with gate:
-                return rid, (await self.running_state(rid))[0]
-        return list(await asyncio.gather(*(one(r) for r in ids)))
+    async def _running_ids(self, owner: str | None) -> list[str]:
+        return [w.id async for w in self.client.list_workflows(self._query(owner, "Running"))]
 
     async def purge_queue(self, owner: str) -> int:
-        """Cancel the owner's renders that no GPU has started on."""
-        removed = 0
-        for rid, state in await self._running_states(owner):
-            if state == IN_QUEUE:
+        """Cancel the owner's renders that no GPU has started on (the full check per render)."""
+        gate = asyncio.Semaphore(32)
+
+        async def one(rid: str) -> int:
+            async with gate:
                 try:
+                    if (await self.running_state(rid))[0] != IN_QUEUE:
+                        return 0
                     await self.client.get_workflow_handle(rid).cancel()
-                    removed += 1
+                    return 1
                 except RPCError:
-                    pass
-        return removed
+                    return 0
+        return sum(await asyncio.gather(*(one(r) for r in await self._running_ids(owner))))
+
+    async def _quick_state(self, rid: str) -> str:
+        """IN_PROGRESS when a GPU renders one of its first chain's windows right now (or it
+        stitches/publishes): the servers' descriptions only, no worker asked."""
+        desc = await self.client.get_workflow_handle(rid).describe()
+        raw = desc.raw_description
+        if not raw.pending_children:
+            names = {a.activity_type.name for a in raw.pending_activities}
+            return IN_PROGRESS if names & {"stitch", "publish"} else IN_QUEUE
+        return IN_PROGRESS if await self._gpu_started(rid) else IN_QUEUE
 
     async def health(self, owner: str | None) -> dict:
+        """Counts from visibility. Of the running renders, the oldest HEALTH_INSPECT are
+        looked at (HEALTH_BUDGET_S at most) to tell in progress from queued; the rest count
+        as queued (a long backlog is queued, and RunPod clients wait 3 s for this)."""
         async def count(q: str) -> int:
             return (await self.client.count_workflows(q)).count
 
-        completed, failed, timed_out, retried = await asyncio.gather(
+        completed, failed, timed_out, retried, running_ids, ready = await asyncio.gather(
             count(self._query(owner, "Completed")), count(self._query(owner, "Failed")),
-            count(self._query(owner, "TimedOut")), count(self._query(owner) + f" AND {RETRIES} > 0"))
-        states = [s for _, s in await self._running_states(owner)]
-        running = states.count(IN_PROGRESS)
-        ready = await self._gpu_workers()
+            count(self._query(owner, "TimedOut")), count(self._query(owner) + f" AND {RETRIES} > 0"),
+            self._running_ids(owner), self._gpu_workers())
+        oldest = list(reversed(running_ids))[:HEALTH_INSPECT]  # visibility lists the newest first
+        gate = asyncio.Semaphore(32)
+        found: list[str] = []
+
+        async def one(rid: str) -> None:
+            async with gate:
+                try:
+                    if await self._quick_state(rid) == IN_PROGRESS:
+                        found.append(rid)
+                except RPCError:
+                    pass
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(r) for r in oldest)), HEALTH_BUDGET_S)
+        except asyncio.TimeoutError:
+            pass
+        running = len(found)
         return {
             "jobs": {"completed": completed, "failed": failed + timed_out, "inProgress": running,
-                     "inQueue": states.count(IN_QUEUE), "retried": retried},
+                     "inQueue": len(running_ids) - running, "retried": retried},
             "workers": {"idle": max(ready - running, 0), "running": min(running, ready) if ready else running,
                         "initializing": 0, "ready": ready, "throttled": 0, "unhealthy": 0},
         }

@@ -31,7 +31,9 @@ USER_AGENT = "longtalk-webhook/0.1"
 
 
 def webhook_key(render_id: str) -> str:
-    return f"renders/{render_id}/webhook.json"
+    """Beside, not under, renders/{id}/: a render refused at ingest deletes its objects, and
+    its FAILED status is still delivered."""
+    return f"webhooks/{render_id}.json"
 
 
 def check_url(url, settings: Settings) -> str:
