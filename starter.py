@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import dataclasses
 import hashlib
 import json
 import re
@@ -32,9 +30,10 @@ from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from comfy_graphs.config import GraphConfig
-from longtalk.payloads import Progress, RenderResult, derived_keys
 from longtalk.errors import InputError
 from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
+from longtalk.payloads import Progress, RenderResult
+from longtalk.renders import cancelled_output, failure_message, result_output
 from longtalk.settings import Settings
 from longtalk.stack import port_open, split_host_port
 from longtalk.store import ObjectStore
@@ -146,35 +145,11 @@ async def wait(handle: WorkflowHandle, show: bool, err=sys.stderr) -> RenderResu
 
 def finish_result(result: RenderResult, settings: Settings, store: ObjectStore, output: Path | None) -> dict:
     """The result JSON as the old worker returned it: `video` inline when small enough."""
-    out = dataclasses.asdict(result)
-    if out.get("video_path") is None:
-        out.pop("video_path", None)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        store.download(result.video_key, output)
-        out["output_file"] = str(output)
-    if not result.video_path:
-        if result.size_bytes <= settings.inline_video_max_bytes:
-            data = output.read_bytes() if output is not None else store.get_bytes(result.video_key)
-            out["video"] = "data:video/mp4;base64," + base64.b64encode(data).decode()
-        else:
-            out["video_omitted"] = (f"video is {result.size_bytes} bytes, over the inline limit of "
-                                    f"{settings.inline_video_max_bytes}; use video_url")
-    return out
+    return result_output(result, settings, store, output)
 
 
 def not_reachable(what: str, address: str) -> str:
     return f"{what} is not reachable at {address}; start the stack with `make up`"
-
-
-def failure_message(exc: BaseException) -> str:
-    parts = []
-    while exc is not None:
-        msg = getattr(exc, "message", None) or str(exc)
-        if msg and msg not in parts:
-            parts.append(msg)
-        exc = exc.__cause__
-    return parts[-1] if parts else "render failed"
 
 
 async def main(argv: list[str] | None = None, client: Client | None = None,
@@ -220,11 +195,10 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         result = await wait(handle, show=not args.quiet, err=stderr)
     except WorkflowFailureError as exc:
         if isinstance(exc.cause, CancelledError):
-            manifest = await asyncio.to_thread(store.get_json_or_none, derived_keys(render_id)["manifest"]) or {}
-            finished = manifest.get("windows_finished", [])
+            summary = await asyncio.to_thread(cancelled_output, store, render_id)
+            finished = summary["windows_finished"]
             log(f"render {render_id} was cancelled; {len(finished)} windows were finished and are kept")
-            print(json.dumps({"render_id": render_id, "status": "cancelled",
-                              "windows": manifest.get("windows"), "windows_finished": finished}), file=stdout)
+            print(json.dumps(summary), file=stdout)
             return 1
         message = failure_message(exc)
         log(f"error: render {render_id} failed: {message}")

@@ -71,13 +71,27 @@ class Settings:
     gpu_shutdown_grace_s: float = 600.0
     cpu_shutdown_grace_s: float = 20.0
     build_id: str = ""  # the code this worker runs ("" = short git commit [+ "-dirty"], else the package version)
+    # HTTP API (package api/): RunPod-compatible routes under /v2/{endpoint_id}
+    api_address: str = "127.0.0.1:8000"  # host:port the API binds to
+    api_keys: str = field(default="", repr=False)  # comma-separated name:key pairs
+    api_keys_file: str = ""  # a file of name:key lines (read at start, besides api_keys)
+    api_endpoint_ids: str = ""  # comma-separated endpoint ids accepted ("" = any)
+    api_public_health: bool = False  # /health answers without a key
+    api_max_body_bytes: int = 64 * 1024 * 1024  # larger request bodies answer 413
+    api_queue: str = "api"  # task queue of the API's own worker (webhook deliveries)
+    api_execution_timeout_s: int = 0  # default policy.executionTimeout (0 = none)
+    api_ttl_s: int = 7 * 24 * 3600  # default policy.ttl: a render is retrievable this long after submission
+    api_webhook_secret: str = field(default="", repr=False)  # signs webhook deliveries ("" = webhooks refused)
+    api_webhook_retry_s: float = 24 * 3600.0  # how long a webhook delivery is retried
+    api_webhook_backoff_s: float = 5.0  # first retry interval of a delivery (doubles, at most 10 min)
 
     def __post_init__(self) -> None:
         try:
             validate_params(self.window, self.motion, self.fps)
         except ParamError as exc:
             raise ValueError(f"{PREFIX}{exc.param.upper()}: {exc}") from None
-        for name in ("heartbeat_timeout_s", "comfy_prompt_timeout_s", "activity_schedule_to_close_s",
+        for name in ("api_max_body_bytes", "api_ttl_s", "api_webhook_retry_s", "api_webhook_backoff_s",
+                     "heartbeat_timeout_s", "comfy_prompt_timeout_s", "activity_schedule_to_close_s",
                      "gpu_shutdown_grace_s", "cpu_shutdown_grace_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")

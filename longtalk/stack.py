@@ -15,7 +15,9 @@ files and logs live under `<data>/run` and `<data>/logs`, so `up` twice is harml
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from .build import build_id
 from .settings import Settings
+from .visibility import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +80,8 @@ def temporal_service(settings: Settings, db_file: Path | None = None, headless: 
     argv = [find_binary("temporal"), "server", "start-dev", "--ip", host, "--port", str(port),
             "--namespace", settings.temporal_namespace, "--log-level", "warn",
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
+    for name, kind in SEARCH_ATTRIBUTES.items():  # the owner of a render (HTTP API), its retries
+        argv += ["--search-attribute", f"{name}={kind}"]
     if db_file is not None:
         argv += ["--db-filename", str(db_file)]
     if headless:
@@ -94,6 +99,42 @@ def s3_service(settings: Settings, root: Path) -> Service:
     # rclone reads list flags from the environment as CSV, hence the quotes around the pair.
     env = {"RCLONE_AUTH_KEY": f'"{settings.s3_access_key},{settings.s3_secret_key}"'}
     return Service("s3", argv, (host, port), env=env)
+
+
+def api_service(settings: Settings) -> Service:
+    return Service("api", [sys.executable, "-m", "api"], split_host_port(settings.api_address), cwd=ROOT)
+
+
+def api_credentials(settings: Settings, folder: Path) -> dict[str, str]:
+    """The API's key and webhook secret: from the settings, else generated once into `folder`
+    (`keys`: one `name:key` line; `webhook_secret`), readable by this user only. Returns the
+    LONGTALK_ variables that hand them to the API process."""
+    env = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    if not settings.api_keys and not settings.api_keys_file:
+        keys = folder / "keys"
+        if not keys.exists():
+            _write_private(keys, f"default:lt_{secrets.token_urlsafe(32)}\n")
+        env["LONGTALK_API_KEYS_FILE"] = str(keys)
+    if not settings.api_webhook_secret:
+        secret = folder / "webhook_secret"
+        if not secret.exists():
+            _write_private(secret, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        env["LONGTALK_API_WEBHOOK_SECRET"] = secret.read_text().strip()
+    return env
+
+
+def generated_key(settings: Settings, folder: Path) -> str | None:
+    """The key the stack generated (None when the settings give the keys)."""
+    if settings.api_keys or settings.api_keys_file or not (folder / "keys").exists():
+        return None
+    return (folder / "keys").read_text().strip().partition(":")[2]
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def worker_service(settings: Settings) -> Service:
@@ -189,9 +230,11 @@ class Stack:
         self.data = data
         self.run_dir, self.log_dir = data / "run", data / "logs"
         self.s3_root = data / "s3"
+        self.api_dir = data / "api"
         services = [
             temporal_service(settings, db_file=data / "temporal" / "temporal.db"),
             s3_service(settings, self.s3_root),
+            api_service(settings),
             worker_service(settings),
         ]
         self.processes = {s.name: Process(s, self.run_dir, self.log_dir) for s in services}
@@ -200,7 +243,7 @@ class Stack:
         (self.data / "temporal").mkdir(parents=True, exist_ok=True)
         (self.s3_root / self.settings.bucket).mkdir(parents=True, exist_ok=True)
         worker_log_offset = 0  # the log is appended to: look for this start's ready line only
-        for name in ("temporal", "s3", "worker"):
+        for name in ("temporal", "s3", "api", "worker"):
             if name == "worker" and not with_worker:
                 continue
             proc = self.processes[name]
@@ -215,7 +258,10 @@ class Stack:
                     f"stop it or change the LONGTALK_ setting for that address"
                 )
             # the worker gets exactly these settings, whether they came from the environment or not
-            proc.start(extra_env={**self.settings.to_env(), "LONGTALK_DATA_DIR": str(self.data)})
+            env = {**self.settings.to_env(), "LONGTALK_DATA_DIR": str(self.data)}
+            if name == "api":
+                env.update(api_credentials(self.settings, self.api_dir))
+            proc.start(extra_env=env)
             proc.wait_ready(timeout=90 if name == "temporal" else 30)
         if with_worker:
             wait_worker_ready(self.log_dir / "worker.log", self.processes["worker"], after=worker_log_offset)
@@ -230,7 +276,7 @@ class Stack:
 
     def down(self) -> list[str]:
         stopped = []
-        for name in ("worker", "s3", "temporal"):
+        for name in ("worker", "api", "s3", "temporal"):
             if self.processes[name].stop():
                 stopped.append(name)
         return stopped
@@ -284,6 +330,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Temporal     {settings.temporal_address}   UI {settings.temporal_ui_url}")
         print(f"Object store http://{settings.s3_endpoint}  bucket {settings.bucket}")
         print(f"Data folder  {stack.data}  (logs in {stack.log_dir})")
+        base = f"http://{settings.api_address}"
+        key = generated_key(settings, stack.api_dir)
+        print(f"HTTP API     {base}   docs {base}/docs")
+        if key:
+            print(f"API key      {key}   (in {stack.api_dir / 'keys'}; set LONGTALK_API_KEYS to use your own)")
+        else:
+            print("API key      from LONGTALK_API_KEYS / LONGTALK_API_KEYS_FILE")
+        shown = key or "$KEY"
+        print(f"  curl -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' "
+              f"-d @examples/demo.json {base}/v2/local/run")
+        print(f"  curl -H 'Authorization: Bearer {shown}' {base}/v2/local/status/<id>")
     elif args.command == "upgrade":
         grace = args.grace if args.grace is not None else worker_grace_s(settings)
         stack.upgrade(grace)

@@ -1068,3 +1068,23 @@ def test_gpu_doc_names_real_things(services):
         if var.endswith("_"):
             continue  # a prefix, e.g. LONGTALK_COMFY_<NAME>
         assert var in allowed_longtalk_names(), var
+
+
+def test_api_service(services):
+    """The HTTP API: the worker image with another command, keys and webhook secret required,
+    published on loopback by default, the input volume mounted like RunPod's /runpod-volume."""
+    from api.auth import Keys
+
+    api = services["api"]
+    assert api["build"]["dockerfile"] == "docker/worker/Dockerfile" and api["command"] == ["python", "-m", "api"]
+    env = env_of(api)
+    settings = Settings.from_env(env)
+    assert settings.api_address == "0.0.0.0:8000" and len(Keys.from_settings(settings)) >= 1
+    assert settings.api_webhook_secret and settings.temporal_address == "temporal:7233"
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
+    assert "/runpod-volume" in settings.input_roots.split(":")
+    assert any(v.endswith(":/runpod-volume") for v in api["volumes"])
+    assert api["depends_on"]["temporal"]["condition"] == "service_healthy"
+    copies = {s for ins in parse_dockerfile(WORKER_DOCKERFILE.read_text()) if ins.keyword == "COPY"
+              for s in copy_sources(ins, {}) or []}
+    assert "api" in copies

@@ -1,23 +1,34 @@
-"""`make up` / `make down` (longtalk.stack): start, stop, and start again in one data folder."""
+"""`make up` / `make down` (longtalk.stack): start, stop, and start again in one data folder (the
+HTTP API with its generated key among the services)."""
 
 import dataclasses
+import json
+import urllib.request
 
 import pytest
 
-from longtalk.stack import READY_LINE, Stack, free_port, port_open, split_host_port
+from longtalk.stack import READY_LINE, Stack, free_port, generated_key, port_open, split_host_port
 
 
 def test_up_down_up_again(settings, tmp_path):
     s = dataclasses.replace(settings, data_dir=tmp_path / "data", temporal_address=f"127.0.0.1:{free_port()}",
-                            temporal_ui_port=free_port(), s3_endpoint=f"127.0.0.1:{free_port()}")
+                            temporal_ui_port=free_port(), s3_endpoint=f"127.0.0.1:{free_port()}",
+                            api_address=f"127.0.0.1:{free_port()}")
     stack = Stack(s)
     try:
         stack.up()
         assert all(state.startswith("running") for state in stack.status().values())
         stack.up()  # twice is harmless: nothing new is started
-        assert stack.down() == ["worker", "s3", "temporal"]
+        key = generated_key(s, stack.api_dir)  # first start: a key generated into the data folder
+        assert key and oct((stack.api_dir / "keys").stat().st_mode & 0o777) == "0o600"
+        health = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"http://{s.api_address}/v2/local/health", headers={"Authorization": f"Bearer {key}"}), timeout=30).read())
+        assert set(health) == {"jobs", "workers"}
+        assert stack.down() == ["worker", "api", "s3", "temporal"]
+        assert not port_open(*split_host_port(s.api_address))
         assert not port_open(*split_host_port(s.temporal_address))
         stack.up()  # returns only once the new worker is ready, not on the old log line
+        assert generated_key(s, stack.api_dir) == key  # the same key on the next start
         log = (stack.log_dir / "worker.log").read_text()
         assert log.count(READY_LINE) == 2
         assert stack.processes["worker"].running()

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -59,15 +60,37 @@ def render_request(job: Job, staged: dict[str, StagedInput], render_id: str, bac
     )
 
 
+async def start(client: Client, settings: Settings, request: RenderRequest, *,
+                execution_timeout: timedelta | None = None,
+                search_attributes: TypedSearchAttributes | None = None,
+                memo: dict | None = None) -> WorkflowHandle:
+    """Start RenderVideo for `request` under its render id (a failed, cancelled or timed-out
+    run of that id is started again; a running one is attached to)."""
+    extra: dict = {}
+    if execution_timeout is not None:
+        extra["execution_timeout"] = execution_timeout
+    if search_attributes is not None:
+        extra["search_attributes"] = search_attributes
+    if memo:
+        extra["memo"] = memo
+    return await client.start_workflow(
+        RENDER_WORKFLOW, request, id=request.render_id, task_queue=settings.render_queue,
+        result_type=RenderResult,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY, **extra,
+    )
+
+
 def attach(client: Client, render_id: str) -> WorkflowHandle:
     return client.get_workflow_handle(render_id, result_type=RenderResult)
 
 
 async def submit(client: Client, settings: Settings, job: Job, render_id: str, backend: str,
                  store: ObjectStore | None = None,
-                 log: Callable[[str], None] = print) -> WorkflowHandle:
+                 log: Callable[[str], None] = print, **start_options) -> WorkflowHandle:
     """Stage inputs and start the workflow, or attach to the render that has this id.
-    InputError when the job's inputs are refused (nothing is left behind then)."""
+    InputError when the job's inputs are refused (nothing is left behind then).
+    `start_options`: see `start` (execution timeout, search attributes, memo)."""
     check_render_id(render_id)
     status = await existing_status(client, render_id)
     if status in ATTACHABLE:
@@ -81,12 +104,7 @@ async def submit(client: Client, settings: Settings, job: Job, render_id: str, b
                             {"params": job.params(), "inputs": request.inputs,
                              "input_urls": request.input_urls, "warnings": request.warnings})
     try:
-        return await client.start_workflow(
-            RENDER_WORKFLOW, request, id=render_id, task_queue=settings.render_queue,
-            result_type=RenderResult,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        )
+        return await start(client, settings, request, **start_options)
     except WorkflowAlreadyStartedError:
         log(f"render {render_id} finished meanwhile: attaching")
         return attach(client, render_id)

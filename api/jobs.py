@@ -1,0 +1,41 @@
+"""The API's one door to input handling: a job dict in, a started render out.
+
+Everything the API knows about parsing jobs and staging their inputs goes through `accept`,
+so it can be re-pointed when input handling moves (URL inputs fetched by ingest) without
+touching the routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+from temporalio.client import Client
+
+from comfy_graphs.config import GraphConfig
+from longtalk.inputs import parse_job, submit
+from longtalk.settings import Settings
+from longtalk.store import ObjectStore
+
+from .service import attributes
+
+
+def new_render_id() -> str:
+    """RunPod's job ids are UUIDs; the render id is one too (a valid Temporal workflow id)."""
+    return str(uuid.uuid4())
+
+
+async def accept(client: Client, job: dict, settings: Settings, store: ObjectStore, owner: str, *,
+                 graph_config: GraphConfig | None = None, execution_timeout: timedelta | None = None,
+                 memo: dict | None = None) -> str:
+    """Check `job` ({"input": {...}}), stage its inputs and start the render owned by `owner`
+    (the API key's name, a search attribute); return the render id.
+
+    Raises InputError (naming the field) before anything is stored when the job is refused."""
+    seed = (graph_config or GraphConfig.from_env()).sampler.seed
+    parsed = await asyncio.to_thread(parse_job, job, settings, seed)
+    render_id = new_render_id()
+    await submit(client, settings, parsed, render_id, settings.backend, store, log=lambda _m: None,
+                 execution_timeout=execution_timeout, search_attributes=attributes(owner), memo=memo)
+    return render_id

@@ -1,0 +1,158 @@
+"""HTTP API benchmark: /run latency under load, /status latency with many renders in
+visibility, and the API process's memory.
+
+    .venv/bin/python bench/api.py [--runs 500] [--clients 20] [--visibility 1000] [--status 200]
+
+Starts its own Temporal dev server and S3 server (longtalk.stack, free loopback ports, one
+temporary folder removed at the end), ONE worker process (CPU + GPU roles, preview backend)
+and the API as its own process (`python -m api`). Then:
+
+1. `/run`: `--runs` jobs (a 3 s speech clip + the example portrait at 128x128, as path
+   inputs: the API hashes and uploads them) from `--clients` concurrent clients, while the
+   renders queue behind the one worker. Prints p50/p95/p99/max and the rate.
+2. `/status`: more jobs until `--visibility` renders exist, then `--status` GETs of random
+   ids from 20 clients (mostly queued renders: each answer queries the render's progress).
+3. The API process's RSS now and its peak (VmHWM).
+The stack and its renders are thrown away at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from longtalk.settings import Settings  # noqa: E402
+from longtalk.stack import Process, Service, free_port, port_open, split_host_port, wait_worker_ready  # noqa: E402
+from tests.helpers import s3_process, temporal_process  # noqa: E402
+from tests.media import cut_audio  # noqa: E402
+
+KEY = "bench-" + uuid.uuid4().hex
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
+
+
+def summary(name: str, ms: list[float], wall: float) -> str:
+    return (f"{name:8s} n={len(ms):4d}  p50 {pct(ms, 50):7.1f} ms  p95 {pct(ms, 95):7.1f} ms  "
+            f"p99 {pct(ms, 99):7.1f} ms  max {max(ms):7.1f} ms  mean {statistics.mean(ms):7.1f} ms  "
+            f"{len(ms) / wall:6.1f} req/s")
+
+
+def rss_kb(pid: int) -> tuple[int, int]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+async def load(client: httpx.AsyncClient, n: int, clients: int, request) -> tuple[list[float], list, float]:
+    latencies, answers = [], []
+    todo = iter(range(n))
+    started = time.perf_counter()
+
+    async def one_client():
+        for i in todo:
+            t = time.perf_counter()
+            r = await request(client, i)
+            latencies.append((time.perf_counter() - t) * 1000)
+            answers.append(r)
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return latencies, answers, time.perf_counter() - started
+
+
+async def bench(args, base: str, api_pid: int, folder: Path) -> None:
+    audio = cut_audio(ROOT / "examples" / "speech.ogg", folder / "speech.wav", 1.0, 3.0)
+    job = {"input": {"image_path": str(ROOT / "examples" / "portrait.png"), "wav_path": str(audio),
+                     "width": 128, "height": 128}}
+    ids: list[str] = []
+
+    async def run(client, i):
+        r = await client.post("/run", json=job)
+        r.raise_for_status()
+        ids.append(r.json()["id"])
+        return r.json()["status"]
+
+    async with httpx.AsyncClient(base_url=f"{base}/v2/bench", headers={"Authorization": f"Bearer {KEY}"},
+                                 timeout=300, limits=httpx.Limits(max_connections=args.clients)) as client:
+        await run(client, -1)  # warm-up (imports, first connection)
+        run_ms, answers, run_wall = await load(client, args.runs, args.clients, run)
+        rss_after_runs = rss_kb(api_pid)
+        print(summary("/run", run_ms, run_wall), flush=True)
+        print(f"         statuses: {sorted(set(answers))}", flush=True)
+        more = max(0, args.visibility - len(ids))
+        if more:
+            t = time.perf_counter()
+            await load(client, more, args.clients, run)
+            print(f"         {more} more renders submitted in {time.perf_counter() - t:.1f} s "
+                  f"({len(ids)} renders in visibility)", flush=True)
+
+        async def status(client, i):
+            r = await client.get(f"/status/{random.choice(ids)}")
+            r.raise_for_status()
+            return r.json()["status"]
+        status_ms, states, status_wall = await load(client, args.status, 20, status)
+        print(summary("/status", status_ms, status_wall), flush=True)
+        print(f"         statuses seen: { {s: states.count(s) for s in set(states)} }", flush=True)
+        t = time.perf_counter()
+        health = (await client.get("/health")).json()
+        print(f"/health  {1000 * (time.perf_counter() - t):.0f} ms with {len(ids)} renders: {health}", flush=True)
+        rss, hwm = rss_kb(api_pid)
+        print(f"API RSS  {rss / 1024:.0f} MB now, {rss_after_runs[0] / 1024:.0f} MB after the /run phase, "
+              f"peak {hwm / 1024:.0f} MB", flush=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=500)
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--visibility", type=int, default=1000)
+    p.add_argument("--status", type=int, default=200)
+    args = p.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="longtalk-bench-api-"))
+    settings = Settings(
+        data_dir=folder, temporal_address=f"127.0.0.1:{free_port()}", s3_endpoint=f"127.0.0.1:{free_port()}",
+        api_address=f"127.0.0.1:{free_port()}", api_keys=f"bench:{KEY}",
+        input_roots=os.pathsep.join([str(ROOT), str(folder)]))
+    procs: list[Process] = []
+    try:
+        procs.append(temporal_process(settings, folder))
+        procs.append(s3_process(settings, folder))
+        env = {**settings.to_env(), "LONGTALK_WORKER_ROLES": "cpu,gpu"}
+        worker = Process(Service("worker", [sys.executable, str(ROOT / "worker.py")], None, cwd=ROOT),
+                         folder / "run", folder / "logs")
+        worker.start(extra_env=env)
+        procs.append(worker)
+        wait_worker_ready(folder / "logs" / "worker.log", worker, timeout=120)
+        api = Process(Service("api", [sys.executable, "-m", "api"], split_host_port(settings.api_address), cwd=ROOT),
+                      folder / "run", folder / "logs")
+        api.start(extra_env=env)
+        procs.append(api)
+        api.wait_ready(60)
+        while not port_open(*split_host_port(settings.api_address)):
+            time.sleep(0.2)
+        print(f"one worker (preview), API pid {api.pid()} on {settings.api_address}; "
+              f"{os.cpu_count()} CPUs", flush=True)
+        asyncio.run(bench(args, f"http://{settings.api_address}", api.pid(), folder))
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""The HTTP API (api/): RunPod's routes, driven by the official runpod SDK and by plain HTTP,
+against the real Temporal and S3 servers and in-process workers (preview backend)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server as http_server
+import json
+import threading
+from functools import partial
+
+import httpx
+import pytest
+
+from tests.api_server import KEY_A, KEY_B, api_settings, running_api
+from tests.media import EXAMPLES
+
+pytestmark = pytest.mark.timeout(300)
+EP = "ep-test"
+
+
+@pytest.fixture(scope="module")
+def own_settings(settings):
+    # heartbeats reach Temporal every 0.8 x this timeout: short, so a cancel lands within a
+    # (slow, 8 s) window, as it does within a real GPU's window of minutes
+    return api_settings(settings, heartbeat_timeout_s=4)
+
+
+@pytest.fixture(scope="module")
+async def api(own_settings, temporal_client, store, workers):
+    async with running_api(own_settings, temporal_client, store) as base:
+        yield base
+    # no render of this module may still run when the next module counts its renders
+    from longtalk.visibility import OWNER
+
+    running = [w.id async for w in temporal_client.list_workflows(
+        f"WorkflowType = 'RenderVideo' AND ExecutionStatus = 'Running' AND {OWNER} IN ('alice', 'bob')")]
+    for rid in running:
+        handle = temporal_client.get_workflow_handle(rid)
+        await handle.cancel()
+        try:
+            await asyncio.wait_for(handle.result(), 120)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+async def http(api):
+    async with httpx.AsyncClient(base_url=f"{api}/v2/{EP}", headers={"Authorization": f"Bearer {KEY_A}"},
+                                 timeout=120) as c:
+        yield c
+
+
+@pytest.fixture
+def sdk(api, monkeypatch):
+    """The official runpod SDK, unchanged, pointed at our server."""
+    import runpod
+
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", f"{api}/v2")
+    monkeypatch.setattr(runpod, "endpoint_url_base", f"{api}/v2")
+    monkeypatch.setattr(runpod, "api_key", KEY_A)
+    return runpod
+
+
+def short_job(media, **extra) -> dict:
+    return {"input": {"image_path": str(media["portrait"]), "wav_path": str(media["speech_mp3"]),
+                      "width": 128, "height": 128, **extra}}
+
+
+def long_job(media) -> dict:
+    return {"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(EXAMPLES / "speech.ogg"),
+                      "width": 512, "height": 512}}  # 17 windows of a few tenths of a second each
+
+
+def check_completed_output(out: dict, frames_at_least: int = 1) -> None:
+    assert out["status"] == "completed" and out["frames"] >= frames_at_least
+    assert out["video"].startswith("data:video/mp4;base64,")
+    assert base64.b64decode(out["video"].split(",", 1)[1])[4:8] == b"ftyp"
+    assert out["video_url"].startswith("http")
+
+
+async def test_sdk_run_status_output(sdk, media):
+    endpoint = sdk.Endpoint(EP)
+    job = await asyncio.to_thread(endpoint.run, short_job(media))
+    assert await asyncio.to_thread(job.status) in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
+    out = await asyncio.to_thread(job.output, 120)
+    check_completed_output(out)
+    assert await asyncio.to_thread(job.status) == "COMPLETED"
+
+
+async def test_sdk_run_sync(sdk, media):
+    out = await asyncio.to_thread(sdk.Endpoint(EP).run_sync, short_job(media), 120)
+    check_completed_output(out)
+
+
+async def test_sdk_stream_to_the_end(sdk, media):
+    job = await asyncio.to_thread(sdk.Endpoint(EP).run, short_job(media, wav_path=str(media["speech"])))
+    chunks = await asyncio.to_thread(lambda: list(job.stream()))
+    assert chunks, "no stream updates"
+    progress = [c for c in chunks if "stage" in c]
+    assert all(c["windows_done"] <= c["windows_total"] or c["windows_total"] == 0 for c in progress)
+    check_completed_output(chunks[-1])
+
+
+@pytest.fixture
+def slow_windows(backend, monkeypatch):
+    """Windows of the render ids in the returned set take 8 s more, like a GPU's (a cancel
+    reaches a window through its heartbeats, every few seconds)."""
+    slow: set[str] = set()
+    render = backend.render_window
+
+    async def render_window(job, progress=None):
+        if job.render_id in slow:
+            await asyncio.sleep(8)
+        return await render(job, progress)
+
+    monkeypatch.setattr(backend, "render_window", render_window)
+    return slow
+
+
+async def test_sdk_cancel_stops_the_gpu(sdk, media, backend, http, slow_windows, monkeypatch):
+    import uuid
+
+    from api import jobs
+
+    rid = str(uuid.uuid4())
+    slow_windows.add(rid)
+    monkeypatch.setattr(jobs, "new_render_id", lambda: rid)
+    job = await asyncio.to_thread(sdk.Endpoint(EP).run, long_job(media))
+    assert job.job_id == rid
+    for _ in range(600):  # until a window is on the GPU
+        if (await http.get(f"/status/{rid}")).json()["status"] == "IN_PROGRESS":
+            break
+        await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(job.cancel) == {"id": rid, "status": "CANCELLED"}
+    status = (await http.get(f"/status-sync/{rid}?wait=60000")).json()
+    assert status["status"] == "CANCELLED", status
+    assert status["output"]["status"] == "cancelled" and status["output"]["windows"] == 17
+    assert len(status["output"]["windows_finished"]) < 17
+    calls = [c for c in backend.calls if c[0] == rid]
+    await asyncio.sleep(2)
+    assert [c for c in backend.calls if c[0] == rid] == calls  # the GPU stopped
+    assert len(calls) < 17
+    # the SDK's job.stream() ends on a cancelled render too (its last update, then 410)
+    import requests
+
+    got = []
+
+    def stream():
+        for chunk in job.stream():
+            got.append(chunk)
+
+    with pytest.raises(requests.HTTPError) as err:
+        await asyncio.to_thread(stream)
+    assert err.value.response.status_code == 410
+    assert got and got[-1]["status"] == "cancelled"
+
+
+async def test_sdk_health_and_purge_queue(sdk, media, http):
+    endpoint = sdk.Endpoint(EP)
+    assert (await http.post("/runsync", json=short_job(media))).json()["status"] == "COMPLETED"
+    ids = [(await http.post("/run", json=long_job(media))).json()["id"] for _ in range(3)]
+    purged = await asyncio.to_thread(endpoint.purge_queue)
+    assert purged["status"] == "completed" and purged["removed"] >= 1, purged
+    health = await asyncio.to_thread(endpoint.health)
+    assert set(health["jobs"]) == {"completed", "failed", "inProgress", "inQueue", "retried"}
+    assert set(health["workers"]) == {"idle", "running", "initializing", "ready", "throttled", "unhealthy"}
+    assert health["jobs"]["completed"] >= 1 and health["workers"]["ready"] >= 1, health
+    for rid in ids:  # what was not purged is cancelled here, so later tests do not wait behind it
+        await http.post(f"/cancel/{rid}")
+    states = [(await http.get(f"/status-sync/{rid}?wait=60000")).json()["status"] for rid in ids]
+    assert set(states) == {"CANCELLED"}, states
+
+
+async def test_status_shapes_and_errors(http, media):
+    r = await http.post("/runsync?wait=60000", json=short_job(media, network_volume=True))
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "COMPLETED", body
+    assert {"id", "status", "delayTime", "executionTime", "output"} <= set(body)
+    assert body["output"]["video_path"].endswith(f"renders/{body['id']}/output.mp4")
+    assert "video" not in body["output"]
+    for method in ("GET", "POST"):
+        again = await http.request(method, f"/status/{body['id']}")
+        assert again.status_code == 200 and again.json()["status"] == "COMPLETED"
+    assert (await http.get("/status/no-such-render")).status_code == 404
+    assert "error" in (await http.get("/status/no-such-render")).json()
+    bad = await http.post("/run", json={"input": {"image_path": str(media["portrait"]),
+                                                  "wav_path": str(media["speech_mp3"]), "width": 250}})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("width")
+    assert (await http.post("/run", json={"nope": 1})).json()["error"].startswith("input")
+    assert (await http.post("/run", content=b"{not json")).status_code == 400
+    assert (await http.post("/runsync?wait=5", json=short_job(media))).json()["error"].startswith("wait")
+    r = await http.post("/run", json={**short_job(media), "policy": {"ttl": "soon"}})
+    assert r.status_code == 400 and r.json()["error"].startswith("policy.ttl")
+    retry = await http.post(f"/retry/{body['id']}")
+    assert retry.status_code == 400 and "FAILED" in retry.json()["error"]
+
+
+async def test_policy_execution_timeout_and_ttl_then_retry(http, media, temporal_client):
+    r = await http.post("/run", json={**long_job(media), "policy": {"executionTimeout": 1000}})
+    rid = r.json()["id"]
+    body = (await http.get(f"/status-sync/{rid}?wait=30000")).json()
+    assert body["status"] == "TIMED_OUT" and "executionTimeout" in body["error"], body
+    retried = await http.post(f"/retry/{rid}")
+    assert retried.json() == {"id": rid, "status": "IN_QUEUE"}
+    await http.post(f"/cancel/{rid}")
+    # ttl: after it the render is not retrievable
+    r = await http.post("/run", json={**short_job(media), "policy": {"ttl": 1000}})
+    rid = r.json()["id"]
+    await asyncio.sleep(1.5)
+    assert (await http.get(f"/status/{rid}")).status_code == 404
+    await temporal_client.get_workflow_handle(rid).result()  # (it still renders: let it end)
+
+
+async def test_seed_readme_examples(http, media, tmp_path):
+    """The requests of the seed worker's README (wlsdml1114/Infinitetalk_Runpod_hub), with its
+    URLs pointed at a local server, sizes made small and the inputs short; the outputs are the
+    ones it describes: `video` as a data URI, `video_path` with network_volume, `error`."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "portrait.png").write_bytes(media["portrait"].read_bytes())
+    (www / "audio.mp3").write_bytes(media["speech_mp3"].read_bytes())
+    (www / "input_video.mp4").write_bytes(media["video"].read_bytes())
+    server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), partial(
+        http_server.SimpleHTTPRequestHandler, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        i2v = {"input_type": "image", "person_count": "single", "prompt": "A person is talking in a natural way.",
+               "image_url": f"{url}/portrait.png", "wav_url": f"{url}/audio.mp3", "width": 128, "height": 128}
+        v2v_paths = {"input_type": "video", "person_count": "single", "prompt": "A person is talking in a natural way.",
+                     "video_path": str(media["video"]), "wav_path": str(media["speech_mp3"]),
+                     "width": 128, "height": 128}
+        b64 = {"input_type": "image", "person_count": "single", "prompt": "A person is talking in a natural way.",
+               "image_base64": "data:image/png;base64," + base64.b64encode(media["portrait"].read_bytes()).decode(),
+               "wav_base64": "data:audio/mpeg;base64," + base64.b64encode(media["speech_mp3"].read_bytes()).decode(),
+               "width": 128, "height": 128}
+        for job in (i2v, v2v_paths, b64):
+            body = (await http.post("/runsync?wait=120000", json={"input": job})).json()
+            assert body["status"] == "COMPLETED", body
+            check_completed_output(body["output"])
+        body = (await http.post("/runsync?wait=120000", json={"input": {**i2v, "network_volume": True}})).json()
+        assert body["status"] == "COMPLETED" and body["output"]["video_path"] and "video" not in body["output"]
+        # the README's own base64 example: its WAV has no samples -> an error naming the field
+        seed_wav = "data:audio/wav;base64,UklGRiQAAABXQVZFZm10IBAAAAABAAEARKwAAIhYAQACABAAZGF0YQAAAAA="
+        r = await http.post("/run", json={"input": {**b64, "wav_base64": seed_wav}})
+        assert r.status_code == 400 and r.json()["error"].startswith("wav_base64"), r.json()
+    finally:
+        server.shutdown()
+
+
+# ---- webhooks -------------------------------------------------------------------------
+
+class Receiver:
+    """A webhook receiver on loopback: records every POST; answers 500 `fail` times first."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.posts: list[tuple[dict, bytes]] = []
+        self.fail = fail
+        receiver = self
+
+        class Handler(http_server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                code = 500 if len(receiver.posts) <= receiver.fail else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=abc"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def verify(headers: dict, body: bytes, secret: str) -> bool:
+    """A receiver's Standard Webhooks check, written from the spec (not with our signer)."""
+    import hashlib
+    import hmac
+
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(sig == f"v1,{expected}" for sig in headers["webhook-signature"].split())
+
+
+async def until(predicate, timeout: float = 60.0, every: float = 0.1):
+    for _ in range(int(timeout / every)):
+        if predicate():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+async def test_webhook_exactly_one_signed_delivery(http, media):
+    from tests.api_server import WEBHOOK_SECRET
+
+    receiver = Receiver()
+    try:
+        rid = (await http.post("/run", json={**short_job(media), "webhook": receiver.url})).json()["id"]
+        await until(lambda: receiver.posts)
+        await asyncio.sleep(2)  # and no second one
+        assert len(receiver.posts) == 1
+        headers, body = receiver.posts[0]
+        assert verify(headers, body, WEBHOOK_SECRET)
+        assert abs(int(headers["webhook-timestamp"]) - __import__("time").time()) < 60
+        delivered = json.loads(body)
+        status = (await http.get(f"/status/{rid}")).json()
+        assert delivered["id"] == rid and delivered["status"] == "COMPLETED"
+        assert delivered["output"] == status["output"]  # the /status body
+        assert not verify(headers, body + b" ", WEBHOOK_SECRET)
+    finally:
+        receiver.close()
+
+
+async def test_webhook_retried_while_it_answers_500(http, media):
+    receiver = Receiver(fail=3)
+    try:
+        await http.post("/run", json={**short_job(media), "webhook": receiver.url})
+        await until(lambda: len(receiver.posts) >= 4)
+        await asyncio.sleep(3)
+        assert len(receiver.posts) == 4  # three 500s, one 200, then nothing more
+        assert len({h["webhook-id"] for h, _ in receiver.posts}) == 1  # the same message each time
+    finally:
+        receiver.close()
+
+
+# ---- security -------------------------------------------------------------------------
+
+async def history_text(client, workflow_id: str) -> str:
+    from google.protobuf.json_format import MessageToJson
+
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    text = "\n".join(MessageToJson(e) for e in history.events)
+    import re
+
+    return text + "\n".join(base64.b64decode(m).decode("utf-8", "replace")
+                            for m in re.findall(r'"data": "([^"]+)"', text))
+
+
+async def test_keys_owners_and_limits(api, http, media, temporal_client, store, caplog, own_settings):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    base = f"{api}/v2/{EP}"
+    async with httpx.AsyncClient(base_url=base, timeout=60) as anon:
+        for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}, {"Authorization": KEY_A[:-1]}):
+            r = await anon.get("/health", headers=headers)
+            assert r.status_code == 401 and "error" in r.json()
+            assert (await anon.post("/run", json=short_job(media), headers=headers)).status_code == 401
+        r = await anon.get("/health", headers={"Authorization": KEY_A})  # the raw key: RunPod's curl form
+        assert r.status_code == 200
+        # another key's render is not there
+        receiver = Receiver()
+        rid = (await http.post("/run", json={**short_job(media), "webhook": receiver.url})).json()["id"]
+        bob = {"Authorization": f"Bearer {KEY_B}"}
+        for method, path in (("GET", "status"), ("POST", "status"), ("GET", "stream"), ("POST", "cancel"),
+                             ("POST", "retry"), ("GET", "status-sync")):
+            r = await anon.request(method, f"/{path}/{rid}", headers=bob)
+            assert r.status_code == 404 and "error" in r.json(), (path, r.text)
+        assert (await anon.post("/purge-queue", headers=bob)).json()["removed"] == 0
+        done = (await http.get(f"/status-sync/{rid}?wait=120000")).json()
+        assert done["status"] == "COMPLETED"
+        await until(lambda: receiver.posts)
+        receiver.close()
+        # the webhook guard: no metadata, no private address unless allow-listed
+        for url in ("http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/hook", "file:///etc/passwd"):
+            r = await http.post("/run", json={**short_job(media), "webhook": url})
+            assert r.status_code == 400 and r.json()["error"].startswith("webhook"), r.text
+        # keys never in workflow history (render, chain, webhook) nor in the logs
+        from workflows.render import chain_workflow_id
+        from workflows.webhook import webhook_workflow_id
+
+        text = "".join([await history_text(temporal_client, w) for w in
+                        (rid, chain_workflow_id(rid, 0), webhook_workflow_id(rid))])
+        assert "alice" in text  # the owner's name is there (a search attribute), the key is not
+        for secret in (KEY_A, KEY_B, own_settings.api_webhook_secret, "token=abc"):
+            assert secret not in text, secret
+            assert secret not in caplog.text, secret
+
+
+async def test_oversize_bodies_answer_413(own_settings, temporal_client, store, media):
+    import dataclasses
+
+    from tests.api_server import api_settings
+
+    small = api_settings(dataclasses.replace(own_settings, api_keys=""), api_max_body_bytes=4096)
+    async with running_api(small, temporal_client, store) as base:
+        async with httpx.AsyncClient(base_url=f"{base}/v2/{EP}", timeout=60,
+                                     headers={"Authorization": f"Bearer {KEY_A}"}) as c:
+            big = {"input": {**short_job(media)["input"], "image_base64": "A" * 5000}}
+            r = await c.post("/run", json=big)
+            assert r.status_code == 413 and "URL" in r.json()["error"]
+
+            async def chunks():  # no Content-Length: counted while it streams
+                for _ in range(10):
+                    yield b" " * 1000
+            r = await c.post("/run", content=chunks())
+            assert r.status_code == 413
+            ok = await c.post("/runsync", json=short_job(media))
+            assert ok.status_code == 200 and ok.json()["status"] == "COMPLETED"
