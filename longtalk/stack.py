@@ -269,10 +269,16 @@ class Stack:
     def upgrade(self, grace_s: float) -> None:
         """The embedded stack's upgrade: the running worker gets SIGTERM and up to `grace_s`
         to finish the windows it is rendering (they are stored, not redone), then a worker
-        with the code now checked out starts; open renders go on from their histories."""
+        with the code now checked out starts; open renders go on from their histories. The
+        HTTP API holds no state of its own: it is restarted on the new code too."""
         if not (self.processes["temporal"].running() and self.processes["s3"].running()):
             raise RuntimeError("the stack is not running: start it with `make up`")
-        replace_worker(self.processes["worker"], grace_s, lambda: self.up())
+
+        def start_new() -> None:
+            self.processes["api"].stop(timeout=15)
+            self.up()
+
+        replace_worker(self.processes["worker"], grace_s, start_new)
 
     def down(self) -> list[str]:
         stopped = []

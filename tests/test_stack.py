@@ -34,9 +34,10 @@ def test_up_down_up_again(settings, tmp_path):
         assert stack.processes["worker"].running()
         # make upgrade: a new worker process, the servers untouched
         servers = {name: stack.processes[name].pid() for name in ("temporal", "s3")}
-        old_worker = stack.processes["worker"].pid()
+        old_worker, old_api = stack.processes["worker"].pid(), stack.processes["api"].pid()
         stack.upgrade(grace_s=30)
         assert stack.processes["worker"].running() and stack.processes["worker"].pid() != old_worker
+        assert stack.processes["api"].running() and stack.processes["api"].pid() != old_api
         assert {name: stack.processes[name].pid() for name in servers} == servers
         assert (stack.log_dir / "worker.log").read_text().count(READY_LINE) == 3
         assert "shutting down" in (stack.log_dir / "worker.log").read_text()  # the old one stopped gracefully
