@@ -236,6 +236,12 @@ def _linear(specs: Specs, name: str, out_dim: int, in_dim: int, dtype: str, *,
         specs[f"{name}.bias"] = _zeros(bias_dtype or dtype, out_dim)
 
 
+def _attention_projections(s: Specs, prefix: str, width: int, dtype: str) -> None:
+    """q/k/v/out projections of a transformers-style attention block (CLIP, wav2vec2)."""
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        _linear(s, f"{prefix}.{name}", width, width, dtype)
+
+
 def _layer_norm(specs: Specs, name: str, dim: int, dtype: str, *, bias: bool = True) -> None:
     specs[f"{name}.weight"] = _ones(dtype, dim)
     if bias:
@@ -469,8 +475,7 @@ def clip_vision_h(width: int = CLIP_H_WIDTH, layers: int = CLIP_H_LAYERS, mlp: i
     for i in range(layers):
         b = f"{v}.encoder.layers.{i}"
         _layer_norm(s, f"{b}.layer_norm1", width, dtype)
-        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            _linear(s, f"{b}.self_attn.{name}", width, width, dtype)
+        _attention_projections(s, f"{b}.self_attn", width, dtype)
         _layer_norm(s, f"{b}.layer_norm2", width, dtype)
         _linear(s, f"{b}.mlp.fc1", mlp, width, dtype)
         _linear(s, f"{b}.mlp.fc2", width, mlp, dtype)
@@ -503,8 +508,7 @@ def wav2vec2_base(conv_dims: tuple[int, ...] = WAV2VEC_CONV_DIMS,
     _layer_norm(s, f"{p}encoder.layer_norm", hidden, dtype)
     for i in range(layers):
         b = f"{p}encoder.layers.{i}"
-        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            _linear(s, f"{b}.attention.{name}", hidden, hidden, dtype)
+        _attention_projections(s, f"{b}.attention", hidden, dtype)
         _layer_norm(s, f"{b}.layer_norm", hidden, dtype)
         _linear(s, f"{b}.feed_forward.intermediate_dense", intermediate, hidden, dtype)
         _linear(s, f"{b}.feed_forward.output_dense", hidden, intermediate, dtype)
