@@ -105,14 +105,14 @@ async def test_sdk_stream_to_the_end(sdk, media):
 
 @pytest.fixture
 def slow_windows(backend, monkeypatch):
-    """Windows of the render ids in the returned set take 8 s more, like a GPU's (a cancel
-    reaches a window through its heartbeats, every few seconds)."""
-    slow: set[str] = set()
+    """Windows of the render ids in the returned dict take that many seconds more, like a
+    GPU's (a cancel reaches a window through its heartbeats, every few seconds)."""
+    slow: dict[str, float] = {}
     render = backend.render_window
 
     async def render_window(job, progress=None):
         if job.render_id in slow:
-            await asyncio.sleep(8)
+            await asyncio.sleep(slow[job.render_id])
         return await render(job, progress)
 
     monkeypatch.setattr(backend, "render_window", render_window)
@@ -125,7 +125,7 @@ async def test_sdk_cancel_stops_the_gpu(sdk, media, backend, http, slow_windows,
     from api import jobs
 
     rid = str(uuid.uuid4())
-    slow_windows.add(rid)
+    slow_windows[rid] = 8
     monkeypatch.setattr(jobs, "new_render_id", lambda: rid)
     job = await asyncio.to_thread(sdk.Endpoint(EP).run, long_job(media))
     assert job.job_id == rid
@@ -197,14 +197,38 @@ async def test_status_shapes_and_errors(http, media):
     assert retry.status_code == 400 and "FAILED" in retry.json()["error"]
 
 
-async def test_policy_execution_timeout_and_ttl_then_retry(http, media, temporal_client):
-    r = await http.post("/run", json={**long_job(media), "policy": {"executionTimeout": 1000}})
-    rid = r.json()["id"]
-    body = (await http.get(f"/status-sync/{rid}?wait=30000")).json()
+async def test_policy_execution_timeout_then_retry_reuses_windows(http, media, temporal_client, backend,
+                                                                  slow_windows, monkeypatch):
+    """policy.executionTimeout ends the render TIMED_OUT mid-render; /retry starts it again
+    under the same id and renders only the windows not stored yet."""
+    import uuid
+
+    from api import jobs
+
+    rid = str(uuid.uuid4())
+    slow_windows[rid] = 2.0  # 17 windows take 40 s or more: the 20 s limit ends it mid-render
+    monkeypatch.setattr(jobs, "new_render_id", lambda: rid)
+    r = await http.post("/run", json={**long_job(media), "policy": {"executionTimeout": 20000}})
+    assert r.json()["id"] == rid
+    body = (await http.get(f"/status-sync/{rid}?wait=60000")).json()
     assert body["status"] == "TIMED_OUT" and "executionTimeout" in body["error"], body
+    await asyncio.sleep(3)  # the window on the GPU when the time ran out is finished and stored
+    before = [k for r_, k in backend.calls if r_ == rid]
+    assert 0 < len(before) < 17, before  # it timed out mid-render
+    del slow_windows[rid]
     retried = await http.post(f"/retry/{rid}")
     assert retried.json() == {"id": rid, "status": "IN_QUEUE"}
-    await http.post(f"/cancel/{rid}")
+    body = (await http.get(f"/status-sync/{rid}?wait=120000")).json()
+    assert body["status"] == "COMPLETED", body
+    assert body["output"]["windows"] == 17
+    after = [k for r_, k in backend.calls if r_ == rid][len(before):]
+    assert sorted(set(before) | set(after)) == list(range(17))
+    assert len(after) < 17 and not set(after) & set(before[:-1])  # stored windows were not rendered again
+    health = (await http.get("/health")).json()
+    assert health["jobs"]["retried"] >= 1
+
+
+async def test_policy_ttl(http, media, temporal_client):
     # ttl: after it the render is not retrievable
     r = await http.post("/run", json={**short_job(media), "policy": {"ttl": 1000}})
     rid = r.json()["id"]
