@@ -153,7 +153,10 @@ async def _smoke_window(backend: ComfyUIBackend, client: ComfyClient, mode: str,
     timer = _NodeTimer(prompt_id_for(render_id, k, 0))
     client.on_event = timer.on_event
     listener = asyncio.create_task(timer.listen(client))
-    await asyncio.sleep(0.2)  # connected before the prompt is queued, so the first nodes are seen
+    try:  # connected before the prompt is queued, so the first nodes are seen
+        await asyncio.wait_for(asyncio.shield(timer.connected.wait()), 10.0)
+    except asyncio.TimeoutError:
+        pass  # only the first nodes' times would be missing
     started = time.monotonic()
     try:
         frames = await backend.render_window(job)
@@ -246,6 +249,7 @@ class _NodeTimer:
 
     def __init__(self, prompt_id: str) -> None:
         self.prompt_id = prompt_id
+        self.connected = asyncio.Event()
         self.spans: dict[str, float] = {}
         self._current: tuple[str, float] | None = None
 
@@ -254,6 +258,7 @@ class _NodeTimer:
             async with client.session().ws_connect(client.ws_url, max_msg_size=0) as ws:
                 async for msg in ws:
                     if msg.type == aiohttp.WSMsgType.TEXT:
+                        self.connected.set()  # the server's first message: this socket is registered
                         try:
                             data = json.loads(msg.data)
                         except ValueError:
@@ -262,7 +267,7 @@ class _NodeTimer:
                         if isinstance(body, dict) and body.get("prompt_id") == self.prompt_id:
                             self.on_event(str(data.get("type")), body)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
-            pass  # only the first nodes' times are lost
+            self.connected.set()  # only the first nodes' times are lost
 
     def on_event(self, kind: str, data: dict) -> None:
         now = time.monotonic()
