@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -209,5 +210,15 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
     return 0
 
 
+def run_cli() -> None:
+    """Exit without tearing the interpreter down: after a failed connect, the Temporal
+    client's native runtime can crash (SIGSEGV) while Python finalises, turning a clean
+    "not reachable" exit 1 into a crash. Everything the CLI writes is flushed first."""
+    code = asyncio.run(main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run_cli()
