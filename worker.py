@@ -10,6 +10,7 @@ Stops gracefully on SIGINT/SIGTERM: running activities get time to finish.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -35,7 +36,8 @@ log = logging.getLogger("longtalk.worker")
 
 
 def worker_build_id(settings: Settings) -> str:
-    """LONGTALK_BUILD_ID, or computed: short git commit (+ "-dirty"), else the package version."""
+    """LONGTALK_BUILD_ID, or computed: short git commit (+ "-dirty"), else the package version.
+    `run` computes it once and passes it on in the settings (git is asked once per process)."""
     return compute_build_id(settings.build_id)
 
 
@@ -68,7 +70,7 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
         if backends is None:
             backends = make_backends(settings, graph_config)
         render = GpuActivities(store, backends, settings.data_dir / "cache", identity=f"{identity}-gpu",
-                                  build_id=build)
+                               build_id=build)
         workers.append(Worker(
             client, task_queue=settings.gpu_queue, activities=[render.render_window],
             # a stopping GPU worker finishes the window it renders (LONGTALK_GPU_SHUTDOWN_GRACE_S)
@@ -95,6 +97,7 @@ def refuse_unless_healthy(name: str, report) -> None:
 
 
 async def run(settings: Settings, graph_config: GraphConfig) -> None:
+    settings = dataclasses.replace(settings, build_id=worker_build_id(settings))
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
@@ -118,7 +121,7 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(w.run()) for w in workers]
-    print(f"{READY_LINE}: queues {', '.join(w.task_queue for w in workers)} build {worker_build_id(settings)}",
+    print(f"{READY_LINE}: queues {', '.join(w.task_queue for w in workers)} build {settings.build_id}",
           flush=True)
     done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
                                  return_when=asyncio.FIRST_COMPLETED)

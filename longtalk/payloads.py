@@ -55,6 +55,14 @@ def _carry_spec(obj, legacy: tuple[str, ...], **implied) -> None:
         setattr(obj, name, getattr(obj.spec, name))
 
 
+def _carry_timeouts(obj) -> None:
+    """`obj.timeouts` from an old payload's heartbeat timeout when it has none, then the
+    heartbeat timeout (all release de3015c reads) from `obj.timeouts`."""
+    if obj.timeouts is None:
+        obj.timeouts = ActivityTimeouts(heartbeat_s=obj.heartbeat_timeout_s)
+    obj.heartbeat_timeout_s = obj.timeouts.heartbeat_s
+
+
 @dataclass(frozen=True)
 class ActivityTimeouts:
     """The activity time limits of one render, in seconds: built from the client's Settings
@@ -108,9 +116,7 @@ class RenderRequest:
 
     def __post_init__(self) -> None:
         _carry_spec(self, REQUEST_LEGACY)
-        if self.timeouts is None:
-            self.timeouts = ActivityTimeouts(heartbeat_s=self.heartbeat_timeout_s)
-        self.heartbeat_timeout_s = self.timeouts.heartbeat_s
+        _carry_timeouts(self)
 
     @property
     def window_params(self) -> WindowParams:
@@ -227,9 +233,7 @@ class ChainInput:
     timeouts: ActivityTimeouts | None = None  # None only in a de3015c payload
 
     def __post_init__(self) -> None:
-        if self.timeouts is None:
-            self.timeouts = ActivityTimeouts(heartbeat_s=self.heartbeat_timeout_s)
-        self.heartbeat_timeout_s = self.timeouts.heartbeat_s
+        _carry_timeouts(self)
 
 
 @dataclass

@@ -49,14 +49,11 @@ class RenderVideo:
         self._current: int | None = None
         self._started = None
         self._render_started = None
-        self._options = None
+        self._new_options = True
 
     def _activity(self, name: str, req: RenderRequest) -> dict:
         """The options of CPU activity `name`: release de3015c's for the runs it started."""
-        if self._options is None:
-            # evaluated once, before the first command: a de3015c history replays it as False
-            self._options = workflow.patched(options.ACTIVITY_OPTIONS_PATCH)
-        if self._options:
+        if self._new_options:
             return options.cpu(name, req.timeouts)
         return options.legacy_cpu(name, req.timeouts.heartbeat_s)
 
@@ -64,7 +61,8 @@ class RenderVideo:
     async def run(self, req: RenderRequest) -> RenderResult:
         self._render_id = req.render_id
         self._started = workflow.now()
-        self._activity("ingest", req)  # decide the options before any command
+        # decided once, before the first command: a de3015c history replays it as False
+        self._new_options = workflow.patched(options.ACTIVITY_OPTIONS_PATCH)
         try:
             return await self._run(req)
         except ActivityError as exc:

@@ -67,8 +67,7 @@ def input_prefix(render_id: str) -> str:
 
 
 def object_key_for(render_id: str, field: str, sha256: str, fmt: MediaFormat) -> str:
-    family = "audio" if field.startswith("audio") else field
-    return f"{input_prefix(render_id)}{family}-{sha256[:16]}{fmt.ext}"
+    return f"{input_prefix(render_id)}{media_kind(field)}-{sha256[:16]}{fmt.ext}"
 
 
 def url_ref_key(render_id: str, field: str) -> str:
