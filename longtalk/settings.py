@@ -70,12 +70,14 @@ class Settings:
     # a GPU worker's covers a whole window, so a deploy does not throw a window's work away
     gpu_shutdown_grace_s: float = 600.0
     cpu_shutdown_grace_s: float = 20.0
+    fleet_heartbeat_s: float = 10.0  # a GPU worker's record in the bucket's fleet/ registry, this often
     build_id: str = ""  # the code this worker runs ("" = short git commit [+ "-dirty"], else the package version)
     # HTTP API (package api/): RunPod-compatible routes under /v2/{endpoint_id}
     api_address: str = "127.0.0.1:8000"  # host:port the API binds to
     api_keys: str = field(default="", repr=False)  # comma-separated name:key pairs
     api_keys_file: str = ""  # a file of name:key lines (read at start, besides api_keys)
     api_endpoint_ids: str = ""  # comma-separated endpoint ids accepted ("" = any)
+    api_admin_names: str = ""  # comma-separated key names that see every owner's renders (dashboard, API)
     api_public_health: bool = False  # /health answers without a key
     api_max_body_bytes: int = 64 * 1024 * 1024  # larger request bodies answer 413
     api_queue: str = "api"  # task queue of the API's own worker (webhook deliveries)
@@ -91,7 +93,7 @@ class Settings:
         except ParamError as exc:
             raise ValueError(f"{PREFIX}{exc.param.upper()}: {exc}") from None
         for name in ("api_max_body_bytes", "api_ttl_s", "api_webhook_retry_s", "api_webhook_backoff_s",
-                     "heartbeat_timeout_s", "comfy_prompt_timeout_s", "activity_schedule_to_close_s",
+                     "heartbeat_timeout_s", "fleet_heartbeat_s", "comfy_prompt_timeout_s", "activity_schedule_to_close_s",
                      "gpu_shutdown_grace_s", "cpu_shutdown_grace_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")

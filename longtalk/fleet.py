@@ -1,0 +1,115 @@
+"""The GPU fleet's registry: every GPU worker writes a small record to the bucket every
+LONGTALK_FLEET_HEARTBEAT_S seconds; the API's /health and the dashboard's fleet page read
+them (a handful of objects, one per worker).
+
+    fleet/workers/<worker>.json   {"identity", "build_id", "backends", "device", "vram_free",
+                                   "vram_total", "task_queue", "current": {"render_id",
+                                   "window", "started_at"} | null, "windows_last_hour",
+                                   "failures_last_hour", "started_at", "heartbeat_at"}
+
+A record older than STALE_AFTER_S (or three heartbeats) reads as stale: the worker is gone or
+hung. Records of workers gone for a day are removed by the next reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import time
+from datetime import datetime, timezone
+
+from .store import ObjectStore
+
+PREFIX = "fleet/workers/"
+FORGET_AFTER_S = 24 * 3600
+log = logging.getLogger("longtalk.fleet")
+
+
+def record_key(identity: str) -> str:
+    return PREFIX + re.sub(r"[^A-Za-z0-9._@-]", "_", identity)[:200] + ".json"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+class FleetRecord:
+    """What one GPU worker says about itself; `run` writes it until cancelled."""
+
+    def __init__(self, store: ObjectStore, identity: str, build_id: str, task_queue: str,
+                 backends: dict, every_s: float = 10.0) -> None:
+        self.store, self.identity, self.build_id, self.task_queue = store, identity, build_id, task_queue
+        self.backends = backends
+        self.every_s = every_s
+        self.started = time.time()
+        self.current: dict | None = None
+        self.finished: collections.deque[float] = collections.deque()
+        self.failed: collections.deque[float] = collections.deque()
+
+    def begin(self, render_id: str, window: int) -> None:
+        self.current = {"render_id": render_id, "window": window, "started_at": _iso(time.time())}
+
+    def end(self, ok: bool) -> None:
+        self.current = None
+        (self.finished if ok else self.failed).append(time.time())
+
+    def snapshot(self) -> dict:
+        now = time.time()
+        for q in (self.finished, self.failed):
+            while q and q[0] < now - 3600:
+                q.popleft()
+        device: dict = {}
+        for backend in self.backends.values():
+            details = getattr(backend, "heartbeat_details", None)
+            if details is not None:
+                device.update(details() or {})
+        return {"identity": self.identity, "build_id": self.build_id, "task_queue": self.task_queue,
+                "backends": sorted(self.backends), "device": device.get("device") or "CPU (preview backend)",
+                "vram_free": device.get("vram_free"), "vram_total": device.get("vram_total"),
+                "current": self.current, "windows_last_hour": len(self.finished),
+                "failures_last_hour": len(self.failed), "every_s": self.every_s,
+                "started_at": _iso(self.started), "heartbeat_at": _iso(now)}
+
+    def write(self) -> None:
+        self.store.put_json(record_key(self.identity), self.snapshot())
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.write)
+            except Exception as exc:  # the object store is down: the worker keeps rendering
+                log.warning("fleet record not written: %s", exc)
+            await asyncio.sleep(self.every_s)
+
+    def remove(self) -> None:
+        try:
+            self.store.delete(record_key(self.identity))
+        except Exception:
+            pass
+
+
+def read_fleet(store: ObjectStore, now: float | None = None) -> list[dict]:
+    """Every worker's record, with `age_s` and `healthy` (heartbeat within three periods)."""
+    now = time.time() if now is None else now
+    out = []
+    for key in store.list(PREFIX):
+        rec = store.get_json_or_none(key)
+        if not rec:
+            continue
+        try:
+            beat = datetime.fromisoformat(rec["heartbeat_at"]).timestamp()
+        except (KeyError, ValueError):
+            continue
+        age = max(0.0, now - beat)
+        if age > FORGET_AFTER_S:
+            try:
+                store.delete(key)
+            except Exception:
+                pass
+            continue
+        rec["age_s"] = round(age, 1)
+        rec["healthy"] = age <= 3 * float(rec.get("every_s") or 10) + 5
+        out.append(rec)
+    return sorted(out, key=lambda r: r["identity"])
