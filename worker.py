@@ -73,17 +73,24 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
             backends = make_backends(settings, graph_config)
         fleet = FleetRecord(store, f"{identity}-gpu", build, settings.gpu_queue, backends,
                             every_s=settings.fleet_heartbeat_s)
+        own_queue = own_gpu_queue(settings, identity) if settings.affinity_wait_s > 0 else ""
         render = GpuActivities(store, backends, settings.data_dir / "cache", identity=f"{identity}-gpu",
-                               build_id=build, fleet=fleet)
-        workers.append(Worker(
-            client, task_queue=settings.gpu_queue, activities=[render.render_window],
-            # a stopping GPU worker finishes the window it renders (LONGTALK_GPU_SHUTDOWN_GRACE_S)
-            max_concurrent_activities=1,
-            graceful_shutdown_timeout=timedelta(seconds=settings.gpu_shutdown_grace_s),
-            identity=f"{identity}-gpu", build_id=build,
-        ))
+                               build_id=build, fleet=fleet, own_queue=own_queue)
+        for queue in filter(None, (settings.gpu_queue, own_queue)):
+            workers.append(Worker(
+                client, task_queue=queue, activities=[render.render_window],
+                # a stopping GPU worker finishes the window it renders (LONGTALK_GPU_SHUTDOWN_GRACE_S)
+                max_concurrent_activities=1,
+                graceful_shutdown_timeout=timedelta(seconds=settings.gpu_shutdown_grace_s),
+                identity=f"{identity}-gpu", build_id=build,
+            ))
         workers[-1].longtalk_fleet = fleet  # run() keeps the record fresh between windows
     return workers
+
+
+def own_gpu_queue(settings: Settings, identity: str) -> str:
+    """A GPU worker's own task queue: its chains' next windows ask it first (chain affinity)."""
+    return f"{settings.gpu_queue}@{identity}"
 
 
 EXIT_BACKEND_UNFIT = 3

@@ -40,7 +40,7 @@ from .common import heartbeating_async, map_errors
 
 class GpuActivities:
     def __init__(self, store: ObjectStore, backends: dict[str, RenderBackend], cache_dir: Path,
-                 identity: str | None = None, build_id: str = "", fleet=None) -> None:
+                 identity: str | None = None, build_id: str = "", fleet=None, own_queue: str = "") -> None:
         self.store = store
         self.backends = backends
         self.cache_dir = cache_dir
@@ -50,6 +50,11 @@ class GpuActivities:
         self._sizes: dict[str, int] = {}  # objects never change once written (keys are per render)
         self.renders = 0  # backend calls made by this process (for tests and metrics)
         self.fleet = fleet  # longtalk.fleet.FleetRecord: what this worker is on, for the dashboard
+        # chain affinity: this worker also takes windows from its own queue (chains whose last
+        # window it rendered); a window from each queue may be accepted at once, and this lock
+        # keeps the backend to one window at a time
+        self.own_queue = own_queue
+        self._gpu = asyncio.Lock()
 
     @activity.defn(name="render_window")
     @map_errors
@@ -75,24 +80,23 @@ class GpuActivities:
             device = getattr(backend, "heartbeat_details", None)
             return {**state, **(device() if device else {}), **({"build_id": self.build_id} if self.build_id else {})}
 
+        async with heartbeating_async(details):
+            job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
+            state["stage"] = "waiting for the GPU"
+            async with self._gpu:
+                frames, render_s = await self._on_gpu(backend, ctx, k, job, state, progress)
+            state["stage"] = "store"
+            result = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s)
+        return result
+
+    async def _on_gpu(self, backend: RenderBackend, ctx: RenderContext, k: int, job: WindowJob, state: dict,
+                      progress) -> tuple[np.ndarray, float]:
+        await asyncio.to_thread(self._record_attempt, ctx.render_id, k)
         if self.fleet is not None:
             self.fleet.begin(ctx.render_id, k)
             await self.fleet.publish()
         ok = False
         try:
-            result = await self._render(backend, ctx, k, inp.chain_first, state, progress, details)
-            ok = True
-        finally:
-            if self.fleet is not None:
-                self.fleet.end(ok)
-                await self.fleet.publish()
-        return result
-
-    async def _render(self, backend: RenderBackend, ctx: RenderContext, k: int, chain_first: int,
-                      state: dict, progress, details) -> RenderWindowResult:
-        async with heartbeating_async(details):
-            job = await asyncio.to_thread(self._window_job, ctx, k, chain_first)
-            await asyncio.to_thread(self._record_attempt, ctx.render_id, k)
             state["stage"] = "render"
             started = time.monotonic()
             self.renders += 1
@@ -102,11 +106,14 @@ class GpuActivities:
                 metrics.WINDOW_FAILURES.labels(ctx.backend, type(exc).__name__).inc()
                 raise
             render_s = time.monotonic() - started
-            metrics.WINDOWS_RENDERED.labels(ctx.backend).inc()
-            metrics.RENDER_SECONDS.labels(ctx.backend).observe(render_s)
-            state["stage"] = "store"
-            result = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s)
-        return result
+            ok = True
+        finally:
+            if self.fleet is not None:
+                self.fleet.end(ok)
+                await self.fleet.publish()
+        metrics.WINDOWS_RENDERED.labels(ctx.backend).inc()
+        metrics.RENDER_SECONDS.labels(ctx.backend).observe(render_s)
+        return frames, render_s
 
     # ---- inputs --------------------------------------------------------------------
     def _window_job(self, ctx: RenderContext, k: int, chain_first: int) -> WindowJob:
@@ -203,4 +210,5 @@ class GpuActivities:
         self.store.put_bytes(window_meta_key(ctx.render_id, k), json.dumps(meta, indent=2).encode(),
                              "application/json")
         return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=w.kept, rendered=True,
-                                  render_s=render_s, attempt=info.attempt, worker=self.identity)
+                                  render_s=render_s, attempt=info.attempt, worker=self.identity,
+                                  worker_queue=self.own_queue)

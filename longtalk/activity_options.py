@@ -25,6 +25,7 @@ from .errors import NON_RETRYABLE_TYPES, GraphError, InputError, ModelMissingErr
 # workflow.patched ids (each guards a change of the commands a workflow sends)
 ACTIVITY_OPTIONS_PATCH = "activity-options-v2"  # RenderVideo: the CPU activities' options below
 WINDOW_OPTIONS_PATCH = "render-window-options-v2"  # RenderChain: render_window's options below
+CHAIN_AFFINITY_PATCH = "chain-affinity-v1"  # RenderChain: a window first asks its chain's last worker
 
 WINDOW_MARGIN_S = 600  # render_window beyond its ComfyUI prompt: inputs, uploads, downloads, encoding, storing
 
@@ -68,7 +69,7 @@ def timeouts_from_settings(settings, url_inputs: int = 0) -> ActivityTimeouts:
                          f"activity's own time limit), got {settings.activity_schedule_to_close_s}")
     return ActivityTimeouts(heartbeat_s=settings.heartbeat_timeout_s, window_s=window_s,
                             schedule_to_close_s=settings.activity_schedule_to_close_s,
-                            ingest_s=ingest_s)
+                            ingest_s=ingest_s, affinity_s=max(0, settings.affinity_wait_s))
 
 
 def cpu(name: str, timeouts: ActivityTimeouts) -> dict:

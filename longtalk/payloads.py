@@ -74,6 +74,9 @@ class ActivityTimeouts:
     window_s: int = 3600 + 600  # render_window start-to-close: the ComfyUI prompt timeout + margin
     schedule_to_close_s: int = 24 * 3600  # every activity, queue waits and retries included
     ingest_s: int = 30 * 60  # ingest start-to-close: decoding, plus the URL inputs it downloads
+    # chain affinity: how long a chain's next window waits for the GPU worker that rendered the
+    # previous one (its own task queue) before it goes to any worker (0 = no affinity)
+    affinity_s: int = 0
 
 
 REQUEST_LEGACY = ("input_type", "person_count", "prompt", "width", "height", "max_frame", "force_offload",
@@ -226,6 +229,7 @@ class RenderWindowResult:
     render_s: float  # time spent in the backend (0 when not rendered now)
     attempt: int = 0  # the activity attempt that rendered it (0: unknown, older workers)
     worker: str = ""  # the GPU worker that rendered it
+    worker_queue: str = ""  # that worker's own task queue (chain affinity; "" = it has none)
 
 
 @dataclass
@@ -238,6 +242,7 @@ class ChainInput:
     gpu_queue: str = "gpu"
     heartbeat_timeout_s: int = 60  # = timeouts.heartbeat_s (release de3015c read only this)
     timeouts: ActivityTimeouts | None = None  # None only in a de3015c payload
+    affinity_queue: str = ""  # the worker queue of the window before next_window (continue-as-new)
 
     def __post_init__(self) -> None:
         _carry_timeouts(self)

@@ -47,6 +47,9 @@ class Settings:
     activity_schedule_to_close_s: int = 24 * 3600
     comfy_doctor: bool = True  # a GPU worker checks its ComfyUI (comfy_graphs doctor) before polling
     parallel_chains: int = 1  # independent chains a render may be cut into
+    # a chain's next window waits this long for the GPU worker of its previous window (whose
+    # ComfyUI still caches the render's reference and models) before any worker may take it
+    affinity_wait_s: int = 10
     # input limits
     min_dimension: int = 64
     max_dimension: int = 1920

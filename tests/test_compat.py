@@ -173,7 +173,11 @@ def test_a_spec_given_wins_over_flat_fields():
 
 
 def test_default_timeouts_are_the_default_settings():
-    assert activity_options.timeouts_from_settings(Settings()) == ActivityTimeouts()
+    # except chain affinity: a payload without it (a render in flight across the upgrade) keeps
+    # its windows on the shared GPU queue, as the release that started it did
+    assert ActivityTimeouts().affinity_s == 0
+    assert activity_options.timeouts_from_settings(Settings()) == dataclasses.replace(
+        ActivityTimeouts(), affinity_s=Settings().affinity_wait_s)
     t = activity_options.timeouts_from_settings(Settings(comfy_prompt_timeout_s=7200.5, heartbeat_timeout_s=9))
     assert t.window_s == 7201 + activity_options.WINDOW_MARGIN_S and t.heartbeat_s == 9
     with pytest.raises(ValueError, match="LONGTALK_ACTIVITY_SCHEDULE_TO_CLOSE_S"):

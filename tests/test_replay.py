@@ -158,8 +158,9 @@ async def test_workers_carry_the_build_id(temporal_client, settings):
     mine = dataclasses.replace(settings, build_id="v9", render_queue=f"{settings.render_queue}-build",
                                gpu_queue=f"{settings.gpu_queue}-build")
     ws = build_workers(temporal_client, mine, object(), backends={}, identity="h-1")
-    assert [w.task_queue for w in ws] == [mine.render_queue, mine.gpu_queue]
-    for w, role in zip(ws, ("cpu", "gpu")):
+    # the GPU worker also polls its own queue (chain affinity)
+    assert [w.task_queue for w in ws] == [mine.render_queue, mine.gpu_queue, f"{mine.gpu_queue}@h-1@v9"]
+    for w, role in zip(ws, ("cpu", "gpu", "gpu")):
         config = w.config()
         assert config["build_id"] == "v9" and config["identity"] == f"h-1@v9-{role}"
         assert not config.get("use_worker_versioning")

@@ -13,7 +13,10 @@ import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError, ApplicationError, CancelledError, ChildWorkflowError, TimeoutType,
+)
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from longtalk import activity_options as options
@@ -32,6 +35,7 @@ REPORT_EVERY = timedelta(seconds=1)  # progress signals from a chain, batched at
 # workflow.patched ids of the visibility release: search attributes, summaries, details
 VISIBILITY_PATCH = "visibility-v1"  # RenderVideo
 WINDOW_SUMMARY_PATCH = "window-summary-v1"  # RenderChain
+CHAIN_CANCEL_PATCH = "chain-cancel-v1"  # RenderChain: a cancel that met a finishing window stops the chain
 
 
 def _is_input_error(exc: BaseException) -> bool:
@@ -265,25 +269,43 @@ class RenderChain:
         else:
             window_options = options.legacy_render_window(inp.timeouts.heartbeat_s)
         summaries = workflow.patched(WINDOW_SUMMARY_PATCH)
+        affinity = workflow.patched(options.CHAIN_AFFINITY_PATCH) and inp.timeouts.affinity_s > 0
+        affinity_queue = inp.affinity_queue if affinity else ""
         windows_total = window_count(inp.context.total_frames, inp.context.window_params)
         ran = 0
         for k in range(inp.next_window, inp.chain.last + 1):
             if ran >= inp.windows_per_run:
                 report()
                 await asyncio.gather(*sending)
-                workflow.continue_as_new(dataclasses.replace(inp, next_window=k))
+                workflow.continue_as_new(dataclasses.replace(inp, next_window=k, affinity_queue=affinity_queue))
+            window_input = RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first)
+            extra = {"summary": f"window {k + 1}/{windows_total}"} if summaries else {}
             try:
-                result: RenderWindowResult = await workflow.execute_activity(
-                    "render_window",
-                    RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first),
-                    result_type=RenderWindowResult, task_queue=inp.gpu_queue, **window_options,
-                    **({"summary": f"window {k + 1}/{windows_total}"} if summaries else {}),
-                )
+                result = None
+                if affinity_queue:
+                    result = await self._on_last_worker(window_input, affinity_queue, inp.timeouts.affinity_s,
+                                                        {**window_options, **extra})
+                if result is None:
+                    result = await workflow.execute_activity(
+                        "render_window", window_input, result_type=RenderWindowResult, task_queue=inp.gpu_queue,
+                        **window_options, **extra)
             except (asyncio.CancelledError, ActivityError):
                 report()  # what is finished still reaches the parent's progress
                 await asyncio.gather(*sending, return_exceptions=True)
                 raise
             ran += 1
+            if affinity:
+                affinity_queue = result.worker_queue
+            # a cancel that arrived while the window was finishing: the window's result came
+            # back instead of the cancel (the activity completed first); stop here all the same
+            cancelling = asyncio.current_task().cancelling() > 0
+            if cancelling and workflow.patched(CHAIN_CANCEL_PATCH):
+                pending.append(WindowDone(index=k, rendered=result.rendered, attempt=result.attempt,
+                                          worker=result.worker, render_s=round(result.render_s, 3),
+                                          frames=result.frames))
+                report()
+                await asyncio.gather(*sending, return_exceptions=True)
+                raise asyncio.CancelledError()
             pending.append(WindowDone(index=k, rendered=result.rendered, attempt=result.attempt,
                                       worker=result.worker, render_s=round(result.render_s, 3),
                                       frames=result.frames))
@@ -293,3 +315,19 @@ class RenderChain:
         report()
         await asyncio.gather(*sending)
         return ChainResult(chain=inp.chain.index, windows=inp.chain.last - inp.chain.first + 1)
+
+    @staticmethod
+    async def _on_last_worker(window_input: RenderWindowInput, queue: str, wait_s: int,
+                              window_options: dict) -> RenderWindowResult | None:
+        """The window on the worker that rendered the chain's previous window (its own task
+        queue), whose ComfyUI still holds this render's models and reference; None when that
+        worker does not take it within `wait_s` (gone, or busy): then any worker will."""
+        try:
+            return await workflow.execute_activity(
+                "render_window", window_input, result_type=RenderWindowResult, task_queue=queue,
+                schedule_to_start_timeout=timedelta(seconds=wait_s), **window_options)
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, ActivityTimeout) and cause.type == TimeoutType.SCHEDULE_TO_START:
+                return None
+            raise
