@@ -29,6 +29,7 @@ from workflows.webhook import DeliverWebhook
 
 from . import jobs
 from .auth import Keys
+from .dashboard import Dashboard, install as install_dashboard
 from .service import CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, TERMINAL, TIMED_OUT, NotFound, Renders
 from .webhooks import WebhookActivities, check_url, start_delivery, webhook_key
 
@@ -132,6 +133,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
     graph_config = graph_config or GraphConfig.from_env()
     state: dict = {}
     cursors: dict[str, tuple] = {}  # render run -> what /stream sent last
+    dashboard = Dashboard(settings, keys, state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -177,6 +179,8 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         if endpoint_ids and endpoint_id not in endpoint_ids:
             raise ApiError(404, f"endpoint {endpoint_id} not found")
         owner = keys.owner(request.headers.get("authorization"))
+        if owner is None:  # the dashboard's pages: a session cookie with its CSRF token
+            owner = dashboard.action_owner(request)
         if owner is None and not public:
             raise ApiError(401, "unauthorized: send an API key as `Authorization: Bearer KEY`")
         return owner
@@ -197,7 +201,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
 
     async def owned(render_id: str, owner: str):
         try:
-            return await state["renders"].describe(render_id, owner)
+            return await state["renders"].describe(render_id, None if dashboard.is_admin(owner) else owner)
         except NotFound:
             raise ApiError(404, f"render {render_id} not found") from None
 
@@ -325,5 +329,6 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         owner = owner_of(request, endpoint_id, public=settings.api_public_health)
         return await state["renders"].health(owner)
 
+    install_dashboard(app, dashboard)
     app.state.keys = keys
     return app
