@@ -27,6 +27,8 @@ from comfy_graphs.config import GraphConfig
 from longtalk import audio, metrics
 from longtalk.backends import make_backends
 from longtalk.build import build_id as compute_build_id
+from longtalk.fleet import FleetRecord
+from longtalk.visibility import register_search_attributes
 from longtalk.settings import Settings
 from longtalk.stack import READY_LINE
 from longtalk.store import ObjectStore
@@ -69,8 +71,10 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
     if "gpu" in roles:
         if backends is None:
             backends = make_backends(settings, graph_config)
+        fleet = FleetRecord(store, f"{identity}-gpu", build, settings.gpu_queue, backends,
+                            every_s=settings.fleet_heartbeat_s)
         render = GpuActivities(store, backends, settings.data_dir / "cache", identity=f"{identity}-gpu",
-                               build_id=build)
+                               build_id=build, fleet=fleet)
         workers.append(Worker(
             client, task_queue=settings.gpu_queue, activities=[render.render_window],
             # a stopping GPU worker finishes the window it renders (LONGTALK_GPU_SHUTDOWN_GRACE_S)
@@ -78,6 +82,7 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
             graceful_shutdown_timeout=timedelta(seconds=settings.gpu_shutdown_grace_s),
             identity=f"{identity}-gpu", build_id=build,
         ))
+        workers[-1].longtalk_fleet = fleet  # run() keeps the record fresh between windows
     return workers
 
 
@@ -105,6 +110,8 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
     await asyncio.to_thread(store.ensure_bucket)
     await asyncio.to_thread(audio.warm_up)  # librosa's lazy imports now, not in the first window
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    # the workflows upsert these: a server that lacks one would fail every render's first task
+    await register_search_attributes(client)
     backends = make_backends(settings, graph_config) if "gpu" in settings.worker_roles else {}
     for backend in backends.values():
         wait_ready = getattr(backend, "wait_ready", None)
@@ -121,6 +128,8 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(w.run()) for w in workers]
+    records = [w.longtalk_fleet for w in workers if getattr(w, "longtalk_fleet", None) is not None]
+    beats = [asyncio.create_task(r.run()) for r in records]
     print(f"{READY_LINE}: queues {', '.join(w.task_queue for w in workers)} build {settings.build_id}",
           flush=True)
     done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
@@ -130,6 +139,10 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
             raise task.exception()
     log.info("shutting down")
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    for beat in beats:
+        beat.cancel()
+    for record in records:  # a worker that stops cleanly leaves the fleet page at once
+        await asyncio.to_thread(record.remove)
 
 
 def main() -> None:

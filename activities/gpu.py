@@ -40,7 +40,7 @@ from .common import heartbeating_async, map_errors
 
 class GpuActivities:
     def __init__(self, store: ObjectStore, backends: dict[str, RenderBackend], cache_dir: Path,
-                 identity: str | None = None, build_id: str = "") -> None:
+                 identity: str | None = None, build_id: str = "", fleet=None) -> None:
         self.store = store
         self.backends = backends
         self.cache_dir = cache_dir
@@ -49,6 +49,7 @@ class GpuActivities:
         self._references: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sizes: dict[str, int] = {}  # objects never change once written (keys are per render)
         self.renders = 0  # backend calls made by this process (for tests and metrics)
+        self.fleet = fleet  # longtalk.fleet.FleetRecord: what this worker is on, for the dashboard
 
     @activity.defn(name="render_window")
     @map_errors
@@ -59,7 +60,8 @@ class GpuActivities:
         if stored is not None:
             metrics.WINDOWS_REUSED.inc()
             return RenderWindowResult(index=k, clip_key=stored["clip_key"], frames=stored["frames"],
-                                      rendered=False, render_s=0.0)
+                                      rendered=False, render_s=0.0, attempt=int(stored.get("attempt", 0)),
+                                      worker=str(stored.get("worker", "")))
         backend = self.backends.get(ctx.backend)
         if backend is None:
             raise InputError("backend", f"{ctx.backend!r} is not served by this worker "
@@ -73,8 +75,23 @@ class GpuActivities:
             device = getattr(backend, "heartbeat_details", None)
             return {**state, **(device() if device else {}), **({"build_id": self.build_id} if self.build_id else {})}
 
+        if self.fleet is not None:
+            self.fleet.begin(ctx.render_id, k)
+            await self.fleet.publish()
+        ok = False
+        try:
+            result = await self._render(backend, ctx, k, inp.chain_first, state, progress, details)
+            ok = True
+        finally:
+            if self.fleet is not None:
+                self.fleet.end(ok)
+                await self.fleet.publish()
+        return result
+
+    async def _render(self, backend: RenderBackend, ctx: RenderContext, k: int, chain_first: int,
+                      state: dict, progress, details) -> RenderWindowResult:
         async with heartbeating_async(details):
-            job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
+            job = await asyncio.to_thread(self._window_job, ctx, k, chain_first)
             await asyncio.to_thread(self._record_attempt, ctx.render_id, k)
             state["stage"] = "render"
             started = time.monotonic()
@@ -186,4 +203,4 @@ class GpuActivities:
         self.store.put_bytes(window_meta_key(ctx.render_id, k), json.dumps(meta, indent=2).encode(),
                              "application/json")
         return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=w.kept, rendered=True,
-                                  render_s=render_s)
+                                  render_s=render_s, attempt=info.attempt, worker=self.identity)

@@ -24,7 +24,7 @@ from comfy_graphs.config import GraphConfig
 from longtalk.errors import InputError
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
-from longtalk.visibility import SEARCH_ATTRIBUTES
+from longtalk.visibility import register_search_attributes
 from workflows.webhook import DeliverWebhook
 
 from . import jobs
@@ -73,20 +73,6 @@ class BodyLimit:
             await self.app(scope, limited, send)
         except ApiError as exc:
             await JSONResponse({"error": exc.message}, status_code=exc.status)(scope, receive, send)
-
-
-async def register_search_attributes(client: Client) -> None:
-    """The owner and retry attributes, on a server that lacks them (the dev server has them)."""
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-
-    have = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace))
-    missing = {name: getattr(IndexedValueType, f"INDEXED_VALUE_TYPE_{kind.upper()}")
-               for name, kind in SEARCH_ATTRIBUTES.items() if name not in have.custom_attributes}
-    if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing))
 
 
 def _wait_s(request: Request) -> float:

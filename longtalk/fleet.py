@@ -75,12 +75,17 @@ class FleetRecord:
     def write(self) -> None:
         self.store.put_json(record_key(self.identity), self.snapshot())
 
+    async def publish(self) -> None:
+        """Write the record now (a window began or ended); a failure only logs: the worker
+        keeps rendering while the object store is away."""
+        try:
+            await asyncio.to_thread(self.write)
+        except Exception as exc:
+            log.warning("fleet record not written: %s", exc)
+
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.to_thread(self.write)
-            except Exception as exc:  # the object store is down: the worker keeps rendering
-                log.warning("fleet record not written: %s", exc)
+            await self.publish()
             await asyncio.sleep(self.every_s)
 
     def remove(self) -> None:

@@ -100,6 +100,11 @@ class RenderRequest:
     heartbeat_timeout_s: int = 60  # = timeouts.heartbeat_s (release de3015c read only this)
     warnings: list[str] = field(default_factory=list)
     timeouts: ActivityTimeouts | None = None  # None only in a de3015c payload
+    # a re-render (a new output version of `base`): windows rerender_first..rerender_last are
+    # rendered again, every other window is taken from the base render ("" = a first render)
+    base: str = ""
+    rerender_first: int = -1
+    rerender_last: int = -1
     # release de3015c's flat copies of `spec` (see the module's docstring): never read them
     input_type: str | None = None
     person_count: str | None = None
@@ -219,6 +224,8 @@ class RenderWindowResult:
     frames: int  # frames this window contributes to the video
     rendered: bool  # False when a stored result was found and no render happened
     render_s: float  # time spent in the backend (0 when not rendered now)
+    attempt: int = 0  # the activity attempt that rendered it (0: unknown, older workers)
+    worker: str = ""  # the GPU worker that rendered it
 
 
 @dataclass
@@ -246,6 +253,10 @@ class ChainResult:
 class WindowDone:
     index: int
     rendered: bool  # False when the window was found stored
+    attempt: int = 0  # details for the dashboard (0/"": a chain of an older release sent none)
+    worker: str = ""
+    render_s: float = 0.0
+    frames: int = 0
 
 
 @dataclass
@@ -326,3 +337,7 @@ class Progress:
     eta_s: float | None
     windows_rendered: int = 0  # windows rendered by this run (the rest were found stored)
     windows_finished: list[int] = field(default_factory=list)
+    chains: list[list[int]] = field(default_factory=list)  # [first, last] window of each chain
+    rendering: list[int] = field(default_factory=list)  # windows on a GPU (or queued for one) now
+    windows_detail: list[WindowDone] = field(default_factory=list)  # finished windows, in order
+    latest_window: int = -1  # the window that finished last (the dashboard's thumbnail)

@@ -1,5 +1,6 @@
 """The custom search attributes renders carry in Temporal visibility (registered by the
 embedded stack's dev server at start, by the worker and by the HTTP API on any other server).
+Mind the SQL visibility store's limits per type (the dev server's: 3 Int, 10 Keyword).
 
 The client sets owner, stage (queued), backend and mode when it starts a render; the
 RenderVideo workflow keeps stage and the window counts current (at stage changes, and at most
@@ -12,14 +13,24 @@ RETRIES = "LongtalkRetries"  # Int: how often the render was retried through the
 STAGE = "LongtalkStage"  # Keyword: queued|ingest|plan|render|stitch|publish|done|failed|cancelled
 WINDOWS_DONE = "LongtalkWindowsDone"  # Int: finished windows (as of the last upsert)
 WINDOWS_TOTAL = "LongtalkWindowsTotal"  # Int: windows of the render (0 until planned)
-LAST_WINDOW = "LongtalkLastWindow"  # Int: the latest finished window's index (-1: none yet)
 BACKEND = "LongtalkBackend"  # Keyword: preview | comfy | timed ...
 MODE = "LongtalkMode"  # Keyword: i2v-single | i2v-multi | v2v-single | v2v-multi
 BASE = "LongtalkBase"  # Keyword: the render a re-render was derived from ("" for a first render)
 
 SEARCH_ATTRIBUTES = {OWNER: "Keyword", RETRIES: "Int", STAGE: "Keyword", WINDOWS_DONE: "Int",
-                     WINDOWS_TOTAL: "Int", LAST_WINDOW: "Int", BACKEND: "Keyword", MODE: "Keyword",
+                     WINDOWS_TOTAL: "Int", BACKEND: "Keyword", MODE: "Keyword",
                      BASE: "Keyword"}
+
+from temporalio.common import SearchAttributeKey  # noqa: E402 - pure data, safe in workflow code
+
+OWNER_KEY = SearchAttributeKey.for_keyword(OWNER)
+RETRIES_KEY = SearchAttributeKey.for_int(RETRIES)
+STAGE_KEY = SearchAttributeKey.for_keyword(STAGE)
+WINDOWS_DONE_KEY = SearchAttributeKey.for_int(WINDOWS_DONE)
+WINDOWS_TOTAL_KEY = SearchAttributeKey.for_int(WINDOWS_TOTAL)
+BACKEND_KEY = SearchAttributeKey.for_keyword(BACKEND)
+MODE_KEY = SearchAttributeKey.for_keyword(MODE)
+BASE_KEY = SearchAttributeKey.for_keyword(BASE)
 
 PROGRESS_UPSERT_S = 5.0  # at most this often while windows finish
 QUEUED_STAGES = ("queued", "ingest", "plan")  # no GPU work yet: RunPod's IN_QUEUE
@@ -27,3 +38,23 @@ QUEUED_STAGES = ("queued", "ingest", "plan")  # no GPU work yet: RunPod's IN_QUE
 
 def mode_of(input_type: str, person_count: str) -> str:
     return f"{'v2v' if input_type == 'video' else 'i2v'}-{person_count}"
+
+
+def progress_step(total: int) -> int:
+    """Windows between two progress upserts: about 1% of the render (1 for short ones), so a
+    1,250-window render upserts about a hundred times, not once per window."""
+    return max(1, total // 100)
+
+
+async def register_search_attributes(client) -> None:
+    """Add the attributes a server lacks (the embedded dev server has them from its start)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+
+    have = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace))
+    missing = {name: getattr(IndexedValueType, f"INDEXED_VALUE_TYPE_{kind.upper()}")
+               for name, kind in SEARCH_ATTRIBUTES.items() if name not in have.custom_attributes}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing))

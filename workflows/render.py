@@ -24,9 +24,14 @@ with workflow.unsafe.imports_passed_through():
         StitchInput, StitchResult, WindowDone, WindowsDone,
     )
     from longtalk.errors import InputError
+    from longtalk import visibility as vis
+    from longtalk.windows import window_count
 
 
 REPORT_EVERY = timedelta(seconds=1)  # progress signals from a chain, batched at most this often
+# workflow.patched ids of the visibility release: search attributes, summaries, details
+VISIBILITY_PATCH = "visibility-v1"  # RenderVideo
+WINDOW_SUMMARY_PATCH = "window-summary-v1"  # RenderChain
 
 
 def _is_input_error(exc: BaseException) -> bool:
@@ -50,6 +55,12 @@ class RenderVideo:
         self._started = None
         self._render_started = None
         self._new_options = True
+        self._visible = False  # keeps its search attributes, summaries and details current
+        self._chains: list[list[int]] = []
+        self._details: dict[int, WindowDone] = {}
+        self._last_window = -1
+        self._upserted_at = None
+        self._upserted_done = 0
 
     def _activity(self, name: str, req: RenderRequest) -> dict:
         """The options of CPU activity `name`: release de3015c's for the runs it started."""
@@ -63,6 +74,7 @@ class RenderVideo:
         self._started = workflow.now()
         # decided once, before the first command: a de3015c history replays it as False
         self._new_options = workflow.patched(options.ACTIVITY_OPTIONS_PATCH)
+        self._visible = workflow.patched(VISIBILITY_PATCH)
         try:
             return await self._run(req)
         except ActivityError as exc:
@@ -70,7 +82,7 @@ class RenderVideo:
                 await self._record_cancelled(req)
                 raise
             stage = self._stage
-            self._stage = "failed"
+            self._set_stage("failed")
             if stage in ("ingest", "plan") and _is_input_error(exc):
                 # bad input found while decoding: drop what this render stored, so a refused
                 # job costs nothing (the error, with the field's name, goes to the caller)
@@ -82,19 +94,49 @@ class RenderVideo:
             if isinstance(exc.cause, CancelledError):  # the cancel reached us through a chain
                 await self._record_cancelled(req)
             else:
-                self._stage = "failed"
+                self._set_stage("failed")
             raise
         except ApplicationError:
-            self._stage = "failed"
+            self._set_stage("failed")
             raise
         except asyncio.CancelledError:
             await self._record_cancelled(req)
             raise
 
+    def _set_stage(self, stage: str) -> None:
+        """A stage change: the progress query, the search attributes and the Temporal UI's
+        current details all say it (the last two in renders started by this release on)."""
+        self._stage = stage
+        if self._visible:
+            self._upsert_progress()
+
+    def _summary(self, text: str) -> dict:
+        return {"summary": text} if self._visible else {}
+
+    def _upsert_progress(self) -> None:
+        workflow.upsert_search_attributes([
+            vis.STAGE_KEY.value_set(self._stage), vis.WINDOWS_DONE_KEY.value_set(len(self._done)),
+            vis.WINDOWS_TOTAL_KEY.value_set(self._total)])
+        self._upserted_at, self._upserted_done = workflow.now(), len(self._done)
+        workflow.set_current_details(self._sentence())
+
+    def _sentence(self) -> str:
+        done, total = len(self._done), self._total
+        if self._stage == "render":
+            return f"Rendering: {done} of {total} windows done ({self._rendered} rendered by this run)."
+        if self._stage in ("stitch", "publish"):
+            return f"All {total} windows rendered; {self._stage}ing the video."
+        if self._stage == "done":
+            return f"Done: {total} windows, the video is published."
+        if self._stage in ("failed", "cancelled"):
+            return f"{self._stage.capitalize()}, with {done} of {total} windows done."
+        return f"{self._stage.capitalize()}: preparing the inputs."
+
     async def _record_cancelled(self, req: RenderRequest) -> None:
         """The manifest of a cancelled render says which windows were finished; they stay
         stored, so submitting the same id again resumes after them."""
-        stage, self._stage = self._stage, "cancelled"
+        stage = self._stage
+        self._set_stage("cancelled")
         await workflow.execute_activity(
             "record_cancelled",
             CancelledInput(render_id=req.render_id, windows_total=self._total,
@@ -103,22 +145,24 @@ class RenderVideo:
 
     async def _run(self, req: RenderRequest) -> RenderResult:
         queue = workflow.info().task_queue
-        self._stage = "ingest"
+        self._set_stage("ingest")
         ingest: IngestResult = await workflow.execute_activity(
-            "ingest", req, result_type=IngestResult, task_queue=queue, **self._activity("ingest", req))
-        self._stage = "plan"
+            "ingest", req, result_type=IngestResult, task_queue=queue, **self._activity("ingest", req),
+            **self._summary("ingest: fetch, check and decode the inputs"))
+        self._set_stage("plan")
         plan: Plan = await workflow.execute_activity(
             "plan", PlanInput(request=req, ingest=ingest), result_type=Plan, task_queue=queue,
-            **self._activity("plan", req))
+            **self._activity("plan", req), **self._summary("plan: windows and chains"))
         self._total = plan.windows
+        self._chains = [[c.first, c.last] for c in plan.chains]
         context = RenderContext(
             render_id=req.render_id, backend=req.backend, spec=req.spec,
             total_frames=plan.total_frames, reference_key=ingest.reference_key,
             audio_keys=ingest.audio_keys, source_key=ingest.source_key,
             source_frames=ingest.source_frames,
         )
-        self._stage = "render"
         self._render_started = workflow.now()
+        self._set_stage("render")
         await asyncio.gather(*[
             workflow.execute_child_workflow(
                 RenderChain.run,
@@ -127,20 +171,25 @@ class RenderVideo:
                            windows_per_run=req.windows_per_run, gpu_queue=req.gpu_queue,
                            timeouts=req.timeouts),
                 id=chain_workflow_id(req.render_id, chain.index), task_queue=queue,
+                **({"static_summary": f"Chain {chain.index + 1} of {len(plan.chains)} of render "
+                                      f"{req.render_id}: windows {chain.first + 1}-{chain.last + 1} "
+                                      f"of {plan.windows}, in order"} if self._visible else {}),
             )
             for chain in plan.chains
         ])
-        self._stage = "stitch"
+        self._set_stage("stitch")
         stitched: StitchResult = await workflow.execute_activity(
             "stitch", StitchInput(render_id=req.render_id, windows=plan.windows,
                                   total_frames=plan.total_frames, spec=req.spec),
-            result_type=StitchResult, task_queue=queue, **self._activity("stitch", req))
-        self._stage = "publish"
+            result_type=StitchResult, task_queue=queue, **self._activity("stitch", req),
+            **self._summary(f"stitch {plan.windows} windows into {plan.total_frames} frames"))
+        self._set_stage("publish")
         result: RenderResult = await workflow.execute_activity(
             "publish", PublishInput(request=req, video_key=stitched.video_key,
                                     total_frames=plan.total_frames, windows=plan.windows),
-            result_type=RenderResult, task_queue=queue, **self._activity("publish", req))
-        self._stage = "done"
+            result_type=RenderResult, task_queue=queue, **self._activity("publish", req),
+            **self._summary("publish: mux the audio, store the video"))
+        self._set_stage("done")
         return result
 
     @workflow.signal(name="windows_done")
@@ -149,9 +198,15 @@ class RenderVideo:
             if done.index in self._done:
                 continue
             self._done.add(done.index)
+            self._details[done.index] = done
+            self._last_window = done.index
             if done.rendered:
                 self._rendered += 1
             self._current = done.index + 1 if done.index + 1 < self._total else None
+        if self._visible and self._stage == "render" and (
+                len(self._done) - self._upserted_done >= vis.progress_step(self._total)
+                and workflow.now() - self._upserted_at >= timedelta(seconds=vis.PROGRESS_UPSERT_S)):
+            self._upsert_progress()
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -170,7 +225,21 @@ class RenderVideo:
             current_window=self._current if self._stage == "render" else None,
             elapsed_s=round(elapsed, 3), eta_s=None if eta is None else round(eta, 1),
             windows_rendered=self._rendered, windows_finished=sorted(self._done),
+            chains=[list(c) for c in self._chains], rendering=self._rendering(),
+            windows_detail=[self._details[k] for k in sorted(self._details)],
+            latest_window=self._last_window,
         )
+
+    def _rendering(self) -> list[int]:
+        """Each chain's first unfinished window, while windows render."""
+        if self._stage != "render":
+            return []
+        out = []
+        for first, last in self._chains:
+            k = next((k for k in range(first, last + 1) if k not in self._done), None)
+            if k is not None:
+                out.append(k)
+        return out
 
 
 @workflow.defn(name="RenderChain")
@@ -195,6 +264,8 @@ class RenderChain:
             window_options = options.render_window(inp.timeouts)
         else:
             window_options = options.legacy_render_window(inp.timeouts.heartbeat_s)
+        summaries = workflow.patched(WINDOW_SUMMARY_PATCH)
+        windows_total = window_count(inp.context.total_frames, inp.context.window_params)
         ran = 0
         for k in range(inp.next_window, inp.chain.last + 1):
             if ran >= inp.windows_per_run:
@@ -206,13 +277,16 @@ class RenderChain:
                     "render_window",
                     RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first),
                     result_type=RenderWindowResult, task_queue=inp.gpu_queue, **window_options,
+                    **({"summary": f"window {k + 1}/{windows_total}"} if summaries else {}),
                 )
             except (asyncio.CancelledError, ActivityError):
                 report()  # what is finished still reaches the parent's progress
                 await asyncio.gather(*sending, return_exceptions=True)
                 raise
             ran += 1
-            pending.append(WindowDone(index=k, rendered=result.rendered))
+            pending.append(WindowDone(index=k, rendered=result.rendered, attempt=result.attempt,
+                                      worker=result.worker, render_s=round(result.render_s, 3),
+                                      frames=result.frames))
             if workflow.now() - last_report >= REPORT_EVERY:  # GPU windows: every window
                 report()
                 last_report = workflow.now()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -24,6 +24,8 @@ from ..activity_options import timeouts_from_settings
 from ..payloads import RenderRequest, RenderResult, derived_keys
 from ..settings import Settings
 from ..store import ObjectStore
+from ..text import shorten
+from .. import visibility as vis
 from .job import Job, check_render_id
 from .staging import StagedInput, stage_inputs
 
@@ -66,11 +68,10 @@ async def start(client: Client, settings: Settings, request: RenderRequest, *,
                 memo: dict | None = None) -> WorkflowHandle:
     """Start RenderVideo for `request` under its render id (a failed, cancelled or timed-out
     run of that id is started again; a running one is attached to)."""
-    extra: dict = {}
+    extra: dict = {"search_attributes": initial_attributes(request, search_attributes),
+                   "static_summary": render_summary(request)}
     if execution_timeout is not None:
         extra["execution_timeout"] = execution_timeout
-    if search_attributes is not None:
-        extra["search_attributes"] = search_attributes
     if memo:
         extra["memo"] = memo
     return await client.start_workflow(
@@ -79,6 +80,29 @@ async def start(client: Client, settings: Settings, request: RenderRequest, *,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY, **extra,
     )
+
+
+def initial_attributes(request: RenderRequest, given: TypedSearchAttributes | None) -> TypedSearchAttributes:
+    """What visibility knows of a render from its start (owner, retries: `given`); the
+    workflow keeps stage and windows current from there."""
+    spec = request.spec
+    pairs = {p.key.name: p for p in (given or TypedSearchAttributes.empty)}
+    for key, value in ((vis.STAGE_KEY, "queued"), (vis.WINDOWS_DONE_KEY, 0), (vis.WINDOWS_TOTAL_KEY, 0), (vis.BACKEND_KEY, request.backend),
+                       (vis.MODE_KEY, vis.mode_of(spec.input_type, spec.person_count)),
+                       (vis.BASE_KEY, request.base)):
+        pairs.setdefault(key.name, SearchAttributePair(key, value))
+    return TypedSearchAttributes(list(pairs.values()))
+
+
+def render_summary(request: RenderRequest) -> str:
+    """The render as one line in the Temporal UI."""
+    spec = request.spec
+    what = (f"Re-render of {request.base}, windows {request.rerender_first + 1}-{request.rerender_last + 1}"
+            if request.base else "Render")
+    source = "a source video" if spec.input_type == "video" else "a portrait"
+    people = "two speakers" if spec.multi else "one speaker"
+    return (f"{what}: {source} with {people}, {spec.width}x{spec.height}, {request.backend} backend, "
+            f"prompt \"{shorten(spec.prompt, 60)}\"")
 
 
 def attach(client: Client, render_id: str) -> WorkflowHandle:
