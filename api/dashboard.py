@@ -51,7 +51,7 @@ from longtalk.payloads import Progress, derived_keys, output_key, window_meta_ke
 from longtalk.settings import Settings
 from longtalk.stack import split_host_port
 from longtalk.visibility import (
-    BACKEND, BASE, LAST_WINDOW, MODE, OWNER, QUEUED_STAGES, STAGE, WINDOWS_DONE, WINDOWS_TOTAL,
+    BACKEND, BASE, MODE, OWNER, QUEUED_STAGES, STAGE, WINDOWS_DONE, WINDOWS_TOTAL,
 )
 
 from . import hls
@@ -73,7 +73,6 @@ K_MODE = SearchAttributeKey.for_keyword(MODE)
 K_BASE = SearchAttributeKey.for_keyword(BASE)
 K_DONE = SearchAttributeKey.for_int(WINDOWS_DONE)
 K_TOTAL = SearchAttributeKey.for_int(WINDOWS_TOTAL)
-K_LAST = SearchAttributeKey.for_int(LAST_WINDOW)
 
 # the status filter of the renders page -> a visibility clause
 STATUS_FILTERS = {
@@ -219,7 +218,7 @@ class Dashboard:
         """A list row from a visibility record: search attributes only, no worker asked."""
         sa = w.typed_search_attributes
         stage = sa.get(K_STAGE)
-        done, total, last = sa.get(K_DONE), sa.get(K_TOTAL), sa.get(K_LAST)
+        done, total = sa.get(K_DONE), sa.get(K_TOTAL)
         now = datetime.now(timezone.utc)
         end = w.close_time or now
         elapsed = (end - w.start_time).total_seconds() if w.start_time else None
@@ -233,10 +232,8 @@ class Dashboard:
         if status == "running" and done and total and elapsed:
             eta = elapsed / done * (total - done)  # rough: the queue time counts too
         thumb = None
-        if last is not None and last >= 0:
-            thumb = f"/dashboard/api/renders/{w.id}/thumb?k={last}"
-        elif status == "completed":
-            thumb = f"/dashboard/api/renders/{w.id}/thumb"
+        if done or status == "completed":  # the count in the URL: a new picture as windows finish
+            thumb = f"/dashboard/api/renders/{w.id}/thumb?done={done or 0}"
         return {"id": w.id, "owner": sa.get(K_OWNER), "mode": sa.get(K_MODE), "backend": sa.get(K_BACKEND),
                 "base": sa.get(K_BASE) or None, "status": status, "stage": stage, "windows_done": done,
                 "windows_total": total, "eta_s": eta, "started": _iso(w.start_time),
@@ -744,7 +741,9 @@ class Dashboard:
                     p = await dash._progress(render_id, desc.run_id)
                     if not p or not p.windows_finished:
                         return Response(status_code=404)
-                    k = max(p.windows_finished)
+                    # the latest finished window (details come in finishing order)
+                    detail = getattr(p, "windows_detail", None)
+                    k = detail[-1].index if detail else max(p.windows_finished)
             data = await asyncio.to_thread(dash.thumbnail, render_id, base, int(k))
             if data is None:
                 return Response(status_code=404)
