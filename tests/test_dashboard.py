@@ -350,8 +350,12 @@ def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = paths[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=1280,800", "--mute-audio"):
+                "--autoplay-policy=no-user-gesture-required", "--window-size=1280,800", "--mute-audio",
+                # offline machines: nothing in the background that waits on the network
+                "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
+                "--disable-component-update", "--disable-extensions", "--disable-sync"):
         opts.add_argument(arg)
+    opts.page_load_strategy = "eager"  # the pages poll forever; DOMContentLoaded is what matters
     driver = webdriver.Chrome(service=Service(paths[1]), options=opts)
     driver.set_page_load_timeout(60)
     yield driver
@@ -392,101 +396,108 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.2, what: str = "
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-async def in_thread(fn, *args):
-    return await asyncio.to_thread(fn, *args)
+def submit_sync(api: str, key: str, body: dict) -> str:
+    r = httpx.post(f"{api}/v2/{EP}/run", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def status_sync(api: str, key: str, rid: str, wait_ms: int = 120000) -> dict:
+    return httpx.get(f"{api}/v2/{EP}/status-sync/{rid}?wait={wait_ms}", headers={"Authorization": f"Bearer {key}"},
+                     timeout=wait_ms / 1000 + 30).json()
 
 
 async def test_browser_pages(api, browser, media, gpu, store, monkeypatch):
+    # the API serves from this test's event loop: the browser is driven from a thread
+    await asyncio.to_thread(browser_pages, api, browser, media, gpu, store, monkeypatch)
+
+
+def browser_pages(api, d, media, gpu, store, monkeypatch):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    d = browser
     # log in through the form
-    await in_thread(d.get, f"{api}/")
+    d.get(f"{api}/")
     assert "/login" in d.current_url
     d.find_element(By.ID, "key").send_keys(KEY_A)
     d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    await in_thread(wait_for, lambda: d.current_url.rstrip("/") == api and d.find_elements(By.ID, "renders"),
-                    30, 0.2, "the renders page")
+    wait_for(lambda: d.current_url.rstrip("/") == api and d.find_elements(By.ID, "renders"), 30, 0.2,
+             "the renders page")
     assert KEY_A not in d.current_url
 
     # start a render through the API; watch it from its page
     rid = next_id(monkeypatch)
     gpu.slow[rid] = 2.0
-    assert await submit(api, KEY_A, job(media, long=True)) == rid
-    await in_thread(wait_for, lambda: d.find_elements(By.CSS_SELECTOR, f'tr[data-id="{rid}"]'), 30, 0.3,
-                    "the new render in the list (no reload)")
-    await in_thread(d.get, f"{api}/renders/{rid}")
-
-    def strip_counts():
-        cells = d.find_elements(By.CSS_SELECTOR, "#strip .cell")
-        states = [c.get_attribute("data-state") for c in cells]
-        return len(cells), states.count("d"), d.find_element(By.ID, "progress-text").text
-
+    assert submit_sync(api, KEY_A, job(media, long=True)) == rid
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, f'tr[data-id="{rid}"]'), 30, 0.3,
+             "the new render in the list (no reload)")
+    d.get(f"{api}/renders/{rid}")
     seen = set()
 
     def advanced():
-        n, done, text = strip_counts()
-        if n == 17 and 0 < done < 17:
-            seen.add((done, text))
+        cells = d.find_elements(By.CSS_SELECTOR, "#strip .cell")
+        done = [c.get_attribute("data-state") for c in cells].count("d")
+        text = d.find_element(By.ID, "progress-text").text
+        width = d.execute_script("return document.querySelector('.bar.big > span').style.width")
+        if len(cells) == 17 and 0 < done < 17:
+            seen.add((done, text, width))
         return len({s[0] for s in seen}) >= 2
 
-    await in_thread(wait_for, advanced, 120, 0.3, "the progress bar and the strip to advance")
-    assert all(f"{done} / 17 windows" in text for done, text in seen), seen
+    wait_for(advanced, 120, 0.3, "the progress bar and the strip to advance")
+    assert all(f"{done} / 17 windows" in text for done, text, _ in seen), seen
+    assert len({w for _, _, w in seen}) >= 2, seen  # the bar itself moved
     # the live preview plays before the render ends
-    await in_thread(wait_for, lambda: d.find_elements(By.ID, "preview"), 60, 0.3, "the preview player")
-    played = await in_thread(wait_for, lambda: (d.execute_script(
-        "return document.getElementById('preview').currentTime") or 0) > 1.0, 60, 0.3, "the preview to play")
-    assert played
-    status = (await wait_status(api, KEY_A, rid, 1000))["status"]
+    wait_for(lambda: d.find_elements(By.ID, "preview"), 60, 0.3, "the preview player")
+    wait_for(lambda: (d.execute_script("return document.getElementById('preview').currentTime") or 0) > 1.0,
+             60, 0.3, "the preview to play")
+    status = status_sync(api, KEY_A, rid, 1000)["status"]
     assert status in ("IN_PROGRESS", "IN_QUEUE"), status  # still rendering while it played
     # hovering a finished window shows its frames, duration, attempts and GPU worker
-    cell = d.find_element(By.CSS_SELECTOR, '#strip .cell.d')
-    await in_thread(lambda: ActionChains(d).move_to_element(cell).perform())
-    box = await in_thread(wait_for, lambda: (lambda t: t if "frames" in t and "GPU worker" in t else None)(
+    cell = d.find_element(By.CSS_SELECTOR, "#strip .cell.d")
+    ActionChains(d).move_to_element(cell).perform()
+    box = wait_for(lambda: (lambda t: t if "frames" in t and "GPU worker" in t else None)(
         d.find_element(By.CSS_SELECTOR, ".hoverbox").text), 20, 0.2, "the window's hover box")
     assert "attempts: 1" in box
     shoot(d, "render-running")
     gpu.slow[rid] = 0.0
-    assert (await wait_status(api, KEY_A, rid))["status"] == "COMPLETED"
-    await in_thread(wait_for, lambda: d.find_elements(By.ID, "download"), 30, 0.3, "the download link")
-    badge = d.find_element(By.CSS_SELECTOR, ".head .status").text
-    assert badge == "completed"
+    assert status_sync(api, KEY_A, rid)["status"] == "COMPLETED"
+    wait_for(lambda: d.find_elements(By.ID, "download"), 30, 0.3, "the download link")
+    assert d.find_element(By.CSS_SELECTOR, ".head .status").text == "completed"
 
     # cancel a second render from its page, through the confirmation dialog
     other = next_id(monkeypatch)
     gpu.slow[other] = 3.0
-    assert await submit(api, KEY_A, job(media, long=True)) == other
-    await in_thread(d.get, f"{api}/renders/{other}")
-    await in_thread(wait_for, lambda: d.find_elements(By.ID, "cancel"), 60, 0.3, "the cancel button")
+    assert submit_sync(api, KEY_A, job(media, long=True)) == other
+    d.get(f"{api}/renders/{other}")
+    wait_for(lambda: d.find_elements(By.ID, "cancel"), 60, 0.3, "the cancel button")
     d.find_element(By.ID, "cancel").click()
     dialog = d.find_element(By.ID, "confirm")
     assert dialog.is_displayed() and "finished windows stay stored" in dialog.text
     d.find_element(By.ID, "confirm-cancel").click()  # "Keep it": nothing happens
-    await asyncio.sleep(1)
-    assert (await wait_status(api, KEY_A, other, 1000))["status"] in ("IN_QUEUE", "IN_PROGRESS")
+    time.sleep(1)
+    assert status_sync(api, KEY_A, other, 1000)["status"] in ("IN_QUEUE", "IN_PROGRESS")
     d.find_element(By.ID, "cancel").click()
     d.find_element(By.ID, "confirm-ok").click()
-    await in_thread(wait_for, lambda: d.find_element(By.CSS_SELECTOR, ".head .status").text == "cancelled",
-                    90, 0.3, "the render to show cancelled")
-    assert (await wait_status(api, KEY_A, other))["status"] == "CANCELLED"
+    wait_for(lambda: d.find_element(By.CSS_SELECTOR, ".head .status").text == "cancelled", 90, 0.3,
+             "the render to show cancelled")
+    assert status_sync(api, KEY_A, other)["status"] == "CANCELLED"
 
     # the list and fleet pages, desktop and phone
-    await in_thread(d.get, f"{api}/")
-    await in_thread(wait_for, lambda: d.find_elements(By.CSS_SELECTOR, f'tr[data-id="{rid}"] img'), 30, 0.3,
-                    "the finished render's thumbnail")
+    d.get(f"{api}/")
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, f'tr[data-id="{rid}"] img'), 30, 0.3,
+             "the finished render's thumbnail")
     shoot(d, "renders")
-    await in_thread(d.get, f"{api}/fleet")
-    await in_thread(wait_for, lambda: d.find_elements(By.ID, "t-queue"), 30, 0.3, "the fleet page")
+    d.get(f"{api}/fleet")
+    wait_for(lambda: d.find_elements(By.ID, "t-queue"), 30, 0.3, "the fleet page")
     shoot(d, "fleet")
-    await in_thread(d.get, f"{api}/renders/{rid}")
-    await in_thread(wait_for, lambda: d.find_elements(By.ID, "download"), 30, 0.3, "the finished render")
+    d.get(f"{api}/renders/{rid}")
+    wait_for(lambda: d.find_elements(By.ID, "download"), 30, 0.3, "the finished render")
     shoot(d, "render-done")
 
     # re-render two windows of the finished render: a new output version with exactly T frames
     d.find_element(By.ID, "rerender").click()
-    note = await in_thread(wait_for, lambda: (lambda t: t if t and t != "…" else None)(
-        d.find_element(By.ID, "rr-count").text), 30, 0.3, "the re-render count")
+    note = wait_for(lambda: (lambda t: t if t and t != "…" else None)(d.find_element(By.ID, "rr-count").text),
+                    30, 0.3, "the re-render count")
     if "not available" in note:
         d.find_element(By.ID, "confirm-cancel").click()
         pytest.skip("the API has no re-render route yet (POST/GET /v2/{ep}/rerender/{id})")
@@ -494,14 +505,13 @@ async def test_browser_pages(api, browser, media, gpu, store, monkeypatch):
         el = d.find_element(By.ID, field)
         el.clear()
         el.send_keys(value)
-    note = await in_thread(wait_for, lambda: (lambda t: t if "14–16" in t else None)(
-        d.find_element(By.ID, "rr-count").text), 30, 0.3, "the count for windows 14..15")
+    note = wait_for(lambda: (lambda t: t if "14–16" in t else None)(d.find_element(By.ID, "rr-count").text),
+                    30, 0.3, "the count for windows 14..15")
     assert note.startswith("3 windows")  # 14, 15 and the window after them in the chain
     d.find_element(By.ID, "confirm-ok").click()
-    await in_thread(wait_for, lambda: "/renders/" in d.current_url and rid not in d.current_url, 30, 0.3,
-                    "the new version's page")
+    wait_for(lambda: "/renders/" in d.current_url and rid not in d.current_url, 30, 0.3, "the new version's page")
     new_id = d.current_url.rsplit("/", 1)[1]
-    body = await wait_status(api, KEY_A, new_id)
+    body = status_sync(api, KEY_A, new_id)
     assert body["status"] == "COMPLETED", body
     plan = store.get_json(f"renders/{rid}/plan.json")
     assert body["output"]["frames"] == plan["total_frames"]
