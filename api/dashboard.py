@@ -741,9 +741,8 @@ class Dashboard:
                     p = await dash._progress(render_id, desc.run_id)
                     if not p or not p.windows_finished:
                         return Response(status_code=404)
-                    # the latest finished window (details come in finishing order)
-                    detail = getattr(p, "windows_detail", None)
-                    k = detail[-1].index if detail else max(p.windows_finished)
+                    latest = getattr(p, "latest_window", -1)  # the window that finished last
+                    k = latest if latest is not None and latest >= 0 else max(p.windows_finished)
             data = await asyncio.to_thread(dash.thumbnail, render_id, base, int(k))
             if data is None:
                 return Response(status_code=404)

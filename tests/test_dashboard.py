@@ -162,7 +162,7 @@ async def test_login_link_on_loopback(api):
 
 async def test_actions_need_the_csrf_token_and_owners_are_apart(api, media, gpu, monkeypatch):
     rid = next_id(monkeypatch)
-    gpu.slow[rid] = 2.0
+    gpu.slow[rid] = 6.0  # longer than a heartbeat interval: the cancel reaches the window
     assert await submit(api, KEY_A, job(media, long=True)) == rid
     alice = await session(api, KEY_A)
     bob = await session(api, KEY_B)
@@ -186,6 +186,10 @@ async def test_actions_need_the_csrf_token_and_owners_are_apart(api, media, gpu,
         assert (await root.get(f"/dashboard/api/renders/{rid}")).json()["owner"] == "alice"
         assert (await alice.get("/dashboard/api/renders", params={"q": "x' OR 1=1"})).status_code == 400
         # with the token, alice cancels her render through the API's own route
+        for _ in range(600):  # once a window is finished
+            if (await alice.get(f"/dashboard/api/renders/{rid}")).json()["windows_done"] >= 1:
+                break
+            await asyncio.sleep(0.2)
         r = await alice.post(f"/v2/{EP}/cancel/{rid}", headers={"X-CSRF-Token": alice.csrf})
         assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
         assert (await wait_status(api, KEY_A, rid))["status"] == "CANCELLED"
@@ -195,6 +199,8 @@ async def test_actions_need_the_csrf_token_and_owners_are_apart(api, media, gpu,
         assert rid in [r["id"] for r in cancelled["renders"]] and cancelled["counts"]["cancelled"] >= 1
         detail = (await alice.get(f"/dashboard/api/renders/{rid}")).json()
         assert detail["status"] == "cancelled" and not detail["actions"]["cancel"]
+        assert 1 <= detail["windows_done"] < 17 and detail["states"].count("d") == detail["windows_done"]
+        assert detail["states"][0] == "d" and detail["states"][-1] == "w"
     finally:
         for c in (alice, bob, root):
             await c.aclose()
@@ -466,7 +472,7 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
 
     # cancel a second render from its page, through the confirmation dialog
     other = next_id(monkeypatch)
-    gpu.slow[other] = 3.0
+    gpu.slow[other] = 8.0  # longer than a heartbeat interval: the cancel reaches the window
     assert submit_sync(api, KEY_A, job(media, long=True)) == other
     d.get(f"{api}/renders/{other}")
     wait_for(lambda: d.find_elements(By.ID, "cancel"), 60, 0.3, "the cancel button")
@@ -481,6 +487,7 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     wait_for(lambda: d.find_element(By.CSS_SELECTOR, ".head .status").text == "cancelled", 90, 0.3,
              "the render to show cancelled")
     assert status_sync(api, KEY_A, other)["status"] == "CANCELLED"
+    assert d.find_element(By.ID, "strip").find_elements(By.CSS_SELECTOR, ".cell.w")  # it stopped early
 
     # the list and fleet pages, desktop and phone
     d.get(f"{api}/")

@@ -179,7 +179,7 @@
       h("div", { class: "head" }, h("div", { class: "title" }, h("h1", {}, id), el.meta), el.badge, el.actions),
       el.error,
       h("div", { class: "grid2" },
-        h("div", {}, card("Progress", el.bar, el.line), card("Windows", el.strip, el.stripNote), card("Preview", el.preview, el.final)),
+        h("div", {}, card("Progress", el.bar, el.line), card("Windows", el.strip, el.stripNote), (el.videoCard = card("Preview", el.preview, el.final))),
         h("div", {}, card("Details", el.kv), card("Links", el.links), el.versions)),
       hover);
 
@@ -271,7 +271,7 @@
         el.final.replaceChildren(h("h2", { style: "margin-top:1rem" }, "Final video"),
           h("video", { id: "final", controls: true, preload: "metadata", src: d.video.url }),
           h("p", {}, h("a", { class: "button", href: d.video.download_url, download: `${d.id}.mp4`, id: "download" }, "Download MP4")));
-        if (!player) el.preview.replaceChildren();
+        if (!player) { el.preview.replaceChildren(); el.videoCard.querySelector("h2").textContent = "Video"; el.final.querySelector("h2").remove(); }
       }
       // links
       el.links.replaceChildren(h("li", {}, h("a", { href: d.links.temporal, target: "_blank", rel: "noopener" }, "Temporal UI: this workflow")),
