@@ -610,7 +610,7 @@ class Dashboard:
 <button class="link" type="submit">Log out</button></form></div></header>
 <main id="main"><p class="muted">Loading…</p></main>
 <dialog id="confirm"></dialog>
-<script src="/dashboard/static/{HLS_JS}"></script>
+{f'<script src="/dashboard/static/{HLS_JS}"></script>' if page == "render" else ""}
 <script src="/dashboard/static/dashboard.js"></script>
 </body></html>"""
         return HTMLResponse(body, headers={"Cache-Control": "no-store"})

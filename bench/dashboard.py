@@ -33,8 +33,8 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# the project first: bench/api.py (this script's folder) would shadow the api package
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import httpx  # noqa: E402
 
@@ -71,6 +71,7 @@ def stats(samples: list[float]) -> dict:
 
 
 async def timed(client: httpx.AsyncClient, path: str, reps: int) -> dict:
+    print(f"  {path}", flush=True)
     out = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -80,7 +81,7 @@ async def timed(client: httpx.AsyncClient, path: str, reps: int) -> dict:
     return {**stats(out), "bytes": len(r.content)}
 
 
-def browser_times(base: str, key: str, running_id: str, done_id: str, reps: int) -> dict:
+def browser_times(base: str, key: str, running_id: str, done_id: str, reps: int, rows: int) -> dict:
     from tests.test_dashboard import chromium_paths
 
     paths = chromium_paths()
@@ -108,7 +109,7 @@ def browser_times(base: str, key: str, running_id: str, done_id: str, reps: int)
                 time.sleep(0.01)
 
         out = {}
-        for name, url, css, count in (("renders page", "/", "#renders tbody tr[data-id]", 50),
+        for name, url, css, count in (("renders page", "/", "#renders tbody tr[data-id]", rows),
                                       ("render page (running)", f"/renders/{running_id}", "#strip .cell", 17),
                                       ("render page (done)", f"/renders/{done_id}", "#final", 1),
                                       ("fleet page", "/fleet", "#workers tbody tr[data-worker]", 1)):
@@ -132,7 +133,7 @@ async def main() -> int:
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
-    procs = []
+    procs, workers, tasks = [], [], []
     try:
         base_settings = Settings(
             data_dir=folder, temporal_address=f"127.0.0.1:{free_port()}", s3_endpoint=f"127.0.0.1:{free_port()}",
@@ -146,12 +147,13 @@ async def main() -> int:
         client = await Client.connect(base_settings.temporal_address)
         store = ObjectStore.from_settings(base_settings)
         store.ensure_bucket()
-        workers = build_workers(client, dataclasses.replace(base_settings, worker_roles="cpu"), store,
+        workers += build_workers(client, dataclasses.replace(base_settings, worker_roles="cpu"), store,
                                 backends={"preview": PacedPreview(1.0)}, identity="bench")
-        for i in range(args.workers):
-            workers += build_workers(client, dataclasses.replace(base_settings, worker_roles="gpu"), store,
+        for i in range(args.workers):  # a client each: the SDK allows one worker per queue and client
+            gpu_client = await Client.connect(base_settings.temporal_address)
+            workers += build_workers(gpu_client, dataclasses.replace(base_settings, worker_roles="gpu"), store,
                                      backends={"preview": PacedPreview(1.0)}, identity=f"gpu{i}")
-        tasks = [asyncio.create_task(w.run()) for w in workers]
+        tasks += [asyncio.create_task(w.run()) for w in workers]
         settings = api_settings(base_settings)
         speech = cut_audio(EXAMPLES / "speech.ogg", folder / "speech.wav", 1.0, 3.0)
         short = {"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(speech),
@@ -198,8 +200,9 @@ async def main() -> int:
                     "HLS segment 0 (first build)": await timed(c, f"/dashboard/api/renders/{running_id}/hls/0.ts", 1),
                     "renders page HTML": await timed(c, "/", args.reps),
                 }
+                print("the pages in chromium", flush=True)
                 results.update(await asyncio.to_thread(browser_times, base, KEY_A, running_id, done_id,
-                                                       max(3, args.reps // 2)))
+                                                       max(3, args.reps // 2), min(50, total)))
                 fleet = (await c.get("/dashboard/api/fleet")).json()
                 for rid in running:
                     await c.post(f"/v2/{EP}/cancel/{rid}")
@@ -212,11 +215,11 @@ async def main() -> int:
         print(f"fleet: {len(fleet['workers'])} workers, queue {fleet['queue']}")
         print("BENCH_JSON " + json.dumps({"renders": total, "gpu_workers": len(fleet["workers"]),
                                           "running": args.running, "results": results}))
-        for w in workers:
-            await w.shutdown()
-        await asyncio.gather(*tasks, return_exceptions=True)
         return 0
     finally:
+        for w in workers:  # before the servers go: a worker's shutdown talks to Temporal
+            await w.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for p in procs:
             p.stop()
         shutil.rmtree(folder, ignore_errors=True)
