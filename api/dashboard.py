@@ -343,8 +343,8 @@ class Dashboard:
         sa = desc.typed_search_attributes
         running = desc.status == WorkflowExecutionStatus.RUNNING
         cached = None if running else self._closed.get(desc.run_id)
-        if cached is not None:
-            return {**cached, "elapsed_s": cached["elapsed_s"]}
+        if cached is not None:  # a closed run does not change; re-renders of it may appear
+            return {**cached, "versions": await self._versions(render_id, name)}
         p = await self._progress(render_id, desc.run_id)
         plan = await asyncio.to_thread(self._plan, render_id)
         now = datetime.now(timezone.utc)
@@ -436,6 +436,8 @@ class Dashboard:
 
     async def _versions(self, render_id: str, name: str) -> list[dict]:
         """Re-renders derived from this render (their LongtalkBase is its id), newest first."""
+        if not SEARCH.match(render_id):  # it goes into a query: ids of other shapes have no versions
+            return []
         query = self._query(self._scope(name)) + f" AND {BASE} = '{render_id}'"
         try:
             return [{"id": w.id, "status": CLOSED_STATUS.get(w.status, "running"), "started": _iso(w.start_time)}
