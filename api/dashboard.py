@@ -244,10 +244,9 @@ class Dashboard:
         query = self._query(owner, status, q)
         it = self.client.list_workflows(query, page_size=limit,
                                         next_page_token=_unb64(token) if token else None)
-        await it.fetch_next_page(page_size=limit)
+        _, counts = await asyncio.gather(it.fetch_next_page(page_size=limit), self._counts(owner, q))
         rows = [self._row(w) for w in it.current_page or []]
         nxt = it.next_page_token
-        counts = await self._counts(owner, q)
         return {"renders": rows, "next_page_token": _b64(nxt) if nxt else None, "counts": counts,
                 "viewer": name, "admin": self.is_admin(name)}
 
