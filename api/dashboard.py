@@ -162,6 +162,8 @@ class Dashboard:
         self._plans: OrderedDict[str, dict] = OrderedDict()  # render id -> plan.json
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._failures: OrderedDict[str, dict] = OrderedDict()  # failed run id -> error
+        self._seen: dict[str, set[str]] = {}  # render id -> its object keys known to exist
+        self._requests: OrderedDict[str, dict] = OrderedDict()  # render id -> request.json params
         self._segment_locks: dict[str, asyncio.Lock] = {}
         self.router = self._routes()
 
@@ -329,13 +331,30 @@ class Dashboard:
         return err
 
     def _objects(self, render_id: str) -> dict:
+        """Presigned links to the render's objects that exist. An object, once written, stays
+        (the page polls): only the missing ones are looked for again."""
         keys = derived_keys(render_id)
+        seen = self._seen.setdefault(render_id, set())
         out = {}
         for name, key in (("output.mp4", output_key(render_id)), ("manifest.json", keys["manifest"]),
                           ("plan.json", keys["plan"]), ("request.json", keys["request"])):
-            if self.store.exists(key):
+            if key in seen or self.store.exists(key):
+                seen.add(key)
                 out[name] = self.store.presign(key, self.settings.presign_expiry_s)
+        while len(self._seen) > 1024:
+            self._seen.pop(next(iter(self._seen)))
         return out
+
+    def _params(self, render_id: str) -> dict:
+        """The job's parameters (request.json, written before the render starts: cached)."""
+        if render_id not in self._requests:
+            request = self.store.get_json_or_none(derived_keys(render_id)["request"])
+            if request is None:
+                return {}
+            self._requests[render_id] = request.get("params", {})
+            while len(self._requests) > 1024:
+                self._requests.popitem(last=False)
+        return self._requests[render_id]
 
     async def render_detail(self, render_id: str, name: str) -> dict:
         desc = await self.describe(render_id, name)
@@ -413,8 +432,7 @@ class Dashboard:
             "video": video, "error": error,
             "links": {"temporal": f"{self.settings.temporal_ui_url}/namespaces/{ns}/workflows/{render_id}",
                       "objects": await asyncio.to_thread(self._objects, render_id)},
-            "params": (await asyncio.to_thread(self.store.get_json_or_none,
-                                               derived_keys(render_id)["request"]) or {}).get("params", {}),
+            "params": await asyncio.to_thread(self._params, render_id),
             "actions": {"cancel": running, "retry": status in ("failed", "timed_out"),
                         "rerender": status == "completed"},
             "endpoint": self.endpoint, "versions": await self._versions(render_id, name),
