@@ -523,3 +523,19 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     plan = store.get_json(f"renders/{rid}/plan.json")
     assert body["output"]["frames"] == plan["total_frames"]
     assert store.exists(f"renders/{rid}/output.mp4")  # the old version stays
+
+
+def test_off_loopback_no_login_link_and_a_secure_cookie(settings):
+    """Bound to all interfaces, the API refuses `/login?key=` (a key in a URL would cross the
+    network and land in proxies' logs) and marks the session cookie Secure (HTTPS only)."""
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+
+    public = dataclasses.replace(api_settings(settings), api_address="0.0.0.0:8000")
+    app = create_app(public, client=object(), store=object(), run_worker=False)  # no lifespan: no servers
+    with_key = TestClient(app, base_url="https://dash.example")
+    r = with_key.get("/login", params={"key": KEY_A}, follow_redirects=False)
+    assert r.status_code == 401 and "loopback" in r.text and "set-cookie" not in r.headers
+    r = with_key.post("/login", data={"key": KEY_A}, follow_redirects=False)
+    assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
