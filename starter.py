@@ -33,6 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from comfy_graphs.config import GraphConfig
 from longtalk.errors import InputError
 from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
+from longtalk.inputs.rerender import start_rerender
 from longtalk.payloads import Progress, RenderResult
 from longtalk.renders import cancelled_output, failure_message, result_output
 from longtalk.settings import Settings
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="print the render id and return")
     p.add_argument("--output", type=Path, help="download the finished video to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--rerender", metavar="ID", help="re-render windows of the finished render ID as a new "
+                   "output version (with --windows; --prompt and --seed may change)")
+    p.add_argument("--windows", metavar="K-M", help="with --rerender: the windows to redo, from 0 (K-M or K)")
     return p
 
 
@@ -162,6 +166,8 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
     # LONGTALK_COMFY_SEED, decided here once for every window of the render
     graph_config = graph_config or GraphConfig.from_env()
     log = lambda msg: print(msg, file=stderr, flush=True)  # noqa: E731
+    if args.rerender or args.windows:
+        return await rerender_main(args, client, settings, stdout, stderr, log)
     try:
         job_dict, trusted = job_from_args(args)
         job = parse_job(job_dict, settings, default_seed=graph_config.sampler.seed, trusted=trusted)
@@ -207,6 +213,37 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         return 1
     out = await asyncio.to_thread(finish_result, result, settings, store, args.output)
     print(json.dumps(out, indent=2), file=stdout, flush=True)
+    return 0
+
+
+async def rerender_main(args: argparse.Namespace, client: Client | None, settings: Settings, stdout, stderr,
+                        log) -> int:
+    """starter.py --rerender ID --windows K-M [--prompt P] [--seed S] [--output F]"""
+    if not (args.rerender and args.windows):
+        log("error: --rerender ID and --windows K-M go together")
+        return 2
+    first, _, last = args.windows.partition("-")
+    client = client or await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    store = ObjectStore.from_settings(settings)
+    try:
+        handle, preview, render_id = await start_rerender(
+            client, settings, store, args.rerender, first, last or first, prompt=args.prompt, seed=args.seed)
+    except InputError as exc:
+        log(f"error: {exc}")
+        return 2
+    log(f"render {render_id}: re-renders windows {preview.first}-{preview.last} of {args.rerender} "
+        f"({preview.windows} of {preview.windows_total}; the rest are copied)")
+    if args.no_wait:
+        print(render_id, file=stdout, flush=True)
+        return 0
+    try:
+        result = await wait(handle, show=not args.quiet, err=stderr)
+    except WorkflowFailureError as exc:
+        log(f"error: render {render_id} failed: {failure_message(exc)}")
+        return 1
+    out = await asyncio.to_thread(finish_result, result, settings, store, args.output)
+    print(json.dumps({**out, "base": args.rerender, "rerendered": [preview.first, preview.last]}, indent=2),
+          file=stdout, flush=True)
     return 0
 
 

@@ -18,15 +18,15 @@ from temporalio import activity
 from longtalk import audio, av_io
 from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
-    StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key,
+    StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
 )
-from longtalk.errors import DownloadFailed, InputError, TransientError
+from longtalk.errors import DownloadFailed, InputError, OutputMismatch, TransientError
 from longtalk.inputs.formats import FORMATS, MediaFormat
 from longtalk.inputs.preflight import check_media
 from longtalk.inputs.staging import check_file, fetch_url_input, stored_input_key
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
-from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window_count, windows
+from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window, window_count, windows
 
 from .common import heartbeating, map_errors
 
@@ -150,6 +150,8 @@ class CpuActivities:
         total = total_frames(inp.ingest.audio_samples, params, req.spec.max_frame)
         if total < 1:
             raise InputError(self._name(req, "audio"), "is shorter than one video frame")
+        if req.base:
+            return self._adopt_base(req, total, keys)
         n = window_count(total, params)
         cuts = self._chain_cuts(inp, n, total) if req.parallel_chains > 1 else []
         bounds = [0, *cuts, n]
@@ -161,6 +163,38 @@ class CpuActivities:
             "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
         })
         return plan
+
+    def _adopt_base(self, req: RenderRequest, total: int, keys: dict) -> Plan:
+        """A re-render's plan is its base's; every window outside rerender_first..last is
+        copied from the base (server-side), and the window before the first re-rendered one
+        gets its carried tail back from the base's clip (the tails of a finished render were
+        removed; the last M frames of a window's clip are its tail, through one H.264
+        encode)."""
+        base_plan = self.store.get_json(derived_keys(req.base)["plan"])
+        if base_plan["total_frames"] != total:
+            raise OutputMismatch(f"re-render of {req.base}: its plan has {base_plan['total_frames']} frames, "
+                                 f"the inputs now give {total}")
+        params = req.window_params
+        first, last = req.rerender_first, req.rerender_last
+        for k in range(base_plan["windows"]):
+            if first <= k <= last or self.store.exists(window_meta_key(req.render_id, k)):
+                continue
+            self.store.copy(clip_key(req.base, k), clip_key(req.render_id, k))
+            meta = self.store.get_json(window_meta_key(req.base, k))
+            meta.update(clip_key=clip_key(req.render_id, k), copied_from=req.base)
+            self.store.put_json(window_meta_key(req.render_id, k), meta)  # last: the window is done
+        chain_firsts = {c["first"] for c in base_plan["chains"]}
+        if first not in chain_firsts:
+            with tempfile.TemporaryDirectory(prefix="rerender-") as tmp:
+                clip = self.store.download(clip_key(req.base, first - 1), Path(tmp) / "clip.mp4")
+                kept = window(first - 1, total, params).kept
+                frames = av_io.read_frames(clip, list(range(kept - params.motion, kept)))
+                for i, key in enumerate(tail_keys(req.render_id, first - 1, params.motion)):
+                    self.store.put_bytes(key, av_io.encode_png(frames[kept - params.motion + i]), "image/png")
+        plan = {**base_plan, "rerender": {"base": req.base, "first": first, "last": last}}
+        self.store.put_json(keys["plan"], plan)
+        return Plan(total_frames=total, windows=base_plan["windows"],
+                    chains=[Chain(**c) for c in base_plan["chains"]], plan_key=keys["plan"])
 
     def _chain_cuts(self, inp: PlanInput, n: int, total: int) -> list[int]:
         """Cut the window sequence into independent chains where the speech pauses: near each

@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 
 from comfy_graphs.config import GraphConfig
 from longtalk.errors import InputError
+from longtalk.inputs import rerender
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk.visibility import register_search_attributes
@@ -30,7 +31,9 @@ from workflows.webhook import DeliverWebhook
 from . import jobs
 from .auth import Keys
 from .dashboard import Dashboard, install as install_dashboard
-from .service import CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, TERMINAL, TIMED_OUT, NotFound, Renders
+from .service import (
+    CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, OWNER_KEY, TERMINAL, TIMED_OUT, NotFound, Renders, attributes,
+)
 from .webhooks import WebhookActivities, check_url, start_delivery, webhook_key
 
 log = logging.getLogger("longtalk.api")
@@ -304,6 +307,48 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
             new = await handle.describe()
             await start_delivery(renders.client, settings, render_id, new.run_id)
         return {"id": render_id, "status": IN_QUEUE}
+
+    async def rerender_args(request: Request, render_id: str, owner: str, body: dict) -> tuple:
+        await owned(render_id, owner)
+        params = {**request.query_params, **body}
+        for key in ("from", "to"):
+            if key not in params:
+                raise ApiError(400, f"{key}: required, a window index (from 0)")
+        return params["from"], params["to"]
+
+    @app.get(base + "/rerender/{render_id}", summary="Which windows a re-render of from..to would redo")
+    async def rerender_preview(endpoint_id: str, render_id: str, request: Request):
+        owner = owner_of(request, endpoint_id)
+        first, last = await rerender_args(request, render_id, owner, {})
+        renders: Renders = state["renders"]
+        try:
+            preview = await rerender.rerender_preview(renders.client, renders.store, render_id, first, last)
+        except InputError as exc:
+            raise ApiError(400, str(exc)) from None
+        return {"id": render_id, **preview.body()}
+
+    @app.post(base + "/rerender/{render_id}",
+              summary="Re-render windows from..to of a finished render as a new output version")
+    async def rerender_start(endpoint_id: str, render_id: str, request: Request):
+        owner = owner_of(request, endpoint_id)
+        body = await json_body(request, required=False)
+        first, last = await rerender_args(request, render_id, owner, body)
+        renders: Renders = state["renders"]
+        desc = await owned(render_id, owner)
+        memo = await desc.memo()
+        try:
+            _handle, preview, new_id = await rerender.start_rerender(
+                renders.client, settings, renders.store, render_id, first, last,
+                prompt=body.get("prompt"), seed=body.get("seed"),
+                # an admin's re-render belongs to the base render's owner
+                search_attributes=attributes(desc.typed_search_attributes.get(OWNER_KEY) or owner),
+                memo={**memo, "webhook": False})
+        except InputError as exc:
+            raise ApiError(400, str(exc)) from None
+        version = int(new_id.rsplit(".v", 1)[1])
+        log.info("render %s: re-render %s of windows %d-%d for %s", render_id, new_id, preview.first,
+                 preview.last, owner)
+        return {"id": new_id, "status": IN_QUEUE, "version": version, **preview.body()}
 
     @app.post(base + "/purge-queue", summary="Cancel your renders that no GPU has started on")
     async def purge_queue(endpoint_id: str, request: Request):

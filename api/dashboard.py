@@ -87,7 +87,7 @@ CLOSED_STATUS = {
     WorkflowExecutionStatus.CANCELED: "cancelled", WorkflowExecutionStatus.TERMINATED: "cancelled",
     WorkflowExecutionStatus.TIMED_OUT: "timed_out", WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
 }
-SEARCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # render ids are UUIDs (or t-... in tests)
+SEARCH = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")  # render ids: UUIDs, <id>.v<n> re-renders, t-... in tests
 
 
 def _b64(data: bytes) -> str:
@@ -728,7 +728,7 @@ class Dashboard:
             if status and status not in STATUS_FILTERS:
                 return JSONResponse({"error": f"status: one of {', '.join(STATUS_FILTERS)}"}, status_code=400)
             if q and not SEARCH.match(q):
-                return JSONResponse({"error": "q: a render id or its beginning (letters, digits, - and _)"},
+                return JSONResponse({"error": "q: a render id or its beginning (letters, digits, '.', '-' and '_')"},
                                     status_code=400)
             try:
                 limit = min(max(int(request.query_params.get("limit", PAGE_SIZE)), 1), 200)

@@ -19,6 +19,8 @@ from longtalk.inputs import start_render
 from longtalk.payloads import Progress, RenderRequest, RenderResult
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
+from longtalk import visibility as vis
+from longtalk.fleet import read_fleet
 from longtalk.visibility import OWNER, RETRIES
 from workflows.render import RenderVideo, chain_workflow_id
 
@@ -36,8 +38,9 @@ CLOSED = {
     WorkflowExecutionStatus.TIMED_OUT: TIMED_OUT,
 }
 QUERY_TIMEOUT = timedelta(seconds=5)
-HEALTH_INSPECT = 200  # running renders /health looks at (the oldest)
-HEALTH_BUDGET_S = 2.0  # ... for at most this long
+# a running render no GPU has finished a window of (renders of older releases carry no stage)
+QUEUED_WHERE = (f"({vis.STAGE} IN ({', '.join(repr(s) for s in vis.QUEUED_STAGES)}) "
+                f"OR ({vis.STAGE} = 'render' AND {vis.WINDOWS_DONE} = 0))")
 
 
 class NotFound(Exception):
@@ -202,67 +205,57 @@ class Renders:
             q += f" AND ExecutionStatus = '{status}'"
         return q
 
-    async def _running_ids(self, owner: str | None) -> list[str]:
-        return [w.id async for w in self.client.list_workflows(self._query(owner, "Running"))]
+    async def _running_ids(self, owner: str | None, where: str = "") -> list[str]:
+        return [w.id async for w in self.client.list_workflows(self._query(owner, "Running") + where)]
 
     async def purge_queue(self, owner: str) -> int:
-        """Cancel the owner's renders that no GPU has started on (the full check per render)."""
+        """Cancel the owner's renders that no GPU has started on: found by their stage in
+        visibility; a render in stage render with no window done yet is checked on the server
+        (its first window may be on a GPU right now)."""
+        queued = " AND " + QUEUED_WHERE
         gate = asyncio.Semaphore(32)
 
         async def one(rid: str) -> int:
             async with gate:
                 try:
-                    if (await self.running_state(rid))[0] != IN_QUEUE:
+                    desc = await self.client.get_workflow_handle(rid).describe()
+                    stage = desc.typed_search_attributes.get(vis.STAGE_KEY)
+                    if stage not in vis.QUEUED_STAGES and await self._gpu_started(rid):
                         return 0
-                    await self.client.get_workflow_handle(rid).cancel()
+                    await self.client.get_workflow_handle(rid, run_id=desc.run_id).cancel()
                     return 1
                 except RPCError:
                     return 0
-        return sum(await asyncio.gather(*(one(r) for r in await self._running_ids(owner))))
-
-    async def _quick_state(self, rid: str) -> str:
-        """IN_PROGRESS when a GPU renders one of its first chain's windows right now (or it
-        stitches/publishes): the servers' descriptions only, no worker asked."""
-        desc = await self.client.get_workflow_handle(rid).describe()
-        raw = desc.raw_description
-        if not raw.pending_children:
-            names = {a.activity_type.name for a in raw.pending_activities}
-            return IN_PROGRESS if names & {"stitch", "publish"} else IN_QUEUE
-        return IN_PROGRESS if await self._gpu_started(rid) else IN_QUEUE
+        return sum(await asyncio.gather(*(one(r) for r in await self._running_ids(owner, queued))))
 
     async def health(self, owner: str | None) -> dict:
-        """Counts from visibility. Of the running renders, the oldest HEALTH_INSPECT are
-        looked at (HEALTH_BUDGET_S at most) to tell in progress from queued; the rest count
-        as queued (a long backlog is queued, and RunPod clients wait 3 s for this)."""
+        """Counts from visibility queries alone (stage and windows are search attributes):
+        queued = running renders still in ingest/plan or with no window finished yet;
+        the GPU workers from the fleet registry (Temporal's pollers for workers without one)."""
         async def count(q: str) -> int:
             return (await self.client.count_workflows(q)).count
 
-        completed, failed, timed_out, retried, running_ids, ready = await asyncio.gather(
+        completed, failed, timed_out, retried, running, queued, fleet = await asyncio.gather(
             count(self._query(owner, "Completed")), count(self._query(owner, "Failed")),
-            count(self._query(owner, "TimedOut")), count(self._query(owner) + f" AND {RETRIES} > 0"),
-            self._running_ids(owner), self._gpu_workers())
-        oldest = list(reversed(running_ids))[:HEALTH_INSPECT]  # visibility lists the newest first
-        gate = asyncio.Semaphore(32)
-        found: list[str] = []
-
-        async def one(rid: str) -> None:
-            async with gate:
-                try:
-                    if await self._quick_state(rid) == IN_PROGRESS:
-                        found.append(rid)
-                except RPCError:
-                    pass
-        try:
-            await asyncio.wait_for(asyncio.gather(*(one(r) for r in oldest)), HEALTH_BUDGET_S)
-        except asyncio.TimeoutError:
-            pass
-        running = len(found)
+            count(self._query(owner, "TimedOut")), count(self._query(owner) + f" AND {vis.RETRIES} > 0"),
+            count(self._query(owner, "Running")), count(self._query(owner, "Running") + " AND " + QUEUED_WHERE),
+            self._fleet())
+        ready, busy, unhealthy = fleet
         return {
-            "jobs": {"completed": completed, "failed": failed + timed_out, "inProgress": running,
-                     "inQueue": len(running_ids) - running, "retried": retried},
-            "workers": {"idle": max(ready - running, 0), "running": min(running, ready) if ready else running,
-                        "initializing": 0, "ready": ready, "throttled": 0, "unhealthy": 0},
+            "jobs": {"completed": completed, "failed": failed + timed_out, "inProgress": running - queued,
+                     "inQueue": queued, "retried": retried},
+            "workers": {"idle": max(ready - busy, 0), "running": busy, "initializing": 0, "ready": ready,
+                        "throttled": 0, "unhealthy": unhealthy},
         }
+
+    async def _fleet(self) -> tuple[int, int, int]:
+        """(ready, running, unhealthy) GPU workers."""
+        records = await asyncio.to_thread(read_fleet, self.store)
+        if not records:
+            ready = await self._gpu_workers()
+            return ready, 0, 0
+        healthy = [r for r in records if r["healthy"]]
+        return len(healthy), sum(1 for r in healthy if r.get("current")), len(records) - len(healthy)
 
     async def _gpu_workers(self) -> int:
         """GPU workers that polled the GPU queue lately (Temporal's poller list)."""

@@ -76,11 +76,21 @@ class Service:
     cwd: Path | None = None
 
 
+# Task-queue fairness (renders share the GPU queue round-robin by their fairness key, see
+# longtalk.inputs.submit.render_priority) and priority keys; one partition, so a small embedded
+# stack hands tasks out in exactly that order
+FAIRNESS_CONFIG = [arg for value in ("matching.useNewMatcher=true", "matching.enableFairness=true",
+                                     "matching.numTaskqueueReadPartitions=1",
+                                     "matching.numTaskqueueWritePartitions=1")
+                   for arg in ("--dynamic-config-value", value)]
+
+
 def temporal_service(settings: Settings, db_file: Path | None = None, headless: bool = False) -> Service:
     host, port = split_host_port(settings.temporal_address)
     argv = [find_binary("temporal"), "server", "start-dev", "--ip", host, "--port", str(port),
             "--namespace", settings.temporal_namespace, "--log-level", "warn",
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
+    argv += FAIRNESS_CONFIG
     for name, kind in SEARCH_ATTRIBUTES.items():  # the owner of a render (HTTP API), its retries
         argv += ["--search-attribute", f"{name}={kind}"]
     if db_file is not None:

@@ -86,6 +86,13 @@ class ObjectStore:
             self.client.fput_object(self.bucket, key, str(path), content_type=content_type,
                                     metadata=metadata)
 
+    def copy(self, src: str, dst: str) -> None:
+        """A server-side copy inside the bucket (no bytes through this process)."""
+        from minio.commonconfig import CopySource
+
+        with _storage_errors(f"copy {src}"):
+            self.client.copy_object(self.bucket, dst, CopySource(self.bucket, src))
+
     def delete(self, key: str) -> None:
         with _storage_errors(f"delete {key}"):
             self.client.remove_object(self.bucket, key)

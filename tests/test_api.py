@@ -430,3 +430,25 @@ async def test_oversize_bodies_answer_413(own_settings, temporal_client, store, 
             assert r.status_code == 413
             ok = await c.post("/runsync", json=short_job(media))
             assert ok.status_code == 200 and ok.json()["status"] == "COMPLETED"
+
+
+async def test_rerender_over_http(api, http, media):
+    """GET says what a re-render would redo; POST starts the new version (its own id), which
+    ends with exactly the base's frames; another key's render is not there; bad ranges name
+    the field."""
+    done = (await http.post("/runsync?wait=120000", json=short_job(media, wav_path=str(media["speech"])))).json()
+    assert done["status"] == "COMPLETED", done
+    rid, frames, n = done["id"], done["output"]["frames"], done["output"]["windows"]
+    preview = (await http.get(f"/rerender/{rid}?from=1&to=1")).json()
+    assert preview == {"id": rid, "base": rid, "first": 1, "last": n - 1, "requested_last": 1,
+                       "windows": n - 1, "windows_total": n}, preview
+    r = await http.post(f"/rerender/{rid}", json={"from": 0, "to": 1, "seed": 7})
+    body = r.json()
+    assert r.status_code == 200 and body["id"] == f"{rid}.v2" and body["version"] == 2 and body["windows"] == n
+    out = (await http.get(f"/status-sync/{body['id']}?wait=120000")).json()
+    assert out["status"] == "COMPLETED" and out["output"]["frames"] == frames, out
+    for query, field in (("from=0", "to"), (f"from={n}&to={n}", "from"), ("from=1&to=0", "to")):
+        r = await http.get(f"/rerender/{rid}?{query}")
+        assert r.status_code == 400 and r.json()["error"].startswith(field), (query, r.text)
+    async with httpx.AsyncClient(base_url=f"{api}/v2/{EP}", headers={"Authorization": f"Bearer {KEY_B}"}) as bob:
+        assert (await bob.post(f"/rerender/{rid}", json={"from": 0, "to": 0})).status_code == 404

@@ -782,7 +782,11 @@ def test_stack_services(services):
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
 
     temporal = services["temporal"]
-    assert temporal["image"].startswith("temporalio/auto-setup:1.27.")
+    assert temporal["image"].startswith("temporalio/auto-setup:1.29.")  # fairness keys
+    assert env_of(temporal)["DYNAMIC_CONFIG_FILE_PATH"] == "config/dynamicconfig/longtalk.yaml"
+    mount = next(v for v in temporal["volumes"] if v.endswith("longtalk.yaml:ro"))
+    config = yaml.safe_load((ROOT / mount.split(":")[0]).read_text())
+    assert config["matching.enableFairness"][0]["value"] is True
     assert env_of(temporal)["DB"] == "postgres12"
     assert env_of(temporal)["POSTGRES_SEEDS"] == "postgresql"
     assert temporal["depends_on"]["postgresql"]["condition"] == "service_healthy"

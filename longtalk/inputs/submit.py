@@ -12,11 +12,12 @@ are downloaded by the workflow's ingest activity, so an API request returns at o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -62,14 +63,29 @@ def render_request(job: Job, staged: dict[str, StagedInput], render_id: str, bac
     )
 
 
+PRIORITY_NORMAL, PRIORITY_LOW = 3, 4  # Temporal's priority keys: 1 (first) .. 5, default 3
+
+
+def render_priority(render_id: str, low: bool = False) -> Priority:
+    """Every task of a render (its chains and windows inherit it) carries the render as its
+    fairness key: the GPU queue hands windows out round-robin between renders, so a short
+    render's windows do not wait behind a long render's backlog. policy.lowPriority renders
+    go after every normal one."""
+    key = render_id if len(render_id.encode()) <= 64 else hashlib.sha256(render_id.encode()).hexdigest()[:32]
+    return Priority(priority_key=PRIORITY_LOW if low else PRIORITY_NORMAL, fairness_key=key)
+
+
 async def start(client: Client, settings: Settings, request: RenderRequest, *,
                 execution_timeout: timedelta | None = None,
                 search_attributes: TypedSearchAttributes | None = None,
-                memo: dict | None = None) -> WorkflowHandle:
+                memo: dict | None = None, low_priority: bool | None = None) -> WorkflowHandle:
     """Start RenderVideo for `request` under its render id (a failed, cancelled or timed-out
     run of that id is started again; a running one is attached to)."""
+    if low_priority is None:
+        low_priority = bool((memo or {}).get("low_priority"))
     extra: dict = {"search_attributes": initial_attributes(request, search_attributes),
-                   "static_summary": render_summary(request)}
+                   "static_summary": render_summary(request),
+                   "priority": render_priority(request.render_id, low_priority)}
     if execution_timeout is not None:
         extra["execution_timeout"] = execution_timeout
     if memo:
