@@ -441,11 +441,13 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     seen = set()
 
     def advanced():
-        cells = d.find_elements(By.CSS_SELECTOR, "#strip .cell")
-        done = [c.get_attribute("data-state") for c in cells].count("d")
-        text = d.find_element(By.ID, "progress-text").text
-        width = d.execute_script("return document.querySelector('.bar.big > span').style.width")
-        if len(cells) == 17 and 0 < done < 17:
+        # one script: the strip, the text and the bar read from the same drawing
+        n, done, text, width = d.execute_script("""
+            const cells = [...document.querySelectorAll('#strip .cell')];
+            return [cells.length, cells.filter(c => c.dataset.state === 'd').length,
+                    document.getElementById('progress-text').textContent,
+                    document.querySelector('.bar.big > span').style.width];""")
+        if n == 17 and 0 < done < 17:
             seen.add((done, text, width))
         return len({s[0] for s in seen}) >= 2
 
@@ -516,13 +518,22 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
                     30, 0.3, "the count for windows 14..15")
     assert note.startswith("3 windows")  # 14, 15 and the window after them in the chain
     d.find_element(By.ID, "confirm-ok").click()
-    wait_for(lambda: "/renders/" in d.current_url and rid not in d.current_url, 30, 0.3, "the new version's page")
+    wait_for(lambda: "/renders/" in d.current_url and d.current_url.rsplit("/", 1)[1] != rid, 30, 0.3,
+             "the new version's page")
     new_id = d.current_url.rsplit("/", 1)[1]
+    assert new_id != rid and new_id.startswith(rid)  # <id>.v<n>
     body = status_sync(api, KEY_A, new_id)
     assert body["status"] == "COMPLETED", body
     plan = store.get_json(f"renders/{rid}/plan.json")
     assert body["output"]["frames"] == plan["total_frames"]
     assert store.exists(f"renders/{rid}/output.mp4")  # the old version stays
+    # the new version's page says what it is, and the base lists it
+    wait_for(lambda: d.find_element(By.CSS_SELECTOR, ".head .status").text == "completed", 60, 0.3,
+             "the new version to show completed")
+    assert f"re-render of {rid}" in d.find_element(By.CSS_SELECTOR, ".head .meta").text
+    shoot(d, "render-version")
+    d.get(f"{api}/renders/{rid}")
+    wait_for(lambda: new_id in d.find_element(By.TAG_NAME, "main").text, 30, 0.3, "the base listing its re-render")
 
 
 def test_off_loopback_no_login_link_and_a_secure_cookie(settings):

@@ -238,7 +238,7 @@
       const d = data;
       el.badge.replaceChildren(statusBadge(d.status));
       el.meta.replaceChildren(`${d.owner || dash} · ${MODES[d.mode] || d.mode || dash} · ${d.backend || dash}`,
-        d.base ? [" · re-render of ", h("a", { href: `/renders/${encodeURIComponent(d.base)}` }, d.base)] : "");
+        ...(d.base ? [" · re-render of ", h("a", { href: `/renders/${encodeURIComponent(d.base)}` }, d.base)] : []));
       el.bar.replaceChildren(bar(d.windows_done, d.windows_total, true));
       el.line.replaceChildren(h("span", { id: "progress-text" }, `${d.windows_done} / ${d.windows_total || dash} windows · stage ${d.stage || dash}`),
         h("span", {}, d.status === "running" ? `ETA ${fmtDur(d.eta_s)}` : ""), h("span", {}, `elapsed ${fmtDur(d.elapsed_s)}`));
@@ -344,7 +344,7 @@
           previewKey = k;
           note.textContent = `${r.windows} window${r.windows === 1 ? "" : "s"} will render again: ${r.first}–${r.last}` +
             (r.last > +to.value ? ` (the ${r.last - +to.value} after window ${to.value} follow from it in its chain)` : "") +
-            `. The result is version ${r.version}.`;
+            `. The result is a new version; this one stays.`;
           dlg.ok.textContent = `Re-render ${r.windows} window${r.windows === 1 ? "" : "s"}`;
           dlg.ok.disabled = false;
         } catch (e) {
