@@ -23,6 +23,7 @@ demo: venv up
 	@$(PY) -c 'import json; r = json.load(open("out/demo-result.json")); r.pop("video", None); print(json.dumps(r, indent=2))'
 	@echo "video: out/demo.mp4   (result JSON with the inline video: out/demo-result.json)"
 	@echo "watch renders in the Temporal UI: $$($(PY) -c 'from longtalk.settings import Settings; print(Settings.from_env().temporal_ui_url)')"
+	@echo "dashboard (renders, previews, GPUs): $$($(PY) -m longtalk.stack dashboard-link)"
 
 demo-multi: venv up
 	$(PY) starter.py examples/demo_multi.json --output out/demo-multi.mp4 > out/demo-multi-result.json

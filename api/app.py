@@ -30,8 +30,9 @@ from workflows.webhook import DeliverWebhook
 
 from . import jobs
 from .auth import Keys
+from .dashboard import Dashboard, install as install_dashboard
 from .service import (
-    CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, TERMINAL, TIMED_OUT, NotFound, Renders, attributes,
+    CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, OWNER_KEY, TERMINAL, TIMED_OUT, NotFound, Renders, attributes,
 )
 from .webhooks import WebhookActivities, check_url, start_delivery, webhook_key
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
     graph_config = graph_config or GraphConfig.from_env()
     state: dict = {}
     cursors: dict[str, tuple] = {}  # render run -> what /stream sent last
+    dashboard = Dashboard(settings, keys, state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -166,6 +168,8 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         if endpoint_ids and endpoint_id not in endpoint_ids:
             raise ApiError(404, f"endpoint {endpoint_id} not found")
         owner = keys.owner(request.headers.get("authorization"))
+        if owner is None:  # the dashboard's pages: a session cookie with its CSRF token
+            owner = dashboard.action_owner(request)
         if owner is None and not public:
             raise ApiError(401, "unauthorized: send an API key as `Authorization: Bearer KEY`")
         return owner
@@ -186,7 +190,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
 
     async def owned(render_id: str, owner: str):
         try:
-            return await state["renders"].describe(render_id, owner)
+            return await state["renders"].describe(render_id, None if dashboard.is_admin(owner) else owner)
         except NotFound:
             raise ApiError(404, f"render {render_id} not found") from None
 
@@ -336,7 +340,9 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
             _handle, preview, new_id = await rerender.start_rerender(
                 renders.client, settings, renders.store, render_id, first, last,
                 prompt=body.get("prompt"), seed=body.get("seed"),
-                search_attributes=attributes(owner), memo={**memo, "webhook": False})
+                # an admin's re-render belongs to the base render's owner
+                search_attributes=attributes(desc.typed_search_attributes.get(OWNER_KEY) or owner),
+                memo={**memo, "webhook": False})
         except InputError as exc:
             raise ApiError(400, str(exc)) from None
         version = int(new_id.rsplit(".v", 1)[1])
@@ -354,5 +360,6 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         owner = owner_of(request, endpoint_id, public=settings.api_public_health)
         return await state["renders"].health(owner)
 
+    install_dashboard(app, dashboard)
     app.state.keys = keys
     return app

@@ -7,6 +7,7 @@ is what the rest of the service sees (the owner of a render). Keys are never log
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -60,6 +61,14 @@ class Keys:
             if hmac.compare_digest(given, key):
                 found = name
         return found
+
+    def fingerprint(self, name: str) -> str | None:
+        """A short hash of the key named `name` (None: no such key): a dashboard session names
+        it, so replacing a key ends the sessions opened with the old one."""
+        for n, key in self._pairs:
+            if n == name:
+                return hashlib.sha256(b"longtalk-session:" + key).hexdigest()[:16]
+        return None
 
 
 def new_key() -> str:

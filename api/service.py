@@ -190,6 +190,7 @@ class Renders:
         request = self.client.data_converter.payload_converter.from_payloads(
             started.input.payloads, [RenderRequest])[0]
         memo = await desc.memo()
+        owner = desc.typed_search_attributes.get(OWNER_KEY) or owner  # an admin's retry keeps the owner
         retries = (desc.typed_search_attributes.get(RETRIES_KEY) or 0) + 1
         timeout = memo.get("execution_timeout_s")
         return await start_render(self.client, self.settings, request,

