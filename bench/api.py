@@ -12,7 +12,8 @@ and the API as its own process (`python -m api`). Then:
    renders queue behind the one worker. Prints p50/p95/p99/max and the rate.
 2. `/status`: more jobs until `--visibility` renders exist, then `--status` GETs of random
    ids from 20 clients (mostly queued renders: each answer queries the render's progress).
-3. The API process's RSS now and its peak (VmHWM).
+3. `/health` (5 calls) and `/purge-queue` with all those renders in visibility.
+4. The API process's RSS now and its peak (VmHWM).
 The stack and its renders are thrown away at the end.
 """
 
@@ -107,9 +108,16 @@ async def bench(args, base: str, api_pid: int, folder: Path) -> None:
         status_ms, states, status_wall = await load(client, args.status, 20, status)
         print(summary("/status", status_ms, status_wall), flush=True)
         print(f"         statuses seen: { {s: states.count(s) for s in set(states)} }", flush=True)
+        health_ms = []
+        for _ in range(5):
+            t = time.perf_counter()
+            health = (await client.get("/health")).json()
+            health_ms.append(1000 * (time.perf_counter() - t))
+        print(f"/health  median {statistics.median(health_ms):.0f} ms, max {max(health_ms):.0f} ms of 5, with "
+              f"{len(ids)} renders: {health}", flush=True)
         t = time.perf_counter()
-        health = (await client.get("/health")).json()
-        print(f"/health  {1000 * (time.perf_counter() - t):.0f} ms with {len(ids)} renders: {health}", flush=True)
+        purged = (await client.post("/purge-queue")).json()
+        print(f"/purge-queue {1000 * (time.perf_counter() - t):.0f} ms: {purged}", flush=True)
         rss, hwm = rss_kb(api_pid)
         print(f"API RSS  {rss / 1024:.0f} MB now, {rss_after_runs[0] / 1024:.0f} MB after the /run phase, "
               f"peak {hwm / 1024:.0f} MB", flush=True)
