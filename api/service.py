@@ -139,8 +139,8 @@ class Renders:
             if p is not None:
                 body["output"] = progress_output(p)
             return body
-        body.update(status=status, delayTime=0,
-                    executionTime=_ms(((desc.close_time or now) - desc.start_time).total_seconds()))
+        total_s = ((desc.close_time or now) - desc.start_time).total_seconds()
+        body.update(status=status, delayTime=0, executionTime=_ms(total_s))
         handle = self.client.get_workflow_handle_for(RenderVideo.run, render_id, run_id=desc.run_id)
         if status == COMPLETED:
             out = self._outputs.get(desc.run_id)
@@ -151,6 +151,9 @@ class Renders:
                 while len(self._outputs) > 4:
                     self._outputs.popitem(last=False)
             body["output"] = out
+            queued = out.get("queued_s")
+            if queued is not None:  # renders of this release say when the first GPU began
+                body.update(delayTime=_ms(queued), executionTime=_ms(max(0.0, total_s - queued)))
         elif status == FAILED:
             try:
                 await handle.result(follow_runs=False)

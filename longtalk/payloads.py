@@ -315,6 +315,9 @@ class RenderResult:
     size_bytes: int
     warnings: list[str] = field(default_factory=list)
     video_path: str | None = None  # network_volume: the object path
+    # from the start of the run to the first window's GPU work (RunPod's delayTime; None: a
+    # render of an older release)
+    queued_s: float | None = None
 
 
 @dataclass

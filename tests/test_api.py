@@ -178,6 +178,8 @@ async def test_status_shapes_and_errors(http, media):
     body = r.json()
     assert r.status_code == 200 and body["status"] == "COMPLETED", body
     assert {"id", "status", "delayTime", "executionTime", "output"} <= set(body)
+    # queue time (ingest, plan, waiting for a GPU) apart from the time on GPUs and after
+    assert body["delayTime"] == round(1000 * body["output"]["queued_s"]) > 0 and body["executionTime"] > 0
     assert body["output"]["video_path"].endswith(f"renders/{body['id']}/output.mp4")
     assert "video" not in body["output"]
     for method in ("GET", "POST"):

@@ -65,6 +65,7 @@ class RenderVideo:
         self._last_window = -1
         self._upserted_at = None
         self._upserted_done = 0
+        self._gpu_started = None  # when the first finished window began on a GPU
 
     def _activity(self, name: str, req: RenderRequest) -> dict:
         """The options of CPU activity `name`: release de3015c's for the runs it started."""
@@ -194,6 +195,9 @@ class RenderVideo:
             result_type=RenderResult, task_queue=queue, **self._activity("publish", req),
             **self._summary("publish: mux the audio, store the video"))
         self._set_stage("done")
+        if self._visible and self._gpu_started is not None:
+            result = dataclasses.replace(
+                result, queued_s=round(max(0.0, (self._gpu_started - self._started).total_seconds()), 3))
         return result
 
     @workflow.signal(name="windows_done")
@@ -203,6 +207,8 @@ class RenderVideo:
                 continue
             self._done.add(done.index)
             self._details[done.index] = done
+            if self._gpu_started is None and done.rendered:
+                self._gpu_started = workflow.now() - timedelta(seconds=done.render_s)
             self._last_window = done.index
             if done.rendered:
                 self._rendered += 1
