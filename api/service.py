@@ -38,6 +38,7 @@ CLOSED = {
     WorkflowExecutionStatus.TIMED_OUT: TIMED_OUT,
 }
 QUERY_TIMEOUT = timedelta(seconds=5)
+PURGE_ANSWER_S = 2.5  # /purge-queue answers within this (RunPod's SDK gives it 3 s)
 # a running render no GPU has finished a window of (renders of older releases carry no stage)
 QUEUED_WHERE = (f"({vis.STAGE} IN ({', '.join(repr(s) for s in vis.QUEUED_STAGES)}) "
                 f"OR ({vis.STAGE} = 'render' AND {vis.WINDOWS_DONE} = 0))")
@@ -67,6 +68,7 @@ class Renders:
     def __init__(self, client: Client, settings: Settings, store: ObjectStore) -> None:
         self.client, self.settings, self.store = client, settings, store
         self._outputs: OrderedDict[str, dict] = OrderedDict()  # run id -> COMPLETED output (a few)
+        self._purges: set[asyncio.Future] = set()  # cancel requests still being sent
 
     # ---- ownership ----------------------------------------------------------
 
@@ -211,25 +213,36 @@ class Renders:
     async def _running_ids(self, owner: str | None, where: str = "") -> list[str]:
         return [w.id async for w in self.client.list_workflows(self._query(owner, "Running") + where)]
 
-    async def purge_queue(self, owner: str) -> int:
-        """Cancel the owner's renders that no GPU has started on: found by their stage in
-        visibility; a render in stage render with no window done yet is checked on the server
-        (its first window may be on a GPU right now)."""
-        queued = " AND " + QUEUED_WHERE
+    async def purge_queue(self, owner: str, answer_within_s: float = PURGE_ANSWER_S) -> int:
+        """Cancel the owner's renders that no GPU has started on, found by their stage in the
+        visibility listing itself; one in stage render with no window done yet is checked on
+        the server first (its first window may be on a GPU right now). Answers with the count
+        after at most `answer_within_s` (RunPod's SDK waits 3 s); cancel requests still being
+        sent then go on in this process (a long queue takes a while on a small server)."""
         gate = asyncio.Semaphore(32)
 
-        async def one(rid: str) -> int:
+        async def one(rid: str, run_id: str | None, stage: str | None) -> int:
             async with gate:
                 try:
-                    desc = await self.client.get_workflow_handle(rid).describe()
-                    stage = desc.typed_search_attributes.get(vis.STAGE_KEY)
                     if stage not in vis.QUEUED_STAGES and await self._gpu_started(rid):
                         return 0
-                    await self.client.get_workflow_handle(rid, run_id=desc.run_id).cancel()
+                    await self.client.get_workflow_handle(rid, run_id=run_id).cancel()
                     return 1
                 except RPCError:
                     return 0
-        return sum(await asyncio.gather(*(one(r) for r in await self._running_ids(owner, queued))))
+
+        listed = [(w.id, w.run_id, w.typed_search_attributes.get(vis.STAGE_KEY))
+                  async for w in self.client.list_workflows(self._query(owner, "Running") + " AND " + QUEUED_WHERE)]
+        sure = sum(1 for _, _, stage in listed if stage in vis.QUEUED_STAGES)
+        work = asyncio.ensure_future(asyncio.gather(*(one(*item) for item in listed)))
+        self._purges.add(work)
+        work.add_done_callback(self._purges.discard)
+        try:
+            return sum(await asyncio.wait_for(asyncio.shield(work), answer_within_s))
+        except asyncio.TimeoutError:
+            # still sending: renders in a queued stage are cancelled for certain, those in
+            # stage render are counted once checked
+            return sure
 
     async def health(self, owner: str | None) -> dict:
         """Counts from visibility queries alone (stage and windows are search attributes):
