@@ -358,6 +358,29 @@ async def test_webhook_retried_while_it_answers_500(http, media):
         receiver.close()
 
 
+async def test_webhook_of_a_render_that_fails_at_ingest(http, media):
+    """A URL input that is gone when ingest fetches it: the render FAILS with the field named,
+    and the webhook gets that /status body once."""
+    from tests.media import MediaServer
+
+    files = MediaServer({"portrait.png": media["portrait"].read_bytes()})
+    receiver = Receiver()
+    try:
+        job = {"input": {"image_url": files.url("/files/portrait.png"), "wav_url": files.url("/files/gone.wav"),
+                         "width": 128, "height": 128}, "webhook": receiver.url}
+        rid = (await http.post("/run", json=job)).json()["id"]
+        await until(lambda: receiver.posts, timeout=120)
+        await asyncio.sleep(2)
+        assert len(receiver.posts) == 1
+        delivered = json.loads(receiver.posts[0][1])
+        assert delivered["id"] == rid and delivered["status"] == "FAILED", delivered
+        assert delivered["error"].startswith("wav_url:") and "404" in delivered["error"], delivered["error"]
+        assert delivered == (await http.get(f"/status/{rid}")).json()
+    finally:
+        receiver.close()
+        files.close()
+
+
 # ---- security -------------------------------------------------------------------------
 
 async def history_text(client, workflow_id: str) -> str:
