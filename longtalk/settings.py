@@ -46,7 +46,8 @@ class Settings:
     # included (a window waits in the GPU queue while every GPU is busy); past it the render fails
     activity_schedule_to_close_s: int = 24 * 3600
     comfy_doctor: bool = True  # a GPU worker checks its ComfyUI (comfy_graphs doctor) before polling
-    parallel_chains: int = 1  # independent chains a render may be cut into
+    parallel_chains: int = 1  # independent chains a render may be cut into (a job's parallel_chains overrides it)
+    timed_window_s: float = 2.0  # LONGTALK_BACKEND=timed: seconds each window takes (a stand-in for GPU time)
     # input limits
     min_dimension: int = 64
     max_dimension: int = 1920
