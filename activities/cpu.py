@@ -16,6 +16,8 @@ import numpy as np
 from temporalio import activity
 
 from longtalk import audio, av_io
+from longtalk import chains as chain_plan
+from longtalk.fleet import read_fleet
 from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key,
@@ -112,6 +114,9 @@ class CpuActivities:
                 lengths.append(count)
             result = IngestResult(reference_key=keys["reference"], audio_keys=audio_keys,
                                   audio_samples=max(lengths))
+            # one object given for both speakers is one track (publish's fallback does the same)
+            originals = {req.inputs.get(f) or req.input_urls.get(f): files[f][0] for f in audio_fields}
+            self._encode_final_audio(req, list(originals.values()), max(lengths), work, progress)
             if req.spec.input_type == "video":
                 field = "video"
                 local = files[field][0]
@@ -136,6 +141,22 @@ class CpuActivities:
             self.store.put_json(keys["ingest"], dataclasses.asdict(result))
             return result
 
+    def _encode_final_audio(self, req: RenderRequest, tracks: list[Path], samples: int, work: Path,
+                            progress: dict) -> None:
+        """The output's audio, encoded once here rather than at publish: the original speech
+        (mixed when two tracks) as AAC, cut to exactly T/fps seconds, where T is what plan
+        will compute from the same sample count. Publish then muxes by stream copy, so the
+        render's tail no longer grows with its length (an hour: ~39 s of AAC encoding)."""
+        total = total_frames(samples, req.window_params, req.spec.max_frame)
+        if total < 1:
+            return  # plan refuses the render
+        progress["encoding"] = "audio"
+        out = work / "final.m4a"
+        av_io.encode_final_audio(tracks, out, total, req.spec.fps)
+        self.store.put_file(derived_keys(req.render_id)["final_audio"], out, "audio/mp4",
+                            metadata={"frames": str(total)})
+        progress.pop("encoding", None)
+
     # ---- 2. plan ------------------------------------------------------------------
     @activity.defn(name="plan")
     @map_errors
@@ -151,43 +172,45 @@ class CpuActivities:
         if total < 1:
             raise InputError(self._name(req, "audio"), "is shorter than one video frame")
         n = window_count(total, params)
-        cuts = self._chain_cuts(inp, n, total) if req.parallel_chains > 1 else []
-        bounds = [0, *cuts, n]
+        cuts, why = self._chain_cuts(inp, n)
+        bounds = [0, *[c.window for c in cuts], n]
         chains = [Chain(index=i, first=bounds[i], last=bounds[i + 1] - 1) for i in range(len(bounds) - 1)]
         plan = Plan(total_frames=total, windows=n, chains=chains, plan_key=keys["plan"])
         self.store.put_json(keys["plan"], {
             "total_frames": total, "windows": n, "fps": params.fps, "window": params.window,
             "motion": params.motion, "chains": [dataclasses.asdict(c) for c in chains],
+            # why this many chains, and where and why each one after the first begins
+            "chain_plan": {"reason": why, "cuts": [c.as_dict(params.fps) for c in cuts]},
             "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
         })
         return plan
 
-    def _chain_cuts(self, inp: PlanInput, n: int, total: int) -> list[int]:
-        """Cut the window sequence into independent chains where the speech pauses: near each
-        even split point, the window whose first new frame has the least audio energy."""
+    def _gpu_workers(self, queue: str) -> int | None:
+        """GPU workers serving `queue` now, from the fleet registry (None: none registered)."""
+        live = [r for r in read_fleet(self.store) if r.get("healthy") and r.get("task_queue") == queue]
+        return len(live) or None
+
+    def _chain_cuts(self, inp: PlanInput, n: int) -> tuple[list[chain_plan.Cut], str]:
+        """How many independent chains, and where they begin (longtalk.chains): the job's
+        parallel_chains (0: as many as GPU workers serve the render's queue), capped by the
+        render's length; each cut inside the longest speech pause near its balanced split."""
         req = inp.request
-        chains = min(req.parallel_chains, n)
-        if chains <= 1:
-            return []
+        gpus = self._gpu_workers(req.gpu_queue) if req.parallel_chains == 0 else None
+        requested = req.parallel_chains if req.parallel_chains > 0 else (gpus or 1)
+        count, why = chain_plan.chain_count(requested, n)
+        if req.parallel_chains == 0:
+            why += f" (parallel_chains 0: one per GPU worker in the fleet registry, {gpus or 'none'} found)"
+        if count <= 1:
+            return [], why
         params = req.window_params
         data = self.store.get_bytes(inp.ingest.audio_keys[0])
         samples = av_io.pcm16_to_float(data[av_io.WAV_HEADER_BYTES:], inp.ingest.audio_samples)
-        spf = params.samples_per_frame
-        # frame t: the 160 ms around video frame t; in float32, since the squares of frames
-        # that overlap four times are four times the track
-        rms = audio.frame_rms(samples, spf * 4, spf, center=True, dtype=np.float32)
-        cuts: list[int] = []
-        radius = max(1, n // (chains * 5))
-        for c in range(1, chains):
-            ideal = round(c * n / chains)
-            lo = max(cuts[-1] + 1 if cuts else 1, ideal - radius)
-            hi = min(n - (chains - c), ideal + radius)
-            if lo > hi:
-                continue
-            candidates = range(lo, hi + 1)
-            energy = [float(rms[min(k * params.stride + params.motion, rms.size - 1)]) for k in candidates]
-            cuts.append(candidates[int(np.argmin(energy))])
-        return cuts
+        if len(inp.ingest.audio_keys) > 1:  # two speakers: a pause is where both are quiet
+            data_2 = self.store.get_bytes(inp.ingest.audio_keys[1])
+            other = av_io.pcm16_to_float(data_2[av_io.WAV_HEADER_BYTES:], inp.ingest.audio_samples)
+            samples = np.maximum(np.abs(samples), np.abs(other))
+        db = chain_plan.frame_db(samples, params.samples_per_frame)
+        return chain_plan.plan_cuts(db, n, count, params), why
 
     # ---- 4. stitch ----------------------------------------------------------------
     @activity.defn(name="stitch")
@@ -227,20 +250,30 @@ class CpuActivities:
             with heartbeating(), tempfile.TemporaryDirectory(prefix="publish-") as tmp:
                 work = Path(tmp)
                 video = self.store.download(inp.video_key, work / "video.mp4")
-                fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
-                tracks = []
-                originals = (stored_input_key(self.store, req.inputs, req.input_urls, f) for f in fields)
-                for obj in dict.fromkeys(originals):  # the originals, not normalised
-                    tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
                 out = work / "output.mp4"
                 started = time.monotonic()
-                av_io.mux_audio(video, tracks, out, inp.total_frames, req.spec.fps)
+                final_audio = derived_keys(req.render_id)["final_audio"]
+                meta = self.store.metadata(final_audio) if self.store.exists(final_audio) else None
+                if meta is not None and meta.get("frames") == str(inp.total_frames):
+                    # encoded at ingest: both streams by copy, a constant few seconds
+                    audio_file = self.store.download(final_audio, work / "final.m4a")
+                    av_io.mux_copy(video, audio_file, out, inp.total_frames, req.spec.fps)
+                    how = "stream copy"
+                else:
+                    # a render whose ingest ran on an earlier release: encode the originals now
+                    fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
+                    tracks = []
+                    originals = (stored_input_key(self.store, req.inputs, req.input_urls, f) for f in fields)
+                    for obj in dict.fromkeys(originals):  # the originals, not normalised
+                        tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
+                    av_io.mux_audio(video, tracks, out, inp.total_frames, req.spec.fps)
+                    how = "AAC encode"
                 frames = av_io.count_video_frames(out)
                 if frames != inp.total_frames:
                     raise RuntimeError(f"muxed video has {frames} frames, expected {inp.total_frames}")
                 self.store.put_file(key, out, "video/mp4", metadata={"frames": str(frames)})
                 size = out.stat().st_size
-                activity.logger.info("muxed %s in %.2fs", key, time.monotonic() - started)
+                activity.logger.info("muxed %s in %.2fs (%s)", key, time.monotonic() - started, how)
             # the tails only served the next window; a finished render no longer needs them
             tails = [k for k in self.store.list(f"renders/{req.render_id}/windows/") if "/tail_" in k]
             self.store.delete_many(tails)
