@@ -4,6 +4,9 @@
                         [--content grain|preview]
 
 1. stitch   stitch + publish (mux) throughput and peak RSS for N minutes of 512x512 @ 25 fps.
+            The audio is encoded first, as ingest does (timed apart: it is off the render's
+            tail), and publish muxes by stream copy; --publish-encode measures publish
+            encoding the audio itself (renders ingested by the earlier release).
             Window clips are put into the real S3 server (rclone) under the keys the render
             activity writes; CpuActivities.stitch and .publish are timed in a fresh
             subprocess per size (ActivityEnvironment), with its own ru_maxrss and that of
@@ -213,7 +216,7 @@ def instrument_pipeline(store) -> Instrument:
         inst.wrap(store, attr, "s3 put")
     for attr in ("size", "exists", "metadata", "presign"):
         inst.wrap(store, attr, "s3 stat")
-    for attr in ("concat_clips", "mux_audio", "count_video_frames", "decode_audio_chunks",
+    for attr in ("concat_clips", "mux_audio", "mux_copy", "count_video_frames", "decode_audio_chunks",
                  "write_wav16", "decode_image", "fit_image", "encode_png"):
         inst.wrap(av_io, attr, attr)
     inst.wrap(audio, "loudness_gain", "loudness_gain")
@@ -281,6 +284,20 @@ def child_main(spec: dict) -> dict:
 
     if spec["kind"] == "stitch":
         total, n = spec["total_frames"], spec["windows"]
+        out["ingest_audio_s"] = None
+        if spec.get("audio_at_ingest", True):
+            # what ingest now does besides decoding: encode the output's audio once (timed on
+            # its own: it runs while the windows render, not on the render's tail)
+            from longtalk.payloads import derived_keys
+
+            with tempfile.TemporaryDirectory(prefix="bench-ingest-audio-", dir=spec["tmp"]) as tmp:
+                started = time.perf_counter()
+                original = store.download(req.inputs["audio"], Path(tmp) / "audio.bin")
+                encoded = Path(tmp) / "final.m4a"
+                av_io.encode_final_audio([original], encoded, total, FPS)
+                store.put_file(derived_keys(req.render_id)["final_audio"], encoded, "audio/mp4",
+                               metadata={"frames": str(total)})
+                out["ingest_audio_s"] = round(time.perf_counter() - started, 3)
         stitched, stitch_s, stitch_hb = run_activity(
             cpu.stitch, StitchInput(render_id=req.render_id, windows=n, total_frames=total, fps=FPS), inst=inst)
         after_stitch = {"self_maxrss_mb": round(maxrss_mb(resource.RUSAGE_SELF), 1),
@@ -454,7 +471,7 @@ def remove_render(s3_root: Path, bucket: str, render_id: str) -> None:
 # 1. stitch + mux
 # =============================================================================================
 
-def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
+def bench_stitch(ctx: dict, minutes: float, content: str, audio_at_ingest: bool = True) -> dict:
     from longtalk.payloads import clip_key
 
     settings, store, media = ctx["settings"], ctx["store"], ctx["media"]
@@ -488,7 +505,8 @@ def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
                "input_names": {"audio": "wav_path", "image": "image_path"}, "width": SIZE,
                "height": SIZE, "fps": FPS, "window": WINDOW, "motion": MOTION}
     spec = {"kind": "stitch", "s3_endpoint": settings.s3_endpoint, "bucket": settings.bucket,
-            "request": request, "total_frames": total, "windows": n, "tmp": str(ctx["tmp"])}
+            "request": request, "total_frames": total, "windows": n, "tmp": str(ctx["tmp"]),
+            "audio_at_ingest": audio_at_ingest}
     rclone_hwm_before = proc_hwm_mb(ctx["s3"].pid())
     try:
         child = run_child(spec)
@@ -500,6 +518,7 @@ def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
     ok_audio = v["audio_duration_s"] is not None and abs(v["audio_duration_s"] - total / FPS) <= 1.0 / FPS
     res = {
         "minutes": minutes, "content": content, "total_frames": total, "windows": n,
+        "audio_at_ingest": audio_at_ingest, "ingest_audio_s": child["ingest_audio_s"],
         "setup_s": round(setup_s, 1), "clips_mb": round(clip_bytes / MB, 1),
         "video_bitrate_mbps": round(clip_bytes * 8 / (total / FPS) / 1e6, 3),
         "stitch_s": s, "publish_s": p, "combined_s": round(s + p, 3),
@@ -512,7 +531,7 @@ def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
         "verify": v, "frames_ok": ok_frames, "audio_ok": ok_audio,
         "rclone_vmhwm_mb": proc_hwm_mb(ctx["s3"].pid()), "rclone_vmhwm_before_mb": rclone_hwm_before,
     }
-    log(f"  stitch {s:.2f}s  publish {p:.2f}s  peak self {child['peak']['self_maxrss_mb']} MB, "
+    log(f"  stitch {s:.2f}s  publish {p:.2f}s  (audio encoded at ingest: {child['ingest_audio_s']}s)  peak self {child['peak']['self_maxrss_mb']} MB, "
         f"ffmpeg {child['peak']['children_maxrss_mb']} MB, frames ok={ok_frames} audio ok={ok_audio}")
     return res
 
@@ -874,12 +893,14 @@ def report(results: dict) -> str:
         rows = []
         for r in results["stitch"]:
             rows.append([f"{r['minutes']:g} min", r["content"], r["total_frames"], r["windows"], r["video_bitrate_mbps"],
+                         "copy" if r.get("audio_at_ingest") else "encode",
+                         r.get("ingest_audio_s") if r.get("ingest_audio_s") is not None else "-",
                          r["stitch_s"], r["publish_s"], r["stitch_fps"], r["mux_fps"], r["combined_fps"],
                          r["output_mb"], r["baseline"]["self_maxrss_mb"], r["peak"]["self_maxrss_mb"],
                          r["peak"]["self_vmhwm_mb"], r["peak"]["children_maxrss_mb"], r["peak"]["children_vmhwm_mb"],
                          f"{r['verify']['frames']}{'' if r['frames_ok'] else ' BAD'}",
                          f"{r['verify']['audio_duration_s']}{'' if r['audio_ok'] else ' BAD'}"])
-        out.append(table(["length", "content", "T", "windows", "Mbit/s", "stitch s", "mux s", "stitch f/s",
+        out.append(table(["length", "content", "T", "windows", "Mbit/s", "audio", "ingest audio s", "stitch s", "mux s", "stitch f/s",
                           "mux f/s", "both f/s", "out MB", "maxrss base", "maxrss peak", "VmHWM peak",
                           "ffmpeg maxrss*", "ffmpeg VmHWM",
                           "frames", "audio s"], rows))
@@ -975,6 +996,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--content", default="grain", choices=["grain", "preview"],
                    help="stitch clip content: preview frames + noise (model-like bitrate, default) "
                         "or clean preview frames (very low bitrate)")
+    p.add_argument("--publish-encode", action="store_true",
+                   help="stitch: measure publish as a render without ingest's AAC gets it (publish encodes "
+                        "the audio, the earlier release's way); default: the audio was encoded at ingest and "
+                        "publish muxes by stream copy")
     p.add_argument("--overhead-variants", default="shipped",
                    help="RenderChain variants for the overhead run: 'shipped' (the real workflow) and/or "
                         "experiments from bench/chain_variants.py (default shipped)")
@@ -1003,7 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = {"tmp": tmp, "settings": settings, "store": store, "s3": s3, "s3_root": s3_root,
                "media": Media(tmp / "media")}
         if "stitch" in what:
-            results["stitch"] = [bench_stitch(ctx, m, args.content) for m in minutes]
+            results["stitch"] = [bench_stitch(ctx, m, args.content, not args.publish_encode) for m in minutes]
         if "overhead" in what:
             results["overhead"] = bench_overhead(ctx, args.windows,
                                                  [v for v in args.overhead_variants.split(",") if v])
