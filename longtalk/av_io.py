@@ -339,6 +339,19 @@ def mux_copy(video: Path | str, audio: Path | str, dst: Path | str, frames: int,
     run_ffmpeg(out.overwrite_output())
 
 
+def concat_clips_with_audio(clips: list[Path], audio: Path | str, dst: Path | str, workdir: Path,
+                            frames: int, fps: int) -> None:
+    """The window clips joined and the encoded audio (`encode_final_audio`) added in one
+    ffmpeg pass, everything by stream copy: the finished output without the stitched video
+    ever being stored, fetched and rewritten."""
+    listing = workdir / "clips.txt"
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in clips))
+    v = ffmpeg.input(str(listing), format="concat", safe=0)
+    a = ffmpeg.input(str(audio))
+    out = ffmpeg.output(v.video, a.audio, str(dst), c="copy", movflags="+faststart", t=f"{frames / fps:.6f}")
+    run_ffmpeg(out.overwrite_output())
+
+
 def mux_audio(video: Path | str, audio_tracks: list[Path], dst: Path | str, frames: int, fps: int) -> None:
     """Video stream copied; the original speech (mixed when two tracks) as AAC, cut or
     padded to exactly frames / fps seconds. (Publish's fallback for a render whose ingest
