@@ -2,6 +2,7 @@
 
     python bench/run.py [stitch|overhead|ingest|all] [--minutes 1,10,60] [--windows 200]
                         [--content grain|preview]
+    python bench/run.py fleet [--gpus 1,2,4,8] [--window-seconds 3] [--minutes 10] [--mixed]
 
 1. stitch   stitch + publish (mux) throughput and peak RSS for N minutes of 512x512 @ 25 fps.
             The audio is encoded first, as ingest does (timed apart: it is off the render's
@@ -18,7 +19,13 @@
 3. ingest   ingest + plan for a 60-minute speech track (Ogg/Opus and 44.1 kHz WAV), each in
             a fresh subprocess, with peak RSS.
 
-Prints a table per section and a final line `BENCH_JSON {...}` with every number.
+4. fleet    one long render on G timed-backend "GPU" workers (bench/fleet.py): wall time,
+            speedup against G=1, GPU busy fraction, smoothness of chain joins; --mixed
+            times a short render beside it.
+
+Prints a table per section and a final line `BENCH_JSON {...}` with every number (fleet: a
+line with every number, then the last line `BENCH_JSON {"fleet": {"<G>": {"wall_s",
+"speedup", "busy"}}}`).
 Everything (servers' data, media, S3 objects) lives in one temp folder removed at the end.
 """
 
@@ -989,8 +996,16 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_MARK + json.dumps(res), flush=True)
         return 0
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
-    p.add_argument("what", nargs="?", default="all", choices=["stitch", "overhead", "ingest", "all"])
-    p.add_argument("--minutes", default="1,10,60", help="stitch lengths in minutes (default 1,10,60)")
+    p.add_argument("what", nargs="?", default="all", choices=["stitch", "overhead", "ingest", "fleet", "all"],
+                   help="'all' is stitch, overhead and ingest; fleet runs only when named")
+    p.add_argument("--minutes", default=None,
+                   help="stitch lengths in minutes (default 1,10,60); fleet: the render's length (default 10)")
+    p.add_argument("--gpus", default="1,2,4,8", help="fleet: GPU worker counts G (default 1,2,4,8)")
+    p.add_argument("--window-seconds", type=float, default=3.0,
+                   help="fleet: seconds each window takes on a timed-backend GPU worker (default 3)")
+    p.add_argument("--size", type=int, default=64, help="fleet: picture width = height (default 64)")
+    p.add_argument("--mixed", action="store_true",
+                   help="fleet: also time a 10-second render submitted while the long render uses every worker")
     p.add_argument("--windows", type=int, default=200, help="windows for the overhead run (default 200)")
     p.add_argument("--ingest-minutes", type=float, default=60.0, help="audio length for ingest (default 60)")
     p.add_argument("--content", default="grain", choices=["grain", "preview"],
@@ -1005,7 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
                         "experiments from bench/chain_variants.py (default shipped)")
     p.add_argument("--json-out", type=Path, help="also write the results JSON here")
     args = p.parse_args(argv)
-    minutes = [float(m) for m in args.minutes.split(",") if m.strip()]
+    minutes = [float(m) for m in (args.minutes or "1,10,60").split(",") if m.strip()]
     what = {"stitch", "overhead", "ingest"} if args.what == "all" else {args.what}
 
     tmp = Path(tempfile.mkdtemp(prefix="longtalk-bench-"))
@@ -1034,6 +1049,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  [v for v in args.overhead_variants.split(",") if v])
         if "ingest" in what:
             results["ingest"] = bench_ingest(ctx, args.ingest_minutes)
+        if "fleet" in what:
+            from fleet import bench_fleet
+
+            detail = bench_fleet(ctx, [int(g) for g in args.gpus.split(",") if g.strip()], args.window_seconds,
+                                 float(args.minutes or 10), args.size, args.mixed)
+            results["fleet_detail"] = detail
+            results["fleet"] = {str(r["gpus"]): {"wall_s": r["wall_s"], "speedup": r["speedup"], "busy": r["busy"]}
+                                for r in detail["runs"]}
         results["rclone_vmhwm_mb"] = proc_hwm_mb(s3.pid())
     finally:
         if _LAUNCHER is not None:
@@ -1043,6 +1066,10 @@ def main(argv: list[str] | None = None) -> int:
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
     results["loadavg_start_end"] = [load_start, [round(x, 2) for x in os.getloadavg()]]
     results["target_misses"] = targets(results)
+    if "fleet_detail" in results:
+        from fleet import targets as fleet_targets
+
+        results["target_misses"] += fleet_targets(results["fleet_detail"])
     m = results["machine"]
     print(f"longtalk benchmark  {results['date']}  nproc={m['nproc']}  cpu={m['cpu_model']}  "
           f"mem={m['mem_gb']} GB  python {m['python']}")
@@ -1050,12 +1077,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"code: HEAD {g['head']}" + (f" + uncommitted changes in {', '.join(g['modified_tracked_files'])}"
                                        if g["modified_tracked_files"] else " (clean)"))
     print(report(results))
+    if "fleet_detail" in results:
+        from fleet import report as fleet_report
+
+        print("\n".join(fleet_report(results["fleet_detail"])))
     print("")
     print("target misses: " + ("; ".join(results["target_misses"]) if results["target_misses"] else "none"))
     print(f"benchmark wall time {results['bench_wall_s']} s; load average (1/5/15 min) at start "
           f"{results['loadavg_start_end'][0]}, at end {results['loadavg_start_end'][1]}")
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
+    if "fleet" in results:  # the fleet's summary alone on the last line
+        print("BENCH_JSON " + json.dumps(results, separators=(",", ":")), flush=True)
+        print("BENCH_JSON " + json.dumps({"fleet": results["fleet"]}, separators=(",", ":")), flush=True)
+        return 0
     print("BENCH_JSON " + json.dumps(results, separators=(",", ":")), flush=True)
     return 0
 
