@@ -23,6 +23,12 @@ class Settings:
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
+    # TLS to the Temporal frontend (a GPU machine joining over a network that is not private)
+    temporal_tls: bool = False
+    temporal_tls_ca: str = ""  # PEM of the CA that signed the frontend's certificate ("" = system roots)
+    temporal_tls_cert: str = ""  # mTLS: this client's certificate (PEM file)...
+    temporal_tls_key: str = field(default="", repr=False)  # ...and its private key
+    temporal_tls_server_name: str = ""  # the name the frontend's certificate is for ("" = the address's host)
     s3_endpoint: str = "127.0.0.1:9000"
     s3_public_endpoint: str = ""  # host:port that users' video_url should point at ("" = s3_endpoint)
     s3_access_key: str = field(default="longtalk", repr=False)
