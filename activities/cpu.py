@@ -28,7 +28,7 @@ from longtalk.inputs.preflight import check_media
 from longtalk.inputs.staging import check_file, fetch_url_input, stored_input_key
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
-from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window_count, windows
+from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window, window_count, windows
 
 from .common import heartbeating, map_errors
 
@@ -240,6 +240,7 @@ class CpuActivities:
                 list(pool.map(fetch, range(inp.windows)))
                 if with_audio:
                     audio_file = pool.submit(self.store.download, keys["final_audio"], work / "final.m4a")
+            self._blend_joins(inp, clips, work)
             out = work / "video.mp4"
             if with_audio:
                 av_io.concat_clips_with_audio(clips, audio_file.result(), out, work, inp.total_frames,
@@ -251,6 +252,26 @@ class CpuActivities:
                 raise RuntimeError(f"stitched video has {frames} frames, expected {inp.total_frames}")
             self.store.put_file(video_key, out, "video/mp4", metadata={"frames": str(frames)})
         return StitchResult(video_key=video_key, frames=frames)
+
+    def _blend_joins(self, inp: StitchInput, clips: list[Path], work: Path) -> None:
+        """Where a chain begins (plan.json's cuts), dissolve the previous chain's last frames
+        into its first frame, inside the pause (longtalk.chains): the previous window's clip
+        is decoded and encoded again with the clips' own settings, so the join stays a
+        stream copy. Joins without a pause, or with blending off, are left as they are."""
+        plan = self.store.get_json_or_none(derived_keys(inp.render_id)["plan"]) or {}
+        params = inp.spec.window_params
+        for cut in (plan.get("chain_plan") or {}).get("cuts", []):
+            k = cut["window"]
+            previous = window(k - 1, inp.total_frames, params)
+            count = min(chain_plan.blend_frames(cut, self.settings.join_blend_frames), previous.kept - 1)
+            if count <= 0:
+                continue
+            frames = av_io.read_frames(clips[k - 1], list(range(previous.kept)))
+            first = av_io.read_frames(clips[k], [0])[0]
+            blended = chain_plan.dissolve_into(np.stack([frames[i] for i in range(previous.kept)]), first, count)
+            redone = work / f"{k - 1:05d}-blended.mp4"
+            av_io.encode_clip(blended, redone, params.fps)
+            clips[k - 1] = redone
 
     # ---- 5. publish: mux the audio, store ----------------------------------------------------------
     @activity.defn(name="publish")

@@ -1004,6 +1004,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-seconds", type=float, default=3.0,
                    help="fleet: seconds each window takes on a timed-backend GPU worker (default 3)")
     p.add_argument("--size", type=int, default=64, help="fleet: picture width = height (default 64)")
+    p.add_argument("--join-blend", type=int, default=None,
+                   help="fleet: frames stitch dissolves into each chain join (default: LONGTALK_JOIN_BLEND_FRAMES's "
+                        "default; 0 = hard cut)")
     p.add_argument("--mixed", action="store_true",
                    help="fleet: also time a 10-second render submitted while the long render uses every worker")
     p.add_argument("--windows", type=int, default=200, help="windows for the overhead run (default 200)")
@@ -1053,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
             from fleet import bench_fleet
 
             detail = bench_fleet(ctx, [int(g) for g in args.gpus.split(",") if g.strip()], args.window_seconds,
-                                 float(args.minutes or 10), args.size, args.mixed)
+                                 float(args.minutes or 10), args.size, args.mixed, args.join_blend)
             results["fleet_detail"] = detail
             results["fleet"] = {str(r["gpus"]): {"wall_s": r["wall_s"], "speedup": r["speedup"], "busy": r["busy"]}
                                 for r in detail["runs"]}

@@ -13,8 +13,14 @@ jumps there. The planner therefore
   new chain's first kept frame) falls inside the longest speech pause: the mouth is closed
   on both sides of the join and only the head pose differs.
 
-Pure functions over per-frame loudness; the plan activity reads the audio and stores the
-result, with the reason for each cut, in plan.json.
+At a join the picture still jumps (the new chain restarts from the reference). Stitch
+therefore dissolves the previous chain's last frames into the new chain's first frame over up
+to LONGTALK_JOIN_BLEND_FRAMES frames, all of them inside the pause (`blend_frames`,
+`dissolve_into`): the jump becomes a short cross-fade while the mouth is closed. The price is
+one clip decoded and encoded again per join, and a faint double image during the dissolve.
+
+Pure functions over per-frame loudness and frames; the plan activity reads the audio and
+stores the result, with the reason for each cut, in plan.json.
 """
 
 from __future__ import annotations
@@ -131,3 +137,27 @@ def plan_cuts(db: np.ndarray, windows: int, chains: int, params: WindowParams) -
             reason = f"no pause in reach: the quietest join frame of {where}"
         cuts.append(Cut(window=k, frame=frame, ideal=round(ideal, 2), pause=pause, reason=reason))
     return cuts
+
+
+def blend_frames(cut: dict, limit: int) -> int:
+    """How many frames before a join (a cut as plan.json stores it) to dissolve: at most
+    `limit`, and only frames inside the pause (none when the cut found no pause: a dissolve
+    over speech would blur the lips)."""
+    pause = cut.get("pause")
+    if not pause or limit <= 0:
+        return 0
+    return max(0, min(limit, cut["frame"] - pause[0] - 1))
+
+
+def dissolve_into(frames: np.ndarray, target: np.ndarray, count: int) -> np.ndarray:
+    """The last `count` of `frames` cross-faded towards `target` (the next chain's first
+    frame): weights 1/(count+1) .. count/(count+1), so the step into `target` is as small as
+    each step before it."""
+    out = frames.copy()
+    n = len(frames)
+    for i in range(1, count + 1):
+        a = i / (count + 1)
+        t = n - count + i - 1
+        out[t] = np.clip(frames[t].astype(np.float32) * (1 - a) + target.astype(np.float32) * a + 0.5,
+                         0, 255).astype(np.uint8)
+    return out

@@ -53,6 +53,7 @@ class Settings:
     activity_schedule_to_close_s: int = 24 * 3600
     comfy_doctor: bool = True  # a GPU worker checks its ComfyUI (comfy_graphs doctor) before polling
     parallel_chains: int = 1  # independent chains a render may be cut into (a job's parallel_chains overrides it)
+    join_blend_frames: int = 8  # stitch dissolves this many frames into a chain join, inside its pause (0 = off)
     timed_window_s: float = 2.0  # LONGTALK_BACKEND=timed: seconds each window takes (a stand-in for GPU time)
     # input limits
     min_dimension: int = 64

@@ -214,3 +214,57 @@ async def test_timed_backend_takes_its_time_without_holding_the_loop():
     assert np.array_equal(frames, render_preview(job))
     with pytest.raises(ValueError, match="LONGTALK_TIMED_WINDOW_S"):
         make_backends(Settings(backend="timed", timed_window_s=-1))
+
+
+# ---- chain joins: a dissolve inside the pause ------------------------------------------------
+
+def test_dissolve_spreads_the_jump_over_the_pause():
+    from longtalk.chains import blend_frames, dissolve_into
+
+    assert blend_frames({"frame": 100, "pause": [90, 120]}, 8) == 8
+    assert blend_frames({"frame": 100, "pause": [97, 120]}, 8) == 2  # only frames inside the pause
+    assert blend_frames({"frame": 100, "pause": None}, 8) == 0
+    assert blend_frames({"frame": 100, "pause": [90, 120]}, 0) == 0
+    frames = np.zeros((10, 4, 4, 3), np.uint8)
+    target = np.full((4, 4, 3), 90, np.uint8)
+    out = dissolve_into(frames, target, 8)
+    steps = [int(out[i + 1, 0, 0, 0]) - int(out[i, 0, 0, 0]) for i in range(9)] + [90 - int(out[9, 0, 0, 0])]
+    assert out[1, 0, 0, 0] == 0 and max(steps) <= 11 and min(steps[1:]) >= 9  # nine equal steps of 10
+
+
+def test_stitch_dissolves_into_a_chain_join(settings, store, render_id, tmp_path):
+    """Two chains whose pictures differ by 100 grey levels: a hard cut is one step of 100;
+    stitch spreads it over the pause (steps of ~11), leaving every other frame alone."""
+    import dataclasses as dc
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import CpuActivities
+    from longtalk.payloads import StitchInput, clip_key, derived_keys
+    from longtalk.spec import RenderSpec
+    from longtalk.windows import window, windows
+
+    total = 81 + 3 * 72  # 4 windows; chain 1 starts at window 2
+    spec = RenderSpec(width=64, height=64)
+    join = window(2, total, PARAMS).keep_start
+    for w in windows(total, PARAMS):
+        grey = 50 if w.index < 2 else 150
+        path = tmp_path / f"clip{w.index}.mp4"
+        av_io.encode_clip(np.full((w.kept, 64, 64, 3), grey, np.uint8), path, 25)
+        store.put_file(clip_key(render_id, w.index), path, "video/mp4")
+    steps = {}
+    for blend in (0, 8):
+        store.put_json(derived_keys(render_id)["plan"], {"chain_plan": {"reason": "test", "cuts": [
+            {"window": 2, "frame": join, "pause": [join - 12, join + 10]}]}})
+        acts = CpuActivities(store, dc.replace(settings, join_blend_frames=blend))
+        result = ActivityEnvironment().run(acts.stitch, StitchInput(render_id=render_id, windows=4,
+                                                                    total_frames=total, spec=spec))
+        video = store.download(result.video_key, tmp_path / f"out{blend}.mp4")
+        store.delete(result.video_key)
+        frames = av_io.read_frames(video, list(range(total)))
+        means = np.array([frames[i].mean() for i in range(total)])
+        steps[blend] = np.abs(np.diff(means))
+    assert steps[0].max() > 90 and int(np.argmax(steps[0])) == join - 1  # the hard cut
+    assert steps[8].max() < 15  # the same jump in nine steps
+    assert np.abs(steps[8][: join - 10] ).max() < 2 and np.abs(steps[8][join + 1:]).max() < 2
+    store.delete_prefix(f"renders/{render_id}/")
