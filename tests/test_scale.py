@@ -141,6 +141,43 @@ async def test_plan_stores_where_and_why_it_cut(settings, store, render_id, tmp_
     store.delete_prefix(f"renders/{render_id}/")
 
 
+async def test_parallel_chains_0_means_one_chain_per_gpu_worker_in_the_fleet(settings, store, render_id, tmp_path):
+    """parallel_chains 0: as many chains as healthy GPU workers of the render's queue have a
+    fresh record in the fleet registry (workers of other queues and stale ones do not count)."""
+    import dataclasses as dc
+    from datetime import datetime, timedelta, timezone
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import CpuActivities
+    from longtalk.fleet import record_key
+    from longtalk.inputs import parse_job, render_request, stage_inputs
+    from longtalk.payloads import PlanInput
+    from tests.media import transcode
+
+    queue = f"gpu-fleet-{render_id}"
+    here = dc.replace(settings, gpu_queue=queue)
+    now = datetime.now(timezone.utc)
+    records = {"a": (queue, now), "b": (queue, now), "c": (queue, now - timedelta(hours=1)), "d": ("other", now)}
+    for name, (q, beat) in records.items():
+        store.put_json(record_key(f"{render_id}-{name}"), {"identity": f"{render_id}-{name}", "task_queue": q,
+                                                           "heartbeat_at": beat.isoformat(), "every_s": 10})
+    wav = transcode(EXAMPLES / "speech.ogg", tmp_path / "speech60.wav", {"stream_loop": -1}, t="60", ac=1, ar=16000)
+    job = parse_job({"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(wav),
+                               "width": 64, "height": 64, "parallel_chains": 0}}, here)
+    req = render_request(job, stage_inputs(job, store, render_id, here), render_id, "preview", here)
+    acts = CpuActivities(store, here)
+    try:
+        ingest = ActivityEnvironment().run(acts.ingest, req)
+        plan = ActivityEnvironment().run(acts.plan, PlanInput(request=req, ingest=ingest))
+        assert len(plan.chains) == 2
+        assert "one per GPU worker in the fleet registry, 2 found" in store.get_json(plan.plan_key)["chain_plan"]["reason"]
+    finally:
+        for name in records:
+            store.delete(record_key(f"{render_id}-{name}"))
+        store.delete_prefix(f"renders/{render_id}/")
+
+
 # ---- publish: audio encoded at ingest, muxed by stream copy -------------------------------
 
 @pytest.mark.parametrize("stored_audio", [True, False], ids=["stream-copy", "fallback-encode"])
