@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from longtalk import audio, av_io  # noqa: E402
 from longtalk.backends.base import WindowJob  # noqa: E402
 from longtalk.backends.preview import render_preview  # noqa: E402
-from longtalk.chains import blend_frames, chain_count, dissolve_into, frame_db, plan_cuts  # noqa: E402
+from longtalk.chains import Cut, blend_frames, chain_count, dissolve_into, frame_db, plan_cuts  # noqa: E402
 from longtalk.windows import WindowParams, total_frames, window, window_count  # noqa: E402
 
 
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chains", type=int, default=8)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--blend", default="0,4,8", help="dissolve lengths to compare (frames)")
+    p.add_argument("--cuts", default="pauses", choices=["pauses", "balanced"],
+                   help="the planner's cuts (default), or exactly at the balanced split points (for comparison)")
     args = p.parse_args(argv)
     started = time.monotonic()
     params = WindowParams()
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     n = window_count(total, params)
     count, why = chain_count(args.chains, n)
     cuts = plan_cuts(frame_db(samples, spf), n, count, params)
+    if args.cuts == "balanced":  # where a planner that ignores the speech would cut
+        cuts = [Cut(window=round(c * n / count), frame=round(c * n / count) * params.stride + m, ideal=c * n / count,
+                    pause=None, reason="balanced split") for c in range(1, count)]
     firsts = {0, *[c.window for c in cuts]}
     ref = av_io.fit_image(av_io.decode_image((ROOT / "examples" / "portrait.png").read_bytes(), "image"),
                           args.size, args.size)
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     seams = [window(k, total, params).keep_start for k in range(1, n) if k not in firsts]
     special = set(joins) | set(seams)
     interior = [t for t in range(1, total) if t not in special]
-    res = {"minutes": args.minutes, "size": args.size, "windows": n, "chains": count, "reason": why,
+    res = {"cuts": args.cuts, "minutes": args.minutes, "size": args.size, "windows": n, "chains": count, "reason": why,
            "joins": len(joins), "join_mad": round(float(np.mean(diffs[joins])), 3),
            "seam_mad": round(float(np.mean(diffs[seams])), 3),
            "interior_mad": round(float(np.mean(diffs[interior])), 3), "blend": {}}
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         res["blend"][str(b)] = {"max_step_near_join": round(float(np.mean(steps)), 3),
                                 "frames_blended": used}
     res["wall_s"] = round(time.monotonic() - started, 1)
-    print(f"chain joins on raw preview frames: {args.minutes:g} min of speech, {args.size}x{args.size}, {n} windows, "
+    print(f"chain joins on raw preview frames, {args.cuts} cuts: {args.minutes:g} min of speech, {args.size}x{args.size}, {n} windows, "
           f"{why}")
     print(f"  consecutive-frame MAD (0-255): joins {res['join_mad']} ({len(joins)}), window seams {res['seam_mad']}, "
           f"interior {res['interior_mad']}")
