@@ -36,6 +36,7 @@ from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
 from longtalk.inputs.rerender import start_rerender
 from longtalk.payloads import Progress, RenderResult
 from longtalk.renders import cancelled_output, failure_message, result_output
+from longtalk import temporal_connect
 from longtalk.settings import Settings
 from longtalk.stack import port_open, split_host_port
 from longtalk.store import ObjectStore
@@ -178,7 +179,7 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
     backend = args.backend or settings.backend
     if client is None:
         try:
-            client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+            client = await temporal_connect.connect(settings)
         except RuntimeError as exc:  # the SDK's core reports a failed connection this way
             if not str(exc).startswith("Failed client connect"):
                 raise

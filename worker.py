@@ -29,6 +29,7 @@ from longtalk.backends import make_backends
 from longtalk.build import build_id as compute_build_id
 from longtalk.fleet import FleetRecord
 from longtalk.visibility import register_search_attributes
+from longtalk import temporal_connect
 from longtalk.settings import Settings
 from longtalk.stack import READY_LINE
 from longtalk.store import ObjectStore
@@ -116,7 +117,7 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
     store = ObjectStore.from_settings(settings)
     await asyncio.to_thread(store.ensure_bucket)
     await asyncio.to_thread(audio.warm_up)  # librosa's lazy imports now, not in the first window
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    client = await temporal_connect.connect(settings)
     # the workflows upsert these: a server that lacks one would fail every render's first task
     await register_search_attributes(client)
     backends = make_backends(settings, graph_config) if "gpu" in settings.worker_roles else {}

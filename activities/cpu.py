@@ -16,6 +16,8 @@ import numpy as np
 from temporalio import activity
 
 from longtalk import audio, av_io
+from longtalk import chains as chain_plan
+from longtalk.fleet import read_fleet
 from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
@@ -112,6 +114,9 @@ class CpuActivities:
                 lengths.append(count)
             result = IngestResult(reference_key=keys["reference"], audio_keys=audio_keys,
                                   audio_samples=max(lengths))
+            # one object given for both speakers is one track (publish's fallback does the same)
+            originals = {req.inputs.get(f) or req.input_urls.get(f): files[f][0] for f in audio_fields}
+            self._encode_final_audio(req, list(originals.values()), max(lengths), work, progress)
             if req.spec.input_type == "video":
                 field = "video"
                 local = files[field][0]
@@ -136,6 +141,22 @@ class CpuActivities:
             self.store.put_json(keys["ingest"], dataclasses.asdict(result))
             return result
 
+    def _encode_final_audio(self, req: RenderRequest, tracks: list[Path], samples: int, work: Path,
+                            progress: dict) -> None:
+        """The output's audio, encoded once here rather than at publish: the original speech
+        (mixed when two tracks) as AAC, cut to exactly T/fps seconds, where T is what plan
+        will compute from the same sample count. Publish then muxes by stream copy, so the
+        render's tail no longer grows with its length (an hour: ~39 s of AAC encoding)."""
+        total = total_frames(samples, req.window_params, req.spec.max_frame)
+        if total < 1:
+            return  # plan refuses the render
+        progress["encoding"] = "audio"
+        out = work / "final.m4a"
+        av_io.encode_final_audio(tracks, out, total, req.spec.fps)
+        self.store.put_file(derived_keys(req.render_id)["final_audio"], out, "audio/mp4",
+                            metadata={"frames": str(total)})
+        progress.pop("encoding", None)
+
     # ---- 2. plan ------------------------------------------------------------------
     @activity.defn(name="plan")
     @map_errors
@@ -153,13 +174,15 @@ class CpuActivities:
         if req.base:
             return self._adopt_base(req, total, keys)
         n = window_count(total, params)
-        cuts = self._chain_cuts(inp, n, total) if req.parallel_chains > 1 else []
-        bounds = [0, *cuts, n]
+        cuts, why = self._chain_cuts(inp, n)
+        bounds = [0, *[c.window for c in cuts], n]
         chains = [Chain(index=i, first=bounds[i], last=bounds[i + 1] - 1) for i in range(len(bounds) - 1)]
         plan = Plan(total_frames=total, windows=n, chains=chains, plan_key=keys["plan"])
         self.store.put_json(keys["plan"], {
             "total_frames": total, "windows": n, "fps": params.fps, "window": params.window,
             "motion": params.motion, "chains": [dataclasses.asdict(c) for c in chains],
+            # why this many chains, and where and why each one after the first begins
+            "chain_plan": {"reason": why, "cuts": [c.as_dict(params.fps) for c in cuts]},
             "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
         })
         return plan
@@ -196,38 +219,45 @@ class CpuActivities:
         return Plan(total_frames=total, windows=base_plan["windows"],
                     chains=[Chain(**c) for c in base_plan["chains"]], plan_key=keys["plan"])
 
-    def _chain_cuts(self, inp: PlanInput, n: int, total: int) -> list[int]:
-        """Cut the window sequence into independent chains where the speech pauses: near each
-        even split point, the window whose first new frame has the least audio energy."""
+    def _gpu_workers(self, queue: str) -> int | None:
+        """GPU workers serving `queue` now, from the fleet registry (None: none registered)."""
+        live = [r for r in read_fleet(self.store) if r.get("healthy") and r.get("task_queue") == queue]
+        return len(live) or None
+
+    def _chain_cuts(self, inp: PlanInput, n: int) -> tuple[list[chain_plan.Cut], str]:
+        """How many independent chains, and where they begin (longtalk.chains): the job's
+        parallel_chains (0: as many as GPU workers serve the render's queue), capped by the
+        render's length; each cut inside the longest speech pause near its balanced split."""
         req = inp.request
-        chains = min(req.parallel_chains, n)
-        if chains <= 1:
-            return []
+        gpus = self._gpu_workers(req.gpu_queue) if req.parallel_chains == 0 else None
+        requested = req.parallel_chains if req.parallel_chains > 0 else (gpus or 1)
+        count, why = chain_plan.chain_count(requested, n)
+        if req.parallel_chains == 0:
+            why += f" (parallel_chains 0: one per GPU worker in the fleet registry, {gpus or 'none'} found)"
+        if count <= 1:
+            return [], why
         params = req.window_params
         data = self.store.get_bytes(inp.ingest.audio_keys[0])
         samples = av_io.pcm16_to_float(data[av_io.WAV_HEADER_BYTES:], inp.ingest.audio_samples)
-        spf = params.samples_per_frame
-        # frame t: the 160 ms around video frame t; in float32, since the squares of frames
-        # that overlap four times are four times the track
-        rms = audio.frame_rms(samples, spf * 4, spf, center=True, dtype=np.float32)
-        cuts: list[int] = []
-        radius = max(1, n // (chains * 5))
-        for c in range(1, chains):
-            ideal = round(c * n / chains)
-            lo = max(cuts[-1] + 1 if cuts else 1, ideal - radius)
-            hi = min(n - (chains - c), ideal + radius)
-            if lo > hi:
-                continue
-            candidates = range(lo, hi + 1)
-            energy = [float(rms[min(k * params.stride + params.motion, rms.size - 1)]) for k in candidates]
-            cuts.append(candidates[int(np.argmin(energy))])
-        return cuts
+        if len(inp.ingest.audio_keys) > 1:  # two speakers: a pause is where both are quiet
+            data_2 = self.store.get_bytes(inp.ingest.audio_keys[1])
+            other = av_io.pcm16_to_float(data_2[av_io.WAV_HEADER_BYTES:], inp.ingest.audio_samples)
+            samples = np.maximum(np.abs(samples), np.abs(other))
+        db = chain_plan.frame_db(samples, params.samples_per_frame)
+        return chain_plan.plan_cuts(db, n, count, params), why
 
     # ---- 4. stitch ----------------------------------------------------------------
     @activity.defn(name="stitch")
     @map_errors
     def stitch(self, inp: StitchInput) -> StitchResult:
-        video_key = derived_keys(inp.render_id)["video"]
+        """Join the window clips by stream copy. When ingest encoded the output's audio, the
+        same ffmpeg pass adds it (stream copy too) and the result is the finished output:
+        publish then finds it and only signs it, so the render's tail is the join alone
+        (no stitched video stored, fetched back and rewritten: 2 GB of transfers an hour)."""
+        keys = derived_keys(inp.render_id)
+        audio_meta = self.store.metadata(keys["final_audio"]) if self.store.exists(keys["final_audio"]) else None
+        with_audio = audio_meta is not None and audio_meta.get("frames") == str(inp.total_frames)
+        video_key = output_key(inp.render_id) if with_audio else keys["video"]
         meta = self.store.metadata(video_key) if self.store.exists(video_key) else None
         if meta is not None and meta.get("frames") == str(inp.total_frames):
             return StitchResult(video_key=video_key, frames=inp.total_frames)
@@ -242,13 +272,40 @@ class CpuActivities:
 
             with ThreadPoolExecutor(max_workers=8) as pool:  # many small objects: keep the link busy
                 list(pool.map(fetch, range(inp.windows)))
+                if with_audio:
+                    audio_file = pool.submit(self.store.download, keys["final_audio"], work / "final.m4a")
+            self._blend_joins(inp, clips, work)
             out = work / "video.mp4"
-            av_io.concat_clips(clips, out, work)
+            if with_audio:
+                av_io.concat_clips_with_audio(clips, audio_file.result(), out, work, inp.total_frames,
+                                              inp.spec.fps)
+            else:  # ingest of an earlier release: publish encodes the audio
+                av_io.concat_clips(clips, out, work)
             frames = av_io.count_video_frames(out)
             if frames != inp.total_frames:
                 raise RuntimeError(f"stitched video has {frames} frames, expected {inp.total_frames}")
             self.store.put_file(video_key, out, "video/mp4", metadata={"frames": str(frames)})
         return StitchResult(video_key=video_key, frames=frames)
+
+    def _blend_joins(self, inp: StitchInput, clips: list[Path], work: Path) -> None:
+        """Where a chain begins (plan.json's cuts), dissolve the previous chain's last frames
+        into its first frame, inside the pause (longtalk.chains): the previous window's clip
+        is decoded and encoded again with the clips' own settings, so the join stays a
+        stream copy. Joins without a pause, or with blending off, are left as they are."""
+        plan = self.store.get_json_or_none(derived_keys(inp.render_id)["plan"]) or {}
+        params = inp.spec.window_params
+        for cut in (plan.get("chain_plan") or {}).get("cuts", []):
+            k = cut["window"]
+            previous = window(k - 1, inp.total_frames, params)
+            count = min(chain_plan.blend_frames(cut, self.settings.join_blend_frames), previous.kept - 1)
+            if count <= 0:
+                continue
+            frames = av_io.read_frames(clips[k - 1], list(range(previous.kept)))
+            first = av_io.read_frames(clips[k], [0])[0]
+            blended = chain_plan.dissolve_into(np.stack([frames[i] for i in range(previous.kept)]), first, count)
+            redone = work / f"{k - 1:05d}-blended.mp4"
+            av_io.encode_clip(blended, redone, params.fps)
+            clips[k - 1] = redone
 
     # ---- 5. publish: mux the audio, store ----------------------------------------------------------
     @activity.defn(name="publish")
@@ -256,28 +313,38 @@ class CpuActivities:
     def publish(self, inp: PublishInput) -> RenderResult:
         req = inp.request
         key = output_key(req.render_id)
-        size = self.store.size(key)
+        size = self.store.size(key)  # stitch already wrote it when ingest encoded the audio
         if size is None:
             with heartbeating(), tempfile.TemporaryDirectory(prefix="publish-") as tmp:
                 work = Path(tmp)
                 video = self.store.download(inp.video_key, work / "video.mp4")
-                fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
-                tracks = []
-                originals = (stored_input_key(self.store, req.inputs, req.input_urls, f) for f in fields)
-                for obj in dict.fromkeys(originals):  # the originals, not normalised
-                    tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
                 out = work / "output.mp4"
                 started = time.monotonic()
-                av_io.mux_audio(video, tracks, out, inp.total_frames, req.spec.fps)
+                final_audio = derived_keys(req.render_id)["final_audio"]
+                meta = self.store.metadata(final_audio) if self.store.exists(final_audio) else None
+                if meta is not None and meta.get("frames") == str(inp.total_frames):
+                    # encoded at ingest: both streams by copy, a constant few seconds
+                    audio_file = self.store.download(final_audio, work / "final.m4a")
+                    av_io.mux_copy(video, audio_file, out, inp.total_frames, req.spec.fps)
+                    how = "stream copy"
+                else:
+                    # a render whose ingest ran on an earlier release: encode the originals now
+                    fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
+                    tracks = []
+                    originals = (stored_input_key(self.store, req.inputs, req.input_urls, f) for f in fields)
+                    for obj in dict.fromkeys(originals):  # the originals, not normalised
+                        tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
+                    av_io.mux_audio(video, tracks, out, inp.total_frames, req.spec.fps)
+                    how = "AAC encode"
                 frames = av_io.count_video_frames(out)
                 if frames != inp.total_frames:
                     raise RuntimeError(f"muxed video has {frames} frames, expected {inp.total_frames}")
                 self.store.put_file(key, out, "video/mp4", metadata={"frames": str(frames)})
                 size = out.stat().st_size
-                activity.logger.info("muxed %s in %.2fs", key, time.monotonic() - started)
-            # the tails only served the next window; a finished render no longer needs them
-            tails = [k for k in self.store.list(f"renders/{req.render_id}/windows/") if "/tail_" in k]
-            self.store.delete_many(tails)
+                activity.logger.info("muxed %s in %.2fs (%s)", key, time.monotonic() - started, how)
+        # the tails only served the next window; a finished render no longer needs them
+        tails = [k for k in self.store.list(f"renders/{req.render_id}/windows/") if "/tail_" in k]
+        self.store.delete_many(tails)
         expiry = inp.presign_expiry_s or self.settings.presign_expiry_s
         result = RenderResult(
             render_id=req.render_id, status="completed", bucket=self.store.bucket, video_key=key,

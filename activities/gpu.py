@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class GpuActivities:
         self.build_id = build_id  # in every heartbeat: which code is rendering this window
         self._references: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sizes: dict[str, int] = {}  # objects never change once written (keys are per render)
+        # a window's small objects (M tail PNGs in, M out, the audio slices) move in parallel:
+        # one after the other they cost a round trip each, between two windows on the GPU
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="window-io")
         self.renders = 0  # backend calls made by this process (for tests and metrics)
         self.fleet = fleet  # longtalk.fleet.FleetRecord: what this worker is on, for the dashboard
         # chain affinity: this worker also takes windows from its own queue (chains whose last
@@ -123,14 +127,15 @@ class GpuActivities:
         if k == chain_first:
             tail = np.repeat(reference[None], params.motion, axis=0)
         else:
-            tail = np.stack([self._tail_frame(key) for key in tail_keys(ctx.render_id, k - 1, params.motion)])
-        audio = []
-        for key in ctx.audio_keys:
+            tail = np.stack(list(self._io.map(self._tail_frame, tail_keys(ctx.render_id, k - 1, params.motion))))
+
+        def slice_of(key: str) -> np.ndarray:
             offset, length = av_io.wav16_range(w.audio_start, w.audio_samples)
-            size = self._size(key)
-            length = min(length, size - offset)  # the last window runs past the end: silence
+            length = min(length, self._size(key) - offset)  # the last window runs past the end: silence
             data = self.store.get_bytes(key, offset=offset, length=length) if length > 0 else b""
-            audio.append(av_io.pcm16_to_float(data, w.audio_samples))
+            return av_io.pcm16_to_float(data, w.audio_samples)
+
+        audio = list(self._io.map(slice_of, ctx.audio_keys))
         source = None
         if ctx.source_key:
             local = self._cached(ctx.source_key)
@@ -194,12 +199,19 @@ class GpuActivities:
         kept = frames[w.keep_offset : w.keep_offset + w.kept]
         info = activity.info()
         marker = {"attempt": str(info.attempt), "worker": self.identity}
+
+        def put_tail(i_key: tuple[int, str]) -> None:
+            i, key = i_key
+            self.store.put_bytes(key, av_io.encode_png(frames[params.window - params.motion + i]), "image/png")
+
+        # the tails are encoded and stored while the clip encodes; meta.json only after both
+        tails = [self._io.submit(put_tail, item) for item in enumerate(tail_keys(ctx.render_id, k, params.motion))]
         with tempfile.TemporaryDirectory(prefix="window-") as tmp:
             clip = Path(tmp) / "clip.mp4"
             av_io.encode_clip(kept, clip, params.fps)
             self.store.put_file(clip_key(ctx.render_id, k), clip, "video/mp4", metadata=marker)
-        for i, key in enumerate(tail_keys(ctx.render_id, k, params.motion)):
-            self.store.put_bytes(key, av_io.encode_png(frames[params.window - params.motion + i]), "image/png")
+        for done in tails:
+            done.result()
         meta = {
             "index": k, "clip_key": clip_key(ctx.render_id, k), "frames": w.kept,
             "keep_start": w.keep_start, "keep_end": w.keep_end, "backend": ctx.backend,

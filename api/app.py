@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from comfy_graphs.config import GraphConfig
+from longtalk import temporal_connect
 from longtalk.errors import InputError
 from longtalk.inputs import rerender
 from longtalk.settings import Settings
@@ -126,7 +127,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        c = client or await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        c = client or await temporal_connect.connect(settings)
         s = store or ObjectStore.from_settings(settings)
         await asyncio.to_thread(s.ensure_bucket)
         await register_search_attributes(c)

@@ -2,8 +2,12 @@
 
     python bench/run.py [stitch|overhead|ingest|all] [--minutes 1,10,60] [--windows 200]
                         [--content grain|preview]
+    python bench/run.py fleet [--gpus 1,2,4,8] [--window-seconds 3] [--minutes 10] [--mixed]
 
 1. stitch   stitch + publish (mux) throughput and peak RSS for N minutes of 512x512 @ 25 fps.
+            The audio is encoded first, as ingest does (timed apart: it is off the render's
+            tail), and publish muxes by stream copy; --publish-encode measures publish
+            encoding the audio itself (renders ingested by the earlier release).
             Window clips are put into the real S3 server (rclone) under the keys the render
             activity writes; CpuActivities.stitch and .publish are timed in a fresh
             subprocess per size (ActivityEnvironment), with its own ru_maxrss and that of
@@ -15,7 +19,13 @@
 3. ingest   ingest + plan for a 60-minute speech track (Ogg/Opus and 44.1 kHz WAV), each in
             a fresh subprocess, with peak RSS.
 
-Prints a table per section and a final line `BENCH_JSON {...}` with every number.
+4. fleet    one long render on G timed-backend "GPU" workers (bench/fleet.py): wall time,
+            speedup against G=1, GPU busy fraction, smoothness of chain joins; --mixed
+            times a short render beside it.
+
+Prints a table per section and a final line `BENCH_JSON {...}` with every number (fleet: a
+line with every number, then the last line `BENCH_JSON {"fleet": {"<G>": {"wall_s",
+"speedup", "busy"}}}`).
 Everything (servers' data, media, S3 objects) lives in one temp folder removed at the end.
 """
 
@@ -213,7 +223,7 @@ def instrument_pipeline(store) -> Instrument:
         inst.wrap(store, attr, "s3 put")
     for attr in ("size", "exists", "metadata", "presign"):
         inst.wrap(store, attr, "s3 stat")
-    for attr in ("concat_clips", "mux_audio", "count_video_frames", "decode_audio_chunks",
+    for attr in ("concat_clips", "mux_audio", "mux_copy", "count_video_frames", "decode_audio_chunks",
                  "write_wav16", "decode_image", "fit_image", "encode_png"):
         inst.wrap(av_io, attr, attr)
     inst.wrap(audio, "loudness_gain", "loudness_gain")
@@ -281,6 +291,20 @@ def child_main(spec: dict) -> dict:
 
     if spec["kind"] == "stitch":
         total, n = spec["total_frames"], spec["windows"]
+        out["ingest_audio_s"] = None
+        if spec.get("audio_at_ingest", True):
+            # what ingest now does besides decoding: encode the output's audio once (timed on
+            # its own: it runs while the windows render, not on the render's tail)
+            from longtalk.payloads import derived_keys
+
+            with tempfile.TemporaryDirectory(prefix="bench-ingest-audio-", dir=spec["tmp"]) as tmp:
+                started = time.perf_counter()
+                original = store.download(req.inputs["audio"], Path(tmp) / "audio.bin")
+                encoded = Path(tmp) / "final.m4a"
+                av_io.encode_final_audio([original], encoded, total, FPS)
+                store.put_file(derived_keys(req.render_id)["final_audio"], encoded, "audio/mp4",
+                               metadata={"frames": str(total)})
+                out["ingest_audio_s"] = round(time.perf_counter() - started, 3)
         stitched, stitch_s, stitch_hb = run_activity(
             cpu.stitch, StitchInput(render_id=req.render_id, windows=n, total_frames=total, fps=FPS), inst=inst)
         after_stitch = {"self_maxrss_mb": round(maxrss_mb(resource.RUSAGE_SELF), 1),
@@ -454,7 +478,7 @@ def remove_render(s3_root: Path, bucket: str, render_id: str) -> None:
 # 1. stitch + mux
 # =============================================================================================
 
-def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
+def bench_stitch(ctx: dict, minutes: float, content: str, audio_at_ingest: bool = True) -> dict:
     from longtalk.payloads import clip_key
 
     settings, store, media = ctx["settings"], ctx["store"], ctx["media"]
@@ -488,7 +512,8 @@ def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
                "input_names": {"audio": "wav_path", "image": "image_path"}, "width": SIZE,
                "height": SIZE, "fps": FPS, "window": WINDOW, "motion": MOTION}
     spec = {"kind": "stitch", "s3_endpoint": settings.s3_endpoint, "bucket": settings.bucket,
-            "request": request, "total_frames": total, "windows": n, "tmp": str(ctx["tmp"])}
+            "request": request, "total_frames": total, "windows": n, "tmp": str(ctx["tmp"]),
+            "audio_at_ingest": audio_at_ingest}
     rclone_hwm_before = proc_hwm_mb(ctx["s3"].pid())
     try:
         child = run_child(spec)
@@ -500,6 +525,7 @@ def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
     ok_audio = v["audio_duration_s"] is not None and abs(v["audio_duration_s"] - total / FPS) <= 1.0 / FPS
     res = {
         "minutes": minutes, "content": content, "total_frames": total, "windows": n,
+        "audio_at_ingest": audio_at_ingest, "ingest_audio_s": child["ingest_audio_s"],
         "setup_s": round(setup_s, 1), "clips_mb": round(clip_bytes / MB, 1),
         "video_bitrate_mbps": round(clip_bytes * 8 / (total / FPS) / 1e6, 3),
         "stitch_s": s, "publish_s": p, "combined_s": round(s + p, 3),
@@ -512,7 +538,7 @@ def bench_stitch(ctx: dict, minutes: float, content: str) -> dict:
         "verify": v, "frames_ok": ok_frames, "audio_ok": ok_audio,
         "rclone_vmhwm_mb": proc_hwm_mb(ctx["s3"].pid()), "rclone_vmhwm_before_mb": rclone_hwm_before,
     }
-    log(f"  stitch {s:.2f}s  publish {p:.2f}s  peak self {child['peak']['self_maxrss_mb']} MB, "
+    log(f"  stitch {s:.2f}s  publish {p:.2f}s  (audio encoded at ingest: {child['ingest_audio_s']}s)  peak self {child['peak']['self_maxrss_mb']} MB, "
         f"ffmpeg {child['peak']['children_maxrss_mb']} MB, frames ok={ok_frames} audio ok={ok_audio}")
     return res
 
@@ -874,12 +900,14 @@ def report(results: dict) -> str:
         rows = []
         for r in results["stitch"]:
             rows.append([f"{r['minutes']:g} min", r["content"], r["total_frames"], r["windows"], r["video_bitrate_mbps"],
+                         "copy" if r.get("audio_at_ingest") else "encode",
+                         r.get("ingest_audio_s") if r.get("ingest_audio_s") is not None else "-",
                          r["stitch_s"], r["publish_s"], r["stitch_fps"], r["mux_fps"], r["combined_fps"],
                          r["output_mb"], r["baseline"]["self_maxrss_mb"], r["peak"]["self_maxrss_mb"],
                          r["peak"]["self_vmhwm_mb"], r["peak"]["children_maxrss_mb"], r["peak"]["children_vmhwm_mb"],
                          f"{r['verify']['frames']}{'' if r['frames_ok'] else ' BAD'}",
                          f"{r['verify']['audio_duration_s']}{'' if r['audio_ok'] else ' BAD'}"])
-        out.append(table(["length", "content", "T", "windows", "Mbit/s", "stitch s", "mux s", "stitch f/s",
+        out.append(table(["length", "content", "T", "windows", "Mbit/s", "audio", "ingest audio s", "stitch s", "mux s", "stitch f/s",
                           "mux f/s", "both f/s", "out MB", "maxrss base", "maxrss peak", "VmHWM peak",
                           "ffmpeg maxrss*", "ffmpeg VmHWM",
                           "frames", "audio s"], rows))
@@ -968,19 +996,34 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_MARK + json.dumps(res), flush=True)
         return 0
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
-    p.add_argument("what", nargs="?", default="all", choices=["stitch", "overhead", "ingest", "all"])
-    p.add_argument("--minutes", default="1,10,60", help="stitch lengths in minutes (default 1,10,60)")
+    p.add_argument("what", nargs="?", default="all", choices=["stitch", "overhead", "ingest", "fleet", "all"],
+                   help="'all' is stitch, overhead and ingest; fleet runs only when named")
+    p.add_argument("--minutes", default=None,
+                   help="stitch lengths in minutes (default 1,10,60); fleet: the render's length (default 10)")
+    p.add_argument("--gpus", default="1,2,4,8", help="fleet: GPU worker counts G (default 1,2,4,8)")
+    p.add_argument("--window-seconds", type=float, default=3.0,
+                   help="fleet: seconds each window takes on a timed-backend GPU worker (default 3)")
+    p.add_argument("--size", type=int, default=64, help="fleet: picture width = height (default 64)")
+    p.add_argument("--join-blend", type=int, default=None,
+                   help="fleet: frames stitch dissolves into each chain join (default: LONGTALK_JOIN_BLEND_FRAMES's "
+                        "default; 0 = hard cut)")
+    p.add_argument("--mixed", action="store_true",
+                   help="fleet: also time a 10-second render submitted while the long render uses every worker")
     p.add_argument("--windows", type=int, default=200, help="windows for the overhead run (default 200)")
     p.add_argument("--ingest-minutes", type=float, default=60.0, help="audio length for ingest (default 60)")
     p.add_argument("--content", default="grain", choices=["grain", "preview"],
                    help="stitch clip content: preview frames + noise (model-like bitrate, default) "
                         "or clean preview frames (very low bitrate)")
+    p.add_argument("--publish-encode", action="store_true",
+                   help="stitch: measure publish as a render without ingest's AAC gets it (publish encodes "
+                        "the audio, the earlier release's way); default: the audio was encoded at ingest and "
+                        "publish muxes by stream copy")
     p.add_argument("--overhead-variants", default="shipped",
                    help="RenderChain variants for the overhead run: 'shipped' (the real workflow) and/or "
                         "experiments from bench/chain_variants.py (default shipped)")
     p.add_argument("--json-out", type=Path, help="also write the results JSON here")
     args = p.parse_args(argv)
-    minutes = [float(m) for m in args.minutes.split(",") if m.strip()]
+    minutes = [float(m) for m in (args.minutes or "1,10,60").split(",") if m.strip()]
     what = {"stitch", "overhead", "ingest"} if args.what == "all" else {args.what}
 
     tmp = Path(tempfile.mkdtemp(prefix="longtalk-bench-"))
@@ -1003,12 +1046,20 @@ def main(argv: list[str] | None = None) -> int:
         ctx = {"tmp": tmp, "settings": settings, "store": store, "s3": s3, "s3_root": s3_root,
                "media": Media(tmp / "media")}
         if "stitch" in what:
-            results["stitch"] = [bench_stitch(ctx, m, args.content) for m in minutes]
+            results["stitch"] = [bench_stitch(ctx, m, args.content, not args.publish_encode) for m in minutes]
         if "overhead" in what:
             results["overhead"] = bench_overhead(ctx, args.windows,
                                                  [v for v in args.overhead_variants.split(",") if v])
         if "ingest" in what:
             results["ingest"] = bench_ingest(ctx, args.ingest_minutes)
+        if "fleet" in what:
+            from fleet import bench_fleet
+
+            detail = bench_fleet(ctx, [int(g) for g in args.gpus.split(",") if g.strip()], args.window_seconds,
+                                 float(args.minutes or 10), args.size, args.mixed, args.join_blend)
+            results["fleet_detail"] = detail
+            results["fleet"] = {str(r["gpus"]): {"wall_s": r["wall_s"], "speedup": r["speedup"], "busy": r["busy"]}
+                                for r in detail["runs"]}
         results["rclone_vmhwm_mb"] = proc_hwm_mb(s3.pid())
     finally:
         if _LAUNCHER is not None:
@@ -1018,6 +1069,10 @@ def main(argv: list[str] | None = None) -> int:
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
     results["loadavg_start_end"] = [load_start, [round(x, 2) for x in os.getloadavg()]]
     results["target_misses"] = targets(results)
+    if "fleet_detail" in results:
+        from fleet import targets as fleet_targets
+
+        results["target_misses"] += fleet_targets(results["fleet_detail"])
     m = results["machine"]
     print(f"longtalk benchmark  {results['date']}  nproc={m['nproc']}  cpu={m['cpu_model']}  "
           f"mem={m['mem_gb']} GB  python {m['python']}")
@@ -1025,12 +1080,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"code: HEAD {g['head']}" + (f" + uncommitted changes in {', '.join(g['modified_tracked_files'])}"
                                        if g["modified_tracked_files"] else " (clean)"))
     print(report(results))
+    if "fleet_detail" in results:
+        from fleet import report as fleet_report
+
+        print("\n".join(fleet_report(results["fleet_detail"])))
     print("")
     print("target misses: " + ("; ".join(results["target_misses"]) if results["target_misses"] else "none"))
     print(f"benchmark wall time {results['bench_wall_s']} s; load average (1/5/15 min) at start "
           f"{results['loadavg_start_end'][0]}, at end {results['loadavg_start_end'][1]}")
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
+    if "fleet" in results:  # the fleet's summary alone on the last line
+        print("BENCH_JSON " + json.dumps(results, separators=(",", ":")), flush=True)
+        print("BENCH_JSON " + json.dumps({"fleet": results["fleet"]}, separators=(",", ":")), flush=True)
+        return 0
     print("BENCH_JSON " + json.dumps(results, separators=(",", ":")), flush=True)
     return 0
 

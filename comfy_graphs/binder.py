@@ -22,7 +22,12 @@ What `bind` does besides filling values:
 Upload names (`upload_plan`) are the single source of truth shared with the backend: files
 are uploaded with ComfyUI's `/upload/image` into subfolder `longtalk/<render_id>/w<k:05d>`
 and referenced by loaders as `longtalk/<render_id>/w00003/tail_00.png` (ComfyUI resolves
-such a value against its input folder).
+such a value against its input folder). Uploads that are the same in every window of a
+render (the I2V reference, the speaker masks) get one stable name per render instead,
+`longtalk/<render_id>/shared/reference.png`: ComfyUI caches a node's outputs by its inputs
+(a loader's by file name and content hash), so with a name that does not change the
+reference's resize, CLIP-vision encode and I2V VAE encode come from its cache from the
+second window on instead of being recomputed every window.
 """
 
 from __future__ import annotations
@@ -138,21 +143,31 @@ def upload_subfolder(render_id: str, k: int) -> str:
     return f"{UPLOAD_ROOT}/{render_id}/w{k:05d}"
 
 
+def shared_subfolder(render_id: str) -> str:
+    """ComfyUI input subfolder of the uploads every window of a render shares (stable names,
+    so ComfyUI's cache serves the nodes that depend only on them)."""
+    return f"{upload_subfolder(render_id, 0).rsplit('/', 1)[0]}/shared"
+
+
 def upload_plan(render_id: str, k: int, mode: str, motion: int, *, chain_start: bool | None = None,
                 speaker_masks: bool = True) -> dict[str, str]:
     """What the backend uploads for window k and the loader value each upload gets.
 
     Keys: "reference", "tail_00".."tail_{M-1}" (none at a chain start: the reference is the
     tail), "audio_1" (+ "audio_2"), multi with masks: "mask_1", "mask_2", "mask_bg", V2V:
-    "source_video". Values: "longtalk/<render_id>/w<k:05d>/<file>"; `split_upload_name`
-    gives the (subfolder, filename) pair for `/upload/image`.
+    "source_video". Values: "longtalk/<render_id>/w<k:05d>/<file>", except the uploads that
+    do not change between windows (I2V's reference, the masks):
+    "longtalk/<render_id>/shared/<file>"; `split_upload_name` gives the (subfolder,
+    filename) pair for `/upload/image`.
     """
     _check_mode(mode)
     if motion < 1:
         raise ValueError(f"motion must be >= 1, got {motion}")
     base = upload_subfolder(render_id, k)
+    shared = shared_subfolder(render_id)
     chain_start = (k == 0) if chain_start is None else chain_start
-    plan = {"reference": f"{base}/reference.png"}
+    # V2V's reference is the window's first source frame: it changes every window
+    plan = {"reference": f"{base if mode.startswith('v2v') else shared}/reference.png"}
     if not chain_start:
         for i in range(motion):
             plan[f"tail_{i:02d}"] = f"{base}/tail_{i:02d}.png"
@@ -160,8 +175,8 @@ def upload_plan(render_id: str, k: int, mode: str, motion: int, *, chain_start: 
     if mode.endswith("_multi"):
         plan["audio_2"] = f"{base}/audio_2.wav"
         if speaker_masks:
-            for name in ("mask_1", "mask_2", "mask_bg"):
-                plan[name] = f"{base}/{name}.png"
+            for name in ("mask_1", "mask_2", "mask_bg"):  # depend on the size only
+                plan[name] = f"{shared}/{name}.png"
     if mode.startswith("v2v"):
         plan["source_video"] = f"{base}/source.mp4"
     return plan

@@ -301,25 +301,64 @@ def concat_clips(clips: list[Path], dst: Path | str, workdir: Path) -> None:
     run_ffmpeg(stream.overwrite_output())
 
 
-def mux_audio(video: Path | str, audio_tracks: list[Path], dst: Path | str, frames: int, fps: int) -> None:
-    """Video stream copied; the original speech (mixed when two tracks) as AAC, cut or
-    padded to exactly frames / fps seconds."""
+AUDIO_RATE = 48000  # the output's audio: AAC LC, 128 kbit/s, mono, 48 kHz
+
+
+def _final_audio(audio_tracks: list[Path], frames: int, fps: int):
+    """The output's audio as an ffmpeg stream: the original speech (mixed when two tracks),
+    cut or padded to exactly frames / fps seconds."""
     duration = frames / fps
-    v = ffmpeg.input(str(video))
     unique = list(dict.fromkeys(str(p) for p in audio_tracks))  # one speaker given twice = one track
     # timestamps from the sample count, not the container: an input whose timestamps jump or
     # overlap would otherwise come out shorter or longer than its samples
-    tracks = [ffmpeg.input(p).audio.filter("aresample", 48000).filter("asetpts", "N/SR/TB") for p in unique]
+    tracks = [ffmpeg.input(p).audio.filter("aresample", AUDIO_RATE).filter("asetpts", "N/SR/TB") for p in unique]
     if len(tracks) == 1:
         mixed = tracks[0]
     else:
         mixed = ffmpeg.filter(tracks, "amix", inputs=len(tracks), duration="longest", normalize=0)
-    samples = round(duration * 48000)
-    audio = mixed.filter("apad", whole_len=samples).filter("atrim", end_sample=samples)
-    out = ffmpeg.output(
-        v.video, audio, str(dst), vcodec="copy", acodec="aac", audio_bitrate="128k", ar=48000,
-        ac=1, movflags="+faststart", t=f"{duration:.6f}",
-    )
+    samples = round(duration * AUDIO_RATE)
+    return mixed.filter("apad", whole_len=samples).filter("atrim", end_sample=samples)
+
+
+AAC_OPTIONS = {"acodec": "aac", "audio_bitrate": "128k", "ar": AUDIO_RATE, "ac": 1}
+
+
+def encode_final_audio(audio_tracks: list[Path], dst: Path | str, frames: int, fps: int) -> None:
+    """The output's audio track, encoded once (at ingest) into an .m4a: publish then muxes it
+    with the video by stream copy (`mux_copy`) instead of encoding it on the render's tail."""
+    out = ffmpeg.output(_final_audio(audio_tracks, frames, fps), str(dst), **AAC_OPTIONS,
+                        t=f"{frames / fps:.6f}", format="mp4")
+    run_ffmpeg(out.overwrite_output())
+
+
+def mux_copy(video: Path | str, audio: Path | str, dst: Path | str, frames: int, fps: int) -> None:
+    """Video and an already encoded audio track (`encode_final_audio`) into one MP4, both by
+    stream copy: seconds for an hour of video, whatever its length."""
+    v, a = ffmpeg.input(str(video)), ffmpeg.input(str(audio))
+    out = ffmpeg.output(v.video, a.audio, str(dst), c="copy", movflags="+faststart", t=f"{frames / fps:.6f}")
+    run_ffmpeg(out.overwrite_output())
+
+
+def concat_clips_with_audio(clips: list[Path], audio: Path | str, dst: Path | str, workdir: Path,
+                            frames: int, fps: int) -> None:
+    """The window clips joined and the encoded audio (`encode_final_audio`) added in one
+    ffmpeg pass, everything by stream copy: the finished output without the stitched video
+    ever being stored, fetched and rewritten."""
+    listing = workdir / "clips.txt"
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in clips))
+    v = ffmpeg.input(str(listing), format="concat", safe=0)
+    a = ffmpeg.input(str(audio))
+    out = ffmpeg.output(v.video, a.audio, str(dst), c="copy", movflags="+faststart", t=f"{frames / fps:.6f}")
+    run_ffmpeg(out.overwrite_output())
+
+
+def mux_audio(video: Path | str, audio_tracks: list[Path], dst: Path | str, frames: int, fps: int) -> None:
+    """Video stream copied; the original speech (mixed when two tracks) as AAC, cut or
+    padded to exactly frames / fps seconds. (Publish's fallback for a render whose ingest
+    stored no encoded audio: one of an earlier release.)"""
+    v = ffmpeg.input(str(video))
+    out = ffmpeg.output(v.video, _final_audio(audio_tracks, frames, fps), str(dst), vcodec="copy",
+                        movflags="+faststart", t=f"{frames / fps:.6f}", **AAC_OPTIONS)
     run_ffmpeg(out.overwrite_output())
 
 

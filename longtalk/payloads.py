@@ -140,6 +140,8 @@ def derived_keys(render_id: str) -> dict[str, str]:
         "plan": base + "plan.json",
         "video": base + "video.mp4",
         "manifest": base + "manifest.json",
+        # the output's audio, AAC, exactly T/fps s, encoded at ingest (publish stream-copies it)
+        "final_audio": base + "audio/final.m4a",
         "request": base + "request.json",
     }
 

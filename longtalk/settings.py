@@ -23,6 +23,12 @@ class Settings:
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
+    # TLS to the Temporal frontend (a GPU machine joining over a network that is not private)
+    temporal_tls: bool = False
+    temporal_tls_ca: str = ""  # PEM of the CA that signed the frontend's certificate ("" = system roots)
+    temporal_tls_cert: str = ""  # mTLS: this client's certificate (PEM file)...
+    temporal_tls_key: str = field(default="", repr=False)  # ...and its private key
+    temporal_tls_server_name: str = ""  # the name the frontend's certificate is for ("" = the address's host)
     s3_endpoint: str = "127.0.0.1:9000"
     s3_public_endpoint: str = ""  # host:port that users' video_url should point at ("" = s3_endpoint)
     s3_access_key: str = field(default="longtalk", repr=False)
@@ -46,7 +52,9 @@ class Settings:
     # included (a window waits in the GPU queue while every GPU is busy); past it the render fails
     activity_schedule_to_close_s: int = 24 * 3600
     comfy_doctor: bool = True  # a GPU worker checks its ComfyUI (comfy_graphs doctor) before polling
-    parallel_chains: int = 1  # independent chains a render may be cut into
+    parallel_chains: int = 1  # independent chains a render may be cut into (a job's parallel_chains overrides it)
+    join_blend_frames: int = 8  # stitch dissolves this many frames into a chain join, inside its pause (0 = off)
+    timed_window_s: float = 2.0  # LONGTALK_BACKEND=timed: seconds each window takes (a stand-in for GPU time)
     # a chain's next window waits this long for the GPU worker of its previous window (whose
     # ComfyUI still caches the render's reference and models) before any worker may take it
     affinity_wait_s: int = 10

@@ -20,7 +20,7 @@ from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
 from longtalk.windows import window_count
 from tests.comfy_standin.control import control
 from tests.media import samples_16k
-from tests.helpers import check_video, run_starter, write_job
+from tests.helpers import check_video, run_starter, summary_line, write_job
 from worker import build_workers
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,9 +58,47 @@ async def test_window_renders_through_comfyui(standin, backend):
     assert frames.shape == (81, SIZE, SIZE, 3) and frames.dtype == np.uint8
     stats = await control(standin, "/standin/stats")
     assert stats["prompts_received"] == 1 and stats["succeeded"] == 1
-    # reference + 9 tail frames + one audio slice were uploaded into the window's subfolder
+    # 9 tail frames + one audio slice were uploaded into the window's subfolder, the reference
+    # under the render's stable name
     uploaded = sorted(p.name for p in (standin.root / "input" / "longtalk" / rid / "w00001").iterdir())
-    assert uploaded == ["audio_1.wav", "reference.png"] + [f"tail_{i:02d}.png" for i in range(9)]
+    assert uploaded == ["audio_1.wav"] + [f"tail_{i:02d}.png" for i in range(9)]
+    assert [p.name for p in (standin.root / "input" / "longtalk" / rid / "shared").iterdir()] == ["reference.png"]
+
+
+async def test_unchanged_uploads_come_from_comfyuis_cache(standin, backend, request):
+    """The reference has one name per render, so from window 1 on ComfyUI serves the nodes
+    that depend only on it (resize, CLIP-vision encode, the I2V VAE encode) from its cache,
+    as `execution_cached` says; a changed reference under the same name is seen (sha256)."""
+    rid = f"k-{uuid.uuid4().hex[:8]}"
+    cached: dict[int, set[str]] = {}
+    prompts = {}
+    for k in range(4):
+        job = window_job(rid, k)
+        if k == 3:  # same name, other content: LoadImage's IS_CHANGED hash differs
+            job.reference = job.reference.copy()
+            job.reference[0, 0] = (1, 2, 3)
+        await backend.render_window(job)
+        entry = await backend.client.history(prompt_id_for(rid, k, 0))
+        prompts[k] = entry["prompt"][2]
+        [msg] = [data for event, data in entry["status"]["messages"] if event == "execution_cached"]
+        cached[k] = set(msg["nodes"])
+    reference_chain = {"LoadImage", "ImageResizeKJv2", "WanVideoClipVisionEncode", "WanVideoImageToVideoEncode"}
+
+    def classes(k: int) -> set[str]:
+        return {prompts[k][n]["class_type"] for n in cached[k]}
+
+    assert cached[0] == set()  # a fresh server caches nothing
+    for k in (1, 2):
+        assert reference_chain <= classes(k), (k, classes(k))
+        ref = next(n for n, v in prompts[k].items() if v["_meta"].get("title") == "@reference")
+        assert ref in cached[k]
+        assert "WanVideoSampler" not in classes(k)  # seed + k: every window samples anew
+    assert "WanVideoClipVisionEncode" not in classes(3) and "ImageResizeKJv2" not in classes(3)
+    assert "WanVideoModelLoader" in classes(3)  # the model loaders stay cached
+    stats = await control(standin, "/standin/stats")
+    assert stats["cached_nodes"] == sum(len(c) for c in cached.values())
+    summary_line(request, "comfy-cache", lambda: "cached nodes per window (stand-in, i2v_single): " + ", ".join(
+        f"w{k}={len(cached[k])}/{len(prompts[k])}" for k in sorted(cached)))
 
 
 @pytest.mark.parametrize("multi,source", [(True, False), (False, True), (True, True)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -55,9 +56,16 @@ def speech_wav(seconds: float = 1.0, sr: int = 16000) -> bytes:
     return out.getvalue()
 
 
-def i2v_graph(image: str, audio: str, frames: int = 17) -> dict:
-    """The upstream I2V_single seed graph, pointed at our inputs and made small."""
+_SEEDS = itertools.count(1000)
+
+
+def i2v_graph(image: str, audio: str, frames: int = 17, seed: int | None = None) -> dict:
+    """The upstream I2V_single seed graph, pointed at our inputs and made small. Each graph
+    samples with a new seed unless one is given: the stand-in caches node outputs like
+    ComfyUI, so an identical prompt would be served from the cache without sampling."""
     graph = json.loads((SEEDS / "I2V_single.json").read_text())
+    sampler = next(n for n, v in graph.items() if v["class_type"] == "WanVideoSampler")
+    graph[sampler]["inputs"]["seed"] = next(_SEEDS) if seed is None else seed
     graph["284"]["inputs"]["image"] = image
     graph["125"]["inputs"]["audio"] = audio
     graph["245"]["inputs"]["value"] = SIZE

@@ -18,7 +18,7 @@ from longtalk.payloads import Progress, window_meta_key
 from longtalk.inputs import existing_status
 from longtalk.windows import window_count
 from tests.helpers import CountingPreview, check_video, run_starter, write_job
-from tests.media import EXAMPLES, MediaServer, samples_16k
+from tests.media import EXAMPLES, MediaServer, cut_audio, samples_16k
 from workflows.render import RenderVideo, chain_workflow_id
 
 pytestmark = pytest.mark.timeout(300)
@@ -99,6 +99,10 @@ async def test_end_to_end_modes(mode, workers, temporal_client, settings, store,
     assert [m["index"] for m in metas] == list(range(result["windows"]))
     # the tails only served the next window: a finished render does not keep them
     assert not [k for k in store.list(f"renders/{render_id}/windows/") if "/tail_" in k]
+    # the audio was encoded at ingest and stitch wrote the output directly (stream copy):
+    # no intermediate stitched video
+    assert store.exists(f"renders/{render_id}/audio/final.m4a")
+    assert not store.exists(f"renders/{render_id}/video.mp4")
 
 
 async def test_multi_without_second_track_warns(workers, temporal_client, settings, media, tmp_path, render_id):
@@ -246,10 +250,13 @@ async def test_ingest_checks_an_image_that_bypassed_the_client(workers, temporal
 
 async def test_parallel_chains_render_a_correct_video(workers, temporal_client, settings, store, media,
                                                        tmp_path, render_id):
-    """Cut into independent chains (one per GPU), the render still has every frame exactly once."""
+    """Cut into independent chains (one per GPU), the render still has every frame exactly once.
+    30 s of speech: 11 windows, long enough for two chains of at least 5 windows (7 s would
+    stay one chain)."""
     two = dataclasses.replace(settings, parallel_chains=2)
     out = tmp_path / "chains.mp4"
-    job = write_job(tmp_path, image_path=media["portrait"], wav_path=media["speech"], width=128, height=128,
+    speech = cut_audio(EXAMPLES / "speech.ogg", tmp_path / "speech30.wav", 0.0, 30.0)
+    job = write_job(tmp_path, image_path=media["portrait"], wav_path=speech, width=128, height=128,
                     seed=1234)
     rc, result, err = await run_starter(temporal_client, two, job, "--id", render_id, "--output", str(out))
     assert rc == 0, err
@@ -259,7 +266,9 @@ async def test_parallel_chains_render_a_correct_video(workers, temporal_client, 
     assert plan["chains"][1]["first"] == plan["chains"][0]["last"] + 1 and plan["chains"][1]["last"] == result["windows"] - 1
     runs = [w async for w in temporal_client.list_workflows(f"WorkflowId = '{chain_workflow_id(render_id, 1)}'")]
     assert runs and runs[0].status.name == "COMPLETED"
-    check_video(out, samples_16k(media["speech"]) // 640, 128, 128)
+    assert plan["chain_plan"]["reason"].startswith("2 chain(s)")
+    assert plan["chain_plan"]["cuts"][0]["window"] == plan["chains"][1]["first"]
+    check_video(out, samples_16k(speech) // 640, 128, 128)
 
 
 # ---- URL inputs: fetched by the ingest activity ------------------------------------------------

@@ -1,4 +1,5 @@
-"""Render backends by name. `preview` runs anywhere; `comfyui` needs a ComfyUI server."""
+"""Render backends by name. `preview` runs anywhere; `timed` is the preview plus a fixed time
+per window (a GPU stand-in for benchmarks); `comfyui` needs a ComfyUI server."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .base import RenderBackend, WindowJob
 if TYPE_CHECKING:
     from comfy_graphs.config import GraphConfig
 
-BACKENDS = ("preview", "comfyui")
+BACKENDS = ("preview", "timed", "comfyui")
 
 
 def make_backends(settings: Settings, graph_config: "GraphConfig | None" = None) -> dict[str, RenderBackend]:
@@ -25,6 +26,10 @@ def make_backends(settings: Settings, graph_config: "GraphConfig | None" = None)
         if graph_config is None:
             raise ValueError("the comfyui backend needs a GraphConfig (read by the composition root)")
         backends["comfyui"] = ComfyUIBackend.from_settings(settings, graph_config)
+    elif settings.backend == "timed":
+        from .timed import TimedBackend
+
+        backends["timed"] = TimedBackend(settings.timed_window_s)
     elif settings.backend not in BACKENDS:
         raise ValueError(f"LONGTALK_BACKEND: unknown backend {settings.backend!r}; choose one of {BACKENDS}")
     return backends

@@ -46,7 +46,10 @@ MEDIA_KEYS: dict[str, tuple[str, str, str]] = {
 }
 SCALAR_KEYS = ("input_type", "person_count", "prompt", "width", "height", "max_frame",
                "force_offload", "network_volume", "seed")
-KNOWN_KEYS = frozenset(SCALAR_KEYS) | {k for keys in MEDIA_KEYS.values() for k in keys}
+# extensions of the RunPod contract that are not render parameters (not in RenderSpec)
+MAX_PARALLEL_CHAINS = 64
+EXTENSION_KEYS = ("parallel_chains",)
+KNOWN_KEYS = frozenset(SCALAR_KEYS) | frozenset(EXTENSION_KEYS) | {k for keys in MEDIA_KEYS.values() for k in keys}
 
 # ---- the render id ------------------------------------------------------------------
 # The workflow id, the object-key folder renders/<id>/ and the ComfyUI upload subfolder
@@ -79,6 +82,9 @@ class Job:
     audio: MediaSource
     audio_2: MediaSource | None
     warnings: tuple[str, ...] = ()
+    # independent chains the render may be cut into (None: LONGTALK_PARALLEL_CHAINS where the
+    # job is submitted; 0: one per GPU worker serving the queue). The plan caps it by length.
+    parallel_chains: int | None = None
 
     # the spec's fields, read through the job
     input_type = property(lambda self: self.spec.input_type)
@@ -159,6 +165,11 @@ def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED,
     if not 0 <= seed <= MAX_SEED:
         raise InputError("seed", f"must be an integer from 0 to {MAX_SEED}, got {seed}")
 
+    parallel_chains = _integer(inp, "parallel_chains", None)
+    if parallel_chains is not None and not 0 <= parallel_chains <= MAX_PARALLEL_CHAINS:
+        raise InputError("parallel_chains", f"must be an integer from 0 (one per GPU worker) to "
+                                            f"{MAX_PARALLEL_CHAINS}, got {parallel_chains}")
+
     unknown = sorted(str(k) for k in inp if k not in KNOWN_KEYS)
     if unknown:
         warnings.append(f"unknown input keys ignored: {', '.join(unknown)}")
@@ -176,6 +187,7 @@ def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED,
         audio=sources["audio"],
         audio_2=audio_2,
         warnings=tuple(warnings),
+        parallel_chains=parallel_chains,
     )
 
 

@@ -31,7 +31,11 @@ Endpoints (each also under /api, as in ComfyUI):
   sampling.
 
 Execution: one prompt at a time, FIFO by number, in a worker thread like ComfyUI's
-prompt_worker; nodes run in dependency order through `nodes.run_node`.
+prompt_worker; nodes run in dependency order through `nodes.run_node`. Node outputs are
+cached as ComfyUI's default (CLASSIC) cache keeps them: by input signature, with the
+IS_CHANGED hashes of the file loaders (LoadImage, LoadAudio: sha256 of the file;
+VHS_LoadVideo: path + mtime); entries the next prompt does not use are dropped. Cached
+nodes are listed in ``execution_cached`` and get no ``executing``.
 
 Test-only control endpoints:
 
@@ -46,7 +50,7 @@ Test-only control endpoints:
   ``reset`` (clear every fault). ``GET /standin/faults`` shows them.
 - ``GET /standin/stats``: prompts received / queued / rejected / executed / succeeded /
   failed / interrupted, uploads, websocket connections and drops, binary frames sent,
-  restarts, and the running prompt and node.
+  restarts, cached nodes (summed over prompts), and the running prompt and node.
 - ``POST /standin/models`` ``{"folder": [file names]}``: replace the installed model files
   of those folders (default `validation.SEED_MODELS`, the files the seed workflows use).
   A graph naming a model that is not installed fails validation with ``value_not_in_list``
@@ -86,6 +90,7 @@ from .validation import (
     check_prompt,
     load_schema,
     model_choices,
+    resolve_input_path,
 )
 
 log = logging.getLogger("comfy_standin")
@@ -115,7 +120,10 @@ def _format_value(x: Any) -> Any:
     return str(x)[:200]
 
 
-def _execution_order(prompt: dict, outputs: list[str]) -> list[str]:
+def _execution_order(prompt: dict, outputs: list[str], cached: frozenset[str] = frozenset()) -> list[str]:
+    """The nodes to run for `outputs`, dependencies first. A cached node is not expanded (its
+    inputs are not needed): as ComfyUI's ExecutionList, it is only visited when an output
+    asks for it, and then served from the cache."""
     order: list[str] = []
     seen: set[str] = set()
 
@@ -123,14 +131,115 @@ def _execution_order(prompt: dict, outputs: list[str]) -> list[str]:
         if node_id in seen:
             return
         seen.add(node_id)
-        for value in prompt[node_id]["inputs"].values():
-            if isinstance(value, list) and len(value) == 2 and value[0] in prompt:
-                visit(value[0])
+        if node_id not in cached:
+            for value in prompt[node_id]["inputs"].values():
+                if isinstance(value, list) and len(value) == 2 and value[0] in prompt:
+                    visit(value[0])
         order.append(node_id)
 
     for o in outputs:
         visit(o)
     return order
+
+
+# ---------------------------------------------------------------------------- node cache
+#
+# ComfyUI 0.8.0's default (CLASSIC) output cache, comfy_execution/caching.py: a node's outputs
+# are kept under its input signature, [class_type, IS_CHANGED result, (node id if the class
+# takes a hidden UNIQUE_ID), each input sorted by name (a literal, or ("ANCESTOR", index,
+# socket))], followed by the immediate signatures of its ancestors in a fixed order; before a
+# prompt runs, entries whose signature is not in the new prompt are dropped. The cached
+# nodes are announced in `execution_cached` and not executed.
+
+
+def _is_link(value: Any) -> bool:  # comfy_execution.graph_utils.is_link
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], (int, float)) and not isinstance(value[1], bool))
+
+
+def _sha256_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _vhs_file_hash(path: Path) -> str:  # videohelpersuite.utils.calculate_file_hash
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(str(path).encode())
+    h.update(str(os.path.getmtime(path)).encode())
+    return h.hexdigest()
+
+
+# IS_CHANGED (or fingerprint_inputs) of the classes the graphs use that define one: class ->
+# (the input naming the file, how it is hashed). Classes without one give False.
+IS_CHANGED_FILES = {
+    "LoadImage": ("image", _sha256_file),  # nodes.LoadImage.IS_CHANGED
+    "LoadImageMask": ("image", _sha256_file),
+    "LoadAudio": ("audio", _sha256_file),  # comfy_extras.nodes_audio.LoadAudio.fingerprint_inputs
+    "VHS_LoadVideo": ("video", _vhs_file_hash),
+    "VHS_LoadVideoPath": ("video", _vhs_file_hash),
+}
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple((k, _hashable(v)) for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def cache_keys(prompt: dict, schema: dict, input_dir: Path, output_dir: Path, temp_dir: Path) -> dict[str, Any]:
+    """Every node's cache key, as CacheKeySetInputSignature computes it."""
+    is_changed: dict[str, Any] = {}
+
+    def changed(node_id: str) -> Any:
+        if node_id not in is_changed:
+            node = prompt[node_id]
+            spec = IS_CHANGED_FILES.get(node["class_type"])
+            if spec is None:
+                is_changed[node_id] = False
+            else:
+                name, fn = spec
+                try:
+                    path = resolve_input_path(node["inputs"].get(name), input_dir, output_dir, temp_dir)
+                    is_changed[node_id] = fn(path)
+                except Exception:  # ComfyUI logs a warning and stores NaN: never equal
+                    is_changed[node_id] = object()
+        return is_changed[node_id]
+
+    def immediate(node_id: str, order: dict[str, int]) -> tuple:
+        node = prompt[node_id]
+        hidden = (schema.get(node["class_type"], {}).get("input", {}).get("hidden") or {})
+        sig: list = [node["class_type"], changed(node_id)]
+        if "UNIQUE_ID" in (hidden.values() if isinstance(hidden, dict) else hidden):
+            sig.append(node_id)
+        for key in sorted(node["inputs"]):
+            value = node["inputs"][key]
+            if _is_link(value) and value[0] in prompt:
+                sig.append((key, ("ANCESTOR", order[value[0]], value[1])))
+            else:
+                sig.append((key, _hashable(value)))
+        return tuple(sig)
+
+    def ancestry(node_id: str, ancestors: list[str], order: dict[str, int]) -> None:
+        inputs = prompt[node_id]["inputs"]
+        for key in sorted(inputs):
+            value = inputs[key]
+            if _is_link(value) and value[0] in prompt and value[0] not in order:
+                ancestors.append(value[0])
+                order[value[0]] = len(ancestors) - 1
+                ancestry(value[0], ancestors, order)
+
+    keys = {}
+    for node_id in prompt:
+        ancestors: list[str] = []
+        order: dict[str, int] = {}
+        ancestry(node_id, ancestors, order)
+        keys[node_id] = (immediate(node_id, order), *(immediate(a, order) for a in ancestors))
+    return keys
 
 
 class PromptQueue:
@@ -244,13 +353,15 @@ class StandIn:  # noqa: D101 - documented in the module docstring
         self.number = 0
         self.interrupt = threading.Event()
         self.current: _Current | None = None
+        self.node_cache: dict[Any, tuple[tuple, dict | None]] = {}  # cache key -> (outputs, UI output)
         self.last_node_id: str | None = None
         self.running_node: str | None = None
         self.faults: dict[str, Any] = {}
         self.delay_s = 0.0
         self.stats = {"prompts_received": 0, "prompts_queued": 0, "prompts_rejected": 0, "executed": 0,
                       "succeeded": 0, "failed": 0, "interrupted": 0, "interrupt_requests": 0, "uploads": 0,
-                      "ws_connections": 0, "ws_dropped": 0, "binary_frames_sent": 0, "restarts": 0}
+                      "ws_connections": 0, "ws_dropped": 0, "binary_frames_sent": 0, "restarts": 0,
+                      "cached_nodes": 0}
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._publisher: asyncio.Task | None = None
@@ -415,14 +526,32 @@ class StandIn:  # noqa: D101 - documented in the module docstring
         run.progress, run.preview, run.on_sampling = on_progress, on_preview, on_sampling
 
         add_message("execution_start", {"prompt_id": prompt_id}, broadcast=False)
-        add_message("execution_cached", {"nodes": [], "prompt_id": prompt_id}, broadcast=False)
+        keys = cache_keys(prompt, self.schema, self.input_dir, self.output_dir, self.temp_dir)
+        with self.queue.mutex:
+            # CLASSIC cache: what the new prompt does not use is dropped
+            used = set(keys.values())
+            for key in [k for k in self.node_cache if k not in used]:
+                del self.node_cache[key]
+            cached = [n for n in prompt if keys[n] in self.node_cache]
+            self.stats["cached_nodes"] += len(cached)
+        add_message("execution_cached", {"nodes": cached, "prompt_id": prompt_id}, broadcast=False)
         outputs: dict[str, tuple] = {}
         ui_outputs: dict[str, dict] = {}
         executed: list[str] = []
         success = True
         interrupted = False
-        for node_id in _execution_order(prompt, outputs_to_execute):
+        for node_id in _execution_order(prompt, outputs_to_execute, frozenset(cached)):
             class_type = prompt[node_id]["class_type"]
+            if node_id in cached:  # served from the cache: no "executing", its UI output again
+                out, ui = self.node_cache[keys[node_id]]
+                outputs[node_id] = out
+                if client_id is not None:
+                    send("executed", {"node": node_id, "display_node": node_id, "output": ui,
+                                      "prompt_id": prompt_id}, client_id)
+                if ui:
+                    ui_outputs[node_id] = {"meta": {"node_id": node_id, "display_node": node_id,
+                                                    "parent_node": None, "real_node_id": node_id}, "output": ui}
+                continue
             states[node_id] = {"value": 0, "max": 1, "state": "running"}
             self.running_node = node_id
             progress_state()
@@ -456,6 +585,8 @@ class StandIn:  # noqa: D101 - documented in the module docstring
                 success = False
                 break
             outputs[node_id] = out
+            with self.queue.mutex:
+                self.node_cache[keys[node_id]] = (out, ui)
             if ui:
                 ui_outputs[node_id] = {"meta": {"node_id": node_id, "display_node": node_id, "parent_node": None,
                                                 "real_node_id": node_id}, "output": ui}
@@ -497,6 +628,7 @@ class StandIn:  # noqa: D101 - documented in the module docstring
             self.current = None
             self.last_node_id = None
             self.number = 0
+            self.node_cache.clear()  # a new process starts with an empty cache
             self.stats["restarts"] += 1
         await self.drop_sockets()
 

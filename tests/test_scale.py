@@ -1,0 +1,307 @@
+"""Scaling out (issue 11): the chain planner on real speech, the per-job chain count, the
+audio encoded once at ingest and muxed by stream copy at publish, and the timed backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from longtalk import audio, av_io
+from longtalk.chains import (
+    MIN_WINDOWS_PER_CHAIN, PAUSE_BELOW_SPEECH_DB, chain_count, find_pauses, frame_db, plan_cuts,
+)
+from longtalk.errors import InputError
+from longtalk.windows import WindowParams, window_count
+from tests.helpers import check_video
+from tests.media import EXAMPLES, cut_audio
+
+pytestmark = pytest.mark.timeout(300)
+PARAMS = WindowParams()
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """The example generator's speech (scripts/make_example.py: espeak-ng sentences), at the
+    loudness ingest gives it."""
+    samples = av_io.decode_audio_16k(EXAMPLES / "speech.ogg", "audio")
+    return np.clip(samples * audio.loudness_gain([samples]), -1.0, 1.0)
+
+
+# ---- the planner -------------------------------------------------------------------------
+
+def test_pauses_in_real_speech_are_found_and_are_quiet(speech):
+    db = frame_db(speech, PARAMS.samples_per_frame)
+    pauses = find_pauses(db)
+    # espeak-ng leaves a gap between sentences and a shorter one at commas: ~45 s of speech
+    # has many of both
+    assert len(pauses) >= 8, pauses
+    assert sum(1 for a, b in pauses if b - a >= 10) >= 4  # sentence gaps of 400 ms and more
+    speech_level = float(np.median(db[db > -55]))
+    for a, b in pauses:
+        assert db[a:b].max() < speech_level - PAUSE_BELOW_SPEECH_DB + 1e-6
+    # and no pause swallows speech: most of the track is outside them
+    assert sum(b - a for a, b in pauses) < 0.6 * db.size
+
+
+def test_cuts_are_balanced_and_inside_pauses(speech):
+    """Ten minutes of the example speech, cut for 2, 4 and 8 GPUs: every chain is within a few
+    windows of the balanced length, and each join frame lies inside a pause."""
+    track = np.tile(speech, 13)[: 600 * 16_000]
+    db = frame_db(track, PARAMS.samples_per_frame)
+    n = window_count(db.size, PARAMS)
+    pauses = find_pauses(db)
+    for gpus in (2, 4, 8):
+        count, why = chain_count(gpus, n)
+        assert count == gpus and "asked" in why
+        cuts = plan_cuts(db, n, count, PARAMS)
+        bounds = [0, *[c.window for c in cuts], n]
+        lengths = [b - a for a, b in zip(bounds, bounds[1:])]
+        assert sum(lengths) == n and min(lengths) >= MIN_WINDOWS_PER_CHAIN
+        ideal = n / count
+        assert max(lengths) <= ideal * 1.15 + 1, (gpus, lengths)
+        for c in cuts:
+            assert c.frame == c.window * PARAMS.stride + PARAMS.motion
+            assert c.pause is not None and c.pause[0] < c.frame < c.pause[1], (gpus, c)
+            assert c.pause in pauses and "pause" in c.reason
+
+
+def test_no_pause_in_reach_falls_back_to_the_quietest_frame():
+    n = 40
+    db = np.full(n * PARAMS.stride + PARAMS.window, -20.0)  # speech everywhere...
+    quiet = 21 * PARAMS.stride + PARAMS.motion
+    db[quiet] = -30.0  # ...with one softer frame, too short for a pause
+    cuts = plan_cuts(db, n, 2, PARAMS)
+    assert [c.window for c in cuts] == [21] and cuts[0].pause is None
+    assert "no pause" in cuts[0].reason
+
+
+def test_never_more_chains_than_the_length_allows():
+    assert chain_count(8, 3)[0] == 1  # a ten-second render stays one chain
+    assert chain_count(8, 4 * MIN_WINDOWS_PER_CHAIN)[0] == 4
+    count, why = chain_count(8, 100, gpus=3)
+    assert count == 3 and "3 GPU" in why
+    assert chain_count(0, 100)[0] == 1
+    db = np.full(12 * PARAMS.stride + PARAMS.window, -60.0)  # all silence
+    cuts = plan_cuts(db, 12, chain_count(4, 12)[0], PARAMS)
+    assert len(cuts) == 1 and MIN_WINDOWS_PER_CHAIN <= cuts[0].window <= 12 - MIN_WINDOWS_PER_CHAIN
+
+
+def test_the_job_sets_the_chain_count(settings):
+    from longtalk.inputs import parse_job
+
+    base = {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(EXAMPLES / "speech.ogg")}
+    assert parse_job({"input": base}, settings).parallel_chains is None
+    assert parse_job({"input": {**base, "parallel_chains": 4}}, settings).parallel_chains == 4
+    assert parse_job({"input": {**base, "parallel_chains": "0"}}, settings).parallel_chains == 0
+    for bad in (-1, 65, "four", 2.5, True):
+        with pytest.raises(InputError) as err:
+            parse_job({"input": {**base, "parallel_chains": bad}}, settings)
+        assert err.value.field == "parallel_chains"
+    assert not parse_job({"input": {**base, "parallel_chains": 2}}, settings).warnings
+
+
+async def test_plan_stores_where_and_why_it_cut(settings, store, render_id, tmp_path):
+    """ingest + plan of 60 s of the example speech with parallel_chains 3 from the job: three
+    chains, each join inside a pause, the reasons in plan.json; the output's audio is
+    already encoded (T/25 s) when ingest returns."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import CpuActivities
+    from longtalk.inputs import parse_job, render_request, stage_inputs
+    from longtalk.payloads import PlanInput, derived_keys
+
+    wav = tmp_path / "speech60.wav"
+    from tests.media import transcode
+    transcode(EXAMPLES / "speech.ogg", wav, {"stream_loop": -1}, t="60", ac=1, ar=16000)
+    job = parse_job({"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(wav),
+                               "width": 64, "height": 64, "parallel_chains": 3}}, settings)
+    req = render_request(job, stage_inputs(job, store, render_id, settings), render_id, "preview", settings)
+    assert req.parallel_chains == 3
+    acts = CpuActivities(store, settings)
+    ingest = ActivityEnvironment().run(acts.ingest, req)
+    plan = ActivityEnvironment().run(acts.plan, PlanInput(request=req, ingest=ingest))
+    assert len(plan.chains) == 3
+    stored = store.get_json(plan.plan_key)
+    why = stored["chain_plan"]
+    assert why["reason"].startswith("3 chain(s)") and len(why["cuts"]) == 2
+    for cut, chain in zip(why["cuts"], plan.chains[1:]):
+        assert cut["window"] == chain.first and "balanced split" in cut["reason"]
+        if cut["pause"]:  # chains of 7 windows leave a cut only a window either way to find one
+            assert cut["pause"][0] < cut["frame"] < cut["pause"][1] and "longest pause" in cut["reason"]
+        else:
+            assert "no pause in reach" in cut["reason"]
+    assert any(cut["pause"] for cut in why["cuts"]), why
+    final = derived_keys(render_id)["final_audio"]
+    assert store.metadata(final)["frames"] == str(plan.total_frames)
+    info = av_io.probe(store.download(final, tmp_path / "final.m4a"))
+    assert info["audio"]["codec"] == "aac" and abs(info["audio"]["duration_s"] - plan.total_frames / 25) <= 1 / 25
+    store.delete_prefix(f"renders/{render_id}/")
+
+
+async def test_parallel_chains_0_means_one_chain_per_gpu_worker_in_the_fleet(settings, store, render_id, tmp_path):
+    """parallel_chains 0: as many chains as healthy GPU workers of the render's queue have a
+    fresh record in the fleet registry (workers of other queues and stale ones do not count)."""
+    import dataclasses as dc
+    from datetime import datetime, timedelta, timezone
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import CpuActivities
+    from longtalk.fleet import record_key
+    from longtalk.inputs import parse_job, render_request, stage_inputs
+    from longtalk.payloads import PlanInput
+    from tests.media import transcode
+
+    queue = f"gpu-fleet-{render_id}"
+    here = dc.replace(settings, gpu_queue=queue)
+    now = datetime.now(timezone.utc)
+    records = {"a": (queue, now), "b": (queue, now), "c": (queue, now - timedelta(hours=1)), "d": ("other", now)}
+    for name, (q, beat) in records.items():
+        store.put_json(record_key(f"{render_id}-{name}"), {"identity": f"{render_id}-{name}", "task_queue": q,
+                                                           "heartbeat_at": beat.isoformat(), "every_s": 10})
+    wav = transcode(EXAMPLES / "speech.ogg", tmp_path / "speech60.wav", {"stream_loop": -1}, t="60", ac=1, ar=16000)
+    job = parse_job({"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(wav),
+                               "width": 64, "height": 64, "parallel_chains": 0}}, here)
+    req = render_request(job, stage_inputs(job, store, render_id, here), render_id, "preview", here)
+    acts = CpuActivities(store, here)
+    try:
+        ingest = ActivityEnvironment().run(acts.ingest, req)
+        plan = ActivityEnvironment().run(acts.plan, PlanInput(request=req, ingest=ingest))
+        assert len(plan.chains) == 2
+        assert "one per GPU worker in the fleet registry, 2 found" in store.get_json(plan.plan_key)["chain_plan"]["reason"]
+    finally:
+        for name in records:
+            store.delete(record_key(f"{render_id}-{name}"))
+        store.delete_prefix(f"renders/{render_id}/")
+
+
+# ---- publish: audio encoded at ingest, muxed by stream copy -------------------------------
+
+@pytest.mark.parametrize("stored_audio", [True, False], ids=["stream-copy", "fallback-encode"])
+async def test_publish_muxes_the_ingest_audio_by_stream_copy(stored_audio, settings, store, render_id, tmp_path,
+                                                             monkeypatch):
+    """With the AAC from ingest, publish never encodes audio; a render whose ingest stored
+    none (started before the upgrade) still gets its audio, encoded then. Both come out
+    exactly T frames with T/25 s of audio."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import CpuActivities
+    from longtalk.inputs import parse_job, render_request, stage_inputs
+    from longtalk.payloads import PlanInput, PublishInput, derived_keys
+
+    speech = cut_audio(EXAMPLES / "speech.ogg", tmp_path / "speech.wav", 1.0, 4.3)
+    job = parse_job({"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(speech),
+                               "width": 64, "height": 64}}, settings)
+    req = render_request(job, stage_inputs(job, store, render_id, settings), render_id, "preview", settings)
+    acts = CpuActivities(store, settings)
+    ingest = ActivityEnvironment().run(acts.ingest, req)
+    plan = ActivityEnvironment().run(acts.plan, PlanInput(request=req, ingest=ingest))
+    total = plan.total_frames
+    video = tmp_path / "video.mp4"
+    av_io.encode_clip(np.full((total, 64, 64, 3), 90, np.uint8), video, 25)
+    store.put_file(derived_keys(render_id)["video"], video, "video/mp4")
+    encodes = []
+    real_mux = av_io.mux_audio
+    monkeypatch.setattr(av_io, "mux_audio", lambda *a, **k: encodes.append(1) or real_mux(*a, **k))
+    if not stored_audio:
+        store.delete(derived_keys(render_id)["final_audio"])
+    result = ActivityEnvironment().run(acts.publish, PublishInput(
+        request=req, video_key=derived_keys(render_id)["video"], total_frames=total, windows=plan.windows))
+    assert len(encodes) == (0 if stored_audio else 1)
+    out = store.download(result.video_key, tmp_path / "out.mp4")
+    check_video(out, total, 64, 64)
+    store.delete_prefix(f"renders/{render_id}/")
+
+
+# ---- the timed backend --------------------------------------------------------------------
+
+async def test_timed_backend_takes_its_time_without_holding_the_loop():
+    from longtalk.backends import make_backends
+    from longtalk.backends.base import WindowJob
+    from longtalk.backends.preview import render_preview
+    from longtalk.settings import Settings
+
+    backends = make_backends(Settings(backend="timed", timed_window_s=0.6))
+    assert set(backends) == {"preview", "timed"}
+    timed = backends["timed"]
+    ref = av_io.fit_image(av_io.decode_image((EXAMPLES / "portrait.png").read_bytes(), "image"), 64, 64)
+    job = WindowJob(render_id="r", index=0, frame_start=0, num_frames=81, motion_frames=9, fps=25, width=64,
+                    height=64, reference=ref, tail=np.repeat(ref[None], 9, axis=0),
+                    audio=[np.zeros(81 * 640, np.float32)], chain_start=True)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    seen: list[float] = []
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    frames = await timed.render_window(job, lambda what, f: seen.append(f))
+    took = time.monotonic() - started
+    task.cancel()
+    assert took >= 0.6 and took < 5
+    assert ticks >= 8  # the event loop kept running (heartbeats go out meanwhile)
+    assert seen and seen[-1] == 1.0
+    assert np.array_equal(frames, render_preview(job))
+    with pytest.raises(ValueError, match="LONGTALK_TIMED_WINDOW_S"):
+        make_backends(Settings(backend="timed", timed_window_s=-1))
+
+
+# ---- chain joins: a dissolve inside the pause ------------------------------------------------
+
+def test_dissolve_spreads_the_jump_over_the_pause():
+    from longtalk.chains import blend_frames, dissolve_into
+
+    assert blend_frames({"frame": 100, "pause": [90, 120]}, 8) == 8
+    assert blend_frames({"frame": 100, "pause": [97, 120]}, 8) == 2  # only frames inside the pause
+    assert blend_frames({"frame": 100, "pause": None}, 8) == 0
+    assert blend_frames({"frame": 100, "pause": [90, 120]}, 0) == 0
+    frames = np.zeros((10, 4, 4, 3), np.uint8)
+    target = np.full((4, 4, 3), 90, np.uint8)
+    out = dissolve_into(frames, target, 8)
+    steps = [int(out[i + 1, 0, 0, 0]) - int(out[i, 0, 0, 0]) for i in range(9)] + [90 - int(out[9, 0, 0, 0])]
+    assert out[1, 0, 0, 0] == 0 and max(steps) <= 11 and min(steps[1:]) >= 9  # nine equal steps of 10
+
+
+def test_stitch_dissolves_into_a_chain_join(settings, store, render_id, tmp_path):
+    """Two chains whose pictures differ by 100 grey levels: a hard cut is one step of 100;
+    stitch spreads it over the pause (steps of ~11), leaving every other frame alone."""
+    import dataclasses as dc
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import CpuActivities
+    from longtalk.payloads import StitchInput, clip_key, derived_keys
+    from longtalk.spec import RenderSpec
+    from longtalk.windows import window, windows
+
+    total = 81 + 3 * 72  # 4 windows; chain 1 starts at window 2
+    spec = RenderSpec(width=64, height=64)
+    join = window(2, total, PARAMS).keep_start
+    for w in windows(total, PARAMS):
+        grey = 50 if w.index < 2 else 150
+        path = tmp_path / f"clip{w.index}.mp4"
+        av_io.encode_clip(np.full((w.kept, 64, 64, 3), grey, np.uint8), path, 25)
+        store.put_file(clip_key(render_id, w.index), path, "video/mp4")
+    steps = {}
+    for blend in (0, 8):
+        store.put_json(derived_keys(render_id)["plan"], {"chain_plan": {"reason": "test", "cuts": [
+            {"window": 2, "frame": join, "pause": [join - 12, join + 10]}]}})
+        acts = CpuActivities(store, dc.replace(settings, join_blend_frames=blend))
+        result = ActivityEnvironment().run(acts.stitch, StitchInput(render_id=render_id, windows=4,
+                                                                    total_frames=total, spec=spec))
+        video = store.download(result.video_key, tmp_path / f"out{blend}.mp4")
+        store.delete(result.video_key)
+        frames = av_io.read_frames(video, list(range(total)))
+        means = np.array([frames[i].mean() for i in range(total)])
+        steps[blend] = np.abs(np.diff(means))
+    assert steps[0].max() > 90 and int(np.argmax(steps[0])) == join - 1  # the hard cut
+    assert steps[8].max() < 15  # the same jump in nine steps
+    assert np.abs(steps[8][: join - 10] ).max() < 2 and np.abs(steps[8][join + 1:]).max() < 2
+    store.delete_prefix(f"renders/{render_id}/")
