@@ -118,8 +118,8 @@ def api_service(settings: Settings) -> Service:
 
 def api_credentials(settings: Settings, folder: Path) -> dict[str, str]:
     """The API's key and webhook secret: from the settings, else generated once into `folder`
-    (`keys`: one `name:key` line; `webhook_secret`), readable by this user only. Returns the
-    LONGTALK_ variables that hand them to the API process."""
+    (`keys`: one `name:key` line, an admin key; `webhook_secret`), readable by this user only.
+    Returns the LONGTALK_ variables that hand them to the API process."""
     env = {}
     folder.mkdir(parents=True, exist_ok=True)
     if not settings.api_keys and not settings.api_keys_file:
@@ -127,6 +127,10 @@ def api_credentials(settings: Settings, folder: Path) -> dict[str, str]:
         if not keys.exists():
             _write_private(keys, f"default:lt_{secrets.token_urlsafe(32)}\n")
         env["LONGTALK_API_KEYS_FILE"] = str(keys)
+        # the stack's own key is the operator's: its dashboard shows every render, those
+        # started with starter.py (which have no owner) included
+        if not settings.api_admin_names:
+            env["LONGTALK_API_ADMIN_NAMES"] = "default"
     if not settings.api_webhook_secret:
         secret = folder / "webhook_secret"
         if not secret.exists():

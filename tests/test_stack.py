@@ -46,3 +46,17 @@ def test_up_down_up_again(settings, tmp_path):
     assert all(state == "stopped" for state in stack.status().values())
     with pytest.raises(RuntimeError, match="make up"):
         stack.upgrade(grace_s=1)  # nothing to upgrade while the stack is down
+
+
+def test_the_generated_key_is_the_operators_admin_key(tmp_path):
+    """make up's own key sees every render in the dashboard (starter.py's have no owner);
+    keys given in the settings get no admin rights from the stack."""
+    from longtalk.settings import Settings
+    from longtalk.stack import api_credentials
+
+    env = api_credentials(Settings(), tmp_path / "a")
+    assert env["LONGTALK_API_ADMIN_NAMES"] == "default"
+    assert (tmp_path / "a" / "keys").read_text().startswith("default:")
+    assert "LONGTALK_API_ADMIN_NAMES" not in api_credentials(Settings(api_keys="ops:" + "k" * 20), tmp_path / "b")
+    kept = api_credentials(Settings(api_admin_names="alice"), tmp_path / "c")
+    assert "LONGTALK_API_ADMIN_NAMES" not in kept  # the settings' own admin names stand
