@@ -691,9 +691,10 @@ class StandIn:  # noqa: D101 - documented in the module docstring
         await ws.prepare(request)
         sid = request.rel_url.query.get("clientId", "")
         if sid:
-            old = self.sockets.pop(sid, None)  # reusing an existing session: the old socket is forgotten
-            if old is not None and not old.closed:
-                await old.close()
+            # reusing an existing session: as ComfyUI's server, the old socket is forgotten (left
+            # open, it hears nothing more) and the new one takes its place at once, with no await
+            # in between, so no message of a running prompt falls between the two
+            self.sockets.pop(sid, None)
         else:
             sid = uuid.uuid4().hex
         self.sockets[sid] = ws
