@@ -223,7 +223,8 @@ def instrument_pipeline(store) -> Instrument:
         inst.wrap(store, attr, "s3 put")
     for attr in ("size", "exists", "metadata", "presign"):
         inst.wrap(store, attr, "s3 stat")
-    for attr in ("concat_clips", "mux_audio", "mux_copy", "count_video_frames", "decode_audio_chunks",
+    for attr in ("concat_clips", "concat_clips_with_audio", "mux_audio", "mux_copy", "count_video_frames",
+                 "decode_audio_chunks",
                  "write_wav16", "decode_image", "fit_image", "encode_png"):
         inst.wrap(av_io, attr, attr)
     inst.wrap(audio, "loudness_gain", "loudness_gain")
