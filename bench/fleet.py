@@ -184,9 +184,14 @@ async def run_one(client, settings, store, tmp: Path, speech: Path, gpus: int, w
     video = store.download(output_key(render_id), tmp / f"{render_id}.mp4")
     smooth = join_smoothness(frame_diffs(video), plan)
     lengths = [c["last"] - c["first"] + 1 for c in plan["chains"]]
+    # chain affinity: how often a chain's next window ran on another worker than its previous one
+    moves = sum(1 for c in plan["chains"] for k in range(c["first"] + 1, c["last"] + 1)
+                if metas[k]["worker"] != metas[k - 1]["worker"])
+    steps = sum(n - 1 for n in lengths)
     res = {"gpus": gpus, "render_id": render_id, "windows": plan["windows"], "frames": result["frames"],
            "wall_s": round(wall, 2), "client_wall_s": round(client_wall, 2), "gpu_s": round(gpu_s, 2),
            "busy": round(gpu_s / (gpus * wall), 3), "workers_used": len(workers), "chains": lengths,
+           "worker_changes": moves, "worker_change_rate": round(moves / steps, 3) if steps else 0.0,
            "chain_plan": plan.get("chain_plan"), "smoothness": smooth,
            "ideal_wall_s": round(max(lengths) * window_s, 1)}
     log(f"G={gpus}: wall {wall:.1f}s, {plan['windows']} windows in chains {lengths}, busy {res['busy']:.2f}, "
@@ -282,10 +287,12 @@ def report(res: dict) -> list[str]:
     for r in res["runs"]:
         s = r["smoothness"]
         rows.append([r["gpus"], r["windows"], "/".join(map(str, r["chains"])), r["wall_s"], r["ideal_wall_s"],
-                     r["speedup"], r["busy"], r["workers_used"], s["joins"], s["join_mad"],
+                     r["speedup"], r["busy"], r["workers_used"], r.get("worker_changes"), s["joins"], s["join_mad"],
                      s.get("join_near_max_step"), s["seam_mad"], s["interior_mad"]])
     lines.append(table(["G", "windows", "chain lengths", "wall s", "longest chain x S", "speedup", "busy",
-                        "workers used", "joins", "join MAD", "max step near join", "seam MAD", "interior MAD"], rows))
+                        "workers used", "chain moves", "joins", "join MAD", "max step near join", "seam MAD", "interior MAD"], rows))
+    lines.append("  (chain moves: windows that ran on another GPU worker than the window before them in "
+                 "their chain; chain affinity keeps this near 0)")
     lines.append("  (wall: the render's workflow start to close; busy: windows' backend time / (G x wall); "
                  "MAD: mean absolute difference of consecutive output frames, 0-255, at chain joins, at "
                  "ordinary window seams, and elsewhere)")
