@@ -36,12 +36,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import cv2
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError as TemporalTimeout
 from temporalio.service import RPCError
 
@@ -51,7 +49,8 @@ from longtalk.payloads import Progress, derived_keys, output_key, window_meta_ke
 from longtalk.settings import Settings
 from longtalk.stack import split_host_port
 from longtalk.visibility import (
-    BACKEND, BASE, MODE, OWNER, QUEUED_STAGES, STAGE, WINDOWS_DONE, WINDOWS_TOTAL,
+    BACKEND_KEY, BASE, BASE_KEY, MODE_KEY, OWNER, OWNER_KEY, QUEUED_STAGES, STAGE_KEY,
+    WINDOWS_DONE_KEY, WINDOWS_TOTAL_KEY,
 )
 
 from . import hls
@@ -66,13 +65,6 @@ SESSION_S = 12 * 3600
 PAGE_SIZE = 50
 QUERY_TIMEOUT = timedelta(seconds=5)
 
-K_OWNER = SearchAttributeKey.for_keyword(OWNER)
-K_STAGE = SearchAttributeKey.for_keyword(STAGE)
-K_BACKEND = SearchAttributeKey.for_keyword(BACKEND)
-K_MODE = SearchAttributeKey.for_keyword(MODE)
-K_BASE = SearchAttributeKey.for_keyword(BASE)
-K_DONE = SearchAttributeKey.for_int(WINDOWS_DONE)
-K_TOTAL = SearchAttributeKey.for_int(WINDOWS_TOTAL)
 
 # the status filter of the renders page -> a visibility clause
 STATUS_FILTERS = {
@@ -219,8 +211,8 @@ class Dashboard:
     def _row(self, w) -> dict:
         """A list row from a visibility record: search attributes only, no worker asked."""
         sa = w.typed_search_attributes
-        stage = sa.get(K_STAGE)
-        done, total = sa.get(K_DONE), sa.get(K_TOTAL)
+        stage = sa.get(STAGE_KEY)
+        done, total = sa.get(WINDOWS_DONE_KEY), sa.get(WINDOWS_TOTAL_KEY)
         now = datetime.now(timezone.utc)
         end = w.close_time or now
         elapsed = (end - w.start_time).total_seconds() if w.start_time else None
@@ -236,8 +228,8 @@ class Dashboard:
         thumb = None
         if done or status == "completed":  # the count in the URL: a new picture as windows finish
             thumb = f"/dashboard/api/renders/{w.id}/thumb?done={done or 0}"
-        return {"id": w.id, "owner": sa.get(K_OWNER), "mode": sa.get(K_MODE), "backend": sa.get(K_BACKEND),
-                "base": sa.get(K_BASE) or None, "status": status, "stage": stage, "windows_done": done,
+        return {"id": w.id, "owner": sa.get(OWNER_KEY), "mode": sa.get(MODE_KEY), "backend": sa.get(BACKEND_KEY),
+                "base": sa.get(BASE_KEY) or None, "status": status, "stage": stage, "windows_done": done,
                 "windows_total": total, "eta_s": eta, "started": _iso(w.start_time),
                 "closed": _iso(w.close_time), "elapsed_s": elapsed, "thumb": thumb}
 
@@ -372,12 +364,12 @@ class Dashboard:
         p = await self._progress(render_id, desc.run_id)
         plan = await asyncio.to_thread(self._plan, render_id)
         now = datetime.now(timezone.utc)
-        stage = getattr(p, "stage", None) or sa.get(K_STAGE)
+        stage = getattr(p, "stage", None) or sa.get(STAGE_KEY)
         if running:
             status = "queued" if stage in (None, *QUEUED_STAGES) else "running"
         else:
             status = CLOSED_STATUS.get(desc.status, "unknown")
-        total = (p.windows_total if p and p.windows_total else None) or sa.get(K_TOTAL) or \
+        total = (p.windows_total if p and p.windows_total else None) or sa.get(WINDOWS_TOTAL_KEY) or \
             (plan or {}).get("windows") or 0
         finished = set(p.windows_finished) if p else set()
         if not p and status == "completed":
@@ -419,13 +411,13 @@ class Dashboard:
             key = output_key(render_id)
             video = {"url": self.store.presign(key, self.settings.presign_expiry_s),
                      "download_url": await asyncio.to_thread(self._presign_download, key, render_id)}
-        done = len(finished) if p else (sa.get(K_DONE) or (total if status == "completed" else 0))
+        done = len(finished) if p else (sa.get(WINDOWS_DONE_KEY) or (total if status == "completed" else 0))
         elapsed = ((desc.close_time or now) - desc.start_time).total_seconds()
-        base = sa.get(K_BASE) or None
+        base = sa.get(BASE_KEY) or None
         ns = self.client.namespace
         out = {
-            "id": render_id, "run_id": desc.run_id, "owner": sa.get(K_OWNER), "mode": sa.get(K_MODE),
-            "backend": sa.get(K_BACKEND), "base": base, "status": status, "stage": stage or
+            "id": render_id, "run_id": desc.run_id, "owner": sa.get(OWNER_KEY), "mode": sa.get(MODE_KEY),
+            "backend": sa.get(BACKEND_KEY), "base": base, "status": status, "stage": stage or
             {"completed": "done", "cancelled": "cancelled", "failed": "failed"}.get(status),
             "started": _iso(desc.start_time), "closed": _iso(desc.close_time), "elapsed_s": elapsed,
             "eta_s": p.eta_s if p and running else (0 if status == "completed" else None),
@@ -750,13 +742,13 @@ class Dashboard:
         @r.get("/dashboard/api/renders/{render_id}/windows/{k}")
         async def window_json(render_id: str, k: int, request: Request):
             desc = await dash.describe(render_id, dash._need(request))
-            base = desc.typed_search_attributes.get(K_BASE) or None
+            base = desc.typed_search_attributes.get(BASE_KEY) or None
             return await asyncio.to_thread(dash.window_detail, render_id, base, k)
 
         @r.get("/dashboard/api/renders/{render_id}/thumb")
         async def thumb(render_id: str, request: Request):
             desc = await dash.describe(render_id, dash._need(request))
-            base = desc.typed_search_attributes.get(K_BASE) or None
+            base = desc.typed_search_attributes.get(BASE_KEY) or None
             k = request.query_params.get("k")
             if k is None or not k.isdigit():
                 plan = await asyncio.to_thread(dash._plan, render_id)
@@ -789,7 +781,7 @@ class Dashboard:
             desc, plan, count, _ = await dash.hls_state(render_id, dash._need(request))
             if plan is None or not 0 <= k < count:
                 return JSONResponse({"error": f"segment {k} is not ready"}, status_code=404)
-            base = desc.typed_search_attributes.get(K_BASE) or None
+            base = desc.typed_search_attributes.get(BASE_KEY) or None
             lock = dash._segment_locks.setdefault(f"{render_id}/{k}", asyncio.Lock())
             async with lock:  # one build per segment, however many players ask at once
                 data = await asyncio.to_thread(dash._segment, render_id, base, k, plan)

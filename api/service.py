@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from longtalk import renders
@@ -21,11 +21,8 @@ from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk import visibility as vis
 from longtalk.fleet import read_fleet
-from longtalk.visibility import OWNER, RETRIES
+from longtalk.visibility import OWNER, OWNER_KEY, RETRIES_KEY
 from workflows.render import RenderVideo, chain_workflow_id
-
-OWNER_KEY = SearchAttributeKey.for_keyword(OWNER)
-RETRIES_KEY = SearchAttributeKey.for_int(RETRIES)
 
 IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT = (
     "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
