@@ -177,18 +177,9 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         log(f"error: {exc}")
         return 2
     backend = args.backend or settings.backend
+    client, store = await connect(client, settings, log)
     if client is None:
-        try:
-            client = await temporal_connect.connect(settings)
-        except RuntimeError as exc:  # the SDK's core reports a failed connection this way
-            if not str(exc).startswith("Failed client connect"):
-                raise
-            log(not_reachable("Temporal", settings.temporal_address))
-            return 1
-    if not await asyncio.to_thread(port_open, *split_host_port(settings.s3_endpoint), 5.0):
-        log(not_reachable("The object store (S3)", settings.s3_endpoint))
         return 1
-    store = ObjectStore.from_settings(settings)
     try:
         handle = await submit(client, settings, job, render_id, backend, store, log=log)
     except InputError as exc:
@@ -196,6 +187,30 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         return 2
     log(f"render {render_id}: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}"
         f"/workflows/{render_id}")
+    return await finish(handle, render_id, args, settings, store, stdout, stderr, log)
+
+
+async def connect(client: Client | None, settings: Settings, log) -> tuple[Client | None, ObjectStore | None]:
+    """Temporal (unless given) and the object store; (None, None) after saying which one is
+    not reachable."""
+    if client is None:
+        try:
+            client = await temporal_connect.connect(settings)
+        except RuntimeError as exc:  # the SDK's core reports a failed connection this way
+            if not str(exc).startswith("Failed client connect"):
+                raise
+            log(not_reachable("Temporal", settings.temporal_address))
+            return None, None
+    if not await asyncio.to_thread(port_open, *split_host_port(settings.s3_endpoint), 5.0):
+        log(not_reachable("The object store (S3)", settings.s3_endpoint))
+        return None, None
+    return client, ObjectStore.from_settings(settings)
+
+
+async def finish(handle: WorkflowHandle, render_id: str, args: argparse.Namespace, settings: Settings,
+                 store: ObjectStore, stdout, stderr, log, extra: dict | None = None) -> int:
+    """--no-wait prints the id; else wait with the progress bar and print the result JSON
+    (with `extra`), the cancelled render's summary, or the failure."""
     if args.no_wait:
         print(render_id, file=stdout, flush=True)
         return 0
@@ -213,7 +228,7 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         print(json.dumps({"render_id": render_id, "status": "failed", "error": message}), file=stdout)
         return 1
     out = await asyncio.to_thread(finish_result, result, settings, store, args.output)
-    print(json.dumps(out, indent=2), file=stdout, flush=True)
+    print(json.dumps({**out, **(extra or {})}, indent=2), file=stdout, flush=True)
     return 0
 
 
@@ -224,8 +239,9 @@ async def rerender_main(args: argparse.Namespace, client: Client | None, setting
         log("error: --rerender ID and --windows K-M go together")
         return 2
     first, _, last = args.windows.partition("-")
-    client = client or await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
-    store = ObjectStore.from_settings(settings)
+    client, store = await connect(client, settings, log)
+    if client is None:
+        return 1
     try:
         handle, preview, render_id = await start_rerender(
             client, settings, store, args.rerender, first, last or first, prompt=args.prompt, seed=args.seed)
@@ -234,18 +250,8 @@ async def rerender_main(args: argparse.Namespace, client: Client | None, setting
         return 2
     log(f"render {render_id}: re-renders windows {preview.first}-{preview.last} of {args.rerender} "
         f"({preview.windows} of {preview.windows_total}; the rest are copied)")
-    if args.no_wait:
-        print(render_id, file=stdout, flush=True)
-        return 0
-    try:
-        result = await wait(handle, show=not args.quiet, err=stderr)
-    except WorkflowFailureError as exc:
-        log(f"error: render {render_id} failed: {failure_message(exc)}")
-        return 1
-    out = await asyncio.to_thread(finish_result, result, settings, store, args.output)
-    print(json.dumps({**out, "base": args.rerender, "rerendered": [preview.first, preview.last]}, indent=2),
-          file=stdout, flush=True)
-    return 0
+    return await finish(handle, render_id, args, settings, store, stdout, stderr, log,
+                        extra={"base": args.rerender, "rerendered": [preview.first, preview.last]})
 
 
 def run_cli() -> None:
