@@ -40,3 +40,20 @@ async def running_api(settings, client, store):
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+async def cancel_running(client, owners: tuple[str, ...]) -> None:
+    """Cancel the renders of these key names still running and wait for them to end: no render
+    of one test module may still run when the next module counts its renders."""
+    from longtalk.visibility import OWNER
+
+    names = ", ".join(f"'{o}'" for o in owners)
+    running = [w.id async for w in client.list_workflows(
+        f"WorkflowType = 'RenderVideo' AND ExecutionStatus = 'Running' AND {OWNER} IN ({names})")]
+    for rid in running:
+        handle = client.get_workflow_handle(rid)
+        await handle.cancel()
+        try:
+            await asyncio.wait_for(handle.result(), 120)
+        except Exception:
+            pass

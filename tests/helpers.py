@@ -29,6 +29,20 @@ async def run_starter(client: Client, settings, *argv: str) -> tuple[int, dict |
         return rc, {"raw": text}, err.getvalue()
 
 
+def patch_ids(events) -> set[str]:
+    """The patch ids of a history's patch markers (in their details' payloads)."""
+    from temporalio.api.enums.v1 import EventType
+
+    out = set()
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            for payloads in e.marker_recorded_event_attributes.details.values():
+                for p in payloads.payloads:
+                    value = json.loads(p.data)
+                    out.add(value.get("id") if isinstance(value, dict) else value)
+    return out
+
+
 def write_job(tmp_path: Path, **fields) -> str:
     path = tmp_path / "job.json"
     path.write_text(json.dumps({"input": {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()}}))

@@ -13,7 +13,7 @@ from functools import partial
 import httpx
 import pytest
 
-from tests.api_server import KEY_A, KEY_B, api_settings, running_api
+from tests.api_server import KEY_A, KEY_B, api_settings, cancel_running, running_api
 from tests.media import EXAMPLES
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,18 +31,7 @@ def own_settings(settings):
 async def api(own_settings, temporal_client, store, workers):
     async with running_api(own_settings, temporal_client, store) as base:
         yield base
-    # no render of this module may still run when the next module counts its renders
-    from longtalk.visibility import OWNER
-
-    running = [w.id async for w in temporal_client.list_workflows(
-        f"WorkflowType = 'RenderVideo' AND ExecutionStatus = 'Running' AND {OWNER} IN ('alice', 'bob')")]
-    for rid in running:
-        handle = temporal_client.get_workflow_handle(rid)
-        await handle.cancel()
-        try:
-            await asyncio.wait_for(handle.result(), 120)
-        except Exception:
-            pass
+    await cancel_running(temporal_client, ('alice', 'bob'))
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import re
 import shutil
 import time
@@ -21,7 +20,7 @@ import pytest
 from api.hls import BASE_S
 from longtalk.errors import OutputMismatch
 from longtalk.fleet import FleetRecord, record_key
-from tests.api_server import KEY_A, KEY_B, api_settings, running_api
+from tests.api_server import KEY_A, KEY_B, api_settings, cancel_running, running_api
 from tests.media import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,17 +39,7 @@ def own_settings(settings):
 async def api(own_settings, temporal_client, store, workers):
     async with running_api(own_settings, temporal_client, store) as base:
         yield base
-    from longtalk.visibility import OWNER
-
-    running = [w.id async for w in temporal_client.list_workflows(
-        f"WorkflowType = 'RenderVideo' AND ExecutionStatus = 'Running' AND {OWNER} IN ('alice', 'bob', 'root')")]
-    for rid in running:
-        handle = temporal_client.get_workflow_handle(rid)
-        await handle.cancel()
-        try:
-            await asyncio.wait_for(handle.result(), 120)
-        except Exception:
-            pass
+    await cancel_running(temporal_client, ('alice', 'bob', 'root'))
 
 
 @dataclasses.dataclass

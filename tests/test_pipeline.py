@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import json
 import math
 
 import pytest
@@ -17,7 +16,7 @@ from activities.gpu import GpuActivities
 from longtalk.payloads import Progress, window_meta_key
 from longtalk.inputs import existing_status
 from longtalk.windows import window_count
-from tests.helpers import CountingPreview, check_video, run_starter, write_job
+from tests.helpers import CountingPreview, check_video, patch_ids, run_starter, write_job
 from tests.media import EXAMPLES, MediaServer, cut_audio, samples_16k
 from workflows.render import RenderVideo, chain_workflow_id
 
@@ -38,25 +37,14 @@ async def check_activity_options(client: Client, settings, render_id: str, seed:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         return history.events
 
-    def patches(evs) -> set[str]:
-        """The patch ids of a history's patch markers (in their details' payloads)."""
-        out = set()
-        for e in evs:
-            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
-                for payloads in e.marker_recorded_event_attributes.details.values():
-                    for p in payloads.payloads:
-                        value = json.loads(p.data)
-                        out.add(value.get("id") if isinstance(value, dict) else value)
-        return out
-
     parent = await events(render_id)
-    assert ACTIVITY_OPTIONS_PATCH in patches(parent), patches(parent)
+    assert ACTIVITY_OPTIONS_PATCH in patch_ids(parent), patch_ids(parent)
     for e in parent:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             a = e.activity_task_scheduled_event_attributes
             assert a.schedule_to_close_timeout.ToSeconds() == settings.activity_schedule_to_close_s, a.activity_type
     chain = await events(chain_workflow_id(render_id, 1))
-    assert WINDOW_OPTIONS_PATCH in patches(chain), patches(chain)
+    assert WINDOW_OPTIONS_PATCH in patch_ids(chain), patch_ids(chain)
     scheduled = [e.activity_task_scheduled_event_attributes for e in chain
                  if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
     assert scheduled

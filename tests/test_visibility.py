@@ -13,7 +13,7 @@ from temporalio.api.enums.v1 import EventType
 from longtalk import visibility as vis
 from longtalk.payloads import Progress
 from longtalk.windows import window_count
-from tests.helpers import run_starter, write_job
+from tests.helpers import patch_ids, run_starter, write_job
 from workflows.render import VISIBILITY_PATCH, WINDOW_SUMMARY_PATCH, RenderVideo, chain_workflow_id
 
 pytestmark = pytest.mark.timeout(300)
@@ -23,17 +23,6 @@ def _progress_upserts(events) -> list:
     """Upserts of our attributes (patch markers upsert TemporalChangeVersion too)."""
     return [e for e in events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
             and vis.STAGE in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields]
-
-
-def _patches(events) -> set[str]:
-    out = set()
-    for e in events:
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
-            for payloads in e.marker_recorded_event_attributes.details.values():
-                for p in payloads.payloads:
-                    value = json.loads(p.data)
-                    out.add(value.get("id") if isinstance(value, dict) else value)
-    return out
 
 
 async def test_a_render_reads_like_a_sentence(workers, temporal_client, settings, media, tmp_path, render_id):
@@ -57,7 +46,7 @@ async def test_a_render_reads_like_a_sentence(workers, temporal_client, settings
     static = await desc.static_summary()
     assert static and "two speakers" in static and "128x128" in static, static
     events = (await handle.fetch_history()).events
-    assert VISIBILITY_PATCH in _patches(events)
+    assert VISIBILITY_PATCH in patch_ids(events)
     upserts = _progress_upserts(events)
     # ingest, plan, render, stitch, publish, done, and a few progress upserts at most
     assert 6 <= len(upserts) <= 6 + n, len(upserts)
@@ -66,7 +55,7 @@ async def test_a_render_reads_like_a_sentence(workers, temporal_client, settings
     assert any(b"stitch" in s for s in summaries) and any(b"publish" in s for s in summaries), summaries
 
     chain_events = (await temporal_client.get_workflow_handle(chain_workflow_id(render_id, 0)).fetch_history()).events
-    assert WINDOW_SUMMARY_PATCH in _patches(chain_events)
+    assert WINDOW_SUMMARY_PATCH in patch_ids(chain_events)
     window_summaries = [json.loads(e.user_metadata.summary.data) for e in chain_events
                         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
     assert window_summaries == [f"window {k + 1}/{n}" for k in range(n)]
