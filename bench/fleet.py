@@ -150,6 +150,48 @@ class Fleet:
             logf.close()
 
 
+async def timeline(client, render_id: str, chains: int, metas: list[dict]) -> dict:
+    """Where the wall time goes, from the histories: before the first window (ingest, plan,
+    starting the chains), after the last (stitch, publish), and per window: the chain's
+    workflow task between two windows (gap), waiting for a worker (queue), the activity's own
+    work beside the backend (inputs, storing the clip: worker) and the backend itself."""
+    from run import activity_spans  # bench/run.py
+
+    start, end = await _workflow_span(client, render_id)
+    stages = {}
+    for a in activity_spans((await client.get_workflow_handle(render_id).fetch_history()).events):
+        if "completed" in a:
+            stages[a["name"]] = round(stages.get(a["name"], 0.0) + a["completed"] - a["started"], 2)
+    spans = []
+    for c in range(chains):
+        chain_id = f"{render_id}/chain-{c:03d}"
+        acts = []  # every run of the chain (it continues as new every windows_per_run windows)
+        async for run in client.list_workflows(f'WorkflowId = "{chain_id}"'):
+            events = (await client.get_workflow_handle(chain_id, run_id=run.run_id).fetch_history()).events
+            acts += [a for a in activity_spans(events) if a["name"] == "render_window" and "completed" in a]
+        acts.sort(key=lambda a: a["scheduled"])
+        prev = None
+        for a in acts:
+            a["gap"] = a["scheduled"] - prev if prev is not None else None
+            prev = a["completed"]
+        spans += acts
+    if not spans:
+        return {}
+    order = sorted(spans, key=lambda a: a["completed"])
+    gaps = [a["gap"] for a in spans if a["gap"] is not None]
+    queue = [a["started"] - a["scheduled"] for a in spans]
+    run = [a["completed"] - a["started"] for a in spans]
+    backend = [m["render_s"] for m in metas]
+
+    def mean(xs):
+        return round(float(np.mean(xs)), 3) if xs else None
+
+    return {"before_first_window_s": round(min(a["scheduled"] for a in spans) - start, 2),
+            "after_last_window_s": round(end - order[-1]["completed"], 2), "stages_s": stages,
+            "per_window_s": {"gap": mean(gaps), "queue": mean(queue),
+                             "worker": round(mean(run) - mean(backend), 3), "backend": mean(backend)}}
+
+
 async def render(client, settings, job: dict, tmp: Path, render_id: str) -> dict:
     import starter
 
@@ -188,14 +230,15 @@ async def run_one(client, settings, store, tmp: Path, speech: Path, gpus: int, w
     moves = sum(1 for c in plan["chains"] for k in range(c["first"] + 1, c["last"] + 1)
                 if metas[k]["worker"] != metas[k - 1]["worker"])
     steps = sum(n - 1 for n in lengths)
+    where = await timeline(client, render_id, len(lengths), metas)
     res = {"gpus": gpus, "render_id": render_id, "windows": plan["windows"], "frames": result["frames"],
            "wall_s": round(wall, 2), "client_wall_s": round(client_wall, 2), "gpu_s": round(gpu_s, 2),
            "busy": round(gpu_s / (gpus * wall), 3), "workers_used": len(workers), "chains": lengths,
            "worker_changes": moves, "worker_change_rate": round(moves / steps, 3) if steps else 0.0,
            "chain_plan": plan.get("chain_plan"), "smoothness": smooth,
-           "ideal_wall_s": round(max(lengths) * window_s, 1)}
+           "ideal_wall_s": round(max(lengths) * window_s, 1), "timeline": where}
     log(f"G={gpus}: wall {wall:.1f}s, {plan['windows']} windows in chains {lengths}, busy {res['busy']:.2f}, "
-        f"joins {smooth}")
+        f"joins {smooth}, timeline {where}")
     store.delete_prefix(f"renders/{render_id}/")
     return res
 
@@ -296,6 +339,13 @@ def report(res: dict) -> list[str]:
     lines.append("  (wall: the render's workflow start to close; busy: windows' backend time / (G x wall); "
                  "MAD: mean absolute difference of consecutive output frames, 0-255, at chain joins, at "
                  "ordinary window seams, and elsewhere)")
+    for r in res["runs"]:
+        t = r.get("timeline") or {}
+        if t:
+            w = t["per_window_s"]
+            lines.append(f"  G={r['gpus']} where the wall goes: {t['before_first_window_s']} s before the first window, "
+                         f"{t['after_last_window_s']} s after the last (activities {t['stages_s']}); per window {w['backend']} s backend + "
+                         f"{w['worker']} s worker + {w['queue']} s queued + {w['gap']} s between windows")
     for r in res["runs"]:
         for cut in (r.get("chain_plan") or {}).get("cuts", []):
             lines.append(f"  G={r['gpus']} cut at window {cut['window']}: {cut['reason']}")

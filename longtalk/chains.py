@@ -35,8 +35,15 @@ from .windows import WindowParams
 # about 15 s of video per chain.
 MIN_WINDOWS_PER_CHAIN = 5
 # A cut may move this fraction of a chain's length away from its balanced split point (at
-# least one window) to reach a pause: the chains then finish within a few percent.
+# least one window) to reach a pause, within the balance bound below.
 SEARCH_FRACTION = 0.06
+# The render ends when its longest chain does: a chain may exceed the balanced length
+# ceil(windows / chains) by at most this fraction of it (at least one window), and only
+# when that puts more joins inside pauses: the render then takes at most ~3% longer.
+BALANCE_SLACK = 0.03
+# A pause holds a join well when it starts this many frames before the join frame: the
+# whole default dissolve (LONGTALK_JOIN_BLEND_FRAMES = 8) then lies inside it.
+GOOD_LEAD_FRAMES = 9
 PAUSE_BELOW_SPEECH_DB = 20.0  # a frame this far below the speech level is silent
 ACTIVE_FLOOR_DB = -55.0  # frames above this count towards the speech level
 MIN_PAUSE_FRAMES = 4  # 160 ms at 25 fps: shorter dips are inside words
@@ -95,10 +102,76 @@ def find_pauses(db: np.ndarray, min_frames: int = MIN_PAUSE_FRAMES) -> list[tupl
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_frames]
 
 
+def _candidate(db: np.ndarray, pauses: list[tuple[int, int]], holding: np.ndarray, k: int, ideal: float,
+               params: WindowParams) -> tuple[tuple, int, tuple[int, int] | None, bool]:
+    """Window k as chain c's first window: (value, join frame, pause, good). The values of a
+    plan's cuts add up and compare in order: joins in a pause roomy enough for the whole
+    dissolve (GOOD_LEAD_FRAMES of pause before the join frame, EDGE_FRAMES after), joins in
+    any pause, nearness to the balanced splits of joins in pauses, pause length, quietness,
+    nearness."""
+    frame = k * params.stride + params.motion
+    f = min(frame, db.size - 1)
+    p = int(holding[f]) if db.size else -1
+    pause = pauses[p] if p >= 0 else None
+    lead, tail = (f - pause[0], pause[1] - f) if pause else (0, 0)
+    good = pause is not None and lead >= GOOD_LEAD_FRAMES and tail >= EDGE_FRAMES
+    # outside a pause the quieter frame comes before nearness (a softer syllable hides the jump
+    # better), and nearness only separates equally quiet frames
+    value = (int(good), int(pause is not None), -abs(k - ideal) if pause else 0.0,
+             pause[1] - pause[0] if pause else 0, -float(db[f]) if db.size else 0.0, -abs(k - ideal))
+    return value, frame, pause, good
+
+
+def _best_cuts(db: np.ndarray, pauses: list[tuple[int, int]], holding: np.ndarray, windows: int,
+               chains: int, longest: int, params: WindowParams) -> tuple[list[Cut], int]:
+    """The best cuts (by the sum of their `_candidate` values) that keep every chain between
+    MIN_WINDOWS_PER_CHAIN and `longest` windows, each cut within SEARCH_FRACTION of a chain
+    of its balanced split (a dynamic programme over the cuts, in order). Returns the cuts
+    and how many lie in a pause roomy enough for the dissolve."""
+    radius = max(1, round(SEARCH_FRACTION * windows / chains))
+    states: dict[int, tuple[tuple, list[int]]] = {0: ((0, 0, 0.0, 0, 0.0, 0.0), [])}
+    info: dict[int, tuple] = {}
+    for c in range(1, chains):
+        ideal = c * windows / chains
+        lo = max(c * MIN_WINDOWS_PER_CHAIN, windows - longest * (chains - c), int(ideal) - radius)
+        hi = min(c * longest, windows - MIN_WINDOWS_PER_CHAIN * (chains - c), int(ideal) + 1 + radius)
+        nxt: dict[int, tuple[tuple, list[int]]] = {}
+        for k in range(lo, hi + 1):
+            value, frame, pause, good = _candidate(db, pauses, holding, k, ideal, params)
+            reach = [st for p, st in states.items() if MIN_WINDOWS_PER_CHAIN <= k - p <= longest]
+            if not reach:
+                continue
+            total, path = max(reach, key=lambda st: st[0])
+            nxt[k] = (tuple(a + b for a, b in zip(total, value)), path + [k])
+            info[k] = (frame, pause, good, ideal, lo, hi)
+        states = nxt
+    last = [st for p, st in states.items() if MIN_WINDOWS_PER_CHAIN <= windows - p <= longest]
+    total, path = max(last, key=lambda st: st[0])
+    cuts = []
+    for k in path:
+        frame, pause, good, ideal, lo, hi = info[k]
+        where = f"windows {lo}..{hi} around the balanced split {ideal:.1f} (chains of at most {longest} windows)"
+        if pause is None:
+            reason = f"no pause in reach: the quietest join frame of {where}"
+        elif good:
+            reason = (f"join at {frame / params.fps:.2f} s inside a {(pause[1] - pause[0]) / params.fps * 1000:.0f} ms "
+                      f"pause that holds the whole dissolve, of {where}")
+        else:
+            reason = (f"join at {frame / params.fps:.2f} s inside a {(pause[1] - pause[0]) / params.fps * 1000:.0f} ms "
+                      f"pause, too short for the whole dissolve, of {where}")
+        cuts.append(Cut(window=k, frame=frame, ideal=round(ideal, 2), pause=pause, reason=reason))
+    return cuts, int(total[0])
+
+
 def plan_cuts(db: np.ndarray, windows: int, chains: int, params: WindowParams) -> list[Cut]:
-    """Where chains 1..chains-1 begin: near each balanced split point, the window whose join
-    frame lies deepest inside the longest pause; without a pause in reach, the quietest join
-    frame (ties: the window nearest the split point)."""
+    """Where chains 1..chains-1 begin.
+
+    Balance comes first, since the render ends with its longest chain: no chain gets more
+    than the balanced ceil(windows / chains) windows plus a BALANCE_SLACK of it, and that
+    slack is spent only when it puts more joins inside a pause roomy enough for the
+    dissolve. Within the bound each cut takes the window whose join frame is in such a pause
+    nearest its balanced split point; without one in reach, the longest pause, and without a
+    pause, the quietest join frame."""
     if chains <= 1:
         return []
     pauses = find_pauses(db)
@@ -106,37 +179,15 @@ def plan_cuts(db: np.ndarray, windows: int, chains: int, params: WindowParams) -
     for i, (a, b) in enumerate(pauses):
         if b - a > 2 * EDGE_FRAMES:
             holding[a + EDGE_FRAMES: b - EDGE_FRAMES] = i
-    radius = max(1, round(SEARCH_FRACTION * windows / chains))
-    cuts: list[Cut] = []
-    for c in range(1, chains):
-        ideal = c * windows / chains
-        # every chain keeps at least MIN_WINDOWS_PER_CHAIN windows (chain_count left room)
-        lo_min = (cuts[-1].window if cuts else 0) + MIN_WINDOWS_PER_CHAIN
-        hi_max = windows - MIN_WINDOWS_PER_CHAIN * (chains - c)
-        lo, hi = max(lo_min, round(ideal) - radius), min(hi_max, round(ideal) + radius)
-        if lo > hi:
-            lo = hi = min(max(lo_min, round(ideal)), hi_max)
-        best = None
-        for k in range(lo, hi + 1):
-            frame = k * params.stride + params.motion
-            f = min(frame, db.size - 1)
-            p = int(holding[f]) if db.size else -1
-            length = pauses[p][1] - pauses[p][0] if p >= 0 else 0
-            depth = min(f - pauses[p][0], pauses[p][1] - f) if p >= 0 else 0
-            # the longest pause first, then the join deepest inside it, then the quietest
-            # frame, then the window nearest the balanced split
-            score = (length, depth, -float(db[f]) if db.size else 0.0, -abs(k - ideal))
-            if best is None or score > best[0]:
-                best = (score, k, frame, pauses[p] if p >= 0 else None)
-        _, k, frame, pause = best
-        where = f"windows {lo}..{hi} around the balanced split {ideal:.1f}"
-        if pause is not None:
-            reason = (f"join at {frame / params.fps:.2f} s inside the longest pause in reach "
-                      f"({(pause[1] - pause[0]) / params.fps * 1000:.0f} ms) of {where}")
-        else:
-            reason = f"no pause in reach: the quietest join frame of {where}"
-        cuts.append(Cut(window=k, frame=frame, ideal=round(ideal, 2), pause=pause, reason=reason))
-    return cuts
+    balanced = -(-windows // chains)
+    best: tuple[int, list[Cut]] | None = None
+    for slack in range(max(1, round(BALANCE_SLACK * balanced)) + 1):
+        cuts, good = _best_cuts(db, pauses, holding, windows, chains, balanced + slack, params)
+        if best is None or good > best[0]:
+            best = (good, cuts)
+        if good == len(cuts):
+            break
+    return best[1]
 
 
 def blend_frames(cut: dict, limit: int) -> int:
