@@ -63,7 +63,8 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
         cpu = CpuActivities(store, settings)
         workers.append(Worker(
             client, task_queue=settings.render_queue, workflows=[RenderVideo, RenderChain],
-            activities=[cpu.ingest, cpu.plan, cpu.stitch, cpu.publish, cpu.discard, cpu.record_cancelled],
+            activities=[cpu.ingest, cpu.plan, cpu.encode_audio, cpu.stitch, cpu.publish, cpu.discard,
+                        cpu.record_cancelled],
             activity_executor=ThreadPoolExecutor(max_workers=4),
             max_concurrent_activities=4,
             graceful_shutdown_timeout=timedelta(seconds=settings.cpu_shutdown_grace_s),

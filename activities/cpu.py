@@ -19,7 +19,7 @@ from longtalk import audio, av_io
 from longtalk import chains as chain_plan
 from longtalk.fleet import read_fleet
 from longtalk.payloads import (
-    CancelledInput, Chain, DiscardInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
+    CancelledInput, Chain, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
 )
 from longtalk.errors import DownloadFailed, InputError, OutputMismatch, TransientError
@@ -114,9 +114,12 @@ class CpuActivities:
                 lengths.append(count)
             result = IngestResult(reference_key=keys["reference"], audio_keys=audio_keys,
                                   audio_samples=max(lengths))
-            # one object given for both speakers is one track (publish's fallback does the same)
-            originals = {req.inputs.get(f) or req.input_urls.get(f): files[f][0] for f in audio_fields}
-            self._encode_final_audio(req, list(originals.values()), max(lengths), work, progress)
+            if not req.final_audio_beside:  # else the workflow runs encode_audio beside the windows
+                # one object given for both speakers is one track (_original_audio does the same)
+                originals = {req.inputs.get(f) or req.input_urls.get(f): files[f][0] for f in audio_fields}
+                total = total_frames(max(lengths), req.window_params, req.spec.max_frame)
+                if total >= 1:  # else plan refuses the render
+                    self._encode_final_audio(req, list(originals.values()), total, work, progress)
             if req.spec.input_type == "video":
                 field = "video"
                 local = files[field][0]
@@ -141,21 +144,44 @@ class CpuActivities:
             self.store.put_json(keys["ingest"], dataclasses.asdict(result))
             return result
 
-    def _encode_final_audio(self, req: RenderRequest, tracks: list[Path], samples: int, work: Path,
+    def _encode_final_audio(self, req: RenderRequest, tracks: list[Path], total: int, work: Path,
                             progress: dict) -> None:
-        """The output's audio, encoded once here rather than at publish: the original speech
-        (mixed when two tracks) as AAC, cut to exactly T/fps seconds, where T is what plan
-        will compute from the same sample count. Publish then muxes by stream copy, so the
-        render's tail no longer grows with its length (an hour: ~39 s of AAC encoding)."""
-        total = total_frames(samples, req.window_params, req.spec.max_frame)
-        if total < 1:
-            return  # plan refuses the render
+        """The output's audio, encoded once before stitch rather than at publish: the original
+        speech (mixed when two tracks) as AAC, cut to exactly T/fps seconds. Stitch then adds
+        it by stream copy, so the render's tail no longer grows with its length (an hour:
+        ~80 s of AAC encoding on 2 cores)."""
         progress["encoding"] = "audio"
         out = work / "final.m4a"
         av_io.encode_final_audio(tracks, out, total, req.spec.fps)
         self.store.put_file(derived_keys(req.render_id)["final_audio"], out, "audio/mp4",
                             metadata={"frames": str(total)})
         progress.pop("encoding", None)
+
+    def _original_audio(self, req: RenderRequest, work: Path) -> list[Path]:
+        """The speech tracks as the user gave them (not normalised), from the bucket; one
+        object given for both speakers is one track."""
+        fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
+        tracks = []
+        originals = (stored_input_key(self.store, req.inputs, req.input_urls, f) for f in fields)
+        for obj in dict.fromkeys(originals):
+            tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
+        return tracks
+
+    @activity.defn(name="encode_audio")
+    @map_errors
+    def encode_audio(self, inp: EncodeAudioInput) -> None:
+        """The output's AAC, while the GPUs render (renders whose ingest did not encode it:
+        RenderRequest.final_audio_beside). Nothing waits for it before stitch, so the
+        encode is off the render's critical path: the first window starts right after plan."""
+        req = inp.request
+        key = derived_keys(req.render_id)["final_audio"]
+        meta = self.store.metadata(key) if self.store.exists(key) else None
+        if meta is not None and meta.get("frames") == str(inp.total_frames):
+            return
+        progress: dict = {}
+        with heartbeating(lambda: dict(progress) or None), tempfile.TemporaryDirectory(prefix="audio-") as tmp:
+            work = Path(tmp)
+            self._encode_final_audio(req, self._original_audio(req, work), inp.total_frames, work, progress)
 
     # ---- 2. plan ------------------------------------------------------------------
     @activity.defn(name="plan")
@@ -323,18 +349,13 @@ class CpuActivities:
                 final_audio = derived_keys(req.render_id)["final_audio"]
                 meta = self.store.metadata(final_audio) if self.store.exists(final_audio) else None
                 if meta is not None and meta.get("frames") == str(inp.total_frames):
-                    # encoded at ingest: both streams by copy, a constant few seconds
+                    # encoded before stitch: both streams by copy, a constant few seconds
                     audio_file = self.store.download(final_audio, work / "final.m4a")
                     av_io.mux_copy(video, audio_file, out, inp.total_frames, req.spec.fps)
                     how = "stream copy"
                 else:
                     # a render whose ingest ran on an earlier release: encode the originals now
-                    fields = ["audio"] + (["audio_2"] if req.spec.person_count == "multi" else [])
-                    tracks = []
-                    originals = (stored_input_key(self.store, req.inputs, req.input_urls, f) for f in fields)
-                    for obj in dict.fromkeys(originals):  # the originals, not normalised
-                        tracks.append(self.store.download(obj, work / f"audio{len(tracks)}.bin"))
-                    av_io.mux_audio(video, tracks, out, inp.total_frames, req.spec.fps)
+                    av_io.mux_audio(video, self._original_audio(req, work), out, inp.total_frames, req.spec.fps)
                     how = "AAC encode"
                 frames = av_io.count_video_frames(out)
                 if frames != inp.total_frames:

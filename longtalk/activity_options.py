@@ -34,11 +34,12 @@ CPU_START_TO_CLOSE_S: dict[str, int] = {
     "ingest": 30 * 60,
     "plan": 10 * 60,
     "stitch": 2 * 3600,
+    "encode_audio": 2 * 3600,  # the output's AAC, beside the windows (an hour: ~80 s on 2 cores)
     "publish": 2 * 3600,
     "discard": 5 * 60,
     "record_cancelled": 5 * 60,
 }
-HEARTBEATING = frozenset({"ingest", "stitch", "publish"})
+HEARTBEATING = frozenset({"ingest", "stitch", "publish", "encode_audio"})
 
 
 

@@ -324,7 +324,8 @@ AAC_OPTIONS = {"acodec": "aac", "audio_bitrate": "128k", "ar": AUDIO_RATE, "ac":
 
 
 def encode_final_audio(audio_tracks: list[Path], dst: Path | str, frames: int, fps: int) -> None:
-    """The output's audio track, encoded once (at ingest) into an .m4a: publish then muxes it
+    """The output's audio track, encoded once (beside the windows, or at ingest in
+    renders started before that) into an .m4a: publish then muxes it
     with the video by stream copy (`mux_copy`) instead of encoding it on the render's tail."""
     out = ffmpeg.output(_final_audio(audio_tracks, frames, fps), str(dst), **AAC_OPTIONS,
                         t=f"{frames / fps:.6f}", format="mp4")

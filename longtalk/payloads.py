@@ -108,6 +108,9 @@ class RenderRequest:
     base: str = ""
     rerender_first: int = -1
     rerender_last: int = -1
+    # set by the workflow (patch audio-beside-windows-v1), never by a client: ingest leaves the
+    # output's AAC to the encode_audio activity, which runs beside the windows
+    final_audio_beside: bool = False
     # release de3015c's flat copies of `spec` (see the module's docstring): never read them
     input_type: str | None = None
     person_count: str | None = None
@@ -140,7 +143,7 @@ def derived_keys(render_id: str) -> dict[str, str]:
         "plan": base + "plan.json",
         "video": base + "video.mp4",
         "manifest": base + "manifest.json",
-        # the output's audio, AAC, exactly T/fps s, encoded at ingest (publish stream-copies it)
+        # the output's audio, AAC, exactly T/fps s, encoded beside the windows (stitch stream-copies it)
         "final_audio": base + "audio/final.m4a",
         "request": base + "request.json",
     }
@@ -289,6 +292,14 @@ class StitchInput:
 class StitchResult:
     video_key: str
     frames: int
+
+
+@dataclass
+class EncodeAudioInput:
+    """The output's audio track (AAC, cut to T/fps), encoded beside the windows."""
+
+    request: RenderRequest
+    total_frames: int
 
 
 @dataclass

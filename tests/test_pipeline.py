@@ -87,7 +87,7 @@ async def test_end_to_end_modes(mode, workers, temporal_client, settings, store,
     assert [m["index"] for m in metas] == list(range(result["windows"]))
     # the tails only served the next window: a finished render does not keep them
     assert not [k for k in store.list(f"renders/{render_id}/windows/") if "/tail_" in k]
-    # the audio was encoded at ingest and stitch wrote the output directly (stream copy):
+    # the audio was encoded beside the windows and stitch wrote the output directly (stream copy):
     # no intermediate stitched video
     assert store.exists(f"renders/{render_id}/audio/final.m4a")
     assert not store.exists(f"renders/{render_id}/video.mp4")

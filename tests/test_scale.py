@@ -216,6 +216,74 @@ async def test_parallel_chains_0_means_one_chain_per_gpu_worker_in_the_fleet(set
         store.delete_prefix(f"renders/{render_id}/")
 
 
+# ---- the output's audio, encoded beside the windows ---------------------------------------
+
+async def test_encode_audio_runs_beside_the_windows(workers, temporal_client, settings, store, media, tmp_path,
+                                                    render_id):
+    """A new render's ingest leaves the AAC alone (final_audio_beside), and encode_audio is
+    scheduled in the same workflow task that starts the chains: the first window never
+    waits for it (an hour of speech: ~80 s). The output still carries T/25 s of AAC."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.converter import DataConverter
+
+    from longtalk.payloads import RenderRequest
+    from tests.helpers import patch_ids, run_starter, write_job
+    from workflows.render import AUDIO_BESIDE_PATCH
+
+    out = tmp_path / "out.mp4"
+    job = write_job(tmp_path, image_path=media["portrait"], wav_path=media["speech"], width=64, height=64)
+    rc, result, err = await run_starter(temporal_client, settings, job, "--id", render_id, "--output", str(out))
+    assert rc == 0, err
+    check_video(out, result["frames"], 64, 64)
+    events = (await temporal_client.get_workflow_handle(render_id).fetch_history()).events
+    assert AUDIO_BESIDE_PATCH in patch_ids(events)
+    scheduled = {e.activity_task_scheduled_event_attributes.activity_type.name: e.activity_task_scheduled_event_attributes
+                 for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
+    ingest = DataConverter.default.payload_converter.from_payloads(scheduled["ingest"].input.payloads,
+                                                                     [RenderRequest])[0]
+    assert ingest.final_audio_beside
+    chains = [e.start_child_workflow_execution_initiated_event_attributes for e in events
+              if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]
+    assert chains and all(c.workflow_task_completed_event_id == scheduled["encode_audio"].workflow_task_completed_event_id
+                          for c in chains)
+    store.delete_prefix(f"renders/{render_id}/")
+
+
+def test_ingest_leaves_the_audio_to_encode_audio(settings, store, render_id, tmp_path, monkeypatch):
+    """ingest with final_audio_beside stores no AAC; encode_audio stores it (T/25 s, frames
+    in its metadata) and, called again (a retry), finds it and encodes nothing."""
+    import dataclasses as dc
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.cpu import CpuActivities
+    from longtalk.inputs import parse_job, render_request, stage_inputs
+    from longtalk.payloads import EncodeAudioInput, PlanInput, derived_keys
+
+    job = parse_job({"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(EXAMPLES / "speech.ogg"),
+                               "width": 64, "height": 64}}, settings)
+    req = render_request(job, stage_inputs(job, store, render_id, settings), render_id, "preview", settings)
+    req = dc.replace(req, final_audio_beside=True)
+    acts = CpuActivities(store, settings)
+    final = derived_keys(render_id)["final_audio"]
+    try:
+        ingest = ActivityEnvironment().run(acts.ingest, req)
+        assert not store.exists(final)
+        plan = ActivityEnvironment().run(acts.plan, PlanInput(request=req, ingest=ingest))
+        encodes = []
+        real = av_io.encode_final_audio
+        monkeypatch.setattr(av_io, "encode_final_audio", lambda *a: encodes.append(1) or real(*a))
+        for _ in range(2):
+            ActivityEnvironment().run(acts.encode_audio, EncodeAudioInput(request=req, total_frames=plan.total_frames))
+        assert len(encodes) == 1
+        assert store.metadata(final)["frames"] == str(plan.total_frames)
+        info = av_io.probe(store.download(final, tmp_path / "final.m4a"))
+        assert info["audio"]["codec"] == "aac"
+        assert abs(info["audio"]["duration_s"] - plan.total_frames / 25) <= 1 / 25
+    finally:
+        store.delete_prefix(f"renders/{render_id}/")
+
+
 # ---- publish: audio encoded at ingest, muxed by stream copy -------------------------------
 
 @pytest.mark.parametrize("stored_audio", [True, False], ids=["stream-copy", "fallback-encode"])

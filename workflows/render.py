@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from longtalk import activity_options as options
     from longtalk.activity_options import CPU_RETRY, GPU_RETRY  # noqa: F401 - re-exported (bench)
     from longtalk.payloads import (
-        CancelledInput, ChainInput, ChainResult, DiscardInput, IngestResult, Plan, PlanInput, Progress, PublishInput,
+        CancelledInput, ChainInput, ChainResult, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, Progress, PublishInput,
         RenderContext, RenderRequest, RenderResult, RenderWindowInput, RenderWindowResult,
         StitchInput, StitchResult, WindowDone, WindowsDone,
     )
@@ -36,6 +36,8 @@ REPORT_EVERY = timedelta(seconds=1)  # progress signals from a chain, batched at
 VISIBILITY_PATCH = "visibility-v1"  # RenderVideo
 WINDOW_SUMMARY_PATCH = "window-summary-v1"  # RenderChain
 CHAIN_CANCEL_PATCH = "chain-cancel-v1"  # RenderChain: a cancel that met a finishing window stops the chain
+# RenderVideo: the output's AAC is encoded by its own activity beside the windows, not by ingest
+AUDIO_BESIDE_PATCH = "audio-beside-windows-v1"
 
 
 def _is_input_error(exc: BaseException) -> bool:
@@ -150,6 +152,10 @@ class RenderVideo:
 
     async def _run(self, req: RenderRequest) -> RenderResult:
         queue = workflow.info().task_queue
+        # decided before the first command: runs started earlier encode the audio in ingest
+        audio_beside = workflow.patched(AUDIO_BESIDE_PATCH)
+        if audio_beside:
+            req = dataclasses.replace(req, final_audio_beside=True)
         self._set_stage("ingest")
         ingest: IngestResult = await workflow.execute_activity(
             "ingest", req, result_type=IngestResult, task_queue=queue, **self._activity("ingest", req),
@@ -168,7 +174,13 @@ class RenderVideo:
         )
         self._render_started = workflow.now()
         self._set_stage("render")
-        await asyncio.gather(*[
+        # the output's AAC, encoded while the GPUs render (started after plan: a render that
+        # plan refuses leaves nothing behind); stitch needs it, so it is awaited with the chains
+        beside = [workflow.execute_activity(
+            "encode_audio", EncodeAudioInput(request=req, total_frames=plan.total_frames), task_queue=queue,
+            **self._activity("encode_audio", req), **self._summary("encode the output's audio (AAC)"))
+        ] if audio_beside else []
+        await asyncio.gather(*beside, *[
             workflow.execute_child_workflow(
                 RenderChain.run,
                 ChainInput(context=context, chain=chain, next_window=chain.first,
