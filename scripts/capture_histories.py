@@ -256,7 +256,7 @@ async def shape_single(env: Env, rid: str) -> None:
 
 
 async def shape_parallel(env: Env, rid: str) -> None:
-    await (await render(env, rid, env.media["4w"], "gpu", parallel_chains=2)).result()
+    await (await render(env, rid, env.media["11w"], "gpu", parallel_chains=2)).result()
     chains = env.store.get_json(f"renders/{rid}/plan.json")["chains"]
     assert len(chains) == 2, chains
 
@@ -386,7 +386,9 @@ async def capture(release: str, shapes: list[str], keep: bool) -> Path:
         media = {"portrait": ROOT / "examples" / "portrait.png",
                  "3w": cut_audio(ROOT / "examples" / "speech.ogg", tmp / "s3w.wav", 1.0, 1.2),   # T=30: 3
                  "4w": cut_audio(ROOT / "examples" / "speech.ogg", tmp / "s4w.wav", 1.0, 1.6),   # T=40: 4
-                 "5w": cut_audio(ROOT / "examples" / "speech.ogg", tmp / "s5w.wav", 1.0, 1.8)}   # T=45: 5
+                 "5w": cut_audio(ROOT / "examples" / "speech.ogg", tmp / "s5w.wav", 1.0, 1.8),   # T=45: 5
+                 # two chains need 10 windows (longtalk.chains.MIN_WINDOWS_PER_CHAIN = 5 each)
+                 "11w": cut_audio(ROOT / "examples" / "speech.ogg", tmp / "s11w.wav", 1.0, 3.6)}  # T=90: 11
         client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
                                       identity="capture-client")
         store = ObjectStore.from_settings(settings)
