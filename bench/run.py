@@ -2,7 +2,8 @@
 
     python bench/run.py [stitch|overhead|ingest|all] [--minutes 1,10,60] [--windows 200]
                         [--content grain|preview]
-    python bench/run.py fleet [--gpus 1,2,4,8] [--window-seconds 3] [--minutes 10] [--mixed]
+    python bench/run.py fleet [--gpus 1,2,4,8] [--window-seconds 3] [--minutes 10] [--mixed
+                              [--mixed-gpus 4] [--mixed-minutes 60]]
 
 1. stitch   stitch + publish (mux) throughput and peak RSS for N minutes of 512x512 @ 25 fps.
             The audio is encoded first, as ingest does (timed apart: it is off the render's
@@ -1009,7 +1010,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="fleet: frames stitch dissolves into each chain join (default: LONGTALK_JOIN_BLEND_FRAMES's "
                         "default; 0 = hard cut)")
     p.add_argument("--mixed", action="store_true",
-                   help="fleet: also time a 10-second render submitted while the long render uses every worker")
+                   help="fleet: also time a 10-second render submitted while a long render uses every worker")
+    p.add_argument("--mixed-gpus", type=int, default=4, help="fleet --mixed: GPU workers (default 4)")
+    p.add_argument("--mixed-minutes", type=float, default=60.0,
+                   help="fleet --mixed: the long render's length in minutes (default 60)")
     p.add_argument("--windows", type=int, default=200, help="windows for the overhead run (default 200)")
     p.add_argument("--ingest-minutes", type=float, default=60.0, help="audio length for ingest (default 60)")
     p.add_argument("--content", default="grain", choices=["grain", "preview"],
@@ -1057,7 +1061,8 @@ def main(argv: list[str] | None = None) -> int:
             from fleet import bench_fleet
 
             detail = bench_fleet(ctx, [int(g) for g in args.gpus.split(",") if g.strip()], args.window_seconds,
-                                 float(args.minutes or 10), args.size, args.mixed, args.join_blend)
+                                 float(args.minutes or 10), args.size, args.mixed, args.join_blend,
+                                 mixed_gpus=args.mixed_gpus, mixed_minutes=args.mixed_minutes)
             results["fleet_detail"] = detail
             results["fleet"] = {str(r["gpus"]): {"wall_s": r["wall_s"], "speedup": r["speedup"], "busy": r["busy"]}
                                 for r in detail["runs"]}
