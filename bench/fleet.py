@@ -326,22 +326,25 @@ def bench_fleet(ctx: dict, gpus: list[int], window_s: float, minutes: float, siz
 def report(res: dict) -> list[str]:
     from run import table  # bench/run.py's table
 
-    lines = [f"== fleet: one {res['minutes']:g}-minute render ({res['size']}x{res['size']}, timed backend, "
-             f"{res['window_s']:g} s per window) on G GPU workers; chains = G (per-job parallel_chains); "
-             f"join dissolve {res.get('join_blend_frames')} frames =="]
-    rows = []
-    for r in res["runs"]:
-        s = r["smoothness"]
-        rows.append([r["gpus"], r["windows"], "/".join(map(str, r["chains"])), r["wall_s"], r["ideal_wall_s"],
-                     r["speedup"], r["busy"], r["workers_used"], r.get("worker_changes"), s["joins"], s["join_mad"],
-                     s.get("join_near_max_step"), s["seam_mad"], s["interior_mad"]])
-    lines.append(table(["G", "windows", "chain lengths", "wall s", "longest chain x S", "speedup", "busy",
-                        "workers used", "chain moves", "joins", "join MAD", "max step near join", "seam MAD", "interior MAD"], rows))
-    lines.append("  (chain moves: windows that ran on another GPU worker than the window before them in "
-                 "their chain; chain affinity keeps this near 0)")
-    lines.append("  (wall: the render's workflow start to close; busy: windows' backend time / (G x wall); "
-                 "MAD: mean absolute difference of consecutive output frames, 0-255, at chain joins, at "
-                 "ordinary window seams, and elsewhere)")
+    lines: list[str] = []
+    if res["runs"]:  # --gpus "" --mixed: the mixed case alone
+        lines.append(f"== fleet: one {res['minutes']:g}-minute render ({res['size']}x{res['size']}, timed backend, "
+                     f"{res['window_s']:g} s per window) on G GPU workers; chains = G (per-job parallel_chains); "
+                     f"join dissolve {res.get('join_blend_frames')} frames ==")
+        rows = []
+        for r in res["runs"]:
+            s = r["smoothness"]
+            rows.append([r["gpus"], r["windows"], "/".join(map(str, r["chains"])), r["wall_s"], r["ideal_wall_s"],
+                         r["speedup"], r["busy"], r["workers_used"], r.get("worker_changes"), s["joins"],
+                         s["join_mad"], s.get("join_near_max_step"), s["seam_mad"], s["interior_mad"]])
+        lines.append(table(["G", "windows", "chain lengths", "wall s", "longest chain x S", "speedup", "busy",
+                            "workers used", "chain moves", "joins", "join MAD", "max step near join", "seam MAD",
+                            "interior MAD"], rows))
+        lines.append("  (chain moves: windows that ran on another GPU worker than the window before them in "
+                     "their chain; chain affinity keeps this near 0)")
+        lines.append("  (wall: the render's workflow start to close; busy: windows' backend time / (G x wall); "
+                     "MAD: mean absolute difference of consecutive output frames, 0-255, at chain joins, at "
+                     "ordinary window seams, and elsewhere)")
     for r in res["runs"]:
         t = r.get("timeline") or {}
         if t:
