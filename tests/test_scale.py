@@ -105,6 +105,24 @@ def test_slack_is_spent_only_for_a_pause():
     assert [c.window for c in cuts] == [50] and cuts[0].pause is None and "no pause" in cuts[0].reason
 
 
+def test_every_plan_keeps_its_bounds():
+    """Random lengths, chain counts and loudness: every chain has MIN_WINDOWS_PER_CHAIN to
+    balanced + slack windows, and the cuts cover the render exactly once."""
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        n = int(rng.integers(10, 1500))
+        count = chain_count(int(rng.integers(2, 65)), n)[0]
+        db = rng.choice([-20.0, -70.0], size=n * PARAMS.stride + PARAMS.window, p=[0.9, 0.1])
+        db = np.repeat(db[::8], 8)[: db.size]  # quiet runs of 8 frames: some pauses
+        cuts = plan_cuts(db, n, count, PARAMS)
+        bounds = [0, *[c.window for c in cuts], n]
+        lengths = [b - a for a, b in zip(bounds, bounds[1:])]
+        balanced = -(-n // count)
+        assert len(lengths) == count and sum(lengths) == n, (n, count, lengths)
+        assert min(lengths) >= MIN_WINDOWS_PER_CHAIN, (n, count, lengths)
+        assert max(lengths) <= balanced + max(1, round(BALANCE_SLACK * balanced)), (n, count, lengths)
+
+
 def test_no_pause_in_reach_falls_back_to_the_quietest_frame():
     """Speech everywhere, three chains of 100 windows (at most 34 each): the first cut may
     fall on windows 32..34 and takes the one with the softest join frame."""
