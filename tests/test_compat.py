@@ -20,7 +20,7 @@ from temporalio.converter import DataConverter
 
 from longtalk import activity_options
 from longtalk.payloads import (
-    ActivityTimeouts, CancelledInput, Chain, ChainInput, ChainResult, DiscardInput, IngestResult, Plan, PlanInput,
+    ActivityTimeouts, CancelledInput, Chain, ChainInput, ChainResult, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput,
     PublishInput, RenderContext, RenderRequest, RenderResult, RenderSpec, RenderWindowInput, RenderWindowResult,
     StitchInput, StitchResult, WindowsDone,
 )
@@ -33,9 +33,10 @@ WORKFLOW_INPUTS = {"RenderVideo": RenderRequest, "RenderChain": ChainInput}
 WORKFLOW_RESULTS = {"RenderVideo": RenderResult, "RenderChain": ChainResult}
 ACTIVITY_INPUTS = {"ingest": RenderRequest, "plan": PlanInput, "render_window": RenderWindowInput,
                    "stitch": StitchInput, "publish": PublishInput, "discard": DiscardInput,
-                   "record_cancelled": CancelledInput}
+                   "record_cancelled": CancelledInput, "encode_audio": EncodeAudioInput}
 ACTIVITY_RESULTS = {"ingest": IngestResult, "plan": Plan, "render_window": RenderWindowResult,
-                    "stitch": StitchResult, "publish": RenderResult, "discard": int, "record_cancelled": type(None)}
+                    "stitch": StitchResult, "publish": RenderResult, "discard": int, "record_cancelled": type(None),
+                    "encode_audio": type(None)}
 SIGNALS = {"windows_done": WindowsDone}
 
 
