@@ -56,3 +56,52 @@ def test_ffmpeg_commands_are_built_quiet_for_the_project_binary(tmp_path):
     missing = tmp_path / "missing.wav"
     with pytest.raises(RuntimeError, match=r"(?s)ffmpeg failed \(\d+\): .*missing\.wav"):  # ffmpeg's reason names the file
         av_io.run_ffmpeg(ffmpeg.input(str(missing)).output(str(tmp_path / "out.wav")))
+
+
+def _stereo_wav(path, seconds: float, rate: int = 44_100) -> np.ndarray:
+    """A 440 Hz tone at 0.5 on the left and 0.25 on the right, 16-bit."""
+    t = np.arange(int(seconds * rate)) / rate
+    tone = np.sin(2 * np.pi * 440 * t)
+    frames = np.stack([0.5 * tone, 0.25 * tone], axis=1)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((frames * 32767).astype("<i2").tobytes())
+    return tone
+
+
+def test_audio_is_decoded_to_16k_mono_in_chunks(tmp_path, monkeypatch):
+    """Any rate and layout -> float32 mono at 16 kHz, the channels mixed as libswresample
+    mixes them ((L + R) / sqrt 2, as PyAV's resampler did), in chunks of DECODE_CHUNK_SAMPLES
+    (the last one shorter), nothing lost at the chunk boundaries."""
+    monkeypatch.setattr(av_io, "DECODE_CHUNK_SAMPLES", 16_000)
+    path = tmp_path / "stereo.wav"
+    _stereo_wav(path, 3.5)
+    chunks = av_io.decode_audio_chunks(path, "wav_path")
+    assert [c.size for c in chunks] == [16_000, 16_000, 16_000, 8_000]
+    assert all(c.dtype == np.float32 for c in chunks)
+    samples = np.concatenate(chunks)
+    middle = samples[1000:-1000]  # away from the resampler's edges
+    assert abs(float(np.max(np.abs(middle))) - 0.75 / np.sqrt(2)) < 0.01
+    spectrum = np.abs(np.fft.rfft(middle))
+    assert abs(np.argmax(spectrum) * 16_000 / middle.size - 440) < 2
+
+
+def test_audio_decode_errors_name_the_field_not_the_path(tmp_path):
+    from longtalk.errors import InputError
+
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not audio" * 500)
+    silent = tmp_path / "silent.mp4"  # a video without an audio stream
+    av_io.encode_clip(np.zeros((5, 32, 32, 3), np.uint8), silent, 25)
+    long = tmp_path / "long.wav"
+    _stereo_wav(long, 3.0, rate=8000)
+    cases = [(junk, None, "cannot be decoded as audio"), (silent, None, "has no audio stream"),
+             (long, 2.0, "longer than the limit of 2 seconds")]
+    for path, limit, reason in cases:
+        with pytest.raises(InputError) as err:
+            av_io.decode_audio_chunks(path, "wav_url", limit)
+        assert err.value.field == "wav_url" and reason in str(err.value), err.value
+        assert str(tmp_path) not in str(err.value)
+    assert sum(c.size for c in av_io.decode_audio_chunks(long, "wav_url", 3.5)) == 48_000
