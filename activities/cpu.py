@@ -157,6 +157,11 @@ class CpuActivities:
                             metadata={"frames": str(total)})
         progress.pop("encoding", None)
 
+    def _has_frames(self, key: str, frames: int) -> bool:
+        """Whether `key` is stored and says (its metadata) that it holds `frames` frames: the
+        finished output of a step that a retry must not redo (the audio, the stitched video)."""
+        return self.store.exists(key) and self.store.metadata(key).get("frames") == str(frames)
+
     def _original_audio(self, req: RenderRequest, work: Path) -> list[Path]:
         """The speech tracks as the user gave them (not normalised), from the bucket; one
         object given for both speakers is one track."""
@@ -174,9 +179,7 @@ class CpuActivities:
         RenderRequest.final_audio_beside). Nothing waits for it before stitch, so the
         encode is off the render's critical path: the first window starts right after plan."""
         req = inp.request
-        key = derived_keys(req.render_id)["final_audio"]
-        meta = self.store.metadata(key) if self.store.exists(key) else None
-        if meta is not None and meta.get("frames") == str(inp.total_frames):
+        if self._has_frames(derived_keys(req.render_id)["final_audio"], inp.total_frames):
             return
         progress: dict = {}
         with heartbeating(lambda: dict(progress) or None), tempfile.TemporaryDirectory(prefix="audio-") as tmp:
@@ -281,11 +284,9 @@ class CpuActivities:
         publish then finds it and only signs it, so the render's tail is the join alone
         (no stitched video stored, fetched back and rewritten: 2 GB of transfers an hour)."""
         keys = derived_keys(inp.render_id)
-        audio_meta = self.store.metadata(keys["final_audio"]) if self.store.exists(keys["final_audio"]) else None
-        with_audio = audio_meta is not None and audio_meta.get("frames") == str(inp.total_frames)
+        with_audio = self._has_frames(keys["final_audio"], inp.total_frames)
         video_key = output_key(inp.render_id) if with_audio else keys["video"]
-        meta = self.store.metadata(video_key) if self.store.exists(video_key) else None
-        if meta is not None and meta.get("frames") == str(inp.total_frames):
+        if self._has_frames(video_key, inp.total_frames):
             return StitchResult(video_key=video_key, frames=inp.total_frames)
         progress = {"downloaded": 0}
         with heartbeating(lambda: dict(progress)), tempfile.TemporaryDirectory(prefix="stitch-") as tmp:
@@ -347,8 +348,7 @@ class CpuActivities:
                 out = work / "output.mp4"
                 started = time.monotonic()
                 final_audio = derived_keys(req.render_id)["final_audio"]
-                meta = self.store.metadata(final_audio) if self.store.exists(final_audio) else None
-                if meta is not None and meta.get("frames") == str(inp.total_frames):
+                if self._has_frames(final_audio, inp.total_frames):
                     # encoded before stitch: both streams by copy, a constant few seconds
                     audio_file = self.store.download(final_audio, work / "final.m4a")
                     av_io.mux_copy(video, audio_file, out, inp.total_frames, req.spec.fps)

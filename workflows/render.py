@@ -314,19 +314,16 @@ class RenderChain:
             ran += 1
             if affinity:
                 affinity_queue = result.worker_queue
+            pending.append(WindowDone(index=k, rendered=result.rendered, attempt=result.attempt,
+                                      worker=result.worker, render_s=round(result.render_s, 3),
+                                      frames=result.frames))
             # a cancel that arrived while the window was finishing: the window's result came
             # back instead of the cancel (the activity completed first); stop here all the same
             cancelling = asyncio.current_task().cancelling() > 0
             if cancelling and workflow.patched(CHAIN_CANCEL_PATCH):
-                pending.append(WindowDone(index=k, rendered=result.rendered, attempt=result.attempt,
-                                          worker=result.worker, render_s=round(result.render_s, 3),
-                                          frames=result.frames))
                 report()
                 await asyncio.gather(*sending, return_exceptions=True)
                 raise asyncio.CancelledError()
-            pending.append(WindowDone(index=k, rendered=result.rendered, attempt=result.attempt,
-                                      worker=result.worker, render_s=round(result.render_s, 3),
-                                      frames=result.frames))
             if workflow.now() - last_report >= REPORT_EVERY:  # GPU windows: every window
                 report()
                 last_report = workflow.now()
