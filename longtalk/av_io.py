@@ -55,10 +55,10 @@ def decode_audio_chunks(path: Path | str, field: str, max_seconds: float | None 
     hour is 230 MB of samples: no full-length copies are made).
 
     PyAV opens the file and finds the stream; the ffmpeg binary decodes, downmixes and
-    resamples it in one pass into a pipe (libswresample, as PyAV's resampler). Frame by frame
-    in Python the same work cost ~7 s per 10 minutes of Opus on one core, before the first
-    window could start; ffmpeg takes well under a second. It stops at the first decode error
-    (-xerror), as PyAV did, so a damaged track fails here naming the field."""
+    resamples it in one pass into a pipe (libswresample, as PyAV's resampler: the same
+    samples). Frame by frame in Python the same work took ~6 s per 10 minutes of Opus, before
+    the first window could start; ffmpeg takes ~2 s. It stops at the first decode error
+    (-xerror), so a damaged track fails here naming the field."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -96,11 +96,12 @@ def decode_audio_chunks(path: Path | str, field: str, max_seconds: float | None 
 
 
 def _ffmpeg_reason(stderr: bytes, path: Path | str) -> str:
-    """ffmpeg's last error line, without the file's path or the decoder's address."""
+    """ffmpeg's first error line (the cause; the lines after it say what failed because of
+    it), without the file's path or the stream's address."""
     lines = [x.strip() for x in stderr.decode("utf-8", "replace").splitlines() if x.strip()]
     if not lines:
         return "ffmpeg failed"
-    line = lines[-1].replace(str(path), "the file")
+    line = lines[0].replace(str(path), "the file")
     if line.startswith("[") and "] " in line:
         line = line.split("] ", 1)[1]
     return line[:200]

@@ -1,6 +1,7 @@
 """Media helpers: WAV layout, PNG encoding, ffmpeg commands built with ffmpeg-python."""
 
 import io
+import struct
 import wave
 
 import cv2
@@ -97,8 +98,14 @@ def test_audio_decode_errors_name_the_field_not_the_path(tmp_path):
     av_io.encode_clip(np.zeros((5, 32, 32, 3), np.uint8), silent, 25)
     long = tmp_path / "long.wav"
     _stereo_wav(long, 3.0, rate=8000)
+    unknown = tmp_path / "unknown.wav"  # a WAV whose codec tag no decoder knows: opens, cannot decode
+    pcm = np.zeros(1600, "<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 0x9999, 1, 16_000, 32_000, 2, 16)
+    unknown.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+                        + b"data" + struct.pack("<I", len(pcm)) + pcm)
     cases = [(junk, None, "cannot be decoded as audio"), (silent, None, "has no audio stream"),
-             (long, 2.0, "longer than the limit of 2 seconds")]
+             (long, 2.0, "longer than the limit of 2 seconds"),
+             (unknown, None, "cannot be decoded as audio (Decoding requested, but no decoder found")]
     for path, limit, reason in cases:
         with pytest.raises(InputError) as err:
             av_io.decode_audio_chunks(path, "wav_url", limit)
