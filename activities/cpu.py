@@ -256,7 +256,7 @@ class CpuActivities:
     def _chain_cuts(self, inp: PlanInput, n: int) -> tuple[list[chain_plan.Cut], str]:
         """How many independent chains, and where they begin (longtalk.chains): the job's
         parallel_chains (0: as many as GPU workers serve the render's queue), capped by the
-        render's length; each cut inside the longest speech pause near its balanced split."""
+        render's length; chains balanced, each cut in a speech pause near its balanced split."""
         req = inp.request
         gpus = self._gpu_workers(req.gpu_queue) if req.parallel_chains == 0 else None
         requested = req.parallel_chains if req.parallel_chains > 0 else (gpus or 1)

@@ -8,10 +8,12 @@ jumps there. The planner therefore
 - uses no more chains than the render's length makes worthwhile: at least
   MIN_WINDOWS_PER_CHAIN windows per chain (a 10-second render stays one chain), and no more
   than the GPUs it may use;
-- cuts near the balanced split points (chain c starts near c * n / chains), so the chains
-  finish together, but moves each cut, within a few windows, to where the join frame (the
-  new chain's first kept frame) falls inside the longest speech pause: the mouth is closed
-  on both sides of the join and only the head pose differs.
+- keeps the chains balanced, since the render ends with its longest chain: none longer
+  than ceil(n / chains) plus BALANCE_SLACK, a slack spent only to put more joins in pauses;
+- within that bound, moves each cut a few windows from its balanced split point (chain c
+  starts near c * n / chains) to where the join frame (the new chain's first kept frame)
+  falls inside a speech pause with room for the dissolve, the nearest such: the mouth is
+  closed on both sides of the join and only the head pose differs.
 
 At a join the picture still jumps (the new chain restarts from the reference). Stitch
 therefore dissolves the previous chain's last frames into the new chain's first frame over up
@@ -153,12 +155,10 @@ def _best_cuts(db: np.ndarray, pauses: list[tuple[int, int]], holding: np.ndarra
         where = f"windows {lo}..{hi} around the balanced split {ideal:.1f} (chains of at most {longest} windows)"
         if pause is None:
             reason = f"no pause in reach: the quietest join frame of {where}"
-        elif good:
-            reason = (f"join at {frame / params.fps:.2f} s inside a {(pause[1] - pause[0]) / params.fps * 1000:.0f} ms "
-                      f"pause that holds the whole dissolve, of {where}")
         else:
+            room = " that holds the whole dissolve" if good else ", too short for the whole dissolve"
             reason = (f"join at {frame / params.fps:.2f} s inside a {(pause[1] - pause[0]) / params.fps * 1000:.0f} ms "
-                      f"pause, too short for the whole dissolve, of {where}")
+                      f"pause{room}, of {where}")
         cuts.append(Cut(window=k, frame=frame, ideal=round(ideal, 2), pause=pause, reason=reason))
     return cuts, int(total[0])
 
