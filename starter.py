@@ -12,7 +12,9 @@ own files (`~` expanded, not confined to LONGTALK_INPUT_ROOTS); paths inside a j
 confined. The same render id (given, or derived from the job's content) attaches to the
 running or finished render instead of starting a second one. Parsing, staging and starting
 are longtalk.inputs (parse_job, submit), which an HTTP API calls the same way.
-Prints the result JSON on stdout, progress on stderr; exits non-zero on failure.
+Prints the result JSON on stdout, progress (and the submission's warnings) on stderr.
+Exit status: 0 done, 1 the render failed or was cancelled, 2 the job was refused before
+anything started, 3 nothing started because Temporal or the object store is not reachable.
 """
 
 from __future__ import annotations
@@ -154,6 +156,9 @@ def finish_result(result: RenderResult, settings: Settings, store: ObjectStore, 
     return result_output(result, settings, store, output)
 
 
+EXIT_DONE, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
 def not_reachable(what: str, address: str) -> str:
     return f"{what} is not reachable at {address}; start the stack with `make up`"
 
@@ -179,15 +184,17 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
     backend = args.backend or settings.backend
     client, store = await connect(client, settings, log)
     if client is None:
-        return 1
+        return EXIT_UNREACHABLE
     try:
-        handle = await submit(client, settings, job, render_id, backend, store, log=log)
+        submission = await submit(client, settings, job, render_id, backend, store, log=log)
     except InputError as exc:
         log(f"error: {exc}")
         return 2
+    for warning in submission.warnings:  # before waiting: --no-wait users see them too
+        log(f"warning: {warning}")
     log(f"render {render_id}: {settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}"
         f"/workflows/{render_id}")
-    return await finish(handle, render_id, args, settings, store, stdout, stderr, log)
+    return await finish(submission.handle, render_id, args, settings, store, stdout, stderr, log)
 
 
 async def connect(client: Client | None, settings: Settings, log) -> tuple[Client | None, ObjectStore | None]:
@@ -241,7 +248,7 @@ async def rerender_main(args: argparse.Namespace, client: Client | None, setting
     first, _, last = args.windows.partition("-")
     client, store = await connect(client, settings, log)
     if client is None:
-        return 1
+        return EXIT_UNREACHABLE
     try:
         handle, preview, render_id = await start_rerender(
             client, settings, store, args.rerender, first, last or first, prompt=args.prompt, seed=args.seed)
@@ -257,7 +264,7 @@ async def rerender_main(args: argparse.Namespace, client: Client | None, setting
 def run_cli() -> None:
     """Exit without tearing the interpreter down: after a failed connect, the Temporal
     client's native runtime can crash (SIGSEGV) while Python finalises, turning a clean
-    "not reachable" exit 1 into a crash. Everything the CLI writes is flushed first."""
+    "not reachable" exit 3 into a crash. Everything the CLI writes is flushed first."""
     code = asyncio.run(main())
     sys.stdout.flush()
     sys.stderr.flush()

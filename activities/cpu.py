@@ -25,7 +25,8 @@ from longtalk.payloads import (
 from longtalk.errors import DownloadFailed, InputError, OutputMismatch, TransientError
 from longtalk.inputs.formats import FORMATS, MediaFormat
 from longtalk.inputs.preflight import check_media
-from longtalk.inputs.staging import check_file, fetch_url_input, stored_input_key
+from longtalk.inputs.framing import crop_notice
+from longtalk.inputs.staging import check_file, fetch_url_input, stored_input_key, url_record_key
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window, window_count, windows
@@ -130,6 +131,7 @@ class CpuActivities:
                 reference = av_io.read_frames(norm, [0])[0]
                 result.source_key, result.source_frames = keys["source"], count
             else:
+                field = "image"
                 local, fmt = files["image"]
                 if "image" not in req.input_urls:  # checked when fetched; the client checked it
                     # too, and checking again catches an input put into the bucket another way
@@ -140,9 +142,21 @@ class CpuActivities:
                         check_media(name, local, "image", fmt, self.settings)
                 reference = av_io.fit_image(av_io.decode_image(local.read_bytes(), self._name(req, "image")),
                                             req.spec.width, req.spec.height)
+            if field in req.input_urls:  # the submission could not know its shape
+                result.warnings = self._framing(req, field)
             self.store.put_bytes(keys["reference"], av_io.encode_png(reference), "image/png")
             self.store.put_json(keys["ingest"], dataclasses.asdict(result))
             return result
+
+    def _framing(self, req: RenderRequest, field: str) -> list[str]:
+        """What the frame cuts off a downloaded portrait or source video (see framing.py)."""
+        record = self.store.get_json(url_record_key(req.input_urls[field]))
+        if not record.get("width") or not record.get("height"):
+            return []
+        notice = crop_notice(self._name(req, field), "source video" if field == "video" else "portrait",
+                             record["width"], record["height"], req.spec.width, req.spec.height, False,
+                             self.settings.min_dimension, self.settings.max_dimension)
+        return [notice] if notice else []
 
     def _encode_final_audio(self, req: RenderRequest, tracks: list[Path], total: int, work: Path,
                             progress: dict) -> None:

@@ -195,7 +195,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         except NotFound:
             raise ApiError(404, f"render {render_id} not found") from None
 
-    async def run_job(request: Request, owner: str) -> str:
+    async def run_job(request: Request, owner: str) -> tuple[str, list[str]]:
         body = await json_body(request)
         inp = body.get("input")
         if not isinstance(inp, dict):
@@ -206,7 +206,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         try:
             if webhook is not None:
                 await asyncio.to_thread(check_url, webhook, settings)
-            render_id = await jobs.accept(
+            render_id, warnings = await jobs.accept(
                 renders.client, {"input": inp}, settings, renders.store, owner, graph_config=graph_config,
                 execution_timeout=timedelta(seconds=execution_s) if execution_s else None,
                 memo={"ttl_s": ttl_s, "execution_timeout_s": execution_s, "low_priority": low,
@@ -218,20 +218,21 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
             desc = await renders.client.get_workflow_handle(render_id).describe()
             await start_delivery(renders.client, settings, render_id, desc.run_id)
         log.info("render %s accepted for %s", render_id, owner)
-        return render_id
+        return render_id, warnings
 
     base = "/v2/{endpoint_id}"
 
     @app.post(base + "/run", summary="Start a render (asynchronous)")
     async def run(endpoint_id: str, request: Request):
         owner = owner_of(request, endpoint_id)
-        return {"id": await run_job(request, owner), "status": IN_QUEUE}
+        render_id, warnings = await run_job(request, owner)
+        return {"id": render_id, "status": IN_QUEUE, "warnings": warnings}
 
     @app.post(base + "/runsync", summary="Start a render and wait up to `wait` ms for it")
     async def runsync(endpoint_id: str, request: Request):
         owner = owner_of(request, endpoint_id)
         wait_s = _wait_s(request)
-        render_id = await run_job(request, owner)
+        render_id, _warnings = await run_job(request, owner)  # /status repeats them (the memo)
         renders: Renders = state["renders"]
         await renders.wait(render_id, None, wait_s)
         return await renders.status_body(render_id, await owned(render_id, owner))

@@ -28,14 +28,15 @@ def new_render_id() -> str:
 
 async def accept(client: Client, job: dict, settings: Settings, store: ObjectStore, owner: str, *,
                  graph_config: GraphConfig | None = None, execution_timeout: timedelta | None = None,
-                 memo: dict | None = None) -> str:
+                 memo: dict | None = None) -> tuple[str, list[str]]:
     """Check `job` ({"input": {...}}), stage its inputs and start the render owned by `owner`
-    (the API key's name, a search attribute); return the render id.
+    (the API key's name, a search attribute); return the render id and the warnings the
+    answer must carry (fields ignored, a picture cropped).
 
     Raises InputError (naming the field) before anything is stored when the job is refused."""
     seed = (graph_config or GraphConfig.from_env()).sampler.seed
     parsed = await asyncio.to_thread(parse_job, job, settings, seed)
     render_id = new_render_id()
-    await submit(client, settings, parsed, render_id, settings.backend, store, log=lambda _m: None,
-                 execution_timeout=execution_timeout, search_attributes=attributes(owner), memo=memo)
-    return render_id
+    submission = await submit(client, settings, parsed, render_id, settings.backend, store, log=lambda _m: None,
+                              execution_timeout=execution_timeout, search_attributes=attributes(owner), memo=memo)
+    return render_id, submission.warnings

@@ -52,7 +52,13 @@ def attributes(owner: str, retries: int = 0) -> TypedSearchAttributes:
 def progress_output(p: Progress) -> dict:
     out = dataclasses.asdict(p)
     out.pop("windows_finished", None)  # can be long; windows_done says as much
+    out.pop("warnings", None)  # the body's own "warnings" says them
     return out
+
+
+def _merged(*lists) -> list[str]:
+    """The warnings of every source once, in the order first said."""
+    return list(dict.fromkeys(w for ws in lists for w in ws or ()))
 
 
 def _ms(seconds: float) -> int:
@@ -130,6 +136,7 @@ class Renders:
         status = CLOSED.get(desc.status)
         now = datetime.now(timezone.utc)
         body: dict = {"id": render_id}
+        said = (await desc.memo()).get("warnings", [])  # what the submission said
         if status is None:  # running
             status, p = await self.running_state(render_id, desc)
             waited = (now - desc.start_time).total_seconds()
@@ -137,7 +144,9 @@ class Renders:
             body.update(status=status, delayTime=_ms(waited - elapsed), executionTime=_ms(elapsed))
             if p is not None:
                 body["output"] = progress_output(p)
+            body["warnings"] = _merged(said, p.warnings if p is not None else [])
             return body
+        body["warnings"] = said
         total_s = ((desc.close_time or now) - desc.start_time).total_seconds()
         body.update(status=status, delayTime=0, executionTime=_ms(total_s))
         handle = self.client.get_workflow_handle_for(RenderVideo.run, render_id, run_id=desc.run_id)
@@ -150,6 +159,7 @@ class Renders:
                 while len(self._outputs) > 4:
                     self._outputs.popitem(last=False)
             body["output"] = out
+            body["warnings"] = _merged(said, out.get("warnings"))
             queued = out.get("queued_s")
             if queued is not None:  # renders of this release say when the first GPU began
                 body.update(delayTime=_ms(queued), executionTime=_ms(max(0.0, total_s - queued)))

@@ -160,6 +160,8 @@ class IngestResult:
     audio_samples: int  # samples of the longest track at 16 kHz
     source_key: str | None = None  # V2V: the source video at the render fps and size
     source_frames: int = 0
+    # what ingest found that the submission could not know (a URL picture's shape)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -362,3 +364,4 @@ class Progress:
     rendering: list[int] = field(default_factory=list)  # windows on a GPU (or queued for one) now
     windows_detail: list[WindowDone] = field(default_factory=list)  # finished windows, in order
     latest_window: int = -1  # the window that finished last (the dashboard's thumbnail)
+    warnings: list[str] = field(default_factory=list)  # the submission's, then what ingest found

@@ -70,6 +70,7 @@ class Settings:
     input_roots: str = "."  # os.pathsep-separated folders *_path inputs must lie in ("*" = anywhere)
     min_image_side: int = 64  # smallest accepted image/video side in pixels
     max_aspect_ratio: float = 4.0  # longest side / shortest side of an image or video
+    strict_input: bool = False  # refuse every job key that is not a field (else: a warning at submission)
     # output
     presign_expiry_s: int = 7 * 24 * 3600
     inline_video_max_bytes: int = 20 * 1024 * 1024

@@ -248,7 +248,7 @@ async def render(env: Env, render_id: str, audio: Path, gpu_queue: str, **overri
     settings = dataclasses.replace(env.settings, gpu_queue=gpu_queue, **overrides)
     job = parse_job({"input": {"image_path": str(env.media["portrait"]), "wav_path": str(audio),
                                "width": SIZE, "height": SIZE}}, settings)
-    return await submit(env.client, settings, job, render_id, "preview", env.store, log=lambda m: None)
+    return (await submit(env.client, settings, job, render_id, "preview", env.store, log=lambda m: None)).handle
 
 
 async def shape_single(env: Env, rid: str) -> None:

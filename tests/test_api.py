@@ -466,3 +466,101 @@ async def test_rerender_over_http(api, http, media):
         assert r.status_code == 400 and r.json()["error"].startswith(field), (query, r.text)
     async with httpx.AsyncClient(base_url=f"{api}/v2/{EP}", headers={"Authorization": f"Bearer {KEY_B}"}) as bob:
         assert (await bob.post(f"/rerender/{rid}", json={"from": 0, "to": 0})).status_code == 404
+
+
+# ---- what a submission says: the answer to /run, every /status -----------------------------
+async def test_unknown_keys_are_warned_at_submission_and_misspellings_refused(http, media, temporal_client):
+    r = await http.post("/run", json=short_job(media, steps=30, cfg=1.5))
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "IN_QUEUE", body
+    said = ["unknown input keys ignored: cfg, steps"]
+    assert body["warnings"] == said  # in the answer to /run: --no-wait clients see it
+    assert (await http.get(f"/status/{body['id']}")).json()["warnings"] == said  # while it runs
+    done = (await http.get(f"/status-sync/{body['id']}?wait=60000")).json()
+    assert done["status"] == "COMPLETED" and done["warnings"] == said
+    assert done["output"]["warnings"] == said
+    r = await http.post("/runsync?wait=60000", json=short_job(media, lora="x"))
+    assert r.json()["warnings"] == ["unknown input keys ignored: lora"]
+
+    before = [w.id async for w in temporal_client.list_workflows("WorkflowType = 'RenderVideo'")]
+    r = await http.post("/run", json=short_job(media, widht=768))
+    assert r.status_code == 400 and r.json() == {"error": "widht: unknown field; did you mean width?"}
+    after = [w.id async for w in temporal_client.list_workflows("WorkflowType = 'RenderVideo'")]
+    assert len(after) == len(before)  # refused before anything started
+
+
+@pytest.fixture(scope="module")
+def odd_shapes(tmp_path_factory):
+    """A 768x512 source video (two people side by side) and a 3:4 portrait."""
+    import cv2
+
+    from tests.media import make_video
+
+    d = tmp_path_factory.mktemp("shapes")
+    portrait = cv2.imread(str(EXAMPLES / "portrait.png"))
+    cv2.imwrite(str(d / "tall.png"), cv2.resize(portrait, (384, 512)))
+    return {"wide_video": make_video(d / "wide.mp4", 2.0, size="768x512"), "tall": d / "tall.png"}
+
+
+async def test_a_crop_is_said_at_submission(http, media, odd_shapes):
+    """A source of another shape than the frame is cut: the answer to /run says what is cut
+    and how to keep the whole picture, and the video comes back at the size asked."""
+    from longtalk import av_io
+
+    wide = {"input": {"input_type": "video", "person_count": "multi", "video_path": str(odd_shapes["wide_video"]),
+                      "wav_path": str(media["speech_mp3"]), "wav_path_2": str(media["speech_2"]),
+                      "max_frame": 40}}
+    body = (await http.post("/run", json=wide)).json()
+    crop = [w for w in body["warnings"] if w.startswith("video_path:")]
+    assert len(crop) == 1, body
+    assert "768x512" in crop[0] and "512x512" in crop[0] and "256 of its 768 columns (33%)" in crop[0]
+    assert "default size" in crop[0] and "width 624 and height 416" in crop[0]
+    done = (await http.get(f"/status-sync/{body['id']}?wait=60000")).json()
+    assert done["status"] == "COMPLETED" and crop[0] in done["warnings"]
+    assert (done["output"]["width"], done["output"]["height"]) == (512, 512)
+
+    tall = short_job(media)
+    tall["input"].update(image_path=str(odd_shapes["tall"]))
+    body = (await http.post("/run", json=tall)).json()
+    assert any("384x512 (3:4)" in w and "top and bottom" in w and "default size" not in w
+               for w in body["warnings"]), body
+    same = short_job(media, width=384, height=512)  # the source's own shape: nothing is cut
+    same["input"].update(image_path=str(odd_shapes["tall"]))
+    body = (await http.post("/run", json=same)).json()
+    assert body["warnings"] == []
+    done = (await http.get(f"/status-sync/{body['id']}?wait=60000")).json()
+    info = await asyncio.to_thread(av_io.probe, _download(done["output"]["video_url"]))
+    assert (info["video"]["width"], info["video"]["height"]) == (384, 512)
+
+
+def _download(url: str):
+    import tempfile
+    import urllib.request
+
+    path = tempfile.mktemp(suffix=".mp4")
+    urllib.request.urlretrieve(url, path)
+    return path
+
+
+async def test_a_url_picture_is_measured_by_ingest_and_status_says_the_crop(http, media, odd_shapes, tmp_path):
+    """A URL input is downloaded by ingest, so the answer to /run can only say that its shape
+    is checked then; once ingest has it, /status (and the result) say what is cut."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "tall.png").write_bytes(odd_shapes["tall"].read_bytes())
+    server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), partial(
+        http_server.SimpleHTTPRequestHandler, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        job = {"input": {"image_url": f"http://127.0.0.1:{server.server_address[1]}/tall.png",
+                         "wav_path": str(media["speech_mp3"]), "max_frame": 30}}
+        body = (await http.post("/run", json=job)).json()
+        pending = [w for w in body["warnings"] if w.startswith("image_url:")]
+        assert len(pending) == 1 and "known once it is downloaded" in pending[0], body
+        done = (await http.get(f"/status-sync/{body['id']}?wait=60000")).json()
+        assert done["status"] == "COMPLETED", done
+        measured = [w for w in done["warnings"] if "384x512 (3:4)" in w]
+        assert len(measured) == 1 and measured[0].startswith("image_url:") and "128 of its 512 rows (25%)" in measured[0]
+        assert measured[0] in done["output"]["warnings"]
+    finally:
+        server.shutdown()

@@ -323,6 +323,12 @@ CASES = [
     Case("max_frame 1.5", img(max_frame=1.5), "max_frame", "must be an integer"),
     Case("max_frame 'abc'", img(max_frame="abc"), "max_frame", "must be an integer"),
     Case("prompt not a string", img(prompt=["a", "b"]), "prompt", "must be a string"),
+    # a key that is no field: refused when it resembles one (else the render silently ignores it)
+    Case("misspelled width", img(widht=768), "widht", "unknown field; did you mean width?"),
+    Case("field name in another case", img(Height=768), "Height", "unknown field; did you mean height?"),
+    Case("dashes for underscores", img(**{"max-frame": 30}), "max-frame", "did you mean max_frame?"),
+    Case("unknown key under LONGTALK_STRICT_INPUT", img(steps=4), "steps", "unknown field",
+         {"strict_input": True}),
 ]
 
 

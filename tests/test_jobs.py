@@ -304,8 +304,32 @@ def test_source_for_the_other_mode_is_ignored(media):
 
 
 def test_unknown_keys_warning():
-    job = parse({**BASE, "steps": 3, "cfg": 1.0, "image_pth": "/x"})
-    assert job.warnings == ("unknown input keys ignored: cfg, image_pth, steps",)
+    """Keys of no field that look like nothing we know: accepted (RunPod clients send
+    extras), with one warning naming them."""
+    job = parse({**BASE, "steps": 3, "cfg": 1.0, "lora": "x.safetensors"})
+    assert job.warnings == ("unknown input keys ignored: cfg, lora, steps",)
+
+
+@pytest.mark.parametrize("key, meant", [
+    ("widht", "width"), ("hieght", "height"), ("Width", "width"), ("image-path", "image_path"),
+    ("image_pth", "image_path"), ("IMAGE_URL", "image_url"), ("Network-Volume", "network_volume"),
+    ("wav_path_3", "wav_path_2"), ("max_frames", "max_frame"), ("promt", "prompt"), ("speed", "seed"),
+])
+def test_a_misspelled_field_is_refused_with_the_field_it_resembles(key, meant):
+    """A render that silently ignored `widht: 768` would come back at 512: refused before
+    anything starts, naming the key and the field it resembles."""
+    exc = error({**BASE, key: 768})
+    assert exc.field == key
+    assert exc.reason == f"unknown field; did you mean {meant}?"
+    assert str(exc) == f"{key}: unknown field; did you mean {meant}?"
+
+
+def test_strict_input_refuses_every_unknown_key():
+    inp = {**BASE, "steps": 3, "cfg": 1.0}
+    assert parse(inp).warnings  # accepted by default
+    exc = error(inp, strict_input=True)
+    assert exc.field == "cfg" and "unknown field" in exc.reason and "LONGTALK_STRICT_INPUT" in exc.reason
+    assert parse(BASE, strict_input=True).warnings == ()  # known keys only: nothing to refuse
 
 
 def test_seed_is_part_of_the_spec():

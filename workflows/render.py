@@ -68,6 +68,7 @@ class RenderVideo:
         self._upserted_at = None
         self._upserted_done = 0
         self._gpu_started = None  # when the first finished window began on a GPU
+        self._warnings: list[str] = []  # the submission's, then what ingest found
 
     def _activity(self, name: str, req: RenderRequest) -> dict:
         """The options of CPU activity `name`: release de3015c's for the runs it started."""
@@ -156,10 +157,14 @@ class RenderVideo:
         audio_beside = workflow.patched(AUDIO_BESIDE_PATCH)
         if audio_beside:
             req = dataclasses.replace(req, final_audio_beside=True)
+        self._warnings = list(req.warnings)
         self._set_stage("ingest")
         ingest: IngestResult = await workflow.execute_activity(
             "ingest", req, result_type=IngestResult, task_queue=queue, **self._activity("ingest", req),
             **self._summary("ingest: fetch, check and decode the inputs"))
+        if ingest.warnings:  # the result says them too (an activity input: no command changes)
+            self._warnings += ingest.warnings
+            req = dataclasses.replace(req, warnings=list(self._warnings))
         self._set_stage("plan")
         plan: Plan = await workflow.execute_activity(
             "plan", PlanInput(request=req, ingest=ingest), result_type=Plan, task_queue=queue,
@@ -249,7 +254,7 @@ class RenderVideo:
             windows_rendered=self._rendered, windows_finished=sorted(self._done),
             chains=[list(c) for c in self._chains], rendering=self._rendering(),
             windows_detail=[self._details[k] for k in sorted(self._details)],
-            latest_window=self._last_window,
+            latest_window=self._last_window, warnings=list(self._warnings),
         )
 
     def _rendering(self) -> list[int]:

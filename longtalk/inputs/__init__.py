@@ -14,7 +14,7 @@ One home per concern:
 The CLI (starter.py) and a server call the same three steps:
 
     job = parse_job(obj, settings, default_seed=...)
-    handle = await submit(client, settings, job, render_id, backend)   # stages, then starts
+    submission = await submit(client, settings, job, render_id, backend)   # stages, then starts
 """
 
 from .job import (
@@ -23,11 +23,11 @@ from .job import (
 )
 from .sources import MediaSource, open_source
 from .staging import StagedInput, fetch_url_input, stage_inputs, stored_input_key
-from .submit import existing_status, render_request, submit
+from .submit import Submission, existing_status, render_request, submit
 from .submit import start as start_render
 
 __all__ = [
     "MEDIA_KEYS", "RENDER_ID", "RENDER_ID_MAX", "RENDER_ID_RULE", "SCALAR_KEYS", "Job", "MediaSource",
-    "StagedInput", "check_render_id", "existing_status", "fetch_url_input", "is_render_id", "load_job_file",
+    "StagedInput", "Submission", "check_render_id", "existing_status", "fetch_url_input", "is_render_id", "load_job_file",
     "open_source", "parse_job", "render_request", "stage_inputs", "start_render", "stored_input_key", "submit",
 ]

@@ -85,6 +85,7 @@ class Job:
     # independent chains the render may be cut into (None: LONGTALK_PARALLEL_CHAINS where the
     # job is submitted; 0: one per GPU worker serving the queue). The plan caps it by length.
     parallel_chains: int | None = None
+    default_size: bool = False  # the job gave neither width nor height (the frame is DEFAULT_SIZE square)
 
     # the spec's fields, read through the job
     input_type = property(lambda self: self.spec.input_type)
@@ -170,9 +171,7 @@ def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED,
         raise InputError("parallel_chains", f"must be an integer from 0 (one per GPU worker) to "
                                             f"{MAX_PARALLEL_CHAINS}, got {parallel_chains}")
 
-    unknown = sorted(str(k) for k in inp if k not in KNOWN_KEYS)
-    if unknown:
-        warnings.append(f"unknown input keys ignored: {', '.join(unknown)}")
+    warnings += _unknown_keys(inp, settings.strict_input)
 
     spec = RenderSpec(
         input_type=input_type, person_count=person_count, prompt=prompt, width=width, height=height,
@@ -188,7 +187,44 @@ def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED,
         audio_2=audio_2,
         warnings=tuple(warnings),
         parallel_chains=parallel_chains,
+        default_size=inp.get("width") is None and inp.get("height") is None,
     )
+
+
+def suggest_field(key: str) -> str | None:
+    """The known field an unknown key most likely misspells: the same after case and `-`/`_`
+    folding, else the nearest within 2 edits (ties: alphabetical); None when none is close."""
+    folded = key.lower().replace("-", "_")
+    if folded in KNOWN_KEYS:
+        return folded
+    near = sorted((_edit_distance(folded, known), known) for known in KNOWN_KEYS)
+    distance, known = near[0]
+    return known if distance <= 2 else None
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions, one each."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _unknown_keys(inp: dict, strict: bool) -> list[str]:
+    """Keys of no field: refused when they look like a misspelled field (a render that
+    silently ignored `widht` would come back at the wrong size) or when `strict`
+    (LONGTALK_STRICT_INPUT); otherwise one warning (RunPod clients send extra keys)."""
+    unknown = sorted(str(k) for k in inp if k not in KNOWN_KEYS)
+    for key in unknown:
+        near = suggest_field(key)
+        if near is not None:
+            raise InputError(key, f"unknown field; did you mean {near}?")
+    if unknown and strict:
+        raise InputError(unknown[0], "unknown field (LONGTALK_STRICT_INPUT refuses every key "
+                                     "that is not a field of the job)")
+    return [f"unknown input keys ignored: {', '.join(unknown)}"] if unknown else []
 
 
 def load_job_file(path) -> dict:

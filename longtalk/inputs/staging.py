@@ -60,6 +60,8 @@ class StagedInput:
     size: int
     sha256: str
     fetched_by_ingest: bool = False  # a URL input: object_key is its {field}-url.json
+    width: int | None = None  # an image's or video's picture size (None: audio, or not fetched yet)
+    height: int | None = None
 
 
 def input_prefix(render_id: str) -> str:
@@ -169,7 +171,7 @@ def _store(store: ObjectStore, render_id: str, item: Prepared, field: str,
             uploaded.append(object_key)
     return StagedInput(field=field, source_key=item.source.key, object_key=object_key,
                        format=item.format.name, kind=item.format.kind, size=item.size,
-                       sha256=item.sha256)
+                       sha256=item.sha256, width=item.facts.width, height=item.facts.height)
 
 
 # ---- the client: every input of a job ----------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ from ..settings import Settings
 from ..store import ObjectStore
 from ..text import shorten
 from .. import visibility as vis
+from .framing import crop_notice, pending_notice
 from .job import Job, check_render_id
 from .staging import StagedInput, stage_inputs
 
@@ -34,15 +36,47 @@ RENDER_WORKFLOW = "RenderVideo"  # workflows.render.RenderVideo's name
 ATTACHABLE = ("RUNNING", "COMPLETED", "CONTINUED_AS_NEW")
 
 
-async def existing_status(client: Client, render_id: str) -> str | None:
-    """The Temporal status name of the render with this id, or None when there is none."""
+@dataclass(frozen=True)
+class Submission:
+    """A submitted job: the render's handle and what the submitter must hear before it waits
+    (warnings: fields ignored, a picture cropped ...). `attached`: the id was running or
+    finished already, and this is that render (its own warnings)."""
+
+    handle: WorkflowHandle
+    warnings: list[str]
+    attached: bool = False
+
+
+async def _describe(client: Client, render_id: str):
     try:
-        desc = await client.get_workflow_handle(render_id).describe()
+        return await client.get_workflow_handle(render_id).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
-    return desc.status.name if desc.status else None
+
+
+async def existing_status(client: Client, render_id: str) -> str | None:
+    """The Temporal status name of the render with this id, or None when there is none."""
+    desc = await _describe(client, render_id)
+    return desc.status.name if desc is not None and desc.status else None
+
+
+def framing_warnings(job: Job, staged: dict[str, StagedInput], settings: Settings) -> list[str]:
+    """What the frame cuts off the portrait or source video, when their shapes differ."""
+    field = "video" if job.spec.input_type == "video" else "image"
+    what = "source video" if field == "video" else "portrait"
+    item = staged.get(field)
+    if item is None:
+        return []
+    spec = job.spec
+    if item.fetched_by_ingest:  # its size is known once ingest has downloaded it
+        return [pending_notice(item.source_key, what, spec.width, spec.height)] if job.default_size else []
+    if not item.width or not item.height:
+        return []
+    notice = crop_notice(item.source_key, what, item.width, item.height, spec.width, spec.height,
+                         job.default_size, settings.min_dimension, settings.max_dimension)
+    return [notice] if notice else []
 
 
 def render_request(job: Job, staged: dict[str, StagedInput], render_id: str, backend: str,
@@ -59,7 +93,7 @@ def render_request(job: Job, staged: dict[str, StagedInput], render_id: str, bac
         windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains if job.parallel_chains is None else job.parallel_chains,
         gpu_queue=settings.gpu_queue,
         timeouts=timeouts_from_settings(settings, url_inputs=len(set(urls.values()))),
-        warnings=list(job.warnings),
+        warnings=list(job.warnings) + framing_warnings(job, staged, settings),
     )
 
 
@@ -88,6 +122,8 @@ async def start(client: Client, settings: Settings, request: RenderRequest, *,
                    "priority": render_priority(request.render_id, low_priority)}
     if execution_timeout is not None:
         extra["execution_timeout"] = execution_timeout
+    if request.warnings:  # every /status answer repeats what the submission said
+        memo = {**(memo or {}), "warnings": list(request.warnings)}
     if memo:
         extra["memo"] = memo
     return await client.start_workflow(
@@ -127,15 +163,17 @@ def attach(client: Client, render_id: str) -> WorkflowHandle:
 
 async def submit(client: Client, settings: Settings, job: Job, render_id: str, backend: str,
                  store: ObjectStore | None = None,
-                 log: Callable[[str], None] = print, **start_options) -> WorkflowHandle:
+                 log: Callable[[str], None] = print, **start_options) -> Submission:
     """Stage inputs and start the workflow, or attach to the render that has this id.
     InputError when the job's inputs are refused (nothing is left behind then).
     `start_options`: see `start` (execution timeout, search attributes, memo)."""
     check_render_id(render_id)
-    status = await existing_status(client, render_id)
+    desc = await _describe(client, render_id)
+    status = desc.status.name if desc is not None and desc.status else None
     if status in ATTACHABLE:
         log(f"render {render_id} already exists ({status.lower()}): attaching")
-        return attach(client, render_id)
+        memo = await desc.memo()
+        return Submission(attach(client, render_id), list(memo.get("warnings", job.warnings)), attached=True)
     store = store or ObjectStore.from_settings(settings)
     await asyncio.to_thread(store.ensure_bucket)
     staged = await asyncio.to_thread(stage_inputs, job, store, render_id, settings)
@@ -144,7 +182,7 @@ async def submit(client: Client, settings: Settings, job: Job, render_id: str, b
                             {"params": job.params(), "inputs": request.inputs,
                              "input_urls": request.input_urls, "warnings": request.warnings})
     try:
-        return await start(client, settings, request, **start_options)
+        return Submission(await start(client, settings, request, **start_options), list(request.warnings))
     except WorkflowAlreadyStartedError:
         log(f"render {render_id} finished meanwhile: attaching")
-        return attach(client, render_id)
+        return Submission(attach(client, render_id), list(request.warnings), attached=True)
