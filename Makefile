@@ -18,17 +18,20 @@ venv: $(STAMP)
 
 # Start the embedded stack (Temporal dev server + S3 server + worker), render the bundled
 # example, write out/demo.mp4 and leave the stack running (make down stops it).
+# The commands after `up` run with the settings the stack was started with (longtalk.stack exec).
 demo: venv up
-	$(PY) starter.py examples/demo.json --output out/demo.mp4 > out/demo.json.tmp && mv out/demo.json.tmp out/demo-result.json
+	$(PY) -m longtalk.stack exec $(PY) starter.py examples/demo.json --output out/demo.mp4 > out/demo.json.tmp && mv out/demo.json.tmp out/demo-result.json
 	@$(PY) -c 'import json; r = json.load(open("out/demo-result.json")); r.pop("video", None); print(json.dumps(r, indent=2))'
 	@echo "video: out/demo.mp4   (result JSON with the inline video: out/demo-result.json)"
-	@echo "watch renders in the Temporal UI: $$($(PY) -c 'from longtalk.settings import Settings; print(Settings.from_env().temporal_ui_url)')"
+	@echo "watch renders in the Temporal UI: $$($(PY) -m longtalk.stack exec $(PY) -c 'from longtalk.settings import Settings; print(Settings.from_env().temporal_ui_url)')"
 	@echo "dashboard (renders, previews, GPUs): $$($(PY) -m longtalk.stack dashboard-link)"
 
 demo-multi: venv up
-	$(PY) starter.py examples/demo_multi.json --output out/demo-multi.mp4 > out/demo-multi-result.json
+	$(PY) -m longtalk.stack exec $(PY) starter.py examples/demo_multi.json --output out/demo-multi.mp4 > out/demo-multi-result.json
 	@echo "video: out/demo-multi.mp4"
 
+# `up` records the settings (LONGTALK_ variables) it starts the stack with; while it runs, the
+# other targets use them, and up, upgrade and worker refuse a variable set to another value.
 up: venv
 	@mkdir -p out
 	$(PY) -m longtalk.stack up
@@ -44,9 +47,10 @@ status: venv
 upgrade: venv
 	$(PY) -m longtalk.stack upgrade
 
-# A worker in the foreground (for example beside `python -m longtalk.stack up --no-worker`).
+# A worker in the foreground (for example beside `python -m longtalk.stack up --no-worker`),
+# with the running stack's settings.
 worker: venv
-	$(PY) worker.py
+	$(PY) -m longtalk.stack worker
 
 test: venv
 	$(PY) -m pytest

