@@ -20,7 +20,7 @@ from longtalk import chains as chain_plan
 from longtalk.fleet import read_fleet
 from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
-    StitchInput, StitchResult, audio_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
+    StitchInput, StitchResult, audio_key, cancel_request_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
 )
 from longtalk.errors import DownloadFailed, InputError, OutputMismatch, TransientError
 from longtalk.inputs.formats import FORMATS, MediaFormat
@@ -414,3 +414,6 @@ class CpuActivities:
             "render_id": inp.render_id, "status": "cancelled", "stage": inp.stage,
             "windows": inp.windows_total, "windows_finished": sorted(stored | set(inp.windows_finished)),
         })
+        # the API's record that a cancel was asked (its /status said CANCELLED from then on):
+        # the workflow says so itself now
+        self.store.delete(cancel_request_key(inp.render_id, activity.info().workflow_run_id))

@@ -29,7 +29,7 @@ from temporalio import activity
 from longtalk import av_io, metrics
 from longtalk.backends.base import RenderBackend, WindowJob
 from longtalk.payloads import (
-    RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
+    GpuStarted, RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
     window_prefix,
 )
 from longtalk.errors import InputError, OutputMismatch, TransientError
@@ -59,6 +59,7 @@ class GpuActivities:
         # keeps the backend to one window at a time
         self.own_queue = own_queue
         self._gpu = asyncio.Lock()
+        self._announced: dict[str, None] = {}  # renders this process told that a GPU began a window
 
     @activity.defn(name="render_window")
     @map_errors
@@ -96,6 +97,7 @@ class GpuActivities:
     async def _on_gpu(self, backend: RenderBackend, ctx: RenderContext, k: int, job: WindowJob, state: dict,
                       progress) -> tuple[np.ndarray, float]:
         await asyncio.to_thread(self._record_attempt, ctx.render_id, k)
+        await self._announce(ctx.render_id, k)
         if self.fleet is not None:
             self.fleet.begin(ctx.render_id, k)
             await self.fleet.publish()
@@ -118,6 +120,21 @@ class GpuActivities:
         metrics.WINDOWS_RENDERED.labels(ctx.backend).inc()
         metrics.RENDER_SECONDS.labels(ctx.backend).observe(render_s)
         return frames, render_s
+
+    async def _announce(self, render_id: str, k: int) -> None:
+        """Tell the render's workflow that a GPU began one of its windows (it leaves the queue:
+        /status says IN_PROGRESS, and delayTime is fixed from then on). Once per render and
+        worker process; best effort, a render that misses it reads as queued a while longer."""
+        if render_id in self._announced:
+            return
+        self._announced[render_id] = None
+        while len(self._announced) > 1024:
+            self._announced.pop(next(iter(self._announced)))
+        started = GpuStarted(at=activity.info().started_time.isoformat(), window=k, worker=self.identity)
+        try:
+            await activity.client().get_workflow_handle(render_id).signal("gpu_started", started)
+        except Exception as exc:  # the render goes on; only its status reads queued longer
+            activity.logger.warning("render %s: could not say that window %d started: %s", render_id, k, exc)
 
     # ---- inputs --------------------------------------------------------------------
     def _window_job(self, ctx: RenderContext, k: int, chain_first: int) -> WindowJob:

@@ -292,7 +292,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         desc = await owned(render_id, owner)
         renders: Renders = state["renders"]
         if desc.close_time is None:
-            await renders.client.get_workflow_handle(render_id, run_id=desc.run_id).cancel()
+            await renders.cancel(render_id, desc)
             return {"id": render_id, "status": CANCELLED}
         return {"id": render_id, "status": (await renders.status_body(render_id, desc))["status"]}
 

@@ -49,8 +49,8 @@ from longtalk.payloads import Progress, derived_keys, output_key, window_meta_ke
 from longtalk.settings import Settings
 from longtalk.stack import split_host_port
 from longtalk.visibility import (
-    BACKEND_KEY, BASE, BASE_KEY, MODE_KEY, OWNER, OWNER_KEY, QUEUED_STAGES, STAGE_KEY,
-    WINDOWS_DONE_KEY, WINDOWS_TOTAL_KEY,
+    BACKEND_KEY, BASE, BASE_KEY, CANCELLED, IN_QUEUE, MODE_KEY, OWNER, OWNER_KEY, QUEUED_STAGES, QUEUED_WHERE, STAGE,
+    STAGE_KEY, WINDOWS_DONE_KEY, WINDOWS_TOTAL_KEY, running_state,
 )
 
 from . import hls
@@ -66,9 +66,11 @@ PAGE_SIZE = 50
 QUERY_TIMEOUT = timedelta(seconds=5)
 
 
-# the status filter of the renders page -> a visibility clause
+# the status filter of the renders page -> a visibility clause ("queued" and "running" split the
+# running executions by stage, the rule of longtalk.visibility.running_state that /status uses)
 STATUS_FILTERS = {
-    "running": "ExecutionStatus = 'Running'",
+    "queued": f"ExecutionStatus = 'Running' AND {QUEUED_WHERE}",
+    "running": f"ExecutionStatus = 'Running' AND {STAGE} NOT IN ({', '.join(repr(s) for s in QUEUED_STAGES)})",
     "completed": "ExecutionStatus = 'Completed'",
     "failed": "ExecutionStatus = 'Failed'",
     "cancelled": "(ExecutionStatus = 'Canceled' OR ExecutionStatus = 'Terminated')",
@@ -129,6 +131,34 @@ class Sessions:
 
 def _iso(t: datetime | None) -> str | None:
     return t.astimezone(timezone.utc).isoformat() if t else None
+
+
+NEWEST_SPANS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=31), None)
+
+
+def _vis_time(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _token(w) -> str:
+    return _b64(json.dumps([_iso(w.start_time), w.id]).encode())
+
+
+def _after(token: str | None) -> tuple | None:
+    """(start time, id) of the last row of the page before, from its token."""
+    if not token:
+        return None
+    try:
+        start, rid = json.loads(_unb64(token))
+        return datetime.fromisoformat(start), rid
+    except (ValueError, TypeError):
+        return None
+
+
+def _running_status(stage: str | None, cancelling: bool) -> str:
+    """The dashboard's name for a running render's state: what /status says, lower case."""
+    state = CANCELLED if cancelling else running_state(stage)
+    return {IN_QUEUE: "queued", CANCELLED: "cancelled"}.get(state, "running")
 
 
 def _safe_next(target: str | None) -> str:
@@ -208,7 +238,7 @@ class Dashboard:
             parts.append(f"WorkflowId STARTS_WITH '{q}'")
         return " AND ".join(parts)
 
-    def _row(self, w) -> dict:
+    def _row(self, w, cancelling: set[tuple[str, str]]) -> dict:
         """A list row from a visibility record: search attributes only, no worker asked."""
         sa = w.typed_search_attributes
         stage = sa.get(STAGE_KEY)
@@ -217,7 +247,7 @@ class Dashboard:
         end = w.close_time or now
         elapsed = (end - w.start_time).total_seconds() if w.start_time else None
         if w.status == WorkflowExecutionStatus.RUNNING:
-            status = "queued" if stage in QUEUED_STAGES else "running"
+            status = _running_status(stage, (w.id, w.run_id) in cancelling)
         else:
             status = CLOSED_STATUS.get(w.status, "unknown")
             stage = stage or {"completed": "done", "failed": "failed", "cancelled": "cancelled",
@@ -234,26 +264,52 @@ class Dashboard:
                 "closed": _iso(w.close_time), "elapsed_s": elapsed, "thumb": thumb}
 
     async def list_renders(self, name: str, status: str, q: str, token: str | None, limit: int) -> dict:
+        """The newest `limit` renders by start time (stable: a render keeps its place when it
+        ends), `token` continuing after the last row of an earlier page."""
         owner = self._scope(name)
         query = self._query(owner, status, q)
-        it = self.client.list_workflows(query, page_size=limit,
-                                        next_page_token=_unb64(token) if token else None)
-        _, counts = await asyncio.gather(it.fetch_next_page(page_size=limit), self._counts(owner, q))
-        rows = [self._row(w) for w in it.current_page or []]
-        nxt = it.next_page_token
-        return {"renders": rows, "next_page_token": _b64(nxt) if nxt else None, "counts": counts,
+        (found, more), counts, cancelling = await asyncio.gather(
+            self._newest(query, limit, _after(token)), self._counts(owner, q),
+            asyncio.to_thread(self.state["renders"].cancels_pending))
+        rows = [self._row(w, cancelling) for w in found]
+        nxt = _token(found[-1]) if more and found else None
+        return {"renders": rows, "next_page_token": nxt, "counts": counts,
                 "viewer": name, "admin": self.is_admin(name)}
 
+    async def _newest(self, query: str, limit: int, after: tuple | None) -> tuple[list, bool]:
+        """Visibility lists running executions first, then by close time, and SQL visibility
+        takes no ORDER BY: so the newest by start time are found in growing windows of start
+        time (an hour, a day, ...) and sorted here. Returns (rows, whether more exist)."""
+        before = after[0] if after else None
+        now = datetime.now(timezone.utc)
+        for span in NEWEST_SPANS:
+            clause = []
+            if span is not None:
+                clause.append(f"StartTime >= '{_vis_time((before or now) - span)}'")
+            if before is not None:
+                clause.append(f"StartTime <= '{_vis_time(before)}'")
+            rows = [w async for w in self.client.list_workflows(" AND ".join([query, *clause]))]
+            rows.sort(key=lambda w: (w.start_time, w.id), reverse=True)
+            if after is not None:
+                rows = [w for w in rows if (w.start_time, w.id) < after]
+            if len(rows) > limit or span is None:
+                return rows[:limit], len(rows) > limit
+        return [], False
+
     async def _counts(self, owner: str | None, q: str) -> dict:
-        """Renders per status filter, with one GROUP BY count."""
-        by = {"running": 0, "completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
+        """Renders per status filter: one GROUP BY count, and the queued among the running."""
+        by = {"queued": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
         try:
-            res = await self.client.count_workflows(self._query(owner, "", q) + " GROUP BY ExecutionStatus")
+            res, queued = await asyncio.gather(
+                self.client.count_workflows(self._query(owner, "", q) + " GROUP BY ExecutionStatus"),
+                self.client.count_workflows(self._query(owner, "queued", q)))
         except RPCError:  # a visibility store without GROUP BY: one count per status
             counts = await asyncio.gather(*(self.client.count_workflows(self._query(owner, s, q)) for s in by))
             by.update({s: c.count for s, c in zip(list(by), counts)})
             by["all"] = sum(by.values())
             return by
+        by["running"] = -queued.count  # the running executions that are queued count as queued
+        by["queued"] = queued.count
         for g in res.groups:
             value = g.group_values[0] if g.group_values else ""
             key = {"Running": "running", "Completed": "completed", "Failed": "failed", "Canceled": "cancelled",
@@ -365,8 +421,10 @@ class Dashboard:
         plan = await asyncio.to_thread(self._plan, render_id)
         now = datetime.now(timezone.utc)
         stage = getattr(p, "stage", None) or sa.get(STAGE_KEY)
-        if running:
-            status = "queued" if stage in (None, *QUEUED_STAGES) else "running"
+        cancelling = running and await asyncio.to_thread(
+            self.state["renders"].cancel_requested, render_id, desc.run_id)
+        if running:  # the rule /status uses, on the same attribute
+            status = _running_status(sa.get(STAGE_KEY), cancelling)
         else:
             status = CLOSED_STATUS.get(desc.status, "unknown")
         total = (p.windows_total if p and p.windows_total else None) or sa.get(WINDOWS_TOTAL_KEY) or \
@@ -431,7 +489,7 @@ class Dashboard:
             "links": {"temporal": f"{self.settings.temporal_ui_url}/namespaces/{ns}/workflows/{render_id}",
                       "objects": await asyncio.to_thread(self._objects, render_id)},
             "params": await asyncio.to_thread(self._params, render_id),
-            "actions": {"cancel": running, "retry": status in ("failed", "timed_out"),
+            "actions": {"cancel": running and not cancelling, "retry": status in ("failed", "timed_out"),
                         "rerender": status == "completed"},
             "endpoint": self.endpoint, "versions": await self._versions(render_id, name),
         }
@@ -620,6 +678,7 @@ class Dashboard:
 <meta name="endpoint" content="{html.escape(self.endpoint)}">
 <title>{html.escape(title)} · longtalk</title>
 <link rel="stylesheet" href="/dashboard/static/dashboard.css">
+<link rel="icon" href="/dashboard/static/favicon.svg" type="image/svg+xml">
 </head><body data-page="{page}" {extra}>
 <header class="top"><a class="brand" href="/">longtalk</a><nav>{nav}</nav>
 <div class="who"><span title="signed in as">{html.escape(name)}</span>{badge}
@@ -637,7 +696,8 @@ class Dashboard:
         body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Log in · longtalk</title><link rel="stylesheet" href="/dashboard/static/dashboard.css"></head>
+<title>Log in · longtalk</title><link rel="stylesheet" href="/dashboard/static/dashboard.css">
+<link rel="icon" href="/dashboard/static/favicon.svg" type="image/svg+xml"></head>
 <body class="login"><main><form method="post" action="/login" class="card login-card">
 <h1>longtalk</h1><p class="muted">Renders and GPUs. Log in with your API key.</p>{msg}
 <label for="key">API key</label>
@@ -711,6 +771,11 @@ class Dashboard:
                     return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
                 return dash._page(request, name, kind, title, extra(request))
             return handler
+
+        @r.get("/favicon.ico")
+        async def favicon():  # what a browser asks for before it has read a page's <link rel=icon>
+            return Response((STATIC / "favicon.svg").read_bytes(), media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
         r.add_api_route("/", page("renders", "Renders"), methods=["GET"])
         r.add_api_route("/fleet", page("fleet", "Fleet"), methods=["GET"])

@@ -9,23 +9,23 @@ import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
-from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from longtalk import renders
 from longtalk.inputs import start_render
-from longtalk.payloads import Progress, RenderRequest, RenderResult
+from longtalk.payloads import CANCEL_REQUESTS, Progress, RenderRequest, RenderResult, cancel_request_key
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk import visibility as vis
 from longtalk.fleet import read_fleet
 from longtalk.visibility import OWNER, OWNER_KEY, RETRIES_KEY
-from workflows.render import RenderVideo, chain_workflow_id
+from workflows.render import RenderVideo
 
-IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT = (
-    "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+from longtalk.visibility import IN_PROGRESS, IN_QUEUE, QUEUED_WHERE  # noqa: E402
+
+COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
 TERMINAL = (COMPLETED, FAILED, CANCELLED, TIMED_OUT)
 CLOSED = {
     WorkflowExecutionStatus.COMPLETED: COMPLETED,
@@ -36,9 +36,6 @@ CLOSED = {
 }
 QUERY_TIMEOUT = timedelta(seconds=5)
 PURGE_ANSWER_S = 2.5  # /purge-queue answers within this (RunPod's SDK gives it 3 s)
-# a running render no GPU has finished a window of (renders of older releases carry no stage)
-QUEUED_WHERE = (f"({vis.STAGE} IN ({', '.join(repr(s) for s in vis.QUEUED_STAGES)}) "
-                f"OR ({vis.STAGE} = 'render' AND {vis.WINDOWS_DONE} = 0))")
 
 
 class NotFound(Exception):
@@ -63,6 +60,22 @@ def _merged(*lists) -> list[str]:
 
 def _ms(seconds: float) -> int:
     return max(0, int(round(seconds * 1000)))
+
+
+def _timing(start: datetime, end: datetime, gpu_started_at: str | None) -> dict:
+    """RunPod's delayTime (until a GPU began; fixed from then on) and executionTime (since)."""
+    began = datetime.fromisoformat(gpu_started_at) if gpu_started_at else None
+    if began is None:
+        return {"delayTime": _ms((end - start).total_seconds()), "executionTime": 0}
+    began = min(max(began, start), end)
+    return {"delayTime": _ms((began - start).total_seconds()), "executionTime": _ms((end - began).total_seconds())}
+
+
+def _ordered(body: dict) -> dict:
+    """RunPod's key order (id, status, times first), then the rest."""
+    first = ("id", "status", "delayTime", "executionTime")
+    return {**{k: body[k] for k in first if k in body}, **{k: v for k, v in body.items() if k not in first}}
+
 
 
 class Renders:
@@ -102,53 +115,63 @@ class Renders:
         except (RPCError, asyncio.TimeoutError, Exception):  # no worker has picked it up yet
             return None
 
-    async def _gpu_started(self, render_id: str) -> bool:
-        """Whether the render's first chain has a window on a GPU right now."""
-        try:
-            desc = await self.client.get_workflow_handle(chain_workflow_id(render_id, 0)).describe()
-        except RPCError:
-            return False
-        return any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                   for a in desc.raw_description.pending_activities)
+    # ---- cancel: read your own writes ------------------------------------------
 
-    async def running_state(self, render_id: str, desc=None) -> tuple[str, Progress | None]:
-        """IN_QUEUE until a GPU started on the render (queued, ingest and plan are queue time
-        too). Decided from the server's description where it can (no worker involved: the
-        render's worker may be busy); the progress query only once windows may be rendering."""
-        if desc is None:
-            desc = await self.client.get_workflow_handle(render_id).describe()
-        raw = desc.raw_description
-        activities = {a.activity_type.name for a in raw.pending_activities}
-        if not raw.pending_children:
-            if activities & {"ingest", "plan"}:
-                return IN_QUEUE, None
-            if not activities and raw.workflow_execution_info.history_length <= 3:
-                return IN_QUEUE, None  # no worker has picked it up yet
-        p = await self._progress(render_id)
-        if p is None or p.stage in ("queued", "ingest", "plan"):
-            return IN_QUEUE, p
-        if p.stage == "render" and p.windows_done == 0 and not await self._gpu_started(render_id):
-            return IN_QUEUE, p
-        return IN_PROGRESS, p
+    async def cancel(self, render_id: str, desc) -> None:
+        """Ask the run `desc` to cancel, and record that it was asked: every /status answer
+        after this one reads CANCELLED, though the workflow takes a moment to stop (its
+        record_cancelled activity removes the record)."""
+        key = cancel_request_key(render_id, desc.run_id)
+        await asyncio.to_thread(self.store.put_json, key, {"at": datetime.now(timezone.utc).isoformat()})
+        try:  # asked before the workflow can answer it, so its answer always removes the record
+            await self.client.get_workflow_handle(render_id, run_id=desc.run_id).cancel()
+        except BaseException:
+            await asyncio.to_thread(self.store.delete, key)
+            raise
+
+    def cancel_requested(self, render_id: str, run_id: str) -> bool:
+        return self.store.exists(cancel_request_key(render_id, run_id))
+
+    def cancels_pending(self) -> set[tuple[str, str]]:
+        """(render id, run id) of every cancel asked whose workflow has not answered yet."""
+        return {tuple(key[len(CANCEL_REQUESTS):].split("/", 1)) for key in self.store.list(CANCEL_REQUESTS)}
+
+    # ---- status -------------------------------------------------------------
+
+    async def running_state(self, render_id: str, desc) -> str:
+        """A running render's status: CANCELLED once a cancel was asked through this API,
+        else IN_QUEUE or IN_PROGRESS from its stage attribute (visibility.running_state, the
+        same rule the dashboard's list and counts use)."""
+        if await asyncio.to_thread(self.cancel_requested, render_id, desc.run_id):
+            return CANCELLED
+        return vis.running_state(desc.typed_search_attributes.get(vis.STAGE_KEY))
 
     async def status_body(self, render_id: str, desc) -> dict:
-        """RunPod's /status body for the run `desc` describes."""
+        """RunPod's /status body for the run `desc` describes.
+
+        delayTime is the time from submission until a GPU began the render's first window
+        (the `gpu_started_at` the workflow records in its memo), fixed from then on;
+        executionTime the time since, growing until the render ends, then final. Until a GPU
+        began, delayTime grows and executionTime is 0."""
         status = CLOSED.get(desc.status)
         now = datetime.now(timezone.utc)
+        memo = await desc.memo()
+        said = memo.get("warnings", [])  # what the submission said
         body: dict = {"id": render_id}
-        said = (await desc.memo()).get("warnings", [])  # what the submission said
+        end = desc.close_time or now
         if status is None:  # running
-            status, p = await self.running_state(render_id, desc)
-            waited = (now - desc.start_time).total_seconds()
-            elapsed = p.elapsed_s if p is not None else 0.0
-            body.update(status=status, delayTime=_ms(waited - elapsed), executionTime=_ms(elapsed))
+            status = await self.running_state(render_id, desc)
+            p = await self._progress(render_id)
             if p is not None:
                 body["output"] = progress_output(p)
             body["warnings"] = _merged(said, p.warnings if p is not None else [])
-            return body
-        body["warnings"] = said
-        total_s = ((desc.close_time or now) - desc.start_time).total_seconds()
-        body.update(status=status, delayTime=0, executionTime=_ms(total_s))
+            if status == CANCELLED:
+                body["output"] = {**await asyncio.to_thread(renders.cancelled_output, self.store, render_id),
+                                  **({"windows": p.windows_total, "windows_finished": p.windows_finished}
+                                     if p is not None else {})}
+            body.update(status=status, **_timing(desc.start_time, end, memo.get("gpu_started_at")))
+            return _ordered(body)
+        body.update(status=status, warnings=said, **_timing(desc.start_time, end, memo.get("gpu_started_at")))
         handle = self.client.get_workflow_handle_for(RenderVideo.run, render_id, run_id=desc.run_id)
         if status == COMPLETED:
             out = self._outputs.get(desc.run_id)
@@ -161,7 +184,8 @@ class Renders:
             body["output"] = out
             body["warnings"] = _merged(said, out.get("warnings"))
             queued = out.get("queued_s")
-            if queued is not None:  # renders of this release say when the first GPU began
+            if "gpu_started_at" not in memo and queued is not None:  # a run of an older release
+                total_s = (end - desc.start_time).total_seconds()
                 body.update(delayTime=_ms(queued), executionTime=_ms(max(0.0, total_s - queued)))
         elif status == FAILED:
             try:
@@ -174,11 +198,10 @@ class Renders:
             if desc.status == WorkflowExecutionStatus.TERMINATED:
                 body["error"] = "render was terminated"
         else:  # TIMED_OUT
-            memo = await desc.memo()
             limit = memo.get("execution_timeout_s")
             body["error"] = (f"policy.executionTimeout: the render ran past {limit} s" if limit
                              else "the render ran past its execution timeout")
-        return body
+        return _ordered(body)
 
     async def wait(self, render_id: str, run_id: str | None, seconds: float) -> None:
         """Until the render ends or `seconds` pass."""
@@ -231,8 +254,6 @@ class Renders:
         async def one(rid: str, run_id: str | None, stage: str | None) -> int:
             async with gate:
                 try:
-                    if stage not in vis.QUEUED_STAGES and await self._gpu_started(rid):
-                        return 0
                     await self.client.get_workflow_handle(rid, run_id=run_id).cancel()
                     return 1
                 except RPCError:

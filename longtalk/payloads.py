@@ -149,6 +149,14 @@ def derived_keys(render_id: str) -> dict[str, str]:
     }
 
 
+CANCEL_REQUESTS = "cancel-requests/"  # one folder, so the dashboard lists every pending cancel at once
+
+
+def cancel_request_key(render_id: str, run_id: str) -> str:
+    """The API's record that a cancel of the render's run was asked (removed by record_cancelled)."""
+    return f"{CANCEL_REQUESTS}{render_id}/{run_id}"
+
+
 def audio_key(render_id: str, track: int) -> str:
     return f"renders/{render_id}/audio/track_{track}.wav"
 
@@ -269,6 +277,16 @@ class WindowDone:
     worker: str = ""
     render_s: float = 0.0
     frames: int = 0
+
+
+@dataclass
+class GpuStarted:
+    """A GPU worker began the render's window `window` at `at` (ISO 8601, the server's start
+    time of that activity attempt): sent once per worker and render, the first one counts."""
+
+    at: str
+    window: int
+    worker: str = ""
 
 
 @dataclass

@@ -10,7 +10,7 @@ dashboard and /health list and count renders with visibility queries alone.
 
 OWNER = "LongtalkOwner"  # Keyword: the name of the API key that submitted the render
 RETRIES = "LongtalkRetries"  # Int: how often the render was retried through the API
-STAGE = "LongtalkStage"  # Keyword: queued|ingest|plan|render|stitch|publish|done|failed|cancelled
+STAGE = "LongtalkStage"  # Keyword: queued|ingest|plan|waiting|render|stitch|publish|done|failed|cancelled
 WINDOWS_DONE = "LongtalkWindowsDone"  # Int: finished windows (as of the last upsert)
 WINDOWS_TOTAL = "LongtalkWindowsTotal"  # Int: windows of the render (0 until planned)
 BACKEND = "LongtalkBackend"  # Keyword: preview | comfy | timed ...
@@ -33,7 +33,20 @@ MODE_KEY = SearchAttributeKey.for_keyword(MODE)
 BASE_KEY = SearchAttributeKey.for_keyword(BASE)
 
 PROGRESS_UPSERT_S = 5.0  # at most this often while windows finish
-QUEUED_STAGES = ("queued", "ingest", "plan")  # no GPU work yet: RunPod's IN_QUEUE
+# no GPU has begun a window yet: RunPod's IN_QUEUE ("waiting": planned, waiting for a GPU; runs of
+# releases before it go from plan straight to "render", and count as in progress from there)
+QUEUED_STAGES = ("queued", "ingest", "plan", "waiting")
+QUEUED_WHERE = f"{STAGE} IN ({', '.join(repr(s) for s in QUEUED_STAGES)})"
+IN_QUEUE, IN_PROGRESS, CANCELLED = "IN_QUEUE", "IN_PROGRESS", "CANCELLED"
+
+
+def running_state(stage: str | None) -> str:
+    """A running render's RunPod status from its stage attribute alone, so that /status, the
+    dashboard's list and its counts (visibility queries) always agree. A run that has taken
+    its cancel is CANCELLED while it records what it kept."""
+    if stage == "cancelled":
+        return CANCELLED
+    return IN_QUEUE if stage is None or stage in QUEUED_STAGES else IN_PROGRESS
 
 
 def mode_of(input_type: str, person_count: str) -> str:

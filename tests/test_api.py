@@ -564,3 +564,66 @@ async def test_a_url_picture_is_measured_by_ingest_and_status_says_the_crop(http
         assert measured[0] in done["output"]["warnings"]
     finally:
         server.shutdown()
+
+
+# ---- status that does not contradict itself ------------------------------------------------
+async def test_status_times_are_monotonic_and_final(http, media, slow_windows, monkeypatch):
+    """delayTime is fixed from the moment a GPU begins the first window, executionTime never
+    goes down, and both are final once the render has ended (RunPod's meaning: time in the
+    queue, then time on the workers)."""
+    import uuid
+
+    from api import jobs
+
+    rid = str(uuid.uuid4())
+    slow_windows[rid] = 0.4
+    monkeypatch.setattr(jobs, "new_render_id", lambda: rid)
+    assert (await http.post("/run", json=long_job(media))).json()["id"] == rid
+    seen = []
+    while True:
+        body = (await http.get(f"/status/{rid}")).json()
+        seen.append((body["status"], body["delayTime"], body["executionTime"]))
+        if body["status"] == "COMPLETED":
+            break
+        await asyncio.sleep(0.15)
+    for _ in range(3):
+        body = (await http.get(f"/status/{rid}")).json()
+        seen.append((body["status"], body["delayTime"], body["executionTime"]))
+    states = [s for s, _, _ in seen]
+    assert "IN_QUEUE" in states and "IN_PROGRESS" in states, states
+    assert states.index("IN_PROGRESS") > max(i for i, s in enumerate(states) if s == "IN_QUEUE")  # no way back
+    queued = [(d, e) for s, d, e in seen if s == "IN_QUEUE"]
+    assert all(e == 0 for _, e in queued) and [d for d, _ in queued] == sorted(d for d, _ in queued)
+    after = [(d, e) for s, d, e in seen if s != "IN_QUEUE"]
+    assert len({d for d, _ in after}) == 1, after  # fixed once the first window began
+    # while queued it counts up; the GPU's start time arrives by a signal, so the last queued
+    # answer may run ahead of it by that signal's latency (well under a second), never more
+    assert after[0][0] >= queued[-1][0] - 500, (after[0], queued[-1])
+    executions = [e for _, e in after]
+    assert executions == sorted(executions) and executions[-1] > 0, executions
+    finals = [(d, e) for s, d, e in seen if s == "COMPLETED"]
+    assert len(set(finals)) == 1, finals  # final at the terminal status
+    assert abs(after[0][0] - round(1000 * body["output"]["queued_s"])) <= 1
+
+
+async def test_every_answer_after_a_cancel_reads_cancelled(http, media, slow_windows, monkeypatch, temporal_client):
+    import uuid
+
+    from api import jobs
+
+    rid = str(uuid.uuid4())
+    slow_windows[rid] = 3.0
+    monkeypatch.setattr(jobs, "new_render_id", lambda: rid)
+    assert (await http.post("/run", json=long_job(media))).json()["id"] == rid
+    while (await http.get(f"/status/{rid}")).json()["status"] != "IN_PROGRESS":
+        await asyncio.sleep(0.1)
+    assert (await http.post(f"/cancel/{rid}")).json() == {"id": rid, "status": "CANCELLED"}
+    answers = []
+    handle = temporal_client.get_workflow_handle(rid)
+    while True:  # until the workflow itself has ended, and a little after
+        answers.append((await http.get(f"/status/{rid}")).json()["status"])
+        if (await handle.describe()).close_time is not None:
+            answers.append((await http.get(f"/status/{rid}")).json()["status"])
+            break
+    assert set(answers) == {"CANCELLED"}, answers
+    assert len(answers) >= 2

@@ -295,6 +295,54 @@ async def test_failed_render_shows_the_classified_error(api, media, gpu, monkeyp
         await alice.aclose()
 
 
+async def test_list_and_status_agree_newest_first(api, media, gpu, monkeypatch):
+    """The list, its Queued/Running chips and /status say the same of every render: one
+    render on the GPU (IN_PROGRESS, "running"), one waiting behind it (IN_QUEUE, "queued").
+    The list is newest first by start time and keeps that order when renders end."""
+    async with httpx.AsyncClient(base_url=api, timeout=60, headers={"Authorization": f"Bearer {KEY_A}"}) as c:
+        async def state(rid):
+            return (await c.get(f"/v2/{EP}/status/{rid}")).json()["status"]
+
+        first = next_id(monkeypatch)
+        gpu.slow[first] = 2.5
+        assert await submit(api, KEY_A, job(media, long=True)) == first
+        while await state(first) != "IN_PROGRESS":
+            await asyncio.sleep(0.1)
+        second = next_id(monkeypatch)
+        gpu.slow[second] = 2.5
+        assert await submit(api, KEY_A, job(media, long=True)) == second
+        names = {"IN_QUEUE": "queued", "IN_PROGRESS": "running", "CANCELLED": "cancelled"}
+        agreed = []
+        for _ in range(60):
+            before = {rid: await state(rid) for rid in (first, second)}
+            listing = (await c.get("/dashboard/api/renders")).json()
+            after = {rid: await state(rid) for rid in (first, second)}
+            rows = {r["id"]: r for r in listing["renders"]}
+            for rid in (first, second):
+                if before[rid] == after[rid]:  # no change in between: the list must say the same
+                    assert rows[rid]["status"] == names[before[rid]], (rid, before, rows[rid])
+            if before == after == {first: "IN_PROGRESS", second: "IN_QUEUE"}:
+                agreed.append(listing["counts"])
+                if len(agreed) >= 2:
+                    break
+            await asyncio.sleep(0.1)
+        assert agreed, "never saw one render running and one queued behind it"
+        assert all(counts["queued"] >= 1 and counts["running"] >= 1 for counts in agreed), agreed
+        queued = (await c.get("/dashboard/api/renders", params={"status": "queued"})).json()["renders"]
+        assert second in [r["id"] for r in queued] and first not in [r["id"] for r in queued]
+
+        order = [r["id"] for r in (await c.get("/dashboard/api/renders")).json()["renders"]]
+        assert order.index(second) < order.index(first)  # newest first
+        gpu.slow[first] = gpu.slow[second] = 0.0
+        assert (await wait_status(api, KEY_A, first))["status"] == "COMPLETED"
+        rows = (await c.get("/dashboard/api/renders")).json()["renders"]
+        starts = [r["started"] for r in rows]
+        assert starts == sorted(starts, reverse=True)  # by start time, whatever has ended
+        ids = [r["id"] for r in rows]
+        assert ids.index(second) < ids.index(first)
+        (await wait_status(api, KEY_A, second))
+
+
 async def test_fleet_json(api, store, own_settings):
     live = FleetRecord(store, f"gpu-live-{uuid.uuid4().hex[:4]}", "abc1234", own_settings.gpu_queue, {}, every_s=10)
     live.begin("some-render", 7)
@@ -420,6 +468,19 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
              "the renders page")
     assert KEY_A not in d.current_url
 
+    # a render this key cannot see: the page says so once and stops asking (no poll every 2 s)
+    d.get(f"{api}/renders/no-such-render")
+    wait_for(lambda: d.find_elements(By.ID, "not-found"), 20, 0.2, "the not-found card")
+    time.sleep(5)
+    asked = d.execute_script("""return performance.getEntriesByType('resource')
+        .filter(e => e.name.includes('/dashboard/api/renders/no-such-render')).length""")
+    assert asked == 1, asked
+    icon = d.execute_script("return document.querySelector('link[rel=icon]').href")
+    assert httpx.get(icon).headers["content-type"].startswith("image/svg")
+    assert httpx.get(f"{api}/favicon.ico").status_code == 200  # what browsers ask for first
+    d.get(f"{api}/")
+    wait_for(lambda: d.find_elements(By.ID, "renders"), 30, 0.2, "the renders page")
+
     # start a render through the API; watch it from its page
     rid = next_id(monkeypatch)
     gpu.slow[rid] = 2.0
@@ -466,10 +527,15 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     gpu.slow[other] = 8.0  # longer than a heartbeat interval: the cancel reaches the window
     assert submit_sync(api, KEY_A, job(media, long=True)) == other
     d.get(f"{api}/renders/{other}")
-    wait_for(lambda: d.find_elements(By.ID, "cancel"), 60, 0.3, "the cancel button")
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#strip .cell.r"), 60, 0.3, "a window in flight")
     d.find_element(By.ID, "cancel").click()
     dialog = d.find_element(By.ID, "confirm")
-    assert dialog.is_displayed() and "finished windows stay stored" in dialog.text
+    # the dialog reads the render's state when it opens: the finished windows stay, the one in
+    # flight is named
+    note = wait_for(lambda: (lambda t: t if "stay stored" in t else None)(d.find_element(By.ID, "cancel-note").text),
+                    20, 0.2, "the cancel dialog's note")
+    assert dialog.is_displayed() and "windows are finished and stay stored" in note
+    assert re.search(r"Window \d+, the one in flight now, is stopped", note), note
     d.find_element(By.ID, "confirm-cancel").click()  # "Keep it": nothing happens
     time.sleep(1)
     assert status_sync(api, KEY_A, other, 1000)["status"] in ("IN_QUEUE", "IN_PROGRESS")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -22,7 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from longtalk import activity_options as options
     from longtalk.activity_options import CPU_RETRY, GPU_RETRY  # noqa: F401 - re-exported (bench)
     from longtalk.payloads import (
-        CancelledInput, ChainInput, ChainResult, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, Progress, PublishInput,
+        CancelledInput, ChainInput, ChainResult, DiscardInput, EncodeAudioInput, GpuStarted, IngestResult, Plan,
+        PlanInput, Progress, PublishInput,
         RenderContext, RenderRequest, RenderResult, RenderWindowInput, RenderWindowResult,
         StitchInput, StitchResult, WindowDone, WindowsDone,
     )
@@ -38,6 +39,10 @@ WINDOW_SUMMARY_PATCH = "window-summary-v1"  # RenderChain
 CHAIN_CANCEL_PATCH = "chain-cancel-v1"  # RenderChain: a cancel that met a finishing window stops the chain
 # RenderVideo: the output's AAC is encoded by its own activity beside the windows, not by ingest
 AUDIO_BESIDE_PATCH = "audio-beside-windows-v1"
+# RenderVideo: after plan the stage is "waiting" (for a GPU) until a GPU worker says it began a
+# window (signal gpu_started); then "render", and the memo records when (RunPod's delayTime)
+GPU_START_PATCH = "gpu-start-v1"
+WAITING = "waiting"
 
 
 def _is_input_error(exc: BaseException) -> bool:
@@ -69,6 +74,8 @@ class RenderVideo:
         self._upserted_done = 0
         self._gpu_started = None  # when the first finished window began on a GPU
         self._warnings: list[str] = []  # the submission's, then what ingest found
+        self._gpu_signal = False  # this run waits in stage "waiting" for the gpu_started signal
+        self._gpu_started_at = ""  # when the first GPU began one of its windows (the signal's time)
 
     def _activity(self, name: str, req: RenderRequest) -> dict:
         """The options of CPU activity `name`: release de3015c's for the runs it started."""
@@ -83,6 +90,7 @@ class RenderVideo:
         # decided once, before the first command: a de3015c history replays it as False
         self._new_options = workflow.patched(options.ACTIVITY_OPTIONS_PATCH)
         self._visible = workflow.patched(VISIBILITY_PATCH)
+        self._gpu_signal = self._visible and workflow.patched(GPU_START_PATCH)
         try:
             return await self._run(req)
         except ActivityError as exc:
@@ -132,6 +140,8 @@ class RenderVideo:
         done, total = len(self._done), self._total
         if self._stage == "render":
             return f"Rendering: {done} of {total} windows done ({self._rendered} rendered by this run)."
+        if self._stage == WAITING:
+            return f"Waiting for a GPU: {done} of {total} windows done."
         if self._stage in ("stitch", "publish"):
             return f"All {total} windows rendered; {self._stage}ing the video."
         if self._stage == "done":
@@ -178,7 +188,7 @@ class RenderVideo:
             source_frames=ingest.source_frames,
         )
         self._render_started = workflow.now()
-        self._set_stage("render")
+        self._set_stage(WAITING if self._gpu_signal and not self._gpu_started_at else "render")
         # the output's AAC, encoded while the GPUs render (started after plan: a render that
         # plan refuses leaves nothing behind); stitch needs it, so it is awaited with the chains
         beside = [workflow.execute_activity(
@@ -212,10 +222,25 @@ class RenderVideo:
             result_type=RenderResult, task_queue=queue, **self._activity("publish", req),
             **self._summary("publish: mux the audio, store the video"))
         self._set_stage("done")
-        if self._visible and self._gpu_started is not None:
+        if self._gpu_started_at:
+            started = datetime.fromisoformat(self._gpu_started_at) - workflow.info().workflow_start_time
+            result = dataclasses.replace(result, queued_s=round(max(0.0, started.total_seconds()), 3))
+        elif self._visible and self._gpu_started is not None:
             result = dataclasses.replace(
                 result, queued_s=round(max(0.0, (self._gpu_started - self._started).total_seconds()), 3))
         return result
+
+    @workflow.signal(name="gpu_started")
+    def gpu_started(self, started: GpuStarted) -> None:
+        """A GPU worker began one of this render's windows: it has left the queue. Runs that
+        wait for this signal (GPU_START_PATCH) record the first one; others ignore it (a new
+        GPU worker may send it to a run started by an older release)."""
+        if not self._gpu_signal or self._gpu_started_at:
+            return
+        self._gpu_started_at = started.at
+        workflow.upsert_memo({"gpu_started_at": started.at})
+        if self._stage == WAITING:
+            self._set_stage("render")
 
     @workflow.signal(name="windows_done")
     def windows_done(self, batch: WindowsDone) -> None:
@@ -230,7 +255,7 @@ class RenderVideo:
             if done.rendered:
                 self._rendered += 1
             self._current = done.index + 1 if done.index + 1 < self._total else None
-        if self._visible and self._stage == "render" and (
+        if self._visible and self._stage in ("render", WAITING) and (
                 len(self._done) - self._upserted_done >= vis.progress_step(self._total)
                 and workflow.now() - self._upserted_at >= timedelta(seconds=vis.PROGRESS_UPSERT_S)):
             self._upsert_progress()

@@ -73,11 +73,13 @@
     return out;
   }
 
+  // fn() every POLL_MS while the tab is visible, until it returns "stop"
   function poll(fn) {
-    let timer = null;
+    let timer = null, stopped = false;
     const tick = async () => {
       clearTimeout(timer);
-      try { await fn(); } catch (e) { console.warn(e); }
+      if (stopped) return;
+      try { if (await fn() === "stop") { stopped = true; return; } } catch (e) { console.warn(e); }
       timer = setTimeout(tick, POLL_MS);
     };
     document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(); else clearTimeout(timer); });
@@ -142,7 +144,7 @@
       let data;
       try { data = await getJSON(`/dashboard/api/renders?${params}`); }
       catch (e) { note.textContent = e.message; return; }
-      const labels = [["", "All", "all"], ["running", "Running"], ["completed", "Completed"], ["failed", "Failed"], ["cancelled", "Cancelled"], ["timed_out", "Timed out"]];
+      const labels = [["", "All", "all"], ["queued", "Queued"], ["running", "Running"], ["completed", "Completed"], ["failed", "Failed"], ["cancelled", "Cancelled"], ["timed_out", "Timed out"]];
       chips.replaceChildren(...labels.map(([v, label, key]) => h("button", {
         class: "chip", type: "button", "aria-pressed": String(v === status), "data-status": v,
         onclick: () => { status = v; shown = 50; setUrl(); refresh(); },
@@ -296,13 +298,29 @@
         a.rerender ? h("button", { type: "button", id: "rerender", onclick: rerender }, "Re-render windows…") : "");
     }
 
-    function cancel() {
-      confirmDialog({
-        title: "Cancel this render?", danger: true, confirm: "Cancel render",
-        body: [h("p", {}, h("span", { class: "mono" }, id)),
-          h("p", { class: "note" }, `The GPU stops the window it is on. ${data.windows_done} of ${data.windows_total || "?"} finished windows stay stored; submitting the render again resumes after them.`)],
+    // what a cancel leaves, said from the render's state read when the dialog opens (not the
+    // last poll): the finished windows stay stored, the windows on a GPU now are named
+    function cancelNote(d) {
+      const onGpu = [...d.states].flatMap((s, k) => (s === "r" ? [k] : []));
+      let gpu = d.status === "queued" ? " No GPU has begun a window yet." : "";
+      if (onGpu.length === 1) gpu = ` Window ${onGpu[0]}, the one in flight now, is stopped; it stays stored only if it finishes before the cancel reaches it.`;
+      if (onGpu.length > 1) gpu = ` Windows ${onGpu.join(", ")}, those in flight now, are stopped; each stays stored only if it finishes before the cancel reaches it.`;
+      return `${d.windows_done} of ${d.windows_total || "?"} windows are finished and stay stored.${gpu} Submitting the same job again resumes after the stored windows.`;
+    }
+    async function cancel() {
+      const note = h("p", { class: "note", id: "cancel-note" }, "Reading the render's state…");
+      const dlg = confirmDialog({
+        title: "Cancel this render?", danger: true, confirm: "Cancel render", ready: false,
+        body: [h("p", {}, h("span", { class: "mono" }, id)), note],
         onConfirm: async () => { await api("POST", `/cancel/${encodeURIComponent(id)}`); await refresh(); },
       });
+      try {
+        data = await getJSON(`/dashboard/api/renders/${encodeURIComponent(id)}`);
+        draw();
+        note.textContent = cancelNote(data);
+        dlg.ok.disabled = !data.actions.cancel;
+        if (!data.actions.cancel) note.textContent = `This render is ${data.status} now: there is nothing to cancel.`;
+      } catch (e) { dlg.msg.textContent = e.message; }
     }
     function retry() {
       confirmDialog({
@@ -359,6 +377,12 @@
     async function refresh() {
       try { data = await getJSON(`/dashboard/api/renders/${encodeURIComponent(id)}`); }
       catch (e) {
+        if (e.status === 404) { // gone, or not this key's: asking again every 2 s changes nothing
+          main.replaceChildren(h("div", { class: "card", id: "not-found" }, h("p", { class: "error" }, e.message),
+            h("p", { class: "muted" }, "This page has stopped asking. The render may belong to another key, or its retention (policy.ttl) has passed."),
+            h("a", { href: "/" }, "← all renders")));
+          return "stop";
+        }
         if (!data) main.replaceChildren(h("div", { class: "card" }, h("p", { class: "error" }, e.message), h("a", { href: "/" }, "← all renders")));
         return;
       }
