@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 from activities.cpu import CpuActivities
 from activities.gpu import GpuActivities
 from comfy_graphs.config import GraphConfig
-from longtalk import audio, metrics
+from longtalk import audio, ffmpeg_bin, metrics
 from longtalk.backends import make_backends
 from longtalk.build import build_id as compute_build_id
 from longtalk.fleet import FleetRecord
@@ -112,6 +112,7 @@ def refuse_unless_healthy(name: str, report) -> None:
 
 async def run(settings: Settings, graph_config: GraphConfig) -> None:
     settings = dataclasses.replace(settings, build_id=worker_build_id(settings))
+    log.info("ffmpeg: %s", ffmpeg_bin.use(settings.ffmpeg))
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)

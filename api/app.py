@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from comfy_graphs.config import GraphConfig
-from longtalk import temporal_connect
+from longtalk import ffmpeg_bin, temporal_connect
 from longtalk.errors import InputError
 from longtalk.inputs import rerender
 from longtalk.settings import Settings
@@ -120,6 +120,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
     if not len(keys):
         raise ValueError("no API keys: set LONGTALK_API_KEYS (name:key,...) or LONGTALK_API_KEYS_FILE")
     endpoint_ids = {e.strip() for e in settings.api_endpoint_ids.split(",") if e.strip()}
+    ffmpeg_bin.use(settings.ffmpeg)  # the HLS preview's audio segments
     graph_config = graph_config or GraphConfig.from_env()
     state: dict = {}
     cursors: dict[str, tuple] = {}  # render run -> what /stream sent last

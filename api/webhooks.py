@@ -111,7 +111,7 @@ class WebhookActivities:
         try:
             status = await asyncio.to_thread(post, spec["url"], body, headers, settings)
         except InputError:
-            raise  # the guard refused the target now (not retried)
+            raise  # the guard refused the target now (not retried; a host not found, DownloadFailed, is)
         except OSError as exc:
             raise RuntimeError(f"webhook not reachable: {type(exc).__name__}") from None
         if not 200 <= status < 300:

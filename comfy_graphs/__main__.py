@@ -28,6 +28,7 @@ import json
 import sys
 from pathlib import Path
 
+from longtalk import ffmpeg_bin
 from longtalk.errors import ServiceError
 from longtalk.settings import Settings
 from longtalk.windows import WindowParams, total_frames, window_count
@@ -83,6 +84,7 @@ def _show(args) -> int:
     from longtalk.inputs import load_job_file, parse_job
 
     settings = Settings.from_env()
+    ffmpeg_bin.use(settings.ffmpeg)  # decodes a local audio track to count its windows
     config = GraphConfig.from_env()
     job = parse_job(load_job_file(args.job), settings, default_seed=config.sampler.seed)
     mode = mode_for(job.input_type, job.person_count)

@@ -2,9 +2,9 @@
 
 - PyAV for frame- and sample-level work: open and probe inputs, read and normalise source
   video frames, encode each window's kept frames to H.264 once.
-- ffmpeg (through ffmpeg-python, `run_ffmpeg`) for the whole-file steps: decoding a track
-  to 16 kHz mono (streamed through a pipe), the stream-copy join of the window clips, the
-  output's AAC and the mux.
+- ffmpeg (through ffmpeg-python, `run_ffmpeg`; the binary is `ffmpeg_bin`'s) for the
+  whole-file steps: decoding a track to 16 kHz mono (streamed through a pipe), the
+  stream-copy join of the window clips, the output's AAC and the mux.
 - the one WAV writer (16 kHz mono 16-bit, to a file or to bytes) and the one PNG encoder
   (RGB or RGBA). Audio analysis (RMS, loudness) is longtalk.audio.
 
@@ -14,7 +14,6 @@ Decoding failures raise InputError naming the job field, so the workflow can fai
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import tempfile
 import wave
@@ -27,22 +26,13 @@ import cv2
 import ffmpeg
 import numpy as np
 
+from . import ffmpeg_bin
 from .errors import InputError
 from .text import first_line
 from .windows import MODEL_SAMPLE_RATE
 
 # One encoder setting for every window clip, so the clips join with a stream copy.
 CLIP_CODEC_OPTIONS = {"preset": "veryfast", "crf": "18", "x264-params": "keyint=250:min-keyint=25"}
-
-
-def ffmpeg_exe() -> str:
-    """A system ffmpeg when present, else the binary shipped by imageio-ffmpeg."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 # ---- audio ---------------------------------------------------------------------------
@@ -391,9 +381,10 @@ def mux_audio(video: Path | str, audio_tracks: list[Path], dst: Path | str, fram
 
 
 def ffmpeg_command(stream) -> list[str]:
-    """The argument list of an ffmpeg-python stream graph, for the project's ffmpeg binary,
-    quiet (errors only) and never reading stdin."""
-    return stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_exe())
+    """The argument list of an ffmpeg-python stream graph, for the project's ffmpeg binary
+    (`ffmpeg_bin`: the wheel's unless LONGTALK_FFMPEG chose another), quiet (errors only) and
+    never reading stdin."""
+    return stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_bin.exe())
 
 
 def run_ffmpeg(stream) -> bytes:

@@ -5,11 +5,11 @@
 1. the scheme must be http or https;
 2. the host is resolved ONCE (getaddrinfo; an IP literal is not looked up at all) and every
    address it gives must be public: loopback, private (RFC 1918, fc00::/7), link-local
-   (169.254/16, fe80::/10), unspecified, multicast, reserved, shared/CGNAT (100.64/10), the
-   IPv4 inside an IPv4-mapped, 6to4 or NAT64 IPv6 address of any of those, and the cloud
-   metadata endpoints (169.254.169.254, fd00:ec2::254, metadata.google.internal, ...) are
-   refused, unless the host name or the address is in `settings.url_allow_hosts`
-   (comma-separated host names, IP addresses or CIDR networks);
+   (169.254/16, fe80::/10), unspecified, multicast, documentation (TEST-NET), benchmarking,
+   reserved, shared/CGNAT (100.64/10), the IPv4 inside an IPv4-mapped, 6to4 or NAT64 IPv6
+   address of any of those, and the cloud metadata endpoints (169.254.169.254, fd00:ec2::254,
+   metadata.google.internal, ...) are refused, unless the host name or the address is in
+   `settings.url_allow_hosts` (comma-separated host names, IP addresses or CIDR networks);
 3. the connection goes to the address that was checked (no second lookup, so DNS rebinding
    cannot swap it), while the Host header and the TLS server name / certificate check use
    the host name;
@@ -60,6 +60,12 @@ METADATA_NAMES = frozenset({
     "instance-data.ec2.internal",
 })
 SHARED_NETWORK = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598, carrier-grade NAT
+# named by what they are (Python's is_private is True for all of these and more)
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))  # RFC 1918, RFC 4193
+DOCUMENTATION_NETWORKS = tuple(ipaddress.ip_network(n) for n in (  # RFC 5737, RFC 3849
+    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+BENCHMARK_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("198.18.0.0/15", "2001:2::/48"))  # RFC 2544, 5180
 NAT64_NETWORK = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -100,7 +106,7 @@ def _normal_host(host: str) -> str:
 
 
 def address_problem(ip: IPAddress) -> str | None:
-    """Why URL inputs may not reach this address ("a loopback address", ...), or None."""
+    """Why the guard does not connect to this address ("a loopback address", ...), or None."""
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if isinstance(ip, ipaddress.IPv6Address):
@@ -122,8 +128,12 @@ def address_problem(ip: IPAddress) -> str | None:
         return "a multicast address"
     if ip.version == 4 and ip in SHARED_NETWORK:
         return "a shared (carrier-grade NAT) address"
-    if ip.is_private:
+    if any(ip in net for net in PRIVATE_NETWORKS):
         return "a private address"
+    if any(ip in net for net in DOCUMENTATION_NETWORKS):
+        return "a reserved documentation (TEST-NET) address"
+    if any(ip in net for net in BENCHMARK_NETWORKS):
+        return "a reserved benchmarking address"
     if ip.version == 6 and ip.is_site_local:
         return "a site-local address"
     if ip.is_reserved:
@@ -186,7 +196,7 @@ def vet_url(key: str, url: str, settings: Settings, allow: AllowList | None = No
         for ip in addresses:
             problem = address_problem(ip)
             if problem is not None and not allow.allows_address(ip):
-                raise InputError(key, f"{hop}{where} {problem}, which URL inputs may not reach "
+                raise InputError(key, f"{hop}{where} {problem}, which this service does not connect to "
                                       f"(see LONGTALK_URL_ALLOW_HOSTS)")
     return Target(scheme=scheme, host=host, port=port, path=path,
                   addresses=tuple(dict.fromkeys(str(ip) for ip in addresses)))
@@ -204,7 +214,7 @@ def _resolve(key: str, host: str, port: int, shown: str, hop: str) -> list[IPAdd
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError):
-        raise DownloadFailed(key, f"{hop}download of {shown} failed: host not found") from None
+        raise DownloadFailed(key, f"{hop}host not found: {shown}") from None
     found: list[IPAddress] = []
     for family, _, _, _, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
@@ -218,7 +228,7 @@ def _resolve(key: str, host: str, port: int, shown: str, hop: str) -> list[IPAdd
             ip = ipaddress.ip_address(f"{text.split('%')[0]}%{sockaddr[3]}")
         found.append(ip)
     if not found:
-        raise DownloadFailed(key, f"{hop}download of {shown} failed: host not found")
+        raise DownloadFailed(key, f"{hop}host not found: {shown}")
     return found
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from . import ffmpeg_bin
 from .windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW, ParamError, validate_params
 
 PREFIX = "LONGTALK_"
@@ -74,6 +75,8 @@ class Settings:
     # output
     presign_expiry_s: int = 7 * 24 * 3600
     inline_video_max_bytes: int = 20 * 1024 * 1024
+    # media tools
+    ffmpeg: str = ""  # the ffmpeg binary: a path or a name on PATH ("" = the pinned imageio-ffmpeg wheel's)
     # worker
     worker_roles: str = "cpu,gpu"  # which workers worker.py runs
     metrics_port: int = 0  # 0 = no metrics endpoint
@@ -110,6 +113,11 @@ class Settings:
                      "gpu_shutdown_grace_s", "cpu_shutdown_grace_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
+        if self.ffmpeg:
+            try:
+                ffmpeg_bin.resolve(self.ffmpeg)
+            except ValueError as exc:
+                raise ValueError(f"{PREFIX}FFMPEG: {exc}") from None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":

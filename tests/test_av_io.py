@@ -1,6 +1,8 @@
 """Media helpers: WAV layout, PNG encoding, ffmpeg commands built with ffmpeg-python."""
 
 import io
+import os
+import shutil
 import struct
 import wave
 
@@ -9,7 +11,8 @@ import ffmpeg
 import numpy as np
 import pytest
 
-from longtalk import av_io
+from longtalk import av_io, ffmpeg_bin
+from longtalk.settings import Settings
 
 
 def test_wav16_written_in_chunks_maps_byte_ranges_to_samples(tmp_path):
@@ -51,7 +54,7 @@ def test_png_keeps_rgb_and_rgba(channels):
 
 def test_ffmpeg_commands_are_built_quiet_for_the_project_binary(tmp_path):
     cmd = av_io.ffmpeg_command(ffmpeg.input("in.wav").output("out.m4a", acodec="aac").overwrite_output())
-    assert cmd[0] == av_io.ffmpeg_exe()
+    assert cmd[0] == ffmpeg_bin.exe()
     assert cmd[1:5] == ["-i", "in.wav", "-acodec", "aac"]
     assert {"-hide_banner", "-nostdin", "-y"} <= set(cmd) and cmd[cmd.index("-loglevel") + 1] == "error"
     missing = tmp_path / "missing.wav"
@@ -105,10 +108,96 @@ def test_audio_decode_errors_name_the_field_not_the_path(tmp_path):
                         + b"data" + struct.pack("<I", len(pcm)) + pcm)
     cases = [(junk, None, "cannot be decoded as audio"), (silent, None, "has no audio stream"),
              (long, 2.0, "longer than the limit of 2 seconds"),
-             (unknown, None, "cannot be decoded as audio (Decoding requested, but no decoder found")]
+             (unknown, None, "cannot be decoded as audio (")]  # with ffmpeg's reason, whatever its words
     for path, limit, reason in cases:
         with pytest.raises(InputError) as err:
             av_io.decode_audio_chunks(path, "wav_url", limit)
         assert err.value.field == "wav_url" and reason in str(err.value), err.value
         assert str(tmp_path) not in str(err.value)
+        assert not str(err.value).endswith("(ffmpeg failed)"), err.value  # ffmpeg said why: it is quoted
     assert sum(c.size for c in av_io.decode_audio_chunks(long, "wav_url", 3.5)) == 48_000
+
+
+def test_ffmpeg_reason_is_its_first_error_line_without_the_path():
+    """The cause (ffmpeg's first line), not what failed because of it (the lines after); the
+    file's path and the [component @ address] tag left out; shortened; "ffmpeg failed" when
+    ffmpeg said nothing."""
+    stderr = (b"\n[wav @ 0x55d0c0ffee00] Some cause in /tmp/x/in.wav\n"
+              b"Error opening output files: Invalid argument\n")
+    assert av_io._ffmpeg_reason(stderr, "/tmp/x/in.wav") == "Some cause in the file"
+    assert av_io._ffmpeg_reason(b"x" * 500, "in.wav") == "x" * 200
+    assert av_io._ffmpeg_reason(b" \n\n", "in.wav") == "ffmpeg failed"
+
+
+# ---- which ffmpeg runs ---------------------------------------------------------------------
+
+@pytest.fixture
+def trap_on_path(tmp_path, monkeypatch):
+    """An `ffmpeg` first on PATH that leaves a mark and fails when it is run (as a system
+    ffmpeg of another version would be found); the process's selection restored afterwards."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    trap = folder / "ffmpeg"
+    mark = tmp_path / "trap-was-run"
+    trap.write_text(f"#!/bin/sh\ntouch '{mark}'\nexit 1\n")
+    trap.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(ffmpeg_bin, "_selected", None)
+    assert shutil.which("ffmpeg") == str(trap)  # an ffmpeg found on PATH would be this one
+    return mark
+
+
+def test_the_default_ffmpeg_is_the_wheels_not_the_one_on_path(tmp_path, trap_on_path):
+    import imageio_ffmpeg
+
+    wheel = imageio_ffmpeg.get_ffmpeg_exe()
+    assert ffmpeg_bin.exe() == wheel
+    assert av_io.ffmpeg_command(ffmpeg.input("in.wav").output("out.wav"))[0] == wheel
+    assert ffmpeg_bin.use(Settings.from_env({}).ffmpeg) == wheel
+    path = tmp_path / "tone.wav"
+    _stereo_wav(path, 1.0)
+    assert sum(c.size for c in av_io.decode_audio_chunks(path, "wav_path")) == 16_000
+    av_io.encode_final_audio([path], tmp_path / "out.m4a", 25, 25)
+    assert (tmp_path / "out.m4a").stat().st_size > 0
+    assert not trap_on_path.exists()
+
+
+def test_longtalk_ffmpeg_chooses_the_binary(tmp_path, trap_on_path, monkeypatch):
+    """A path or a name on PATH (here both lead to the wheel's binary, under another name),
+    checked when the settings are read; then the one every ffmpeg command runs."""
+    import imageio_ffmpeg
+
+    wheel = imageio_ffmpeg.get_ffmpeg_exe()
+    settings = Settings.from_env({"LONGTALK_FFMPEG": wheel})
+    assert ffmpeg_bin.use(settings.ffmpeg) == wheel
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "ffmpeg-pinned").symlink_to(wheel)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    settings = Settings.from_env({"LONGTALK_FFMPEG": "ffmpeg-pinned"})
+    assert ffmpeg_bin.use(settings.ffmpeg) == str(folder / "ffmpeg-pinned")
+    assert av_io.ffmpeg_command(ffmpeg.input("in.wav").output("out.wav"))[0] == str(folder / "ffmpeg-pinned")
+    path = tmp_path / "tone.wav"
+    _stereo_wav(path, 1.0)
+    assert sum(c.size for c in av_io.decode_audio_chunks(path, "wav_path")) == 16_000
+    assert not trap_on_path.exists()
+
+
+def test_longtalk_ffmpeg_that_is_not_an_ffmpeg_is_refused_at_start(tmp_path, trap_on_path):
+    """Refused when the settings are read, naming the setting and why: not there, not
+    executable, not on PATH, or a program that does not answer -version as ffmpeg."""
+    plain = tmp_path / "plain-file"
+    plain.write_text("not a program")
+    other = tmp_path / "other-program"
+    other.write_text("#!/bin/sh\necho 'hello'\n")
+    other.chmod(0o755)
+    cases = [(str(tmp_path / "absent" / "ffmpeg"), "is not an executable file"),
+             (str(plain), "is not an executable file"),
+             ("no-such-ffmpeg-name", "is not an executable file or a name on PATH"),
+             (str(other), "is not ffmpeg"),
+             ("ffmpeg", "is not ffmpeg")]  # the name finds the failing ffmpeg first on PATH
+    for value, reason in cases:
+        with pytest.raises(ValueError) as err:
+            Settings.from_env({"LONGTALK_FFMPEG": value})
+        assert str(err.value).startswith("LONGTALK_FFMPEG: ") and reason in str(err.value), err.value
+    assert ffmpeg_bin.exe() == ffmpeg_bin.wheel_ffmpeg()  # nothing was selected

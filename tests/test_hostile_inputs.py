@@ -205,6 +205,8 @@ class NetWatch:
                 self.lookups.append(host)
             if host in self.answers:
                 queue = self.answers[host]
+                if not queue:  # a name with no address
+                    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
                 ip = queue.pop(0) if len(queue) > 1 else queue[0]
                 ips = ip if isinstance(ip, list) else [ip]
                 out = []
@@ -338,6 +340,13 @@ def test_non_http_schemes_are_refused(strict, url, monkeypatch):
     ("http://0.0.0.0/a.wav", "unspecified address"),
     ("http://[::]/a.wav", "unspecified address"),
     ("http://224.0.0.1/a.wav", "multicast address"),
+    ("http://192.0.2.10/a.wav", "reserved documentation (TEST-NET) address"),
+    ("http://198.51.100.7/a.wav", "reserved documentation (TEST-NET) address"),
+    ("http://203.0.113.9/a.wav", "reserved documentation (TEST-NET) address"),
+    ("http://[2001:db8::1]/a.wav", "reserved documentation (TEST-NET) address"),
+    ("http://[::ffff:203.0.113.9]/a.wav", "embedding a reserved documentation (TEST-NET) address"),
+    ("http://198.18.0.1/a.wav", "reserved benchmarking address"),
+    ("http://240.0.0.1/a.wav", "reserved address"),
 ])
 def test_internal_addresses_are_refused_without_connecting(strict, monkeypatch, url, problem):
     watch = NetWatch(monkeypatch)
@@ -345,6 +354,8 @@ def test_internal_addresses_are_refused_without_connecting(strict, monkeypatch, 
     with case(f"literal {urlsplit(url).hostname}"):
         err = refusal(url, strict)
         assert problem in err.reason
+        # each named for what it is: Python's is_private is True for TEST-NET and more
+        assert ("private" in err.reason) == ("private" in problem), err.reason
         assert watch.connects == [] and watch.lookups == []  # no DNS, no connection
         assert time.monotonic() - started < 1
 
@@ -372,6 +383,35 @@ def test_a_name_with_one_bad_address_among_good_ones(strict, monkeypatch):
     with case("mixed.example -> public + private"):
         err = refusal("http://mixed.example/voice.wav", strict)
         assert "private address" in err.reason and watch.connects == []
+
+
+def test_a_host_that_is_not_found(strict, monkeypatch):
+    """A name without an address is said to be that (a DownloadFailed: ingest retries it),
+    for a URL input and a webhook alike; the webhook's is not called a download."""
+    from api.webhooks import check_url
+
+    watch = NetWatch(monkeypatch, {"nohost.example": []})
+    with case("host not found"):
+        err = refusal(f"http://nohost.example/voice.wav?sig={SECRET}", strict)
+        assert isinstance(err, DownloadFailed) and err.reason.startswith("host not found: ")
+        assert SECRET not in str(err) and watch.connects == []
+    with case("webhook host not found"), pytest.raises(InputError) as info:
+        check_url("http://nohost.example/hook", replace(strict, api_webhook_secret="s"))
+    assert info.value.field == "webhook" and info.value.reason.startswith("host not found: ")
+    assert "download" not in str(info.value)
+
+
+def test_a_webhook_to_a_documentation_address_is_named_so(strict, monkeypatch):
+    from api.webhooks import check_url
+
+    watch = NetWatch(monkeypatch, {"docs.example": ["198.51.100.20"]})
+    for url in ("http://192.0.2.1/hook", "http://docs.example/hook"):
+        with case(f"webhook {url}"), pytest.raises(InputError) as info:
+            check_url(url, replace(strict, api_webhook_secret="s"))
+        assert info.value.field == "webhook", info.value
+        assert "reserved documentation (TEST-NET) address" in info.value.reason, info.value
+        assert "private" not in info.value.reason and "URL inputs" not in info.value.reason, info.value
+    assert watch.connects == []
 
 
 # ---- DNS rebinding: one lookup per hop, the connection goes to the checked address ----------
