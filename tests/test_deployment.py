@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from comfy_graphs.config import (
     GRAPHS_DIR_ENV,
@@ -35,6 +36,7 @@ from comfy_graphs.config import (
     env_name,
 )
 from longtalk.settings import PREFIX, Settings
+from tests.test_install import content_lines, read_pins
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -146,10 +148,7 @@ def interpolate_tree(node, env: dict[str, str]):
 
 def read_env_file(path: Path) -> dict[str, str]:
     env = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for n, line in content_lines(path):
         m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
         assert m, f"{path.name}:{n}: not NAME=value: {line!r}"
         env[m.group(1)] = m.group(2)
@@ -872,15 +871,8 @@ def test_comfyui_dockerfile_runtime():
 
 
 def constraint_pins() -> dict[str, str]:
-    pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.+]*)", line)
-        assert m, f"constraints.txt: {line!r} is not NAME==VERSION"
-        pins[m.group(1).lower()] = m.group(2)
-    return pins
+    """constraints.txt: canonical name (huggingface-hub) -> version, every line NAME==VERSION."""
+    return read_pins(CONSTRAINTS)
 
 
 def test_constraints_pin_torch_and_key_packages():
@@ -896,7 +888,7 @@ def test_constraints_pin_the_set_that_runs_every_node():
     (docker/comfyui/README.md, "Pins"). Move it only together with a doctor --smoke run."""
     pins = constraint_pins()
     working = {"transformers": "4.57.3", "tokenizers": "0.22.2", "huggingface_hub": "0.36.2", "diffusers": "0.35.2"}
-    assert {name: pins.get(name) for name in working} == working
+    assert {name: pins.get(canonicalize_name(name)) for name in working} == working
     assert int(pins["transformers"].split(".")[0]) < 5
     readme = (ROOT / "docker" / "comfyui" / "README.md").read_text()
     for name, version in working.items():
@@ -904,9 +896,8 @@ def test_constraints_pin_the_set_that_runs_every_node():
 
 
 def test_torch_is_not_a_project_dependency():
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    lock = (ROOT / "requirements.lock").read_text()
-    for text, where in ((pyproject, "pyproject.toml"), (lock, "requirements.lock")):
+    for where in ("pyproject.toml", "requirements.lock", "requirements-dev.lock"):
+        text = (ROOT / where).read_text()
         assert not re.search(r"""(^|["'\s])torch(vision|audio)?\s*([=<>!~\[;"']|$)""", text, re.MULTILINE), \
             f"torch belongs in docker/comfyui/Dockerfile, not {where}"
 
@@ -917,6 +908,8 @@ def test_worker_dockerfile():
     runs = [ins.args for ins in instructions if ins.keyword == "RUN"]
     assert any("pip install -r requirements.lock" in r for r in runs)
     assert any("pip install --no-deps ." in r for r in runs)
+    # the runtime set only: pytest, selenium, the runpod SDK ... stay out of the image
+    assert not any("requirements-dev" in ins.args for ins in instructions), "the worker image installs the test tools"
     users = [ins.args for ins in instructions if ins.keyword == "USER"]
     assert users and users[-1] not in ("root", "0"), "the worker runs as an unprivileged user"
     cmd = [json.loads(ins.args) for ins in instructions if ins.keyword == "CMD"]
