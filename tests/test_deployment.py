@@ -12,6 +12,7 @@ Docker Compose does.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import re
@@ -50,7 +51,7 @@ GPU_DOC = ROOT / "README.md"  # its "Run on GPUs" section
 PINNED_COMMITS = {
     "COMFYUI_COMMIT": "3cd7b32f1b7e7e90395cefe7d9f9b1f89276d8ce",
     "WANVIDEOWRAPPER_COMMIT": "60a387579e2e1c96591598e4caf3465a7aaaf443",
-    "KJNODES_COMMIT": "16a335c8c40b1b3eef8b770022276004d5bea66b",
+    "KJNODES_COMMIT": "955a93b230c5e2130316beb5d502fc46685b6670",
     "VIDEOHELPERSUITE_COMMIT": "993082e4f2473bf4acaf06f51e33877a7eb38960",
     "MELBANDROFORMER_COMMIT": "b40e263224778ec417114d91d8b3b39934e30de5",
 }
@@ -878,8 +879,55 @@ def constraint_pins() -> dict[str, str]:
 def test_constraints_pin_torch_and_key_packages():
     pins = constraint_pins()
     for name in ("torch", "torchvision", "torchaudio", "transformers", "diffusers", "accelerate", "peft",
-                 "numpy", "av", "librosa", "opencv-python", "onnxruntime"):
+                 "numpy", "av", "librosa", "opencv-python", "comfy-kitchen"):
         assert name in pins, f"constraints.txt does not pin {name}"
+    # no requirements file asks for onnxruntime (only FantasyPortrait, unused, needs it): a
+    # constraint nobody requests installs nothing and only reads as if it did
+    assert "onnxruntime" not in pins and "onnx" not in pins
+
+
+# Facts checked by hand (docker/comfyui/README.md, "Pins"), keyed by what they depend on.
+# With torch 2.7.1 (triton 3.3.1) on a machine without a GPU driver, `import comfy_kitchen`
+# raises "0 active drivers" from this comfy-kitchen version on: its triton backend runs
+# @triton.autotune at import, and triton 3.3's Autotuner asks for the active driver.
+KITCHEN_RAISES_WITHOUT_DRIVER_FROM = {"2.7.1": (0, 2, 11)}
+# For a ComfyUI commit: the first ComfyUI-KJNodes commit it rejects, with its date.
+# 40a37df "SimpleCalculatorKJ: Add autogrow" passes io.Schema(search_aliases=...), which
+# ComfyUI 0.8.0's Schema does not take: every /object_info logs an [ERROR] traceback.
+KJNODES_FIRST_REJECTED = {
+    "3cd7b32f1b7e7e90395cefe7d9f9b1f89276d8ce": ("40a37dfea5976ef2f744556280e9b34f6c8670f4", "2026-01-30T18:44:58+02:00"),
+}
+# Commit dates of KJNodes commits that were pins (git log -1 --format=%cI COMMIT).
+KJNODES_COMMIT_DATES = {
+    "955a93b230c5e2130316beb5d502fc46685b6670": "2026-01-30T17:27:04+02:00",  # 40a37df's parent
+    "16a335c8c40b1b3eef8b770022276004d5bea66b": "2026-02-01T14:50:27+02:00",  # raised on /object_info
+}
+
+
+def test_comfy_kitchen_pin_imports_without_a_gpu_driver():
+    pins = constraint_pins()
+    torch_version = pins["torch"]
+    assert torch_version in KITCHEN_RAISES_WITHOUT_DRIVER_FROM, (
+        f"torch {torch_version}: check which comfy-kitchen versions import without a GPU driver "
+        "under its triton, then record it in KITCHEN_RAISES_WITHOUT_DRIVER_FROM")
+    kitchen = tuple(int(part) for part in pins["comfy-kitchen"].split("."))
+    assert kitchen < KITCHEN_RAISES_WITHOUT_DRIVER_FROM[torch_version], \
+        f"comfy-kitchen {pins['comfy-kitchen']} raises at import without a GPU driver: main.py --cpu cannot start"
+    # and the image build checks it with no GPU visible, whatever the build host has
+    runs = " ".join(ins.args for ins in parse_dockerfile(COMFY_DOCKERFILE.read_text()) if ins.keyword == "RUN")
+    assert re.search(r"CUDA_VISIBLE_DEVICES= python -c \"import comfy_kitchen\b", runs)
+
+
+def test_kjnodes_pin_is_older_than_what_the_comfyui_pin_rejects():
+    args = dockerfile_args(parse_dockerfile(COMFY_DOCKERFILE.read_text()))
+    comfyui, kjnodes = args["COMFYUI_COMMIT"], args["KJNODES_COMMIT"]
+    assert comfyui in KJNODES_FIRST_REJECTED, \
+        f"ComfyUI {comfyui}: find the first KJNodes commit it rejects and record it in KJNODES_FIRST_REJECTED"
+    assert kjnodes in KJNODES_COMMIT_DATES, f"KJNodes {kjnodes}: record its commit date in KJNODES_COMMIT_DATES"
+    first_rejected, rejected_date = KJNODES_FIRST_REJECTED[comfyui]
+    pinned = dt.datetime.fromisoformat(KJNODES_COMMIT_DATES[kjnodes])
+    assert kjnodes != first_rejected and pinned < dt.datetime.fromisoformat(rejected_date), \
+        f"KJNodes {kjnodes[:7]} is not older than {first_rejected[:7]}, which ComfyUI {comfyui[:7]} rejects"
 
 
 def test_constraints_pin_the_set_that_runs_every_node():
