@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.dev-installed-stamp
 
-.PHONY: venv demo demo-multi up down status upgrade worker test bench lock clean
+.PHONY: venv venv-dev demo demo-multi up down status upgrade worker test bench lock clean
 
+# The runtime set (requirements.lock): what the worker, starter, API and embedded stack need.
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=python3.11)")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +16,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# The test and benchmark tools on top (requirements-dev.lock: pytest, selenium, the runpod
+# SDK, ...). It follows the runtime stamp, so a demo venv later used for tests gets them, and
+# a changed runtime lock installs both again.
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(PY) -m pip install --quiet -r requirements.lock -r requirements-dev.lock
+	@touch $(DEV_STAMP)
+
 venv: $(STAMP)
+
+venv-dev: $(DEV_STAMP)
 
 # Start the embedded stack (Temporal dev server + S3 server + worker), render the bundled
 # example, write out/demo.mp4 and leave the stack running (make down stops it).
@@ -52,23 +63,40 @@ upgrade: venv
 worker: venv
 	$(PY) -m longtalk.stack worker
 
-test: venv
+test: venv-dev
 	$(PY) -m pytest
 
-bench: venv
+bench: venv-dev
 	$(PY) bench/run.py
 
 # Store the workflow histories of this release (HEAD) for the replay test: one render per
 # workflow shape on a stack of its own -> tests/histories/<short commit>/. Run it before
 # changing workflow code (RELEASE=name to choose the folder's name).
 .PHONY: histories
-histories: venv
+histories: venv-dev
 	$(PY) scripts/capture_histories.py $(RELEASE)
 
-lock: venv
-	$(PY) -m pip install --quiet -e '.[test]'
-	{ echo "# Locked versions the test suite ran with (python 3.11). Regenerate: make lock"; \
-	  $(PY) -m pip freeze --exclude-editable | grep -v '^-e'; } > requirements.lock
+# Both locks, resolved in a throwaway venv (python 3.11): requirements.lock from the project
+# alone, requirements-dev.lock from the "test" extra under those pins. The versions locked
+# now are kept (a new dependency is added at its newest version, one no longer needed
+# drops out); UPGRADE=1 resolves everything to the newest versions pyproject.toml allows.
+LOCK_VENV := $(VENV)-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(if $(UPGRADE),: > $(LOCK_VENV)/old.lock,cat requirements.lock requirements-dev.lock > $(LOCK_VENV)/old.lock)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -c $(LOCK_VENV)/old.lock .
+	{ echo "# The runtime set (pyproject dependencies) at the versions the test suite ran with (python 3.11):"; \
+	  echo "# make venv / demo / up and docker/worker/Dockerfile install this. Regenerate: make lock"; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude longtalk; } > $(LOCK_VENV)/runtime.lock
+	$(LOCK_VENV)/bin/python -m pip install --quiet -c $(LOCK_VENV)/runtime.lock -c $(LOCK_VENV)/old.lock '.[test]'
+	{ echo '# The test and benchmark tools (pyproject extra "test") on top of requirements.lock; make test'; \
+	  echo "# installs both. Regenerate: make lock"; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude longtalk | grep -vxFf $(LOCK_VENV)/runtime.lock; } > $(LOCK_VENV)/dev.lock
+	mv $(LOCK_VENV)/runtime.lock requirements.lock
+	mv $(LOCK_VENV)/dev.lock requirements-dev.lock
+	rm -rf $(LOCK_VENV)
 
 clean: down
 	rm -rf data out

@@ -13,7 +13,7 @@ architecture's constants below):
     ComfyUI-WanVideoWrapper      60a387579e2e1c96591598e4caf3465a7aaaf443  (Wan, InfiniteTalk,
                                  LoRA, VAE, umt5, wav2vec2)
     ComfyUI-MelBandRoFormer      b40e263224778ec417114d91d8b3b39934e30de5  (vocal model)
-    ComfyUI-KJNodes              16a335c8c40b1b3eef8b770022276004d5bea66b  (no weights)
+    ComfyUI-KJNodes              955a93b230c5e2130316beb5d502fc46685b6670  (no weights)
     ComfyUI-VideoHelperSuite     993082e4f2473bf4acaf06f51e33877a7eb38960  (no weights)
 
 Where a loader infers the architecture from the tensors, the files are shrunk: a Wan I2V

@@ -12,6 +12,7 @@ Docker Compose does.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from comfy_graphs.config import (
     GRAPHS_DIR_ENV,
@@ -35,6 +37,7 @@ from comfy_graphs.config import (
     env_name,
 )
 from longtalk.settings import PREFIX, Settings
+from tests.test_install import content_lines, read_pins
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -48,7 +51,7 @@ GPU_DOC = ROOT / "README.md"  # its "Run on GPUs" section
 PINNED_COMMITS = {
     "COMFYUI_COMMIT": "3cd7b32f1b7e7e90395cefe7d9f9b1f89276d8ce",
     "WANVIDEOWRAPPER_COMMIT": "60a387579e2e1c96591598e4caf3465a7aaaf443",
-    "KJNODES_COMMIT": "16a335c8c40b1b3eef8b770022276004d5bea66b",
+    "KJNODES_COMMIT": "955a93b230c5e2130316beb5d502fc46685b6670",
     "VIDEOHELPERSUITE_COMMIT": "993082e4f2473bf4acaf06f51e33877a7eb38960",
     "MELBANDROFORMER_COMMIT": "b40e263224778ec417114d91d8b3b39934e30de5",
 }
@@ -146,10 +149,7 @@ def interpolate_tree(node, env: dict[str, str]):
 
 def read_env_file(path: Path) -> dict[str, str]:
     env = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for n, line in content_lines(path):
         m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
         assert m, f"{path.name}:{n}: not NAME=value: {line!r}"
         env[m.group(1)] = m.group(2)
@@ -872,22 +872,62 @@ def test_comfyui_dockerfile_runtime():
 
 
 def constraint_pins() -> dict[str, str]:
-    pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.+]*)", line)
-        assert m, f"constraints.txt: {line!r} is not NAME==VERSION"
-        pins[m.group(1).lower()] = m.group(2)
-    return pins
+    """constraints.txt: canonical name (huggingface-hub) -> version, every line NAME==VERSION."""
+    return read_pins(CONSTRAINTS)
 
 
 def test_constraints_pin_torch_and_key_packages():
     pins = constraint_pins()
     for name in ("torch", "torchvision", "torchaudio", "transformers", "diffusers", "accelerate", "peft",
-                 "numpy", "av", "librosa", "opencv-python", "onnxruntime"):
+                 "numpy", "av", "librosa", "opencv-python", "comfy-kitchen"):
         assert name in pins, f"constraints.txt does not pin {name}"
+    # no requirements file asks for onnxruntime (only FantasyPortrait, unused, needs it): a
+    # constraint nobody requests installs nothing and only reads as if it did
+    assert "onnxruntime" not in pins and "onnx" not in pins
+
+
+# Facts checked by hand (docker/comfyui/README.md, "Pins"), keyed by what they depend on.
+# With torch 2.7.1 (triton 3.3.1) on a machine without a GPU driver, `import comfy_kitchen`
+# raises "0 active drivers" from this comfy-kitchen version on: its triton backend runs
+# @triton.autotune at import, and triton 3.3's Autotuner asks for the active driver.
+KITCHEN_RAISES_WITHOUT_DRIVER_FROM = {"2.7.1": (0, 2, 11)}
+# For a ComfyUI commit: the first ComfyUI-KJNodes commit it rejects, with its date.
+# 40a37df "SimpleCalculatorKJ: Add autogrow" passes io.Schema(search_aliases=...), which
+# ComfyUI 0.8.0's Schema does not take: every /object_info logs an [ERROR] traceback.
+KJNODES_FIRST_REJECTED = {
+    "3cd7b32f1b7e7e90395cefe7d9f9b1f89276d8ce": ("40a37dfea5976ef2f744556280e9b34f6c8670f4", "2026-01-30T18:44:58+02:00"),
+}
+# Commit dates of KJNodes commits that were pins (git log -1 --format=%cI COMMIT).
+KJNODES_COMMIT_DATES = {
+    "955a93b230c5e2130316beb5d502fc46685b6670": "2026-01-30T17:27:04+02:00",  # 40a37df's parent
+    "16a335c8c40b1b3eef8b770022276004d5bea66b": "2026-02-01T14:50:27+02:00",  # raised on /object_info
+}
+
+
+def test_comfy_kitchen_pin_imports_without_a_gpu_driver():
+    pins = constraint_pins()
+    torch_version = pins["torch"]
+    assert torch_version in KITCHEN_RAISES_WITHOUT_DRIVER_FROM, (
+        f"torch {torch_version}: check which comfy-kitchen versions import without a GPU driver "
+        "under its triton, then record it in KITCHEN_RAISES_WITHOUT_DRIVER_FROM")
+    kitchen = tuple(int(part) for part in pins["comfy-kitchen"].split("."))
+    assert kitchen < KITCHEN_RAISES_WITHOUT_DRIVER_FROM[torch_version], \
+        f"comfy-kitchen {pins['comfy-kitchen']} raises at import without a GPU driver: main.py --cpu cannot start"
+    # and the image build checks it with no GPU visible, whatever the build host has
+    runs = " ".join(ins.args for ins in parse_dockerfile(COMFY_DOCKERFILE.read_text()) if ins.keyword == "RUN")
+    assert re.search(r"CUDA_VISIBLE_DEVICES= python -c \"import comfy_kitchen\b", runs)
+
+
+def test_kjnodes_pin_is_older_than_what_the_comfyui_pin_rejects():
+    args = dockerfile_args(parse_dockerfile(COMFY_DOCKERFILE.read_text()))
+    comfyui, kjnodes = args["COMFYUI_COMMIT"], args["KJNODES_COMMIT"]
+    assert comfyui in KJNODES_FIRST_REJECTED, \
+        f"ComfyUI {comfyui}: find the first KJNodes commit it rejects and record it in KJNODES_FIRST_REJECTED"
+    assert kjnodes in KJNODES_COMMIT_DATES, f"KJNodes {kjnodes}: record its commit date in KJNODES_COMMIT_DATES"
+    first_rejected, rejected_date = KJNODES_FIRST_REJECTED[comfyui]
+    pinned = dt.datetime.fromisoformat(KJNODES_COMMIT_DATES[kjnodes])
+    assert kjnodes != first_rejected and pinned < dt.datetime.fromisoformat(rejected_date), \
+        f"KJNodes {kjnodes[:7]} is not older than {first_rejected[:7]}, which ComfyUI {comfyui[:7]} rejects"
 
 
 def test_constraints_pin_the_set_that_runs_every_node():
@@ -896,7 +936,7 @@ def test_constraints_pin_the_set_that_runs_every_node():
     (docker/comfyui/README.md, "Pins"). Move it only together with a doctor --smoke run."""
     pins = constraint_pins()
     working = {"transformers": "4.57.3", "tokenizers": "0.22.2", "huggingface_hub": "0.36.2", "diffusers": "0.35.2"}
-    assert {name: pins.get(name) for name in working} == working
+    assert {name: pins.get(canonicalize_name(name)) for name in working} == working
     assert int(pins["transformers"].split(".")[0]) < 5
     readme = (ROOT / "docker" / "comfyui" / "README.md").read_text()
     for name, version in working.items():
@@ -904,9 +944,8 @@ def test_constraints_pin_the_set_that_runs_every_node():
 
 
 def test_torch_is_not_a_project_dependency():
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    lock = (ROOT / "requirements.lock").read_text()
-    for text, where in ((pyproject, "pyproject.toml"), (lock, "requirements.lock")):
+    for where in ("pyproject.toml", "requirements.lock", "requirements-dev.lock"):
+        text = (ROOT / where).read_text()
         assert not re.search(r"""(^|["'\s])torch(vision|audio)?\s*([=<>!~\[;"']|$)""", text, re.MULTILINE), \
             f"torch belongs in docker/comfyui/Dockerfile, not {where}"
 
@@ -917,6 +956,8 @@ def test_worker_dockerfile():
     runs = [ins.args for ins in instructions if ins.keyword == "RUN"]
     assert any("pip install -r requirements.lock" in r for r in runs)
     assert any("pip install --no-deps ." in r for r in runs)
+    # the runtime set only: pytest, selenium, the runpod SDK ... stay out of the image
+    assert not any("requirements-dev" in ins.args for ins in instructions), "the worker image installs the test tools"
     users = [ins.args for ins in instructions if ins.keyword == "USER"]
     assert users and users[-1] not in ("root", "0"), "the worker runs as an unprivileged user"
     cmd = [json.loads(ins.args) for ins in instructions if ins.keyword == "CMD"]
