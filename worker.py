@@ -67,6 +67,8 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
                         cpu.record_cancelled],
             activity_executor=ThreadPoolExecutor(max_workers=4),
             max_concurrent_activities=4,
+            max_cached_workflows=settings.workflow_cache_size,
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_schedule_to_start_s),
             graceful_shutdown_timeout=timedelta(seconds=settings.cpu_shutdown_grace_s),
             identity=f"{identity}-cpu", build_id=build,
         ))

@@ -86,6 +86,13 @@ class Settings:
     gpu_shutdown_grace_s: float = 600.0
     cpu_shutdown_grace_s: float = 20.0
     fleet_heartbeat_s: float = 10.0  # a GPU worker's record in the bucket's fleet/ registry, this often
+    # workflow runs a worker keeps in memory between their tasks (the SDK's sticky cache); a run
+    # that leaves it is rebuilt by replaying its history: a RenderVideo of 1,250 windows replays
+    # in about a second, so a cache of a few hundred renders costs little and bounds memory
+    workflow_cache_size: int = 1000
+    # how long a run's next task waits for the worker that holds it in memory before any worker
+    # may take it (and rebuild it): a worker that died hands its renders on after this
+    sticky_schedule_to_start_s: float = 10.0
     build_id: str = ""  # the code this worker runs ("" = short git commit [+ "-dirty"], else the package version)
     # HTTP API (package api/): RunPod-compatible routes under /v2/{endpoint_id}
     api_address: str = "127.0.0.1:8000"  # host:port the API binds to
@@ -110,7 +117,7 @@ class Settings:
             raise ValueError(f"{PREFIX}{exc.param.upper()}: {exc}") from None
         for name in ("api_max_body_bytes", "api_ttl_s", "api_webhook_retry_s", "api_webhook_backoff_s",
                      "heartbeat_timeout_s", "fleet_heartbeat_s", "comfy_prompt_timeout_s", "activity_schedule_to_close_s",
-                     "gpu_shutdown_grace_s", "cpu_shutdown_grace_s"):
+                     "gpu_shutdown_grace_s", "cpu_shutdown_grace_s", "sticky_schedule_to_start_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
         if self.ffmpeg:

@@ -228,13 +228,15 @@ class Process:
             time.sleep(0.2)
         raise TimeoutError(f"{self.service.name} not ready after {timeout:.0f}s (log: {self.log_file})")
 
-    def stop(self, timeout: float = 15.0) -> bool:
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
+        """Stop the service: `sig` (SIGTERM: let it finish what it does), then SIGKILL after
+        `timeout`. SIGKILL at once is what a crash looks like (the fault tests use it)."""
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, sig)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout

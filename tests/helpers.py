@@ -95,6 +95,29 @@ def stored(release: str) -> list[tuple[dict, WorkflowHistory]]:
     return out
 
 
+async def replay_everything(client: Client, query: str, folder: Path | None = None) -> dict[str, str]:
+    """Export the history of every workflow run `query` lists (parents, chains, each run of a
+    chain that continued as new), write it to `folder`, and replay it against this checkout's
+    workflow code. Returns {"<workflow id> <run id>": error} for those that do not replay: a
+    render that completed but does not replay is stuck the day its worker's cache loses it."""
+    from temporalio.worker import Replayer
+
+    from workflows.render import RenderChain, RenderVideo
+
+    replayer = Replayer(workflows=[RenderVideo, RenderChain])
+    failures: dict[str, str] = {}
+    async for w in client.list_workflows(query):
+        history = await client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history()
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{w.id.replace('/', '_')}.{w.run_id}.json").write_text(history.to_json())
+        try:
+            await replayer.replay_workflow(history)
+        except Exception as exc:  # the replayer's NondeterminismError, a workflow task failure ...
+            failures[f"{w.id} {w.run_id}"] = f"{type(exc).__name__}: {exc}"[:600]
+    return failures
+
+
 def summary_line(request, name: str, line) -> None:
     """Print line() in pytest's terminal summary (the count of cases a module tried)."""
 

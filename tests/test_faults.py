@@ -23,7 +23,7 @@ from longtalk.windows import window_count
 from tests.media import ROOT
 from tests.faults import SlowProxy, StandinProcess, start_worker, until
 from tests.media import samples_16k
-from tests.helpers import check_video, run_starter, s3_process, temporal_process, write_job
+from tests.helpers import check_video, replay_everything, run_starter, s3_process, temporal_process, write_job
 
 pytestmark = pytest.mark.timeout(240)
 SIZE = 128
@@ -58,7 +58,10 @@ async def fstack(tmp_path_factory):
 
 @pytest.fixture
 async def env(fstack, tmp_path):
-    """Fresh task queues, a client and a store for one test; every process it starts is killed."""
+    """Fresh task queues, a client and a store for one test; every process it starts is killed.
+    At the end every workflow the test started (parents, chains, each continue-as-new run)
+    must replay on this code: a render that finished despite a fault but whose history does
+    not replay would be stuck the next time a worker rebuilds it."""
     settings = dataclasses.replace(fstack.settings, render_queue=f"render-{uuid.uuid4().hex[:6]}",
                                    gpu_queue=f"gpu-{uuid.uuid4().hex[:6]}", data_dir=tmp_path / "data")
     client = await Client.connect(settings.temporal_address)
@@ -66,6 +69,8 @@ async def env(fstack, tmp_path):
     yield settings, client, ObjectStore.from_settings(settings), procs, tmp_path
     for p in procs:
         p.kill()
+    failures = await replay_everything(client, f"TaskQueue = '{settings.render_queue}'", tmp_path / "histories")
+    assert not failures, f"histories that do not replay on this code: {failures}"
 
 
 async def standin(procs, tmp_path, delay_s: float = 0.0) -> StandinProcess:
@@ -191,6 +196,83 @@ async def test_temporal_server_restarted_mid_render(env, fstack, media):
     rc, result, err = await render
     await check_render(rc, result, err, store, media, out, rid, comfy)
     LEDGER.append("temporal server restart")
+
+
+async def test_temporal_server_killed_mid_render(env, fstack, media):
+    """SIGKILL, not a clean stop: the workflow task in flight may be lost with the server."""
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=1.0)
+    await workers(settings, procs, tmp, comfy)
+    rid, out = f"f-tk-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+    render = start_render(client, settings, tmp, media, rid, out, comfy)
+    await window_running(store, comfy, rid, 1)
+    fstack.temporal.stop(sig=signal.SIGKILL)
+    await asyncio.sleep(1)
+    fstack.temporal.start()
+    fstack.temporal.wait_ready(90)
+    rc, result, err = await render
+    await check_render(rc, result, err, store, media, out, rid, comfy)
+    LEDGER.append("temporal server SIGKILL")
+
+
+async def test_worker_temporal_and_store_killed_in_one_render(env, fstack, media):
+    """The chaos of one long render: its worker SIGKILLed and replaced, then the Temporal
+    server SIGKILLed and restarted, then the object store SIGKILLed for a while."""
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=0.3)
+    await workers(settings, procs, tmp, comfy)
+    rid, out = f"f-chaos-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+    long = {**media, "speech": ROOT / "examples" / "speech.ogg"}  # 17 windows
+    render = start_render(client, settings, tmp, long, rid, out, comfy)
+
+    async def stored(k):
+        await until(lambda: asyncio.to_thread(store.exists, window_meta_key(rid, k)), timeout=120)
+
+    await stored(3)
+    for p in procs[1:]:  # the CPU and GPU workers (procs[0] is the ComfyUI stand-in)
+        p.kill(signal.SIGKILL)
+    await workers(settings, procs, tmp, comfy, name="w2")
+    await stored(7)
+    fstack.temporal.stop(sig=signal.SIGKILL)
+    await asyncio.sleep(2)
+    fstack.temporal.start()
+    fstack.temporal.wait_ready(90)
+    await stored(10)
+    fstack.s3.stop(sig=signal.SIGKILL)
+    await asyncio.sleep(6)
+    fstack.s3.start()
+    fstack.s3.wait_ready(30)
+    rc, result, err = await render
+    await check_render(rc, result, err, store, long, out, rid, comfy)
+    LEDGER.append("worker, temporal and store killed in one render")
+
+
+async def test_a_worker_that_keeps_one_run_in_memory(env, media):
+    """Two renders of two chains each on a worker whose workflow cache holds one run: every
+    workflow task of the other five is rebuilt from its history. Both finish; every history
+    replays (the fixture checks); nothing rendered twice."""
+    settings, client, store, procs, tmp = env
+    comfy = await standin(procs, tmp, delay_s=0.2)
+    procs.append(await start_worker(settings, "cpu", tmp / "logs" / "cpu.log", LONGTALK_WORKFLOW_CACHE_SIZE="1"))
+    procs.append(await start_worker(settings, "gpu", tmp / "logs" / "gpu.log", LONGTALK_BACKEND="comfyui",
+                                    LONGTALK_COMFY_URL=comfy.url))
+    two = dataclasses.replace(settings, parallel_chains=2)
+    long = {**media, "speech": ROOT / "examples" / "speech.ogg"}
+    renders = []
+    for name in ("a", "b"):
+        rid, out = f"f-evict-{name}-{uuid.uuid4().hex[:6]}", tmp / f"{name}.mp4"
+        (tmp / name).mkdir()
+        renders.append((rid, out, start_render(client, two, tmp / name, long, rid, out, comfy)))
+    for rid, out, render in renders:
+        rc, result, err = await render
+        assert rc == 0, err
+        assert len(store.get_json(f"renders/{rid}/plan.json")["chains"]) == 2
+        check_video(out, result["frames"], SIZE, SIZE)
+        for k in range(result["windows"]):
+            meta = store.get_json(window_meta_key(rid, k))
+            for key in store.list(window_prefix(rid, k) + "attempts/"):
+                assert store.get_json(key)["started_at"] <= meta["rendered_at"]
+    LEDGER.append("workflow cache of one run")
 
 
 async def test_object_store_stopped_for_a_while(env, fstack, media):
