@@ -46,12 +46,13 @@ def worker_build_id(settings: Settings) -> str:
 
 def build_workers(client: Client, settings: Settings, store: ObjectStore,
                   backends=None, identity: str | None = None,
-                  graph_config: GraphConfig | None = None) -> list[Worker]:
+                  graph_config: GraphConfig | None = None, **workflow_options) -> list[Worker]:
     """The composition root: every worker this process runs, built from settings (and the
     ComfyUI graph config, which the comfyui backend needs).
 
     Every worker carries the build id (Temporal's `build_id`, and the end of its identity:
-    `<host>-<pid>@<build>-cpu`); worker versioning stays off, it is identity only."""
+    `<host>-<pid>@<build>-cpu`); worker versioning stays off, it is identity only.
+    `workflow_options` go to the workflow worker (tests: a workflow runner, interceptors)."""
     roles = {r.strip() for r in settings.worker_roles.split(",") if r.strip()}
     unknown = roles - {"cpu", "gpu"}
     if unknown or not roles:
@@ -70,7 +71,7 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
             max_cached_workflows=settings.workflow_cache_size,
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_schedule_to_start_s),
             graceful_shutdown_timeout=timedelta(seconds=settings.cpu_shutdown_grace_s),
-            identity=f"{identity}-cpu", build_id=build,
+            identity=f"{identity}-cpu", build_id=build, **workflow_options,
         ))
     if "gpu" in roles:
         if backends is None:

@@ -3,9 +3,10 @@ embedded stack's dev server at start, by the worker and by the HTTP API on any o
 Mind the SQL visibility store's limits per type (the dev server's: 3 Int, 10 Keyword).
 
 The client sets owner, stage (queued), backend and mode when it starts a render; the
-RenderVideo workflow keeps stage and the window counts current (at stage changes, and at most
-every PROGRESS_UPSERT_S while windows finish, in steps of about 1% of the windows), so the
-dashboard and /health list and count renders with visibility queries alone.
+RenderVideo workflow keeps stage and the window counts current (at stage changes, and each time
+the finished windows pass the next multiple of about 1% of the windows; runs of releases before
+progress-by-count-v1 also waited PROGRESS_UPSERT_S), so the dashboard and /health list and count
+renders with visibility queries alone.
 """
 
 OWNER = "LongtalkOwner"  # Keyword: the name of the API key that submitted the render
@@ -32,7 +33,7 @@ BACKEND_KEY = SearchAttributeKey.for_keyword(BACKEND)
 MODE_KEY = SearchAttributeKey.for_keyword(MODE)
 BASE_KEY = SearchAttributeKey.for_keyword(BASE)
 
-PROGRESS_UPSERT_S = 5.0  # at most this often while windows finish
+PROGRESS_UPSERT_S = 5.0  # runs before progress-by-count-v1: at most this often while windows finish
 # no GPU has begun a window yet: RunPod's IN_QUEUE ("waiting": planned, waiting for a GPU; runs of
 # releases before it go from plan straight to "render", and count as in progress from there)
 QUEUED_STAGES = ("queued", "ingest", "plan", "waiting")

@@ -9,13 +9,14 @@ import asyncio
 import dataclasses
 import signal
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
 from comfy_graphs.binder import upload_subfolder
-from longtalk.payloads import window_meta_key, window_prefix
+from longtalk.payloads import Progress, window_meta_key, window_prefix
 from longtalk.settings import Settings
 from longtalk.stack import Process, free_port
 from longtalk.store import ObjectStore
@@ -23,6 +24,7 @@ from longtalk.windows import window_count
 from tests.media import ROOT
 from tests.faults import SlowProxy, StandinProcess, start_worker, until
 from tests.media import samples_16k
+from workflows.render import RenderVideo
 from tests.helpers import check_video, replay_everything, run_starter, s3_process, temporal_process, write_job
 
 pytestmark = pytest.mark.timeout(240)
@@ -95,10 +97,24 @@ def job(tmp_path, media) -> str:
 
 
 def start_render(client, settings, tmp, media, rid: str, out: Path | None, comfy: StandinProcess | None):
-    """starter.main in a task: the same path a user's `python starter.py` takes."""
+    """starter.main in a task: the same path a user's `python starter.py` takes; and, as a
+    progress bar or a dashboard would, the `progress` query every few tenths of a second
+    while it runs (a query that meets a fault can reach a worker by another road: issue 16)."""
     args = [job(tmp, media), "--id", rid] + (["--output", str(out)] if out else [])
     args += ["--backend", "comfyui" if comfy else "preview"]
-    return asyncio.create_task(run_starter(client, settings, *args))
+
+    async def watched():
+        render = asyncio.create_task(run_starter(client, settings, *args))
+        while not render.done():
+            try:
+                await client.get_workflow_handle(rid).query(RenderVideo.progress, result_type=Progress,
+                                                           rpc_timeout=timedelta(seconds=5))
+            except Exception:  # not started yet, no worker, the server restarting
+                pass
+            await asyncio.wait([render], timeout=0.3)
+        return render.result()
+
+    return asyncio.create_task(watched())
 
 
 async def check_render(rc, result, err, store, media, out: Path, render_id: str, comfy: StandinProcess | None):

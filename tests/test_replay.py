@@ -82,6 +82,24 @@ async def test_every_stored_history_replays(release):
                        + "\n".join(f"  {f}: {why}" for f, why in sorted(named.items())))
 
 
+# ---- a history its run diverged from (issue 16) ------------------------------------------------
+DIVERGED = Path(__file__).resolve().parent / "fixtures" / "diverged_histories"
+
+
+async def test_a_history_its_run_diverged_from_is_caught():
+    """The chaos render of issue 16: a query applied three signals before their workflow task
+    (at the workflow time of the task before), so the run skipped a progress upsert that any
+    replay makes. Its own code could not rebuild it; this replay test says so, at the event
+    where the replay's commands and the history part."""
+    text = (DIVERGED / "nondeterminism-chaos-2026-12-06.json").read_text()
+    history = WorkflowHistory.from_json("chaos", text)
+    failures = await replay([history], RenderVideo, RenderChain)
+    assert len(failures) == 1
+    (why,) = failures.values()
+    assert isinstance(why, workflow.NondeterminismError), why
+    assert "UpsertWorkflowSearchAttributes" in str(why) and "id: 78" in str(why), why
+
+
 # ---- the replay check can fail -----------------------------------------------------------------
 @workflow.defn(name="RenderVideo", sandboxed=False)
 class TimerFirstRenderVideo(RenderVideo):

@@ -48,8 +48,8 @@ async def test_a_render_reads_like_a_sentence(workers, temporal_client, settings
     events = (await handle.fetch_history()).events
     assert VISIBILITY_PATCH in patch_ids(events)
     upserts = _progress_upserts(events)
-    # ingest, plan, render, stitch, publish, done, and a few progress upserts at most
-    assert 6 <= len(upserts) <= 6 + n, len(upserts)
+    # ingest, plan, waiting (for a GPU), render, stitch, publish, done, and a few progress upserts at most
+    assert 7 <= len(upserts) <= 7 + n, len(upserts)
     summaries = {e.user_metadata.summary.data for e in events
                  if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
     assert any(b"stitch" in s for s in summaries) and any(b"publish" in s for s in summaries), summaries
@@ -70,21 +70,29 @@ async def test_a_render_reads_like_a_sentence(workers, temporal_client, settings
     assert progress.latest_window == n - 1 and progress.rendering == []
 
 
-async def test_progress_upserts_are_throttled(workers, temporal_client, settings, media, tmp_path, render_id,
-                                              monkeypatch):
-    """Windows finishing quickly do not each cost an upsert: at most one per PROGRESS_UPSERT_S
-    (and per ~1% of the windows) while rendering."""
+async def test_progress_upserts_follow_the_window_count(workers, temporal_client, settings, media, tmp_path,
+                                                       render_id):
+    """Between stage changes, an upsert only when the finished windows pass the next multiple
+    of the step (about 1% of the windows): never more than windows / step of them, and each
+    one a new multiple. Workflow time plays no part (issue 16: a decision that read it could
+    differ between the run and its replay)."""
     job = write_job(tmp_path, image_path=media["portrait"], wav_path=media["speech"], width=64, height=64)
     rc, result, err = await run_starter(temporal_client, settings, job, "--id", render_id)
     assert rc == 0, err
     n = result["windows"]
-    assert n == window_count(result["frames"])
-    desc = await temporal_client.get_workflow_handle(render_id).describe()
-    wall = (desc.close_time - desc.start_time).total_seconds()
+    step = vis.progress_step(n)
     events = (await temporal_client.get_workflow_handle(render_id).fetch_history()).events
-    upserts = _progress_upserts(events)
-    progress_upserts = len(upserts) - 6  # the six stage changes
-    assert 0 <= progress_upserts <= wall / vis.PROGRESS_UPSERT_S + 1, (progress_upserts, wall, n)
+    values = []
+    for e in _progress_upserts(events):
+        fields = e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        values.append((json.loads(fields[vis.STAGE].data), json.loads(fields[vis.WINDOWS_DONE].data)))
+    stages = [stage for stage, _ in values]
+    assert stages[:4] == ["ingest", "plan", "waiting", "render"], stages
+    progress = [(done, before) for (stage, done), (before_stage, before) in zip(values[1:], values)
+                if stage == before_stage]  # the same stage again: a progress upsert
+    assert progress, values
+    assert len(progress) <= n // step, (values, step)
+    assert all(done // step > before // step for done, before in progress), values
 
 
 def test_progress_step_keeps_long_renders_far_from_once_per_window():

@@ -43,6 +43,14 @@ AUDIO_BESIDE_PATCH = "audio-beside-windows-v1"
 # window (signal gpu_started); then "render", and the memo records when (RunPod's delayTime)
 GPU_START_PATCH = "gpu-start-v1"
 WAITING = "waiting"
+# No command may depend on workflow time (issue 16): a query that a worker answers while
+# signals wait for their workflow task applies those signals at once, at the workflow time
+# of the previous task, and the task that follows carries nothing new; a replay applies them
+# in that task, at its own time. Decisions that read workflow.now() then differ between the
+# run and its replay. So progress upserts follow the window count (RenderVideo) and a chain
+# reports every window (RenderChain), in runs started from these patches on.
+PROGRESS_BY_COUNT_PATCH = "progress-by-count-v1"  # RenderVideo
+REPORT_EVERY_WINDOW_PATCH = "report-every-window-v1"  # RenderChain
 
 
 def _is_input_error(exc: BaseException) -> bool:
@@ -75,6 +83,7 @@ class RenderVideo:
         self._gpu_started = None  # when the first finished window began on a GPU
         self._warnings: list[str] = []  # the submission's, then what ingest found
         self._gpu_signal = False  # this run waits in stage "waiting" for the gpu_started signal
+        self._by_count = False  # progress upserts follow the window count, not workflow time
         self._gpu_started_at = ""  # when the first GPU began one of its windows (the signal's time)
 
     def _activity(self, name: str, req: RenderRequest) -> dict:
@@ -91,6 +100,7 @@ class RenderVideo:
         self._new_options = workflow.patched(options.ACTIVITY_OPTIONS_PATCH)
         self._visible = workflow.patched(VISIBILITY_PATCH)
         self._gpu_signal = self._visible and workflow.patched(GPU_START_PATCH)
+        self._by_count = self._visible and workflow.patched(PROGRESS_BY_COUNT_PATCH)
         try:
             return await self._run(req)
         except ActivityError as exc:
@@ -255,10 +265,19 @@ class RenderVideo:
             if done.rendered:
                 self._rendered += 1
             self._current = done.index + 1 if done.index + 1 < self._total else None
-        if self._visible and self._stage in ("render", WAITING) and (
-                len(self._done) - self._upserted_done >= vis.progress_step(self._total)
-                and workflow.now() - self._upserted_at >= timedelta(seconds=vis.PROGRESS_UPSERT_S)):
+        if self._visible and self._stage in ("render", WAITING) and self._progress_due():
             self._upsert_progress()
+
+    def _progress_due(self) -> bool:
+        """Whether the finished windows have moved far enough for a progress upsert: past the
+        next multiple of the step (about 1% of the windows). Runs of releases before
+        PROGRESS_BY_COUNT_PATCH also waited PROGRESS_UPSERT_S of workflow time (their
+        histories replay only with that rule)."""
+        step = vis.progress_step(self._total)
+        if self._by_count:
+            return len(self._done) // step > self._upserted_done // step
+        return (len(self._done) - self._upserted_done >= step
+                and workflow.now() - self._upserted_at >= timedelta(seconds=vis.PROGRESS_UPSERT_S))
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -317,6 +336,7 @@ class RenderChain:
         else:
             window_options = options.legacy_render_window(inp.timeouts.heartbeat_s)
         summaries = workflow.patched(WINDOW_SUMMARY_PATCH)
+        every_window = workflow.patched(REPORT_EVERY_WINDOW_PATCH)
         affinity = workflow.patched(options.CHAIN_AFFINITY_PATCH) and inp.timeouts.affinity_s > 0
         affinity_queue = inp.affinity_queue if affinity else ""
         windows_total = window_count(inp.context.total_frames, inp.context.window_params)
@@ -354,7 +374,8 @@ class RenderChain:
                 report()
                 await asyncio.gather(*sending, return_exceptions=True)
                 raise asyncio.CancelledError()
-            if workflow.now() - last_report >= REPORT_EVERY:  # GPU windows: every window
+            # every window (the time-batched reports of older runs read workflow time)
+            if every_window or workflow.now() - last_report >= REPORT_EVERY:
                 report()
                 last_report = workflow.now()
         report()
