@@ -141,11 +141,23 @@ def api_credentials(settings: Settings, folder: Path) -> dict[str, str]:
         if not settings.api_admin_names:
             env["LONGTALK_API_ADMIN_NAMES"] = "default"
     if not settings.api_webhook_secret:
-        secret = folder / "webhook_secret"
+        secret = folder / WEBHOOK_SECRET_FILE
         if not secret.exists():
             _write_private(secret, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-        env["LONGTALK_API_WEBHOOK_SECRET"] = secret.read_text().strip()
+        env["LONGTALK_API_WEBHOOK_SECRET"] = webhook_secret(settings, folder)
     return env
+
+
+WEBHOOK_SECRET_FILE = "webhook_secret"
+
+
+def webhook_secret(settings: Settings, folder: Path) -> str | None:
+    """The secret the stack's API signs webhooks with: the settings', else the one generated
+    into `folder` (None: neither, the stack has not started its API yet)."""
+    if settings.api_webhook_secret:
+        return settings.api_webhook_secret
+    secret = folder / WEBHOOK_SECRET_FILE
+    return secret.read_text().strip() if secret.exists() else None
 
 
 def generated_key(settings: Settings, folder: Path) -> str | None:

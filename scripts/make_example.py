@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Make the bundled example media: a drawn portrait and two synthetic speech tracks.
+"""Make the bundled example media: drawn portraits, source videos and two speech tracks.
 
     python scripts/make_example.py            # writes examples/ at the repository root
     python scripts/make_example.py --out DIR  # somewhere else
+    python scripts/make_example.py --only source.mp4 source_multi.mp4   # just these files
 
 Everything is generated, nothing is downloaded:
 
@@ -11,13 +12,16 @@ Everything is generated, nothing is downloaded:
                           made so OpenCV's Haar frontal-face cascade finds it;
 - examples/portrait_multi.png  768x512, two people side by side (speaker 1 left, speaker 2
                           right), for the multi-person demo; both faces Haar-detectable;
+- examples/source.mp4     4 s of portrait.png swaying gently (a slow tilt and drift, one
+                          seamless loop), 512x512 H.264 at 25 fps, for the video modes;
+- examples/source_multi.mp4  the same motion over portrait_multi.png, 768x512;
 - examples/speech.ogg     ~45 s of English speech from espeak-ng (male voice), Opus mono;
 - examples/speech_2.ogg   ~30 s of a second voice (en-us+f3) that answers in speaker 1's
                           pauses and is silent otherwise (for the multi-person demo);
 - examples/demo.json, examples/demo_multi.json   render requests using them.
 
-The script is deterministic (espeak-ng and the drawing are; the Opus encoder is run with
-fixed settings) and re-runnable. It prints the media sizes and whether Haar detects the
+The script is deterministic (espeak-ng and the drawing are; the Opus and H.264 encoders are
+run with fixed settings, x264 on one thread) and re-runnable. It prints the media sizes and whether Haar detects the
 face.
 """
 
@@ -41,6 +45,7 @@ MEDIA_LIMIT_BYTES = 2 * 1024 * 1024
 SIZE = 512
 SCALE = 2  # drawn at 2x and downsampled for anti-aliasing
 MULTI_SIZE = (768, 512)  # width, height of the two-person image
+VIDEO_FPS, VIDEO_SECONDS = 25, 4  # the source videos: one loop of the sway
 
 # (speaker, text, pause after in seconds). Speaker 2 speaks inside speaker 1's pauses.
 SCRIPT: list[tuple[int, str, float]] = [
@@ -334,6 +339,38 @@ def haar_faces(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
     return [tuple(int(v) for v in f) for f in faces]
 
 
+# ----------------------------------------------------------------------------- source videos
+
+
+def sway_frames(still: np.ndarray, fps: int = VIDEO_FPS, seconds: int = VIDEO_SECONDS):
+    """The still, gently moving: a tilt of up to 1.2 degrees and a drift of a few pixels,
+    slightly zoomed so no edge shows; one period over `seconds`, so the clip loops."""
+    h, w = still.shape[:2]
+    n = fps * seconds
+    for i in range(n):
+        phase = 2 * np.pi * i / n
+        m = cv2.getRotationMatrix2D((w / 2, h * 0.45), 1.2 * np.sin(phase), 1.04 + 0.01 * np.sin(2 * phase))
+        m[0, 2] += 4.0 * np.sin(phase + 0.8)
+        m[1, 2] += 2.0 * np.cos(phase)
+        yield cv2.warpAffine(still, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def encode_h264(still: np.ndarray, dest: Path, crf: int = 24) -> None:
+    """The swaying still as H.264 yuv420p MP4 (faststart, no metadata that changes per run)."""
+    import ffmpeg
+    import imageio_ffmpeg
+
+    h, w = still.shape[:2]
+    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=VIDEO_FPS).output(
+        str(dest), pix_fmt="yuv420p", preset="slow", crf=crf, threads=1, movflags="+faststart",
+        map_metadata=-1, fflags="+bitexact", **{"c:v": "libx264", "flags:v": "+bitexact"},
+    )
+    cmd = stream.global_args("-hide_banner", "-loglevel", "error").overwrite_output().compile(
+        cmd=imageio_ffmpeg.get_ffmpeg_exe())
+    raw = b"".join(frame.tobytes() for frame in sway_frames(still))
+    subprocess.run(cmd, input=raw, check=True)
+
+
 # ----------------------------------------------------------------------------- speech
 
 
@@ -386,19 +423,19 @@ def encode_opus(samples: np.ndarray, rate: int, dest: Path, workdir: Path, kbps:
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "examples")
-    args = ap.parse_args(argv)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+FILES = ("portrait.png", "portrait_multi.png", "source.mp4", "source_multi.mp4", "speech.ogg", "speech_2.ogg",
+         "demo.json", "demo_multi.json")
 
+
+def write_portraits(out: Path, wanted: set[str]) -> None:
     portrait = draw_portrait(SIZE)
-    cv2.imwrite(str(out / "portrait.png"), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_PNG_COMPRESSION, 9])
     pair = draw_two_people()
-    cv2.imwrite(str(out / "portrait_multi.png"), cv2.cvtColor(pair, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    for name, image in (("portrait.png", portrait), ("portrait_multi.png", pair)):
+        if name in wanted:
+            cv2.imwrite(str(out / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    for name, image in (("source.mp4", portrait), ("source_multi.mp4", pair)):
+        if name in wanted:
+            encode_h264(image, out / name)
     half = pair.shape[1] // 2
     for label, image in (("portrait.png", portrait), ("portrait_multi.png left half", pair[:, :half]),
                          ("portrait_multi.png right half", pair[:, half:])):
@@ -408,13 +445,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{label}: the Haar cascade finds no face; the preview falls back to the centred face box")
 
+
+def write_speech(out: Path, wanted: set[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t1, t2, rate = synthesize_tracks(work)
-        encode_opus(t1, rate, out / "speech.ogg", work)
-        encode_opus(t2, rate, out / "speech_2.ogg", work)
+        for name, track in (("speech.ogg", t1), ("speech_2.ogg", t2)):
+            if name in wanted:
+                encode_opus(track, rate, out / name, work)
     print(f"speech.ogg: {len(t1) / rate:.1f} s, speech_2.ogg: {len(t2) / rate:.1f} s")
 
+
+def write_jobs(out: Path, wanted: set[str]) -> None:
     base = {
         "input_type": "image",
         "person_count": "single",
@@ -424,19 +466,38 @@ def main(argv: list[str] | None = None) -> int:
         "width": SIZE,
         "height": SIZE,
     }
-    (out / "demo.json").write_text(json.dumps({"input": base}, indent=2) + "\n")
     multi = dict(base, person_count="multi", image_path="examples/portrait_multi.png",
                  wav_path_2="examples/speech_2.ogg", width=MULTI_SIZE[0], height=MULTI_SIZE[1],
                  prompt="Two people are talking to the camera, taking turns")
-    (out / "demo_multi.json").write_text(json.dumps({"input": multi}, indent=2) + "\n")
+    for name, job in (("demo.json", base), ("demo_multi.json", multi)):
+        if name in wanted:
+            (out / name).write_text(json.dumps({"input": job}, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "examples")
+    ap.add_argument("--only", nargs="+", choices=FILES, metavar="NAME",
+                    help=f"write only these files (of {', '.join(FILES)})")
+    args = ap.parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = set(args.only or FILES)
+
+    if wanted & {"portrait.png", "portrait_multi.png", "source.mp4", "source_multi.mp4"}:
+        write_portraits(out, wanted)
+    if wanted & {"speech.ogg", "speech_2.ogg"}:
+        write_speech(out, wanted)
+    write_jobs(out, wanted)
 
     total = 0
-    for name in ("portrait.png", "portrait_multi.png", "speech.ogg", "speech_2.ogg", "demo.json",
-                 "demo_multi.json"):
+    for name in FILES:
+        if not (out / name).exists():
+            continue
         size = (out / name).stat().st_size
         total += size
-        print(f"  {name:16s} {size / 1024:8.1f} KiB")
-    print(f"  {'total':16s} {total / 1024:8.1f} KiB (limit {MEDIA_LIMIT_BYTES / 1024:.0f} KiB)")
+        print(f"  {name:18s} {size / 1024:8.1f} KiB")
+    print(f"  {'total':18s} {total / 1024:8.1f} KiB (limit {MEDIA_LIMIT_BYTES / 1024:.0f} KiB)")
     if total > MEDIA_LIMIT_BYTES:
         print("examples/ exceeds the media budget", file=sys.stderr)
         return 1
