@@ -415,7 +415,7 @@ def worker_grace_s(settings: Settings) -> float:
     return max(settings.gpu_shutdown_grace_s, settings.cpu_shutdown_grace_s) + 30.0
 
 
-def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 60.0, after: int = 0) -> str:
+def wait_worker_ready(log_file: Path, proc: Process, timeout: float = 180.0, after: int = 0) -> str:
     """The worker prints READY_LINE once it polls its task queues (looked for past byte `after`);
     returns that line."""
     deadline = time.monotonic() + timeout
