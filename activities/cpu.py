@@ -22,7 +22,7 @@ from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, cancel_request_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
 )
-from longtalk.errors import DownloadFailed, InputError, OutputMismatch, TransientError
+from longtalk.errors import DownloadFailed, InputError, OutputMismatch
 from longtalk.inputs.formats import FORMATS, MediaFormat
 from longtalk.inputs.preflight import check_media
 from longtalk.inputs.framing import crop_notice
@@ -76,9 +76,8 @@ class CpuActivities:
             staged, path = fetch_url_input(self.store, req.render_id, ref, self.settings,
                                            work / f"fetch-{field}", progress)
         except DownloadFailed as exc:
-            attempt = activity.info().attempt
-            if attempt < URL_FETCH_ATTEMPTS:  # retried: the next attempt downloads it again
-                raise TransientError(f"{exc.message} (attempt {attempt} of {URL_FETCH_ATTEMPTS})") from None
+            if activity.info().attempt < URL_FETCH_ATTEMPTS:
+                raise  # retryable: the next attempt downloads it again
             # the last attempt: an input error like any other (the workflow discards the render)
             raise InputError(exc.field, exc.reason) from None
         activity.logger.info("fetched %s of %s: %d bytes, %s", self._name(req, field), req.render_id,

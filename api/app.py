@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 from comfy_graphs.config import GraphConfig
 from longtalk import ffmpeg_bin, temporal_connect
-from longtalk.errors import InputError
+from longtalk.errors import FieldError
 from longtalk.inputs import rerender
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
@@ -212,7 +212,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
                 execution_timeout=timedelta(seconds=execution_s) if execution_s else None,
                 memo={"ttl_s": ttl_s, "execution_timeout_s": execution_s, "low_priority": low,
                       "webhook": webhook is not None})
-        except InputError as exc:
+        except FieldError as exc:
             raise ApiError(400, str(exc)) from None
         if webhook is not None:
             await asyncio.to_thread(renders.store.put_json, webhook_key(render_id), {"url": webhook})
@@ -326,7 +326,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         renders: Renders = state["renders"]
         try:
             preview = await rerender.rerender_preview(renders.client, renders.store, render_id, first, last)
-        except InputError as exc:
+        except FieldError as exc:
             raise ApiError(400, str(exc)) from None
         return {"id": render_id, **preview.body()}
 
@@ -346,7 +346,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
                 # an admin's re-render belongs to the base render's owner
                 search_attributes=attributes(desc.typed_search_attributes.get(OWNER_KEY) or owner),
                 memo={**memo, "webhook": False})
-        except InputError as exc:
+        except FieldError as exc:
             raise ApiError(400, str(exc)) from None
         version = int(new_id.rsplit(".v", 1)[1])
         log.info("render %s: re-render %s of windows %d-%d for %s", render_id, new_id, preview.first,

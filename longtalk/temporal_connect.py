@@ -10,7 +10,9 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from .errors import ServiceError
 from .settings import PREFIX, Settings
+from .text import first_line
 
 
 def _read(name: str, path: str) -> bytes | None:
@@ -38,6 +40,15 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
                      domain=settings.temporal_tls_server_name or None)
 
 
+class TemporalUnreachable(ServiceError):
+    """No connection to the Temporal frontend at the configured address."""
+
+
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                tls=tls_config(settings))
+    """A client for the settings' frontend; TemporalUnreachable when it cannot connect (the
+    SDK's core reports a failed connection as a RuntimeError)."""
+    tls = tls_config(settings)
+    try:
+        return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, tls=tls)
+    except RuntimeError as exc:
+        raise TemporalUnreachable(f"Temporal at {settings.temporal_address}: {first_line(exc)}") from exc

@@ -391,7 +391,7 @@ async def test_a_download_that_keeps_breaking_off_ends_as_an_input_error(setting
     req: RenderRequest = render_request(job, stage_inputs(job, store, render_id, settings), render_id,
                                         "preview", settings)
     acts = CpuActivities(store, settings)
-    for attempt, kind, retryable in ((1, "TransientError", True), (URL_FETCH_ATTEMPTS, "InputError", False)):
+    for attempt, kind, retryable in ((1, "DownloadFailed", True), (URL_FETCH_ATTEMPTS, "InputError", False)):
         env = ActivityEnvironment()
         env.info = dataclasses.replace(env.info, attempt=attempt)
         with pytest.raises(ApplicationError) as err:
