@@ -110,9 +110,8 @@ def write_normalised_wav16(src: Path | str, dest: Path | str, field: str,
     decoded once, measured as it comes, and spooled to a raw float32 file beside `dest`
     (4 bytes a sample: 920 MB for 4 hours, removed at the end); the WAV is written from that
     file. Memory stays at a few 30-s chunks whatever the length. Decoding twice instead (a
-    pass to measure, a pass to write) costs a second decode: 10-50 s for 4 hours of Opus,
-    where writing and reading the spool takes seconds. Errors are decode_audio_stream's,
-    naming `field`."""
+    pass to measure, a pass to write) took 1.5-1.7x the CPU for an hour of Opus
+    (bench/RESULTS.md, issue 18). Errors are decode_audio_stream's, naming `field`."""
     spool = Path(dest).with_suffix(".f32")
     try:
         with open(spool, "wb") as f:
