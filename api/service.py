@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from longtalk import renders
@@ -22,6 +22,7 @@ from longtalk.store import ObjectStore
 from longtalk import visibility as vis
 from longtalk.fleet import read_fleet
 from longtalk.visibility import OWNER, OWNER_KEY, RETRIES_KEY
+from workflows.purge import TIME_FORMAT, PurgeInput, PurgeQueue, purge_workflow_id
 from workflows.render import RenderVideo, chain_workflow_id
 
 IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT = (
@@ -35,10 +36,13 @@ CLOSED = {
     WorkflowExecutionStatus.TIMED_OUT: TIMED_OUT,
 }
 QUERY_TIMEOUT = timedelta(seconds=5)
-PURGE_ANSWER_S = 2.5  # /purge-queue answers within this (RunPod's SDK gives it 3 s)
-# a running render no GPU has finished a window of (renders of older releases carry no stage)
-QUEUED_WHERE = (f"({vis.STAGE} IN ({', '.join(repr(s) for s in vis.QUEUED_STAGES)}) "
-                f"OR ({vis.STAGE} = 'render' AND {vis.WINDOWS_DONE} = 0))")
+# a running render no GPU has finished a window of (renders of older releases carry no stage):
+# one in a queued stage for certain, one in stage render unless its first window is on a GPU
+IN_QUEUED_STAGE = f"{vis.STAGE} IN ({', '.join(repr(s) for s in vis.QUEUED_STAGES)})"
+NO_WINDOW_YET = f"({vis.STAGE} = 'render' AND {vis.WINDOWS_DONE} = 0)"
+QUEUED_WHERE = f"({IN_QUEUED_STAGE} OR {NO_WINDOW_YET})"
+PURGE_TIMEOUT = timedelta(days=7)  # a PurgeQueue no API worker ran by then is dropped
+PURGE_CHECK_S = 0.5  # /purge-queue checks renders in stage render on the server this long at most
 
 
 class NotFound(Exception):
@@ -65,7 +69,6 @@ class Renders:
     def __init__(self, client: Client, settings: Settings, store: ObjectStore) -> None:
         self.client, self.settings, self.store = client, settings, store
         self._outputs: OrderedDict[str, dict] = OrderedDict()  # run id -> COMPLETED output (a few)
-        self._purges: set[asyncio.Future] = set()  # cancel requests still being sent
 
     # ---- ownership ----------------------------------------------------------
 
@@ -96,7 +99,7 @@ class Renders:
         except (RPCError, asyncio.TimeoutError, Exception):  # no worker has picked it up yet
             return None
 
-    async def _gpu_started(self, render_id: str) -> bool:
+    async def gpu_started(self, render_id: str) -> bool:
         """Whether the render's first chain has a window on a GPU right now."""
         try:
             desc = await self.client.get_workflow_handle(chain_workflow_id(render_id, 0)).describe()
@@ -121,7 +124,7 @@ class Renders:
         p = await self._progress(render_id)
         if p is None or p.stage in ("queued", "ingest", "plan"):
             return IN_QUEUE, p
-        if p.stage == "render" and p.windows_done == 0 and not await self._gpu_started(render_id):
+        if p.stage == "render" and p.windows_done == 0 and not await self.gpu_started(render_id):
             return IN_QUEUE, p
         return IN_PROGRESS, p
 
@@ -210,36 +213,57 @@ class Renders:
     async def _running_ids(self, owner: str | None, where: str = "") -> list[str]:
         return [w.id async for w in self.client.list_workflows(self._query(owner, "Running") + where)]
 
-    async def purge_queue(self, owner: str, answer_within_s: float = PURGE_ANSWER_S) -> int:
-        """Cancel the owner's renders that no GPU has started on, found by their stage in the
-        visibility listing itself; one in stage render with no window done yet is checked on
-        the server first (its first window may be on a GPU right now). Answers with the count
-        after at most `answer_within_s` (RunPod's SDK waits 3 s); cancel requests still being
-        sent then go on in this process (a long queue takes a while on a small server)."""
-        gate = asyncio.Semaphore(32)
+    def queued_query(self, owner: str | None, started_before: str | None = None) -> str:
+        """The owner's running renders no GPU has finished a window of (started at or before
+        `started_before`, RFC 3339, if given)."""
+        q = self._query(owner, "Running") + " AND " + QUEUED_WHERE
+        return q + f" AND StartTime <= '{started_before}'" if started_before else q
 
-        async def one(rid: str, run_id: str | None, stage: str | None) -> int:
-            async with gate:
-                try:
-                    if stage not in vis.QUEUED_STAGES and await self._gpu_started(rid):
-                        return 0
-                    await self.client.get_workflow_handle(rid, run_id=run_id).cancel()
-                    return 1
-                except RPCError:
-                    return 0
-
-        listed = [(w.id, w.run_id, w.typed_search_attributes.get(vis.STAGE_KEY))
-                  async for w in self.client.list_workflows(self._query(owner, "Running") + " AND " + QUEUED_WHERE)]
-        sure = sum(1 for _, _, stage in listed if stage in vis.QUEUED_STAGES)
-        work = asyncio.ensure_future(asyncio.gather(*(one(*item) for item in listed)))
-        self._purges.add(work)
-        work.add_done_callback(self._purges.discard)
+    async def cancel_if_queued(self, w) -> int:
+        """Cancel the listed render `w` (a WorkflowExecution) unless its first window is on a
+        GPU: 1 if a cancel was requested."""
+        if w.typed_search_attributes.get(vis.STAGE_KEY) not in vis.QUEUED_STAGES and await self.gpu_started(w.id):
+            return 0
         try:
-            return sum(await asyncio.wait_for(asyncio.shield(work), answer_within_s))
-        except asyncio.TimeoutError:
-            # still sending: renders in a queued stage are cancelled for certain, those in
-            # stage render are counted once checked
-            return sure
+            await self.client.get_workflow_handle(w.id, run_id=w.run_id).cancel()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:  # it ended meanwhile
+                return 0
+            raise  # the server: the purge's activity is retried from its last page
+        return 1
+
+    async def purge_queue(self, owner: str) -> int:
+        """Hand the cancels of the owner's queued renders to Temporal (a PurgeQueue workflow,
+        run by the API's worker: api/purge.py) and answer how many there are, without waiting
+        for them: renders in a queued stage are counted by one visibility count; those in stage
+        render with no window done yet are checked on the server (is the first window on a
+        GPU?) for PURGE_CHECK_S at most, and counted as queued if not checked by then."""
+        started_before = datetime.now(timezone.utc).strftime(TIME_FORMAT)
+        query = self.queued_query(owner, started_before)
+        sure, maybe = await asyncio.gather(
+            self.client.count_workflows(query + " AND " + IN_QUEUED_STAGE),
+            self._listed(query + " AND " + NO_WINDOW_YET))
+        removed = sure.count + len(maybe)
+        if maybe:
+            gate = asyncio.Semaphore(32)
+
+            async def on_gpu(render_id: str) -> bool:
+                async with gate:
+                    return await self.gpu_started(render_id)
+            checks = [asyncio.ensure_future(on_gpu(w.id)) for w in maybe]
+            done, pending = await asyncio.wait(checks, timeout=PURGE_CHECK_S)
+            for task in pending:
+                task.cancel()
+            removed -= sum(1 for task in done if task.result())
+        if sure.count or maybe:
+            inp = PurgeInput(owner=owner, started_before=started_before)
+            await self.client.start_workflow(
+                PurgeQueue.run, inp, id=purge_workflow_id(inp), task_queue=self.settings.api_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, execution_timeout=PURGE_TIMEOUT)
+        return removed
+
+    async def _listed(self, query: str) -> list:
+        return [w async for w in self.client.list_workflows(query)]
 
     async def health(self, owner: str | None) -> dict:
         """Counts from visibility queries alone (stage and windows are search attributes):
@@ -251,7 +275,7 @@ class Renders:
         completed, failed, timed_out, retried, running, queued, fleet = await asyncio.gather(
             count(self._query(owner, "Completed")), count(self._query(owner, "Failed")),
             count(self._query(owner, "TimedOut")), count(self._query(owner) + f" AND {vis.RETRIES} > 0"),
-            count(self._query(owner, "Running")), count(self._query(owner, "Running") + " AND " + QUEUED_WHERE),
+            count(self._query(owner, "Running")), count(self.queued_query(owner)),
             self._fleet())
         ready, busy, unhealthy = fleet
         return {
