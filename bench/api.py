@@ -171,14 +171,16 @@ async def bench_purge(args, base: str, settings, folder: Path, worker: Process, 
             t = time.perf_counter()
             worker.start(extra_env={**env, "LONGTALK_WORKER_ROLES": "cpu"})
             wait_worker_ready(worker.log_file, worker, timeout=120, after=after)
-            ready = time.perf_counter()
-            while (left := (await temporal.count_workflows(running)).count):
+            ready = shown = time.perf_counter()
+            while left := (await temporal.count_workflows(running)).count:
+                if time.perf_counter() - shown >= 60:  # a rate, should the run be cut short
+                    shown = time.perf_counter()
+                    print(f"  {left} of {n} still running {shown - ready:.0f} s after the worker started", flush=True)
                 await asyncio.sleep(0.2)
             cancelled = (await temporal.count_workflows(
                 "WorkflowType = 'RenderVideo' AND ExecutionStatus = 'Canceled'")).count
             print(f"  all CANCELLED {1000 * (time.perf_counter() - ready):.0f} ms after a CPU worker started "
-                  f"({ready - t:.0f} s to start it; {cancelled} cancelled renders in all, {left} running)",
-                  flush=True)
+                  f"({ready - t:.0f} s to start it; {cancelled} cancelled renders in all)", flush=True)
             worker.stop()
 
 

@@ -23,7 +23,9 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # started_before, in UTC
 @dataclass
 class PurgeInput:
     owner: str  # the API key's name
-    started_before: str  # RFC 3339 (UTC): renders started at or before this instant, the request's
+    # RFC 3339 (UTC): renders started at or before this instant, the request's by the API's clock
+    # (compared with start times by the Temporal server's: the two clocks are kept in sync)
+    started_before: str
     page_size: int = 200  # renders per visibility page; the place is heartbeaten after each
 
 
