@@ -2,7 +2,7 @@
 
     create_app(settings)   the app; its lifespan connects to Temporal and the object store,
                            registers the search attributes and runs the API's own worker
-                           (webhook deliveries) unless given a client and told otherwise
+                           (webhook deliveries, purges: api_worker) unless told otherwise
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ from longtalk.inputs import rerender
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk.visibility import register_search_attributes
+from workflows.purge import PurgeQueue
 from workflows.webhook import DeliverWebhook
 
 from . import jobs
 from .auth import Keys
 from .dashboard import Dashboard, install as install_dashboard
+from .purge import PurgeActivities
 from .service import (
     CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, OWNER_KEY, TERMINAL, TIMED_OUT, NotFound, Renders, attributes,
 )
@@ -114,6 +116,14 @@ def _policy(body: dict, settings: Settings) -> tuple[int, int, bool]:
     return ms("executionTimeout", settings.api_execution_timeout_s), ms("ttl", settings.api_ttl_s), low
 
 
+def api_worker(client: Client, settings: Settings, renders: Renders) -> Worker:
+    """The API's own worker: webhook deliveries and purges."""
+    hooks, purges = WebhookActivities(renders), PurgeActivities(renders)
+    return Worker(client, task_queue=settings.api_queue, workflows=[DeliverWebhook, PurgeQueue],
+                  activities=[hooks.await_render, hooks.deliver_webhook, purges.purge_queued],
+                  max_concurrent_activities=200)
+
+
 def create_app(settings: Settings, client: Client | None = None, store: ObjectStore | None = None,
                run_worker: bool = True, graph_config: GraphConfig | None = None) -> FastAPI:
     keys = Keys.from_settings(settings)
@@ -135,10 +145,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         state["renders"] = renders = Renders(c, settings, s)
         worker_task = None
         if run_worker:
-            acts = WebhookActivities(renders)
-            worker = Worker(c, task_queue=settings.api_queue, workflows=[DeliverWebhook],
-                            activities=[acts.await_render, acts.deliver_webhook],
-                            max_concurrent_activities=200)
+            worker = api_worker(c, settings, renders)
             worker_task = asyncio.create_task(worker.run())
         try:
             yield
@@ -353,7 +360,8 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
                  preview.last, owner)
         return {"id": new_id, "status": IN_QUEUE, "version": version, **preview.body()}
 
-    @app.post(base + "/purge-queue", summary="Cancel your renders that no GPU has started on")
+    @app.post(base + "/purge-queue", summary="Cancel your renders that no GPU has started on (answers at once, "
+                                             "the cancels follow)")
     async def purge_queue(endpoint_id: str, request: Request):
         owner = owner_of(request, endpoint_id)
         return {"removed": await state["renders"].purge_queue(owner), "status": "completed"}
