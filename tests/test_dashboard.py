@@ -540,6 +540,8 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     time.sleep(1)
     assert status_sync(api, KEY_A, other, 1000)["status"] in ("IN_QUEUE", "IN_PROGRESS")
     d.find_element(By.ID, "cancel").click()
+    # the dialog opens afresh: its button waits for the render's state to be read
+    wait_for(lambda: d.find_element(By.ID, "confirm-ok").is_enabled(), 20, 0.2, "the cancel button")
     d.find_element(By.ID, "confirm-ok").click()
     wait_for(lambda: d.find_element(By.CSS_SELECTOR, ".head .status").text == "cancelled", 90, 0.3,
              "the render to show cancelled")
