@@ -438,11 +438,12 @@ class Media:
         from longtalk import av_io
         from longtalk.backends.base import WindowJob
         from longtalk.backends.preview import render_preview
+        from longtalk.spec import RenderSpec
 
         ref = av_io.fit_image(av_io.decode_image((EXAMPLES / "portrait.png").read_bytes(), "image"), SIZE, SIZE)
         audio = av_io.decode_audio_16k(EXAMPLES / "speech.ogg", "audio")
-        common = dict(render_id="bench", num_frames=WINDOW, motion_frames=MOTION, fps=FPS, width=SIZE,
-                      height=SIZE, reference=ref)
+        common = dict(render_id="bench", spec=RenderSpec(width=SIZE, height=SIZE, window=WINDOW, motion=MOTION, fps=FPS),
+                      reference=ref)
         f0 = render_preview(WindowJob(index=0, frame_start=0, tail=np.repeat(ref[None], MOTION, axis=0),
                                       audio=[audio[: WINDOW * SPF]], chain_start=True, **common))
         f1 = render_preview(WindowJob(index=1, frame_start=STRIDE, tail=f0[-MOTION:],

@@ -345,6 +345,7 @@ async def test_publish_muxes_the_ingest_audio_by_stream_copy(stored_audio, setti
 async def test_timed_backend_takes_its_time_without_holding_the_loop():
     from longtalk.backends import make_backends
     from longtalk.backends.base import WindowJob
+    from longtalk.spec import RenderSpec
     from longtalk.backends.preview import render_preview
     from longtalk.settings import Settings
 
@@ -352,8 +353,8 @@ async def test_timed_backend_takes_its_time_without_holding_the_loop():
     assert set(backends) == {"preview", "timed"}
     timed = backends["timed"]
     ref = av_io.fit_image(av_io.decode_image((EXAMPLES / "portrait.png").read_bytes(), "image"), 64, 64)
-    job = WindowJob(render_id="r", index=0, frame_start=0, num_frames=81, motion_frames=9, fps=25, width=64,
-                    height=64, reference=ref, tail=np.repeat(ref[None], 9, axis=0),
+    job = WindowJob(render_id="r", index=0, spec=RenderSpec(width=64, height=64, window=81, motion=9, fps=25),
+                    frame_start=0, reference=ref, tail=np.repeat(ref[None], 9, axis=0),
                     audio=[np.zeros(81 * 640, np.float32)], chain_start=True)
     ticks = 0
 
