@@ -1,7 +1,8 @@
 """Connecting to Temporal from settings: plain TCP on a private network, or TLS, with a
 client certificate (mTLS) where the frontend asks for one. Used by every process that
 connects (worker.py, starter.py, the HTTP API), so a GPU machine joining over the network
-needs only LONGTALK_TEMPORAL_* settings."""
+needs only LONGTALK_TEMPORAL_* settings, and every client (with the workers built on it)
+reads and writes payloads with the project's data converter (longtalk.converter)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from .converter import DATA_CONVERTER
 from .settings import PREFIX, Settings
 
 
@@ -40,4 +42,4 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
 
 async def connect(settings: Settings) -> Client:
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                tls=tls_config(settings))
+                                tls=tls_config(settings), data_converter=DATA_CONVERTER)

@@ -236,10 +236,9 @@ async def test_heartbeats_carry_the_comfyui_device(standin, backend, store, tmp_
     assert wavmod.open(str(wav)).getnframes() == 81 * 640
     store.put_file(f"renders/{rid}/audio/track_1.wav", wav)
     await backend.wait_ready(10)
-    ctx = RenderContext(render_id=rid, backend="comfyui", input_type="image", width=SIZE, height=SIZE,
-                        prompt="p", seed=2, force_offload=True, window=81, motion=9, fps=25, total_frames=81,
-                        reference_key=f"renders/{rid}/reference.png",
-                        audio_keys=[f"renders/{rid}/audio/track_1.wav"])
+    ctx = RenderContext(render_id=rid, backend="comfyui", total_frames=81, reference_key=f"renders/{rid}/reference.png",
+                        audio_keys=[f"renders/{rid}/audio/track_1.wav"],
+                        spec=RenderSpec(width=SIZE, height=SIZE, prompt="p", window=81, motion=9))
     await control(standin, "/standin/faults", {"delay_s": 1.0})
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, heartbeat_timeout=__import__("datetime").timedelta(seconds=1))

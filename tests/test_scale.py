@@ -242,7 +242,7 @@ async def test_encode_audio_runs_beside_the_windows(workers, temporal_client, se
     scheduled in the same workflow task that starts the chains: the first window never
     waits for it (an hour of speech: ~80 s). The output still carries T/25 s of AAC."""
     from temporalio.api.enums.v1 import EventType
-    from temporalio.converter import DataConverter
+    from longtalk.converter import DATA_CONVERTER
 
     from longtalk.payloads import RenderRequest
     from tests.helpers import patch_ids, run_starter, write_job
@@ -257,8 +257,7 @@ async def test_encode_audio_runs_beside_the_windows(workers, temporal_client, se
     assert AUDIO_BESIDE_PATCH in patch_ids(events)
     scheduled = {e.activity_task_scheduled_event_attributes.activity_type.name: e.activity_task_scheduled_event_attributes
                  for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
-    ingest = DataConverter.default.payload_converter.from_payloads(scheduled["ingest"].input.payloads,
-                                                                     [RenderRequest])[0]
+    ingest = DATA_CONVERTER.payload_converter.from_payloads(scheduled["ingest"].input.payloads, [RenderRequest])[0]
     assert ingest.final_audio_beside
     chains = [e.start_child_workflow_execution_initiated_event_attributes for e in events
               if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]
