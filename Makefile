@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEV_STAMP := $(VENV)/.dev-installed-stamp
 
-.PHONY: venv venv-dev demo demo-multi up down status upgrade worker test bench lock clean
+.PHONY: venv venv-dev demo demo-multi up down status upgrade upgrade-check worker test bench lock clean
 
 # The runtime set (requirements.lock): what the worker, starter, API and embedded stack need.
 $(STAMP): pyproject.toml requirements.lock
@@ -57,6 +57,11 @@ status: venv
 # is rendering first); renders in flight go on with the new code (README, "Upgrading").
 upgrade: venv
 	$(PY) -m longtalk.stack upgrade
+
+# Which workflow release started each running render; exit 1 when one is of a release this
+# code does not support (README, "Upgrading")
+upgrade-check: venv
+	$(PY) -m longtalk.stack exec $(PY) -m longtalk.versions check
 
 # A worker in the foreground (for example beside `python -m longtalk.stack up --no-worker`),
 # with the running stack's settings.

@@ -32,7 +32,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from longtalk.errors import InputError
+from longtalk.errors import FieldError, InputError
 from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
 from longtalk.inputs.rerender import start_rerender
 from longtalk.payloads import Progress, RenderResult
@@ -175,7 +175,7 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         job_dict, trusted = job_from_args(args)
         job = parse_job(job_dict, settings, trusted=trusted)
         render_id = check_render_id(args.render_id or default_render_id(job_dict))
-    except InputError as exc:
+    except FieldError as exc:
         log(f"error: {exc}")
         return 2
     backend = args.backend or settings.backend
@@ -184,7 +184,7 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
         return EXIT_UNREACHABLE
     try:
         submission = await submit(client, settings, job, render_id, backend, store, log=log)
-    except InputError as exc:
+    except FieldError as exc:
         log(f"error: {exc}")
         return 2
     for warning in submission.warnings:  # before waiting: --no-wait users see them too
@@ -200,9 +200,7 @@ async def connect(client: Client | None, settings: Settings, log) -> tuple[Clien
     if client is None:
         try:
             client = await temporal_connect.connect(settings)
-        except RuntimeError as exc:  # the SDK's core reports a failed connection this way
-            if not str(exc).startswith("Failed client connect"):
-                raise
+        except temporal_connect.TemporalUnreachable:
             log(not_reachable("Temporal", settings.temporal_address))
             return None, None
     if not await asyncio.to_thread(port_open, *split_host_port(settings.s3_endpoint), 5.0):
@@ -249,7 +247,7 @@ async def rerender_main(args: argparse.Namespace, client: Client | None, setting
     try:
         handle, preview, render_id = await start_rerender(
             client, settings, store, args.rerender, first, last or first, prompt=args.prompt, seed=args.seed)
-    except InputError as exc:
+    except FieldError as exc:
         log(f"error: {exc}")
         return 2
     log(f"render {render_id}: re-renders windows {preview.first}-{preview.last} of {args.rerender} "

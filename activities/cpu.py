@@ -22,7 +22,7 @@ from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, cancel_request_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
 )
-from longtalk.errors import DownloadFailed, InputError, OutputMismatch, TransientError
+from longtalk.errors import DownloadFailed, InputError, OutputMismatch
 from longtalk.inputs.formats import FORMATS, MediaFormat
 from longtalk.inputs.preflight import check_media
 from longtalk.inputs.framing import crop_notice
@@ -76,9 +76,8 @@ class CpuActivities:
             staged, path = fetch_url_input(self.store, req.render_id, ref, self.settings,
                                            work / f"fetch-{field}", progress)
         except DownloadFailed as exc:
-            attempt = activity.info().attempt
-            if attempt < URL_FETCH_ATTEMPTS:  # retried: the next attempt downloads it again
-                raise TransientError(f"{exc.message} (attempt {attempt} of {URL_FETCH_ATTEMPTS})") from None
+            if activity.info().attempt < URL_FETCH_ATTEMPTS:
+                raise  # retryable: the next attempt downloads it again
             # the last attempt: an input error like any other (the workflow discards the render)
             raise InputError(exc.field, exc.reason) from None
         activity.logger.info("fetched %s of %s: %d bytes, %s", self._name(req, field), req.render_id,
@@ -103,13 +102,11 @@ class CpuActivities:
             audio_keys, lengths = [], []
             for track, field in enumerate(audio_fields, start=1):
                 local = files[field][0]
-                chunks = av_io.decode_audio_chunks(local, self._name(req, field), self.settings.max_audio_seconds)
-                count = sum(c.size for c in chunks)
+                wav = work / f"track_{track}.wav"
+                count = audio.write_normalised_wav16(local, wav, self._name(req, field),
+                                                     self.settings.max_audio_seconds)
                 if count < MODEL_SAMPLE_RATE // req.spec.fps:
                     raise InputError(self._name(req, field), f"is shorter than one video frame ({1000 // req.spec.fps} ms)")
-                wav = work / f"track_{track}.wav"
-                av_io.write_wav16(wav, chunks, gain=audio.loudness_gain(chunks))
-                del chunks
                 self.store.put_file(audio_key(req.render_id, track), wav, "audio/wav")
                 audio_keys.append(audio_key(req.render_id, track))
                 lengths.append(count)

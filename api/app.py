@@ -2,7 +2,7 @@
 
     create_app(settings)   the app; its lifespan connects to Temporal and the object store,
                            registers the search attributes and runs the API's own worker
-                           (webhook deliveries) unless given a client and told otherwise
+                           (webhook deliveries, purges: api_worker) unless told otherwise
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from longtalk import ffmpeg_bin, temporal_connect
-from longtalk.errors import InputError
+from longtalk.errors import FieldError
 from longtalk.inputs import rerender
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk.visibility import register_search_attributes
+from workflows.purge import PurgeQueue
 from workflows.webhook import DeliverWebhook
 
 from . import jobs
 from .auth import Keys
 from .dashboard import Dashboard, install as install_dashboard
+from .purge import PurgeActivities
 from .service import (
     CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, OWNER_KEY, TERMINAL, TIMED_OUT, NotFound, Renders, attributes,
 )
@@ -113,6 +115,14 @@ def _policy(body: dict, settings: Settings) -> tuple[int, int, bool]:
     return ms("executionTimeout", settings.api_execution_timeout_s), ms("ttl", settings.api_ttl_s), low
 
 
+def api_worker(client: Client, settings: Settings, renders: Renders) -> Worker:
+    """The API's own worker: webhook deliveries and purges."""
+    hooks, purges = WebhookActivities(renders), PurgeActivities(renders)
+    return Worker(client, task_queue=settings.api_queue, workflows=[DeliverWebhook, PurgeQueue],
+                  activities=[hooks.await_render, hooks.deliver_webhook, purges.purge_queued],
+                  max_concurrent_activities=200)
+
+
 def create_app(settings: Settings, client: Client | None = None, store: ObjectStore | None = None,
                run_worker: bool = True) -> FastAPI:
     keys = Keys.from_settings(settings)
@@ -133,10 +143,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         state["renders"] = renders = Renders(c, settings, s)
         worker_task = None
         if run_worker:
-            acts = WebhookActivities(renders)
-            worker = Worker(c, task_queue=settings.api_queue, workflows=[DeliverWebhook],
-                            activities=[acts.await_render, acts.deliver_webhook],
-                            max_concurrent_activities=200)
+            worker = api_worker(c, settings, renders)
             worker_task = asyncio.create_task(worker.run())
         try:
             yield
@@ -210,7 +217,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
                 execution_timeout=timedelta(seconds=execution_s) if execution_s else None,
                 memo={"ttl_s": ttl_s, "execution_timeout_s": execution_s, "low_priority": low,
                       "webhook": webhook is not None})
-        except InputError as exc:
+        except FieldError as exc:
             raise ApiError(400, str(exc)) from None
         if webhook is not None:
             await asyncio.to_thread(renders.store.put_json, webhook_key(render_id), {"url": webhook})
@@ -324,7 +331,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         renders: Renders = state["renders"]
         try:
             preview = await rerender.rerender_preview(renders.client, renders.store, render_id, first, last)
-        except InputError as exc:
+        except FieldError as exc:
             raise ApiError(400, str(exc)) from None
         return {"id": render_id, **preview.body()}
 
@@ -344,14 +351,15 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
                 # an admin's re-render belongs to the base render's owner
                 search_attributes=attributes(desc.typed_search_attributes.get(OWNER_KEY) or owner),
                 memo={**memo, "webhook": False})
-        except InputError as exc:
+        except FieldError as exc:
             raise ApiError(400, str(exc)) from None
         version = int(new_id.rsplit(".v", 1)[1])
         log.info("render %s: re-render %s of windows %d-%d for %s", render_id, new_id, preview.first,
                  preview.last, owner)
         return {"id": new_id, "status": IN_QUEUE, "version": version, **preview.body()}
 
-    @app.post(base + "/purge-queue", summary="Cancel your renders that no GPU has started on")
+    @app.post(base + "/purge-queue", summary="Cancel your renders that no GPU has started on (answers at once, "
+                                             "the cancels follow)")
     async def purge_queue(endpoint_id: str, request: Request):
         owner = owner_of(request, endpoint_id)
         return {"removed": await state["renders"].purge_queue(owner), "status": "completed"}

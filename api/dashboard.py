@@ -45,6 +45,7 @@ from temporalio.service import RPCError
 
 from longtalk import av_io, renders as render_texts
 from longtalk.fleet import read_fleet
+from workflows.render import chain_index
 from longtalk.payloads import Progress, derived_keys, output_key, window_meta_key, window_prefix
 from longtalk.settings import Settings
 from longtalk.stack import split_host_port
@@ -365,8 +366,7 @@ class Dashboard:
             cause = exc.cause
             while cause is not None:
                 if isinstance(cause, ChildWorkflowError):
-                    m = re.search(r"/chain-(\d+)$", cause.workflow_id or "")
-                    err["chain"] = int(m.group(1)) if m else None
+                    err["chain"] = chain_index(cause.workflow_id or "")
                 elif isinstance(cause, ActivityError):
                     err["activity"] = cause.activity_type
                 elif isinstance(cause, ApplicationError):

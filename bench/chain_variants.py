@@ -17,7 +17,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from longtalk.payloads import ChainInput, ChainResult, RenderWindowInput, RenderWindowResult, WindowDone, WindowsDone
-    from workflows.render import GPU_RETRY
+    from longtalk.activity_options import GPU_RETRY
 
 
 @workflow.defn(name="RenderChain")

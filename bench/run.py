@@ -1,7 +1,7 @@
 """Benchmarks of the pipeline's CPU side, against real servers (no GPU needed).
 
     python bench/run.py [stitch|overhead|ingest|all] [--minutes 1,10,60] [--windows 200]
-                        [--content grain|preview]
+                        [--content grain|preview] [--ingest-minutes 60]
     python bench/run.py fleet [--gpus 1,2,4,8] [--window-seconds 3] [--minutes 10] [--mixed
                               [--mixed-gpus 4] [--mixed-minutes 60]]
 
@@ -17,8 +17,11 @@
             workers from worker.build_workers with a renderer that returns at once, a job of
             exactly --windows windows submitted through starter.main; the numbers come from
             the workflow histories (parent + every continue-as-new run of the chain).
-3. ingest   ingest + plan for a 60-minute speech track (Ogg/Opus and 44.1 kHz WAV), each in
-            a fresh subprocess, with peak RSS.
+3. ingest   ingest + plan for speech tracks of --ingest-minutes (default 60; e.g. 1,60,239),
+            Ogg/Opus and 44.1 kHz WAV, each in a fresh subprocess, with peak RSS (and the RSS
+            of librosa's lazy imports, which every worker loads at start) and the SHA-256 of
+            the normalised WAV ingest stores (equal before and after a change that must not
+            alter it).
 
 4. fleet    one long render on G timed-backend "GPU" workers (bench/fleet.py): wall time,
             speedup against G=1, GPU busy fraction, smoothness of chain joins; --mixed
@@ -69,6 +72,9 @@ SPF = 16_000 // FPS  # 16 kHz samples per video frame
 GRAIN_SIGMA = 3.5  # Gaussian noise added to preview frames for a model-like bitrate (~2 Mbit/s)
 HEARTBEAT_TIMEOUT_S = 60.0  # what workflows/render.py gives ingest, stitch and publish
 RESULT_MARK = "BENCH_CHILD_RESULT "
+# Issue 18: ingest's peak under 300 MB where the process held 147 MB before it, whatever the
+# length; measured above the worker's resting RSS (imports and librosa loaded, as at start).
+INGEST_OWN_RSS_MB = 150
 MB = 1024 * 1024
 
 
@@ -290,6 +296,14 @@ def child_main(spec: dict) -> dict:
                               "children_maxrss_mb": round(maxrss_mb(resource.RUSAGE_CHILDREN), 1),
                               "self_rss_mb": round(rss_now_mb(), 1),
                               "self_vmhwm_mb": round(vmhwm_self_mb(), 1)}}
+    if spec["kind"] == "ingest":
+        # librosa's lazy imports (~210 MB: scipy, numba, llvmlite), which every worker loads at
+        # start (worker.py: audio.warm_up) and ingest's loudness measure would otherwise load
+        from longtalk import audio
+
+        audio.warm_up()
+        out["warm"] = {"self_maxrss_mb": round(maxrss_mb(resource.RUSAGE_SELF), 1),
+                       "self_rss_mb": round(rss_now_mb(), 1)}
     inst.start()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
 
@@ -344,6 +358,7 @@ def child_main(spec: dict) -> dict:
         out["video_bytes"] = store.size(stitched.video_key)
     else:
         out["normalised_wav_bytes"] = store.size(ingest.audio_keys[0])
+        out["normalised_wav_sha256"] = stored_sha256(store, ingest.audio_keys[0])  # after the measured part
 
     if spec["kind"] == "stitch":  # verification, after the measured part
         with tempfile.TemporaryDirectory(prefix="bench-verify-", dir=spec["tmp"]) as tmp:
@@ -355,6 +370,17 @@ def child_main(spec: dict) -> dict:
                              "audio_duration_s": round(info["audio"]["duration_s"], 3) if info["audio"] else None,
                              "format_duration_s": round(info["format_duration_s"], 3)}
     return out
+
+
+def stored_sha256(store, key: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="bench-sha-") as tmp:
+        with open(store.download(key, Path(tmp) / "object"), "rb") as f:
+            while block := f.read(MB):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 # Linux carries a parent's memory high-water mark into a forked (or vforked) child: at exec
@@ -847,7 +873,10 @@ def bench_ingest(ctx: dict, minutes: float) -> list[dict]:
         stage_s = time.monotonic() - t0
         request = {"render_id": render_id, "inputs": {f: s.object_key for f, s in staged.items()},
                    "input_names": {f: s.source_key for f, s in staged.items()},
-                   "spec": dataclasses.asdict(dataclasses.replace(job.spec, window=WINDOW, motion=MOTION, fps=FPS))}
+                   "spec": dataclasses.asdict(dataclasses.replace(job.spec, window=WINDOW, motion=MOTION, fps=FPS)),
+                   # as the workflow asks of every new render: the output's AAC is encode_audio's,
+                   # beside the windows, not ingest's
+                   "final_audio_beside": True}
         log(f"ingest {minutes:g} min {label}: {path.stat().st_size / MB:.1f} MB (staged in {stage_s:.1f}s); "
             f"ingest + plan in a subprocess")
         try:
@@ -856,9 +885,9 @@ def bench_ingest(ctx: dict, minutes: float) -> list[dict]:
         finally:
             remove_render(ctx["s3_root"], settings.bucket, render_id)
         res = {"minutes": minutes, "input": label, "input_mb": round(path.stat().st_size / MB, 1),
-               "stage_s": round(stage_s, 2), **child}
+               "stage_s": round(stage_s, 2), "ingest_s_per_min": round(child["ingest_s"] / minutes, 3), **child}
         log(f"  ingest {child['ingest_s']:.2f}s plan {child['plan_s']:.3f}s peak self "
-            f"{child['peak']['self_maxrss_mb']} MB")
+            f"{child['peak']['self_maxrss_mb']} MB (librosa loaded: {child['warm']['self_maxrss_mb']} MB)")
         out.append(res)
     return out
 
@@ -958,16 +987,20 @@ def report(results: dict) -> str:
         out.append(table(["measure", "value"], rows, right=False))
     if "ingest" in results:
         out.append("")
-        out.append(f"== 3. ingest + plan, {results['ingest'][0]['minutes']:g}-minute speech track; each input in a fresh subprocess ==")
-        rows = [[f"{r['minutes']:g} min", r["input"], r["input_mb"], r["stage_s"], r["ingest_s"], r["plan_s"],
-                 r["windows"], r["baseline"]["self_maxrss_mb"], r["after_ingest"]["self_maxrss_mb"],
+        lengths = ", ".join(dict.fromkeys(f"{r['minutes']:g}" for r in results["ingest"]))
+        out.append(f"== 3. ingest + plan, {lengths}-minute speech tracks; each input in a fresh subprocess ==")
+        rows = [[f"{r['minutes']:g} min", r["input"], r["input_mb"], r["stage_s"], r["ingest_s"],
+                 r["ingest_s_per_min"], r["plan_s"], r["windows"], r["baseline"]["self_maxrss_mb"],
+                 r["warm"]["self_maxrss_mb"], r["after_ingest"]["self_maxrss_mb"],
                  r["peak"]["self_maxrss_mb"], r["peak"]["self_vmhwm_mb"],
-                 f"{r['ingest_heartbeats']['heartbeats']} / {r['ingest_heartbeats']['max_heartbeat_gap_s']}s"]
+                 f"{r['ingest_heartbeats']['heartbeats']} / {r['ingest_heartbeats']['max_heartbeat_gap_s']}s",
+                 r["normalised_wav_sha256"][:12]]
                 for r in results["ingest"]]
-        out.append(table(["length", "input", "MB", "stage s", "ingest s", "plan s", "windows", "maxrss base",
-                          "maxrss after ingest", "maxrss peak", "VmHWM peak", "heartbeats / max gap"], rows))
+        out.append(table(["length", "input", "MB", "stage s", "ingest s", "s/min", "plan s", "windows",
+                          "maxrss base", "maxrss librosa", "maxrss after ingest", "maxrss peak", "VmHWM peak",
+                          "heartbeats / max gap", "WAV sha256"], rows))
         for r in results["ingest"]:
-            out.append(f"  {r['input']}, where the time went (MB in parentheses):")
+            out.append(f"  {r['minutes']:g} min {r['input']}, where the time went (MB in parentheses):")
             out += phase_lines(r["phases"], "    ")
     return "\n".join(out)
 
@@ -987,6 +1020,10 @@ def targets(results: dict) -> list[str]:
         if r["variant"] == "shipped" and r["overhead_per_window_ms"] >= 100:
             notes.append(f"orchestration overhead per window {r['overhead_per_window_ms']} ms >= 100 ms")
     for r in results.get("ingest", []):
+        own = r["peak"]["self_maxrss_mb"] - r["warm"]["self_maxrss_mb"]
+        if own > INGEST_OWN_RSS_MB:
+            notes.append(f"ingest {r['minutes']:g} min {r['input']}: {own:.0f} MB above the worker's resting RSS "
+                         f"(> {INGEST_OWN_RSS_MB} MB)")
         if r["ingest_heartbeats"]["max_heartbeat_gap_s"] > HEARTBEAT_TIMEOUT_S:
             notes.append(f"ingest {r['input']}: {r['ingest_heartbeats']['max_heartbeat_gap_s']}s without a heartbeat")
     return notes
@@ -1018,7 +1055,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixed-minutes", type=float, default=60.0,
                    help="fleet --mixed: the long render's length in minutes (default 60)")
     p.add_argument("--windows", type=int, default=200, help="windows for the overhead run (default 200)")
-    p.add_argument("--ingest-minutes", type=float, default=60.0, help="audio length for ingest (default 60)")
+    p.add_argument("--ingest-minutes", default="60", help="audio lengths for ingest in minutes (default 60; e.g. 1,60,239)")
     p.add_argument("--content", default="grain", choices=["grain", "preview"],
                    help="stitch clip content: preview frames + noise (model-like bitrate, default) "
                         "or clean preview frames (very low bitrate)")
@@ -1059,7 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
             results["overhead"] = bench_overhead(ctx, args.windows,
                                                  [v for v in args.overhead_variants.split(",") if v])
         if "ingest" in what:
-            results["ingest"] = bench_ingest(ctx, args.ingest_minutes)
+            results["ingest"] = [r for m in args.ingest_minutes.split(",") if m.strip()
+                                 for r in bench_ingest(ctx, float(m))]
         if "fleet" in what:
             from fleet import bench_fleet
 

@@ -2,11 +2,8 @@
 
 The client turns its Settings into `ActivityTimeouts` (`timeouts_from_settings`) and puts them
 into the workflow input; the workflows build each activity's options from those with
-`cpu(name, timeouts)` and `render_window(timeouts)`, so workflow code reads no settings.
-
-The options of release de3015c (`legacy_cpu`, `legacy_render_window`) stay here unchanged:
-runs that release started take them (`workflow.patched(ACTIVITY_OPTIONS_PATCH)` is false
-while their history replays), so their histories replay command for command.
+`cpu(name, timeouts)` and `render_window(timeouts)`, typed (`ActivityOptions`), so workflow code
+reads no settings and passes no loose keyword dicts.
 
 Deterministic (no I/O): imported by workflow code.
 """
@@ -14,15 +11,17 @@ Deterministic (no I/O): imported by workflow code.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 from .payloads import ActivityTimeouts
-from .errors import NON_RETRYABLE_TYPES, GraphError, InputError, ModelMissingError
+from .errors import NON_RETRYABLE_TYPES
 
-# workflow.patched ids (each guards a change of the commands a workflow sends)
+# workflow.patched ids of earlier releases, deprecated (workflow.deprecate_patch): every run the
+# versioning policy supports took their new branch (README, "Upgrading")
 ACTIVITY_OPTIONS_PATCH = "activity-options-v2"  # RenderVideo: the CPU activities' options below
 WINDOW_OPTIONS_PATCH = "render-window-options-v2"  # RenderChain: render_window's options below
 CHAIN_AFFINITY_PATCH = "chain-affinity-v1"  # RenderChain: a window first asks its chain's last worker
@@ -73,44 +72,36 @@ def timeouts_from_settings(settings, url_inputs: int = 0) -> ActivityTimeouts:
                             ingest_s=ingest_s, affinity_s=max(0, settings.affinity_wait_s))
 
 
-def cpu(name: str, timeouts: ActivityTimeouts) -> dict:
-    """execute_activity options of a CPU activity (ingest, plan, stitch, publish, discard,
+@dataclass(frozen=True)
+class ActivityOptions:
+    """What an activity call is given besides its input (the fields of execute_activity)."""
+
+    start_to_close: timedelta
+    retry_policy: RetryPolicy
+    schedule_to_close: timedelta | None = None
+    heartbeat: timedelta | None = None
+    schedule_to_start: timedelta | None = None
+    cancellation: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL
+
+
+def cpu(name: str, timeouts: ActivityTimeouts) -> ActivityOptions:
+    """The options of CPU activity `name` (ingest, plan, encode_audio, stitch, publish, discard,
     record_cancelled). Ingest's own limit travels in the timeouts: payloads without it (and
     renders without URL inputs) get CPU_START_TO_CLOSE_S["ingest"], so their commands replay
     unchanged."""
     seconds = timeouts.ingest_s if name == "ingest" else CPU_START_TO_CLOSE_S[name]
-    options = dict(start_to_close_timeout=timedelta(seconds=seconds),
-                   schedule_to_close_timeout=timedelta(seconds=timeouts.schedule_to_close_s),
-                   retry_policy=CPU_RETRY)
-    if name in HEARTBEATING:
-        options["heartbeat_timeout"] = timedelta(seconds=timeouts.heartbeat_s)
-    return options
+    return ActivityOptions(
+        start_to_close=timedelta(seconds=seconds), retry_policy=CPU_RETRY,
+        schedule_to_close=timedelta(seconds=timeouts.schedule_to_close_s),
+        heartbeat=timedelta(seconds=timeouts.heartbeat_s) if name in HEARTBEATING else None)
 
 
-def render_window(timeouts: ActivityTimeouts) -> dict:
-    """execute_activity options of render_window: longer than the ComfyUI prompt timeout (a
-    hung prompt is interrupted by the worker first), and a cancel waits until the worker has
-    stopped the GPU work, so the cancelled render's manifest is written after it."""
-    return dict(start_to_close_timeout=timedelta(seconds=timeouts.window_s),
-                schedule_to_close_timeout=timedelta(seconds=timeouts.schedule_to_close_s),
-                heartbeat_timeout=timedelta(seconds=timeouts.heartbeat_s), retry_policy=GPU_RETRY,
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
-
-
-# ---- release de3015c's options, for the runs it started -------------------------------------
-_LEGACY_NON_RETRYABLE = [InputError.__name__, GraphError.__name__, ModelMissingError.__name__]
-LEGACY_CPU_RETRY = _cpu_retry(_LEGACY_NON_RETRYABLE)
-LEGACY_GPU_RETRY = _gpu_retry(_LEGACY_NON_RETRYABLE)
-
-
-def legacy_cpu(name: str, heartbeat_s: int) -> dict:
-    options = dict(start_to_close_timeout=timedelta(seconds=CPU_START_TO_CLOSE_S[name]),
-                   retry_policy=LEGACY_CPU_RETRY)
-    if name in HEARTBEATING:
-        options["heartbeat_timeout"] = timedelta(seconds=heartbeat_s)
-    return options
-
-
-def legacy_render_window(heartbeat_s: int) -> dict:
-    return dict(start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=heartbeat_s),
-                retry_policy=LEGACY_GPU_RETRY)
+def render_window(timeouts: ActivityTimeouts) -> ActivityOptions:
+    """The options of render_window: longer than the ComfyUI prompt timeout (a hung prompt is
+    interrupted by the worker first), and a cancel waits until the worker has stopped the GPU
+    work, so the cancelled render's manifest is written after it."""
+    return ActivityOptions(
+        start_to_close=timedelta(seconds=timeouts.window_s), retry_policy=GPU_RETRY,
+        schedule_to_close=timedelta(seconds=timeouts.schedule_to_close_s),
+        heartbeat=timedelta(seconds=timeouts.heartbeat_s),
+        cancellation=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)

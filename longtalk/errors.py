@@ -1,9 +1,10 @@
 """One error hierarchy for the whole service, mapped to Temporal in one place.
 
     ServiceError
-    ├── InputError            bad user input: names the field and the reason (non-retryable)
-    │   └── DownloadFailed        a URL input's download broke off (reset, timeout, HTTP 5xx): the
-    │                             client refuses the job; ingest retries it a few times first
+    ├── FieldError            names a job field and the reason: a client refuses the job with it
+    │   ├── InputError            bad user input (never retried)
+    │   └── DownloadFailed        a URL input's download broke off (reset, timeout, HTTP 5xx, host
+    │                             not found): retried (ingest: a few attempts, then an InputError)
     ├── GraphError            a ComfyUI graph that does not validate (non-retryable)
     ├── ModelMissingError     a model file ComfyUI cannot find: .file, .folder, .node_id (non-retryable)
     ├── OutputMismatch        the backend's frames do not fit the window: count, size or type
@@ -31,8 +32,9 @@ class ServiceError(Exception):
         self.message = message
 
 
-class InputError(ServiceError):
-    """A user input is missing, malformed or not allowed."""
+class FieldError(ServiceError):
+    """An error about one job field: `field` (the job key) and `reason`. A client (starter.py,
+    the HTTP API) refuses the job with it; what an activity does with it depends on the class."""
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
@@ -40,12 +42,18 @@ class InputError(ServiceError):
         self.reason = reason
 
 
-class DownloadFailed(InputError):
+class InputError(FieldError):
+    """A user input is missing, malformed or not allowed. Never retried."""
+
+
+class DownloadFailed(FieldError):
     """A URL input could not be downloaded for a reason that may pass: the connection was
     refused, reset or timed out, the body ended early, the server answered 5xx or 429, the
-    host was not found. A refusal (a forbidden address, a limit passed, HTTP 404) is a plain
-    InputError. The client refuses the job either way; ingest, which fetches URL inputs for
-    the workflow, retries this one."""
+    host was not found. A refusal (a forbidden address, a limit passed, HTTP 404) is an
+    InputError. The client refuses the job either way; an activity retries this one (ingest
+    a few attempts, then turns it into an InputError)."""
+
+    retryable = True
 
 
 class GraphError(ServiceError):
@@ -109,7 +117,7 @@ def to_application_error(exc: ServiceError):  # -> temporalio.exceptions.Applica
     from temporalio.exceptions import ApplicationError
 
     details = None
-    if isinstance(exc, InputError):
+    if isinstance(exc, FieldError):
         details = {"field": exc.field, "reason": exc.reason}
     elif isinstance(exc, ModelMissingError) and exc.file is not None:
         details = {"file": exc.file, "folder": exc.folder, "node_id": exc.node_id}

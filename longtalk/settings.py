@@ -112,7 +112,7 @@ class Settings:
     api_session_secret: str = field(default="", repr=False)  # signs dashboard sessions ("" = random per start)
     api_public_health: bool = False  # /health answers without a key
     api_max_body_bytes: int = 64 * 1024 * 1024  # larger request bodies answer 413
-    api_queue: str = "api"  # task queue of the API's own worker (webhook deliveries)
+    api_queue: str = "api"  # task queue of the API's own worker (webhook deliveries, purges)
     api_execution_timeout_s: int = 0  # default policy.executionTimeout (0 = none)
     api_ttl_s: int = 7 * 24 * 3600  # default policy.ttl: a render is retrievable this long after submission
     api_webhook_secret: str = field(default="", repr=False)  # signs webhook deliveries ("" = webhooks refused)

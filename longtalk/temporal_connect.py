@@ -12,7 +12,9 @@ from temporalio.client import Client
 from temporalio.service import TLSConfig
 
 from .converter import DATA_CONVERTER
+from .errors import ServiceError
 from .settings import PREFIX, Settings
+from .text import first_line
 
 
 def _read(name: str, path: str) -> bytes | None:
@@ -40,6 +42,17 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
                      domain=settings.temporal_tls_server_name or None)
 
 
+class TemporalUnreachable(ServiceError):
+    """No connection to the Temporal frontend at the configured address."""
+
+
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                tls=tls_config(settings), data_converter=DATA_CONVERTER)
+    """A client for the settings' frontend (with the project's data converter);
+    TemporalUnreachable when it cannot connect (the SDK's core reports a failed connection as a
+    RuntimeError)."""
+    tls = tls_config(settings)
+    try:
+        return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                    tls=tls, data_converter=DATA_CONVERTER)
+    except RuntimeError as exc:
+        raise TemporalUnreachable(f"Temporal at {settings.temporal_address}: {first_line(exc)}") from exc

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from longtalk import netguard
-from longtalk.errors import DownloadFailed, InputError
+from longtalk.errors import DownloadFailed, FieldError, InputError
 from longtalk.inputs.sources import MediaSource, open_source
 from longtalk.netguard import fetch
 from longtalk.stack import free_port
@@ -181,8 +181,10 @@ def download(url: str, settings, key: str = "wav_url") -> bytes:
     return b"".join(fetch(key, url, settings))
 
 
-def refusal(url: str, settings, key: str = "wav_url") -> InputError:
-    with pytest.raises(InputError) as info:
+def refusal(url: str, settings, key: str = "wav_url") -> FieldError:
+    """The guard's refusal (an InputError) or a download that broke off (DownloadFailed): both
+    name the field, and a client refuses the job with either."""
+    with pytest.raises(FieldError) as info:
         download(url, settings, key)
     err = info.value
     assert err.field == key
@@ -395,7 +397,7 @@ def test_a_host_that_is_not_found(strict, monkeypatch):
         err = refusal(f"http://nohost.example/voice.wav?sig={SECRET}", strict)
         assert isinstance(err, DownloadFailed) and err.reason.startswith("host not found: ")
         assert SECRET not in str(err) and watch.connects == []
-    with case("webhook host not found"), pytest.raises(InputError) as info:
+    with case("webhook host not found"), pytest.raises(DownloadFailed) as info:
         check_url("http://nohost.example/hook", replace(strict, api_webhook_secret="s"))
     assert info.value.field == "webhook" and info.value.reason.startswith("host not found: ")
     assert "download" not in str(info.value)
@@ -487,7 +489,7 @@ def test_https_is_pinned_but_verifies_the_host_name(settings, tmp_path, monkeypa
         data = b"".join(fetch("image_url", f"https://secure.example:{port}/x", allowed, client))
         assert data == b"over tls"
         with case("TLS to a pinned address with a certificate for another name"):
-            with pytest.raises(InputError) as info:  # same address, a name the cert lacks
+            with pytest.raises(FieldError) as info:  # same address, a name the cert lacks
                 b"".join(fetch("image_url", f"https://wrong.example:{port}/x", allowed, client))
             assert "TLS certificate not valid" in info.value.reason
     finally:

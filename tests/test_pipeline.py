@@ -177,26 +177,34 @@ async def test_progress_while_rendering(workers, temporal_client, settings, medi
     assert all(p.elapsed_s >= 0 for p in seen)
 
 
+@pytest.mark.parametrize("audio, reason", [("header", "cannot be decoded as audio"),
+                                           ("20ms", "is shorter than one video frame (40 ms)")])
 async def test_undecodable_audio_fails_fast_naming_the_field(workers, temporal_client, settings, store,
-                                                             render_id, backend):
+                                                             render_id, backend, audio, reason):
     """What only decoding finds (here: inputs put into the bucket by another client, past the
-    starter's checks) fails the workflow at once, not retried, naming the field, and the
-    render's objects are discarded."""
+    starter's checks: an Ogg header without its pages, a track shorter than one frame) fails
+    the workflow at once, not retried, naming the field, and the render's objects are
+    discarded."""
+    import numpy as np
     from temporalio.client import WorkflowFailureError
 
+    from longtalk import av_io
     from longtalk.payloads import RenderRequest, RenderSpec
 
     prefix = f"renders/{render_id}/"
     store.put_bytes(prefix + "inputs/image-x.png", (EXAMPLES / "portrait.png").read_bytes())
-    store.put_bytes(prefix + "inputs/audio-x.ogg", (EXAMPLES / "speech.ogg").read_bytes()[:120])  # a header only
+    data = ((EXAMPLES / "speech.ogg").read_bytes()[:120] if audio == "header"
+            else av_io.wav16_bytes(np.full(320, 0.1, np.float32)))
+    store.put_bytes(prefix + "inputs/audio-x", data)
     req = RenderRequest(render_id=render_id, inputs={"image": prefix + "inputs/image-x.png",
-                                                     "audio": prefix + "inputs/audio-x.ogg"},
+                                                     "audio": prefix + "inputs/audio-x"},
                         input_names={"image": "image_path", "audio": "wav_url"}, gpu_queue=settings.gpu_queue,
                         spec=RenderSpec())
     calls = len(backend.calls)
     with pytest.raises(WorkflowFailureError) as err:
         await temporal_client.execute_workflow(RenderVideo.run, req, id=render_id, task_queue=settings.render_queue)
-    assert "wav_url" in starter.failure_message(err.value)
+    message = starter.failure_message(err.value)
+    assert "wav_url" in message and reason in message, message
     history = await temporal_client.get_workflow_handle(render_id).fetch_history()
     failed = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
     assert len(failed) == 1  # non-retryable: one attempt, no retries
@@ -393,7 +401,7 @@ async def test_a_download_that_keeps_breaking_off_ends_as_an_input_error(setting
     req: RenderRequest = render_request(job, stage_inputs(job, store, render_id, settings), render_id,
                                         "preview", settings)
     acts = CpuActivities(store, settings)
-    for attempt, kind, retryable in ((1, "TransientError", True), (URL_FETCH_ATTEMPTS, "InputError", False)):
+    for attempt, kind, retryable in ((1, "DownloadFailed", True), (URL_FETCH_ATTEMPTS, "InputError", False)):
         env = ActivityEnvironment()
         env.info = dataclasses.replace(env.info, attempt=attempt)
         with pytest.raises(ApplicationError) as err:

@@ -28,6 +28,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from longtalk.converter import DATA_CONVERTER
 from longtalk.payloads import ChainInput, ChainResult, RenderRequest, RenderResult
 from tests.helpers import HISTORIES, RELEASES, REQUIRED_SHAPES, manifest, stored
+from workflows.purge import PurgeQueue
 from workflows.render import RenderChain, RenderVideo
 
 async def replay(histories: list[WorkflowHistory], *workflows, sandboxed: bool = True) -> dict[str, Exception]:
@@ -76,7 +77,7 @@ def test_manifest_lists_exactly_the_stored_files(release):
 async def test_every_stored_history_replays(release):
     entries = stored(release)
     assert entries
-    failures = await replay([h for _, h in entries], RenderVideo, RenderChain)
+    failures = await replay([h for _, h in entries], RenderVideo, RenderChain, PurgeQueue)
     by_run = {e["run_id"]: e["file"] for e, _ in entries}
     named = {by_run.get(run_id, run_id): f"{type(exc).__name__}: {exc}" for run_id, exc in failures.items()}
     assert not named, (f"{len(named)} of {len(entries)} histories of release {release} do not replay against "
