@@ -20,7 +20,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from comfy_graphs.config import GraphConfig
 from longtalk import ffmpeg_bin, temporal_connect
 from longtalk.errors import FieldError
 from longtalk.inputs import rerender
@@ -125,13 +124,12 @@ def api_worker(client: Client, settings: Settings, renders: Renders) -> Worker:
 
 
 def create_app(settings: Settings, client: Client | None = None, store: ObjectStore | None = None,
-               run_worker: bool = True, graph_config: GraphConfig | None = None) -> FastAPI:
+               run_worker: bool = True) -> FastAPI:
     keys = Keys.from_settings(settings)
     if not len(keys):
         raise ValueError("no API keys: set LONGTALK_API_KEYS (name:key,...) or LONGTALK_API_KEYS_FILE")
     endpoint_ids = {e.strip() for e in settings.api_endpoint_ids.split(",") if e.strip()}
     ffmpeg_bin.use(settings.ffmpeg)  # the HLS preview's audio segments
-    graph_config = graph_config or GraphConfig.from_env()
     state: dict = {}
     cursors: dict[str, tuple] = {}  # render run -> what /stream sent last
     dashboard = Dashboard(settings, keys, state)
@@ -215,7 +213,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
             if webhook is not None:
                 await asyncio.to_thread(check_url, webhook, settings)
             render_id, warnings = await jobs.accept(
-                renders.client, {"input": inp}, settings, renders.store, owner, graph_config=graph_config,
+                renders.client, {"input": inp}, settings, renders.store, owner,
                 execution_timeout=timedelta(seconds=execution_s) if execution_s else None,
                 memo={"ttl_s": ttl_s, "execution_timeout_s": execution_s, "low_priority": low,
                       "webhook": webhook is not None})

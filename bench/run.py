@@ -59,6 +59,7 @@ for _p in (ROOT, ROOT / "bench"):  # the project, and bench/chain_variants.py
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import Process, free_port, s3_service, temporal_service  # noqa: E402
 from longtalk.store import ObjectStore  # noqa: E402
@@ -281,13 +282,14 @@ def child_main(spec: dict) -> dict:
     from activities.cpu import CpuActivities
     from longtalk import av_io
     from longtalk.payloads import (
-        IngestResult, PlanInput, PublishInput, RenderRequest, StitchInput, output_key,
+        IngestResult, PlanInput, PublishInput, RenderRequest, RenderSpec, StitchInput, output_key,
     )
 
     settings = Settings(s3_endpoint=spec["s3_endpoint"], bucket=spec["bucket"])
     store = ObjectStore.from_settings(settings)
     cpu = CpuActivities(store, settings)
-    req = RenderRequest(**spec["request"])
+    raw = dict(spec["request"])
+    req = RenderRequest(spec=RenderSpec(**raw.pop("spec")), **raw)
     store.size("warm-up/none")  # open the connection pool before the baseline
     inst = instrument_pipeline(store)
     out: dict = {"baseline": {"self_maxrss_mb": round(maxrss_mb(resource.RUSAGE_SELF), 1),
@@ -322,7 +324,7 @@ def child_main(spec: dict) -> dict:
                                metadata={"frames": str(total)})
                 out["ingest_audio_s"] = round(time.perf_counter() - started, 3)
         stitched, stitch_s, stitch_hb = run_activity(
-            cpu.stitch, StitchInput(render_id=req.render_id, windows=n, total_frames=total, fps=FPS), inst=inst)
+            cpu.stitch, StitchInput(render_id=req.render_id, windows=n, total_frames=total, spec=req.spec), inst=inst)
         after_stitch = {"self_maxrss_mb": round(maxrss_mb(resource.RUSAGE_SELF), 1),
                         "children_maxrss_mb": round(maxrss_mb(resource.RUSAGE_CHILDREN), 1)}
         result, publish_s, publish_hb = run_activity(
@@ -464,11 +466,12 @@ class Media:
         from longtalk import av_io
         from longtalk.backends.base import WindowJob
         from longtalk.backends.preview import render_preview
+        from longtalk.spec import RenderSpec
 
         ref = av_io.fit_image(av_io.decode_image((EXAMPLES / "portrait.png").read_bytes(), "image"), SIZE, SIZE)
         audio = av_io.decode_audio_16k(EXAMPLES / "speech.ogg", "audio")
-        common = dict(render_id="bench", num_frames=WINDOW, motion_frames=MOTION, fps=FPS, width=SIZE,
-                      height=SIZE, reference=ref)
+        common = dict(render_id="bench", spec=RenderSpec(width=SIZE, height=SIZE, window=WINDOW, motion=MOTION, fps=FPS),
+                      reference=ref)
         f0 = render_preview(WindowJob(index=0, frame_start=0, tail=np.repeat(ref[None], MOTION, axis=0),
                                       audio=[audio[: WINDOW * SPF]], chain_start=True, **common))
         f1 = render_preview(WindowJob(index=1, frame_start=STRIDE, tail=f0[-MOTION:],
@@ -537,8 +540,8 @@ def bench_stitch(ctx: dict, minutes: float, content: str, audio_at_ingest: bool 
     log(f"  setup {setup_s:.1f}s ({clip_bytes / MB:.1f} MB of clips); running stitch + publish in a subprocess")
 
     request = {"render_id": render_id, "inputs": {"audio": audio_obj, "image": "unused"},
-               "input_names": {"audio": "wav_path", "image": "image_path"}, "width": SIZE,
-               "height": SIZE, "fps": FPS, "window": WINDOW, "motion": MOTION}
+               "input_names": {"audio": "wav_path", "image": "image_path"},
+               "spec": {"width": SIZE, "height": SIZE, "fps": FPS, "window": WINDOW, "motion": MOTION}}
     spec = {"kind": "stitch", "s3_endpoint": settings.s3_endpoint, "bucket": settings.bucket,
             "request": request, "total_frames": total, "windows": n, "tmp": str(ctx["tmp"]),
             "audio_at_ingest": audio_at_ingest}
@@ -707,7 +710,8 @@ async def _overhead(ctx: dict, n_windows: int, temporal: Process, variant: str =
     render_id = f"bench-overhead-{uuid.uuid4().hex[:8]}"
     ws = dataclasses.replace(settings, render_queue=f"render-{uuid.uuid4().hex[:6]}",
                              gpu_queue=f"gpu-{uuid.uuid4().hex[:6]}")
-    client = await Client.connect(ws.temporal_address, namespace=ws.temporal_namespace)
+    client = await Client.connect(ws.temporal_address, namespace=ws.temporal_namespace,
+                                  data_converter=DATA_CONVERTER)
     backend = InstantBackend(size, size)
     if variant == "shipped":
         workers = build_workers(client, ws, store, backends={"preview": backend}, identity="bench")
@@ -868,9 +872,8 @@ def bench_ingest(ctx: dict, minutes: float) -> list[dict]:
         staged = stage_inputs(job, store, render_id, settings)
         stage_s = time.monotonic() - t0
         request = {"render_id": render_id, "inputs": {f: s.object_key for f, s in staged.items()},
-                   "input_names": {f: s.source_key for f, s in staged.items()}, "input_type": job.input_type,
-                   "person_count": job.person_count, "width": job.width, "height": job.height,
-                   "max_frame": job.max_frame, "window": WINDOW, "motion": MOTION, "fps": FPS,
+                   "input_names": {f: s.source_key for f, s in staged.items()},
+                   "spec": dataclasses.asdict(dataclasses.replace(job.spec, window=WINDOW, motion=MOTION, fps=FPS)),
                    # as the workflow asks of every new render: the output's AAC is encode_audio's,
                    # beside the windows, not ingest's
                    "final_audio_beside": True}

@@ -44,6 +44,7 @@ import temporalio  # noqa: E402
 from temporalio.client import Client, WorkflowFailureError  # noqa: E402
 
 from longtalk.backends.preview import PreviewBackend  # noqa: E402
+from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import READY_LINE, Process, free_port, s3_service, temporal_service  # noqa: E402
 from tests.media import cut_audio  # noqa: E402  (real speech cut by ffmpeg-python)
@@ -128,7 +129,7 @@ async def gpu_worker_main(delay_s: float, identity: str) -> None:
 
     settings = Settings.from_env()
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                  identity=identity)
+                                  identity=identity, data_converter=DATA_CONVERTER)
     store = ObjectStore.from_settings(settings)
     workers = build_workers(client, settings, store, backends={"preview": SlowPreview(delay_s)}, identity=identity)
     tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -306,7 +307,7 @@ async def shape_cancelled(env: Env, rid: str) -> None:
 
 
 async def shape_input_error(env: Env, rid: str) -> None:
-    from longtalk.payloads import RenderRequest
+    from longtalk.payloads import ActivityTimeouts, RenderRequest, RenderSpec
     from workflows.render import RenderVideo
 
     s = env.settings
@@ -315,9 +316,10 @@ async def shape_input_error(env: Env, rid: str) -> None:
     env.store.put_bytes(prefix + "inputs/audio-x.ogg", (ROOT / "examples" / "speech.ogg").read_bytes()[:120])
     req = RenderRequest(render_id=rid, inputs={"image": prefix + "inputs/image-x.png",
                                                "audio": prefix + "inputs/audio-x.ogg"},
-                        input_names={"image": "image_path", "audio": "wav_url"}, width=SIZE, height=SIZE,
-                        window=s.window, motion=s.motion, fps=s.fps, windows_per_run=s.windows_per_run,
-                        gpu_queue="gpu", heartbeat_timeout_s=s.heartbeat_timeout_s)
+                        input_names={"image": "image_path", "audio": "wav_url"},
+                        spec=RenderSpec(width=SIZE, height=SIZE, window=s.window, motion=s.motion, fps=s.fps),
+                        windows_per_run=s.windows_per_run, gpu_queue="gpu",
+                        timeouts=ActivityTimeouts(heartbeat_s=s.heartbeat_timeout_s))
     try:
         await env.client.execute_workflow(RenderVideo.run, req, id=rid, task_queue=s.render_queue)
     except WorkflowFailureError as exc:
@@ -445,7 +447,7 @@ async def capture(release: str, shapes: list[str], keep: bool) -> Path:
                  # two chains need 10 windows (longtalk.chains.MIN_WINDOWS_PER_CHAIN = 5 each)
                  "11w": cut_audio(ROOT / "examples" / "speech.ogg", tmp / "s11w.wav", 1.0, 3.6)}  # T=90: 11
         client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                      identity="capture-client")
+                                      identity="capture-client", data_converter=DATA_CONVERTER)
         store = ObjectStore.from_settings(settings)
         store.ensure_bucket()
         workers = build_workers(client, settings, store, backends={"preview": PreviewBackend()}, identity="capture")

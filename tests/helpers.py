@@ -118,9 +118,10 @@ async def replay_everything(client: Client, query: str, folder: Path | None = No
     render that completed but does not replay is stuck the day its worker's cache loses it."""
     from temporalio.worker import Replayer
 
+    from longtalk.converter import DATA_CONVERTER
     from workflows.render import RenderChain, RenderVideo
 
-    replayer = Replayer(workflows=[RenderVideo, RenderChain])
+    replayer = Replayer(workflows=[RenderVideo, RenderChain], data_converter=DATA_CONVERTER)
     failures: dict[str, str] = {}
     async for w in client.list_workflows(query):
         history = await client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history()
