@@ -308,7 +308,7 @@ def bench_fleet(ctx: dict, gpus: list[int], window_s: float, minutes: float, siz
             for g in gpus:
                 out["runs"].append(await run_one(client, settings, store, tmp, speech, g, window_s, size))
             if mixed:
-                from tests.media import cut_audio
+                from longtalk.testing import cut_audio
 
                 short = cut_audio(Path(__file__).resolve().parent.parent / "examples" / "speech.ogg",
                                   tmp / "short10.wav", 0.0, 10.0)

@@ -63,7 +63,7 @@ from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import Process, free_port, s3_service, temporal_service  # noqa: E402
 from longtalk.store import ObjectStore  # noqa: E402
-from tests.media import transcode  # noqa: E402  (one ffmpeg run, built with ffmpeg-python)
+from longtalk.testing import transcode  # noqa: E402  (one ffmpeg run, built with ffmpeg-python)
 
 EXAMPLES = ROOT / "examples"
 FPS, WINDOW, MOTION, SIZE = 25, 81, 9, 512
