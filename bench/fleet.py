@@ -268,21 +268,17 @@ async def run_mixed(client, settings, store, tmp: Path, speech: Path, short_spee
 
 def bench_fleet(ctx: dict, gpus: list[int], window_s: float, minutes: float, size: int, mixed: bool,
                 join_blend: int | None = None, mixed_gpus: int = 4, mixed_minutes: float = 60.0) -> dict:
-    from longtalk.stack import Process, temporal_service
+    from longtalk.testing import temporal_process
 
     tmp, settings, store, media = ctx["tmp"], ctx["settings"], ctx["store"], ctx["media"]
     if join_blend is not None:
         settings = dataclasses.replace(settings, join_blend_frames=join_blend)
     speech = media.looped_speech(minutes * 60)
-    temporal = Process(temporal_service(settings, db_file=tmp / "temporal-fleet.db", headless=True),
-                       tmp / "run", tmp / "logs")
     log("starting the Temporal dev server")
-    temporal.start()
+    temporal = temporal_process(settings, tmp, "temporal-fleet.db")
     out: dict = {"window_s": window_s, "minutes": minutes, "size": size, "runs": [],
                  "join_blend_frames": settings.join_blend_frames}
     try:
-        temporal.wait_ready(90)
-
         async def main() -> None:
             from temporalio.client import Client
 

@@ -61,9 +61,9 @@ for _p in (ROOT, ROOT / "bench"):  # the project, and bench/chain_variants.py
 
 from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
-from longtalk.stack import Process, free_port, s3_service, temporal_service  # noqa: E402
+from longtalk.stack import Process, free_port  # noqa: E402
 from longtalk.store import ObjectStore  # noqa: E402
-from longtalk.testing import transcode  # noqa: E402  (one ffmpeg run, built with ffmpeg-python)
+from longtalk.testing import s3_process, temporal_process, transcode  # noqa: E402  (one ffmpeg run, built with ffmpeg-python)
 from common import activity_spans, event_time, log, signal_spans, table, workflow_task_stats  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
@@ -784,12 +784,9 @@ def bench_overhead(ctx: dict, n_windows: int, variants: list[str]) -> list[dict]
     tmp, settings = ctx["tmp"], ctx["settings"]
     out = []
     for i, variant in enumerate(variants):
-        temporal = Process(temporal_service(settings, db_file=tmp / f"temporal-{i}.db", headless=True),
-                           tmp / "run", tmp / "logs")
         log("starting the Temporal dev server")
-        temporal.start()
+        temporal = temporal_process(settings, tmp, f"temporal-{i}.db")
         try:
-            temporal.wait_ready(90)
             res = asyncio.run(_overhead(ctx, n_windows, temporal, variant))
             res["temporal_vmhwm_mb"] = proc_hwm_mb(temporal.pid())
             out.append(res)
@@ -1014,16 +1011,14 @@ def main(argv: list[str] | None = None) -> int:
                         s3_endpoint=f"127.0.0.1:{free_port()}", bucket="bench",
                         input_roots="*")  # the bench's media live in a temp folder
     s3_root = tmp / "s3"
-    (s3_root / settings.bucket).mkdir(parents=True)
-    s3 = Process(s3_service(settings, s3_root), tmp / "run", tmp / "logs")
     results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": machine_info(), "git": git_state(),
                      "command": " ".join(["python", "bench/run.py", *argv])}
     started = time.monotonic()
     load_start = [round(x, 2) for x in os.getloadavg()]
+    s3 = None
     try:
-        s3.start()
-        s3.wait_ready(30)
+        s3 = s3_process(settings, tmp)  # its objects under s3_root
         store = ObjectStore.from_settings(settings)
         store.ensure_bucket()
         ctx = {"tmp": tmp, "settings": settings, "store": store, "s3": s3, "s3_root": s3_root,
@@ -1038,8 +1033,8 @@ def main(argv: list[str] | None = None) -> int:
                                  for r in bench_ingest(ctx, float(m))]
         if "fleet" in what:
             detail = fleet.bench_fleet(ctx, [int(g) for g in args.gpus.split(",") if g.strip()], args.window_seconds,
-                                 float(args.minutes or 10), args.size, args.mixed, args.join_blend,
-                                 mixed_gpus=args.mixed_gpus, mixed_minutes=args.mixed_minutes)
+                                       float(args.minutes or 10), args.size, args.mixed, args.join_blend,
+                                       mixed_gpus=args.mixed_gpus, mixed_minutes=args.mixed_minutes)
             results["fleet_detail"] = detail
             results["fleet"] = {str(r["gpus"]): {"wall_s": r["wall_s"], "speedup": r["speedup"], "busy": r["busy"]}
                                 for r in detail["runs"]}
@@ -1047,7 +1042,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if _LAUNCHER is not None:
             _LAUNCHER.close()
-        s3.stop()
+        if s3 is not None:
+            s3.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
     results["loadavg_start_end"] = [load_start, [round(x, 2) for x in os.getloadavg()]]

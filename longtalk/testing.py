@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,18 +36,23 @@ EXAMPLES = ROOT / "examples"
 def s3_process(settings: Settings, folder: Path) -> Process:
     """A real S3 server (rclone) for `settings`, its objects under folder/s3, started and ready."""
     (folder / "s3" / settings.bucket).mkdir(parents=True, exist_ok=True)
-    proc = Process(s3_service(settings, folder / "s3"), folder / "run", folder / "logs")
-    proc.start()
-    proc.wait_ready(30)
-    return proc
+    return started(Process(s3_service(settings, folder / "s3"), folder / "run", folder / "logs"), 30)
 
 
 def temporal_process(settings: Settings, folder: Path, db_name: str = "temporal.db") -> Process:
     """A real Temporal dev server for `settings` (SQLite file folder/db_name), started and ready."""
-    proc = Process(temporal_service(settings, db_file=folder / db_name, headless=True),
-                   folder / "run", folder / "logs")
+    return started(Process(temporal_service(settings, db_file=folder / db_name, headless=True),
+                           folder / "run", folder / "logs"), 90)
+
+
+def started(proc: Process, timeout: float) -> Process:
+    """proc, started and ready within timeout seconds; stopped again when it is not."""
     proc.start()
-    proc.wait_ready(90)
+    try:
+        proc.wait_ready(timeout)
+    except BaseException:
+        proc.stop(sig=signal.SIGKILL)
+        raise
     return proc
 
 
