@@ -36,7 +36,7 @@ from longtalk.errors import FieldError, InputError
 from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
 from longtalk.inputs.rerender import start_rerender
 from longtalk.payloads import Progress, RenderResult
-from longtalk.renders import cancelled_output, failure_message, result_output
+from longtalk.outcome import cancelled_output, failure_message, result_output
 from longtalk import temporal_connect
 from longtalk.settings import Settings
 from longtalk.stack import port_open, split_host_port

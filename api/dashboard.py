@@ -43,7 +43,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError as TemporalTimeout
 from temporalio.service import RPCError
 
-from longtalk import av_io, renders as render_texts
+from longtalk import av_io, outcome as render_texts
 from longtalk.fleet import read_fleet
 from workflows.render import chain_index
 from longtalk.payloads import Progress, derived_keys, output_key, window_meta_key, window_prefix

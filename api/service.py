@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from longtalk import renders
+from longtalk import outcome
 from longtalk.inputs import start_render
 from longtalk.payloads import CANCEL_REQUESTS, Progress, RenderRequest, RenderResult, cancel_request_key
 from longtalk.settings import Settings
@@ -187,7 +187,7 @@ class Renders:
                 body["output"] = progress_output(p)
             body["warnings"] = _merged(said, p.warnings if p is not None else [])
             if status == CANCELLED:
-                body["output"] = {**await asyncio.to_thread(renders.cancelled_output, self.store, render_id),
+                body["output"] = {**await asyncio.to_thread(outcome.cancelled_output, self.store, render_id),
                                   **({"windows": p.windows_total, "windows_finished": p.windows_finished}
                                      if p is not None else {})}
             body.update(status=status, **_timing(desc.start_time, end, memo.get("gpu_started_at")))
@@ -198,7 +198,7 @@ class Renders:
             out = self._outputs.get(desc.run_id)
             if out is None:
                 result: RenderResult = await handle.result(follow_runs=False)
-                out = await asyncio.to_thread(renders.result_output, result, self.settings, self.store)
+                out = await asyncio.to_thread(outcome.result_output, result, self.settings, self.store)
                 self._outputs[desc.run_id] = out
                 while len(self._outputs) > 4:
                     self._outputs.popitem(last=False)
@@ -213,9 +213,9 @@ class Renders:
                 await handle.result(follow_runs=False)
                 body["error"] = "render failed"
             except WorkflowFailureError as exc:
-                body["error"] = renders.failure_message(exc)
+                body["error"] = outcome.failure_message(exc)
         elif status == CANCELLED:
-            body["output"] = await asyncio.to_thread(renders.cancelled_output, self.store, render_id)
+            body["output"] = await asyncio.to_thread(outcome.cancelled_output, self.store, render_id)
             if desc.status == WorkflowExecutionStatus.TERMINATED:
                 body["error"] = "render was terminated"
         else:  # TIMED_OUT

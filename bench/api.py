@@ -46,8 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import Process, Service, free_port, port_open, split_host_port, wait_worker_ready  # noqa: E402
-from tests.helpers import s3_process, temporal_process  # noqa: E402
-from tests.media import cut_audio  # noqa: E402
+from longtalk.testing import cut_audio, s3_process, temporal_process  # noqa: E402
 
 KEY = "bench-" + uuid.uuid4().hex
 
@@ -134,7 +133,7 @@ async def bench(args, base: str, api_pid: int, folder: Path) -> None:
 async def bench_purge(args, base: str, settings, folder: Path, worker: Process, env: dict) -> None:
     from temporalio.client import Client
 
-    from tests.helpers import purges
+    from longtalk.testing import purges
 
     audio = cut_audio(ROOT / "examples" / "speech.ogg", folder / "speech.wav", 1.0, 3.0)
     job = {"input": {"image_path": str(ROOT / "examples" / "portrait.png"), "wav_path": str(audio),

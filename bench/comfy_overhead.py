@@ -3,7 +3,8 @@
     .venv/bin/python bench/comfy_overhead.py [--windows 10] [--size 512]
 
 Runs ComfyUIBackend.render_window for consecutive windows of one render against the
-in-process ComfyUI stand-in (tests/comfy_standin) and splits each window's wall time into
+ComfyUI stand-in (tests/comfy_standin, run as its own process: `python -m tests.comfy_standin`,
+as a real ComfyUI is) and splits each window's wall time into
 uploads, submit, waiting for the prompt (the stand-in's own execution: the preview renderer
 standing in for the GPU), output downloads + PNG decode, and colour matching. The overhead the
 service adds is everything but the wait.
@@ -31,7 +32,7 @@ from longtalk.backends.base import WindowJob  # noqa: E402
 from longtalk.comfy.client import ComfyClient  # noqa: E402
 from longtalk.comfy.config import GraphConfig  # noqa: E402
 from longtalk.spec import RenderSpec  # noqa: E402
-from tests.comfy_standin.server import start_standin  # noqa: E402
+from longtalk.stack import Process, Service, free_port  # noqa: E402
 
 
 class Timed:
@@ -57,16 +58,31 @@ async def main(windows: int, size: int) -> None:
     portrait = av_io.fit_image(av_io.decode_image((ROOT / "examples" / "portrait.png").read_bytes(), "image"),
                                size, size)
     with tempfile.TemporaryDirectory() as tmp:
-        server = await start_standin(Path(tmp), step_s=0.0)
-        client = ComfyClient(server.url, poll_interval_s=0.05)
-        timed = Timed(client)
-        for name in ("upload", "submit", "wait", "download", "find", "history", "system_stats"):
-            timed.wrap(name)
-        backend = comfy_backend.ComfyUIBackend(client, GraphConfig())
-        rid = f"bench-{uuid.uuid4().hex[:6]}"
-        tail = np.repeat(portrait[None], 9, axis=0)
-        spec = RenderSpec(width=size, height=size, window=81, motion=9, fps=25)
-        rows = []
+        port = free_port()
+        standin = Process(Service("comfy-standin", [sys.executable, "-m", "tests.comfy_standin", "--port", str(port),
+                                                    "--root", str(Path(tmp) / "comfy"), "--step-s", "0"],
+                                  ("127.0.0.1", port), cwd=ROOT), Path(tmp) / "run", Path(tmp) / "logs")
+        standin.start()
+        try:
+            standin.wait_ready(120)  # its imports take seconds on a busy machine
+            rows = await measure(ComfyClient(f"http://127.0.0.1:{port}", poll_interval_s=0.05), windows, size,
+                                 speech, portrait)
+        finally:
+            standin.stop()
+    print_rows(rows, windows, size)
+
+
+async def measure(client: ComfyClient, windows: int, size: int, speech, portrait) -> list[dict]:
+    """Each window's wall time and the client's calls in it, by name."""
+    timed = Timed(client)
+    for name in ("upload", "submit", "wait", "download", "find", "history", "system_stats"):
+        timed.wrap(name)
+    backend = comfy_backend.ComfyUIBackend(client, GraphConfig())
+    rid = f"bench-{uuid.uuid4().hex[:6]}"
+    tail = np.repeat(portrait[None], 9, axis=0)
+    spec = RenderSpec(width=size, height=size, window=81, motion=9, fps=25)
+    rows = []
+    try:
         for k in range(windows):
             job = WindowJob(render_id=rid, index=k, spec=spec, frame_start=72 * k, reference=portrait, tail=tail,
                             audio=[speech[72 * k * 640:(72 * k + 81) * 640]], chain_start=(k == 0))
@@ -77,8 +93,12 @@ async def main(windows: int, size: int) -> None:
             tail = frames[-9:]
             spent = dict(timed.spent)
             rows.append({"total": total, **spent, "overhead": total - spent.get("wait", 0.0)})
+    finally:
         await backend.close()
-        await server.close()
+    return rows
+
+
+def print_rows(rows: list[dict], windows: int, size: int) -> None:
     print(f"ComfyUI per-window overhead against the stand-in: {windows} windows of {size}x{size}x81, "
           f"9 tail PNGs up, 81 PNG frames down")
     keys = ["total", "wait", "overhead", "upload", "submit", "find", "history", "download", "system_stats"]

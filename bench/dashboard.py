@@ -43,9 +43,8 @@ from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import free_port  # noqa: E402
 from longtalk.store import ObjectStore  # noqa: E402
-from tests.api_server import KEY_A, api_settings, running_api  # noqa: E402
-from tests.helpers import s3_process, temporal_process  # noqa: E402
-from tests.media import EXAMPLES, cut_audio  # noqa: E402
+from longtalk.testing import (  # noqa: E402
+    EXAMPLES, KEY_A, api_settings, chromium_paths, cut_audio, headless_chromium, s3_process, serving, temporal_process)
 
 EP = "bench"
 
@@ -83,22 +82,12 @@ async def timed(client: httpx.AsyncClient, path: str, reps: int) -> dict:
 
 
 def browser_times(base: str, key: str, running_id: str, done_id: str, reps: int, rows: int) -> dict:
-    from tests.test_dashboard import chromium_paths
-
     paths = chromium_paths()
     if paths is None:
         return {"skipped": "no chromium + chromedriver"}
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = paths[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,800",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--mute-audio"):
-        opts.add_argument(arg)
-    opts.page_load_strategy = "eager"
-    d = webdriver.Chrome(service=Service(paths[1]), options=opts)
+    d = headless_chromium(paths)
     try:
         d.get(f"{base}/login?key={key}")  # loopback: the login link
 
@@ -161,7 +150,9 @@ async def main() -> int:
                            "width": 128, "height": 128, "max_frame": 81}}
         long = {"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(EXAMPLES / "speech.ogg"),
                           "width": 128, "height": 128}}
-        async with running_api(settings, client, store) as base:
+        from api.app import create_app
+
+        async with serving(create_app(settings, client=client, store=store), settings.api_address) as base:
             async with httpx.AsyncClient(base_url=base, timeout=300,
                                          headers={"Authorization": f"Bearer {KEY_A}"}) as c:
                 t0 = time.perf_counter()

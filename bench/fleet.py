@@ -34,26 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common import activity_spans, log as bench_log, table, workflow_span
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def log(msg: str) -> None:
-    import sys
-
-    print(f"[fleet {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _ts(event) -> float:
-    return event.event_time.seconds + event.event_time.nanos / 1e9
-
-
-async def _workflow_span(client, render_id: str) -> tuple[float, float]:
-    from temporalio.api.enums.v1 import EventType
-
-    events = (await client.get_workflow_handle(render_id).fetch_history()).events
-    start = next(_ts(e) for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED)
-    end = next(_ts(e) for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED)
-    return start, end
+    bench_log(msg, "fleet")
 
 
 def frame_diffs(path: Path) -> np.ndarray:
@@ -156,9 +143,7 @@ async def timeline(client, render_id: str, chains: int, metas: list[dict]) -> di
     starting the chains), after the last (stitch, publish), and per window: the chain's
     workflow task between two windows (gap), waiting for a worker (queue), the activity's own
     work beside the backend (inputs, storing the clip: worker) and the backend itself."""
-    from run import activity_spans  # bench/run.py
-
-    start, end = await _workflow_span(client, render_id)
+    start, end = await workflow_span(client, render_id)
     stages = {}
     for a in activity_spans((await client.get_workflow_handle(render_id).fetch_history()).events):
         if "completed" in a:
@@ -218,7 +203,7 @@ async def run_one(client, settings, store, tmp: Path, speech: Path, gpus: int, w
         t0 = time.monotonic()
         result = await render(client, fleet.settings, job, tmp, render_id)
         client_wall = time.monotonic() - t0
-    start, end = await _workflow_span(client, render_id)
+    start, end = await workflow_span(client, render_id)
     wall = end - start
     plan = store.get_json(f"renders/{render_id}/plan.json")
     metas = [store.get_json(window_meta_key(render_id, k)) for k in range(plan["windows"])]
@@ -256,7 +241,7 @@ async def run_mixed(client, settings, store, tmp: Path, speech: Path, short_spee
     async with Fleet(client, settings, store, gpus, window_s, tmp) as fleet:
         solo_id = f"fleet-short-solo-{uuid.uuid4().hex[:6]}"
         await render(client, fleet.settings, short_job, tmp, solo_id)
-        solo = (lambda s, e: e - s)(*await _workflow_span(client, solo_id))
+        solo = (lambda s, e: e - s)(*await workflow_span(client, solo_id))
         long_id = f"fleet-long-{uuid.uuid4().hex[:6]}"
         long_task = asyncio.create_task(render(client, fleet.settings, long_job, tmp, long_id))
         # wait until the long render's windows occupy every worker, then submit the short one
@@ -266,7 +251,7 @@ async def run_mixed(client, settings, store, tmp: Path, speech: Path, short_spee
                 break
         busy_id = f"fleet-short-busy-{uuid.uuid4().hex[:6]}"
         await render(client, fleet.settings, short_job, tmp, busy_id)
-        busy = (lambda s, e: e - s)(*await _workflow_span(client, busy_id))
+        busy = (lambda s, e: e - s)(*await workflow_span(client, busy_id))
         long_task.cancel()
         await client.get_workflow_handle(long_id).cancel()
         try:
@@ -283,21 +268,17 @@ async def run_mixed(client, settings, store, tmp: Path, speech: Path, short_spee
 
 def bench_fleet(ctx: dict, gpus: list[int], window_s: float, minutes: float, size: int, mixed: bool,
                 join_blend: int | None = None, mixed_gpus: int = 4, mixed_minutes: float = 60.0) -> dict:
-    from longtalk.stack import Process, temporal_service
+    from longtalk.testing import temporal_process
 
     tmp, settings, store, media = ctx["tmp"], ctx["settings"], ctx["store"], ctx["media"]
     if join_blend is not None:
         settings = dataclasses.replace(settings, join_blend_frames=join_blend)
     speech = media.looped_speech(minutes * 60)
-    temporal = Process(temporal_service(settings, db_file=tmp / "temporal-fleet.db", headless=True),
-                       tmp / "run", tmp / "logs")
     log("starting the Temporal dev server")
-    temporal.start()
+    temporal = temporal_process(settings, tmp, "temporal-fleet.db")
     out: dict = {"window_s": window_s, "minutes": minutes, "size": size, "runs": [],
                  "join_blend_frames": settings.join_blend_frames}
     try:
-        temporal.wait_ready(90)
-
         async def main() -> None:
             from temporalio.client import Client
 
@@ -308,7 +289,7 @@ def bench_fleet(ctx: dict, gpus: list[int], window_s: float, minutes: float, siz
             for g in gpus:
                 out["runs"].append(await run_one(client, settings, store, tmp, speech, g, window_s, size))
             if mixed:
-                from tests.media import cut_audio
+                from longtalk.testing import cut_audio
 
                 short = cut_audio(Path(__file__).resolve().parent.parent / "examples" / "speech.ogg",
                                   tmp / "short10.wav", 0.0, 10.0)
@@ -327,8 +308,6 @@ def bench_fleet(ctx: dict, gpus: list[int], window_s: float, minutes: float, siz
 
 
 def report(res: dict) -> list[str]:
-    from run import table  # bench/run.py's table
-
     lines: list[str] = []
     if res["runs"]:  # --gpus "" --mixed: the mixed case alone
         lines.append(f"== fleet: one {res['minutes']:g}-minute render ({res['size']}x{res['size']}, timed backend, "

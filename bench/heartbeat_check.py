@@ -40,7 +40,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 from activities.common import heartbeating  # noqa: E402
 from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
-from longtalk.stack import Process, free_port, temporal_service  # noqa: E402
+from longtalk.stack import free_port  # noqa: E402
+from longtalk.testing import temporal_process  # noqa: E402
 
 WORK_S, HEARTBEAT_TIMEOUT_S, EVERY_S = 5.0, 2.0, 0.5
 
@@ -83,11 +84,9 @@ class HeartbeatCheck:
 async def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="longtalk-hbcheck-"))
     settings = Settings(temporal_address=f"127.0.0.1:{free_port()}")
-    server = Process(temporal_service(settings, db_file=tmp / "temporal.db", headless=True), tmp / "run", tmp / "logs")
-    server.start()
+    server = temporal_process(settings, tmp)
     results = {}
     try:
-        server.wait_ready(90)
         client = await Client.connect(settings.temporal_address, data_converter=DATA_CONVERTER)
         queue = f"hb-{uuid.uuid4().hex[:6]}"
         async with Worker(client, task_queue=queue, workflows=[HeartbeatCheck], activities=[shipped, copy_ctx],

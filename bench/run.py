@@ -61,9 +61,10 @@ for _p in (ROOT, ROOT / "bench"):  # the project, and bench/chain_variants.py
 
 from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
-from longtalk.stack import Process, free_port, s3_service, temporal_service  # noqa: E402
+from longtalk.stack import Process, free_port  # noqa: E402
 from longtalk.store import ObjectStore  # noqa: E402
-from tests.media import transcode  # noqa: E402  (one ffmpeg run, built with ffmpeg-python)
+from longtalk.testing import s3_process, temporal_process, transcode  # noqa: E402  (one ffmpeg run, built with ffmpeg-python)
+from common import activity_spans, event_time, log, signal_spans, table, workflow_task_stats  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 FPS, WINDOW, MOTION, SIZE = 25, 81, 9, 512
@@ -76,10 +77,6 @@ RESULT_MARK = "BENCH_CHILD_RESULT "
 # length; measured above the worker's resting RSS (imports and librosa loaded, as at start).
 INGEST_OWN_RSS_MB = 150
 MB = 1024 * 1024
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def rss_now_mb() -> float:
@@ -598,58 +595,6 @@ class InstantBackend:
         return None
 
 
-def _ts(event) -> float:
-    return event.event_time.seconds + event.event_time.nanos / 1e9
-
-
-def activity_spans(events) -> list[dict]:
-    """Each activity of a history: name, scheduled, started, completed times."""
-    from temporalio.api.enums.v1 import EventType
-
-    acts: dict[int, dict] = {}
-    for e in events:
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            acts[e.event_id] = {"name": e.activity_task_scheduled_event_attributes.activity_type.name,
-                                "scheduled": _ts(e)}
-        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            a = acts[e.activity_task_started_event_attributes.scheduled_event_id]
-            a["started"] = _ts(e)
-            a["attempt"] = e.activity_task_started_event_attributes.attempt
-        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            acts[e.activity_task_completed_event_attributes.scheduled_event_id]["completed"] = _ts(e)
-    return list(acts.values())
-
-
-def workflow_task_stats(events) -> dict:
-    from temporalio.api.enums.v1 import EventType
-
-    sched, started, n, queue_s, run_s = {}, {}, 0, 0.0, 0.0
-    for e in events:
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
-            sched[e.event_id] = _ts(e)
-        elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-            started[e.event_id] = _ts(e)
-            queue_s += _ts(e) - sched[e.workflow_task_started_event_attributes.scheduled_event_id]
-        elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            n += 1
-            run_s += _ts(e) - started[e.workflow_task_completed_event_attributes.started_event_id]
-    return {"count": n, "queue_s": queue_s, "run_s": run_s}
-
-
-def signal_spans(events) -> list[tuple[float, float]]:
-    from temporalio.api.enums.v1 import EventType
-
-    init: dict[int, float] = {}
-    out = []
-    for e in events:
-        if e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED:
-            init[e.event_id] = _ts(e)
-        elif e.event_type == EventType.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED:
-            i = e.external_workflow_execution_signaled_event_attributes.initiated_event_id
-            out.append((init[i], _ts(e)))
-    return out
-
-
 def make_tone_wav(path: Path, samples: int) -> None:
     import wave
 
@@ -742,14 +687,14 @@ async def _overhead(ctx: dict, n_windows: int, temporal: Process, variant: str =
     log(f"  workflow finished in {wall:.1f}s (client side); reading histories")
 
     parent = (await client.get_workflow_handle(render_id).fetch_history()).events
-    t_start = next(_ts(e) for e in parent if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED)
-    t_end = next(_ts(e) for e in parent if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED)
+    t_start = next(event_time(e) for e in parent if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED)
+    t_end = next(event_time(e) for e in parent if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED)
     child_id = chain_workflow_id(render_id, 0)
     first_run = next(e.child_workflow_execution_started_event_attributes.workflow_execution.run_id
                      for e in parent if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED)
-    child_started = next(_ts(e) for e in parent
+    child_started = next(event_time(e) for e in parent
                          if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED)
-    child_done = next(_ts(e) for e in parent
+    child_done = next(event_time(e) for e in parent
                       if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED)
     runs, run_id = [], first_run
     while run_id:  # follow continue-as-new
@@ -780,7 +725,7 @@ async def _overhead(ctx: dict, n_windows: int, temporal: Process, variant: str =
         after = [s for s, _ in sigs if s >= a["completed"]]
         if after:
             done_to_sig.append(min(after) - a["completed"])
-    run_bounds = [(_ts(ev[0]), _ts(ev[-1])) for ev in runs]
+    run_bounds = [(event_time(ev[0]), event_time(ev[-1])) for ev in runs]
     can_gaps = [b[0] - a[1] for a, b in zip(run_bounds, run_bounds[1:])]
     wft_parent = workflow_task_stats(parent)
     wft_chain = [workflow_task_stats(ev) for ev in runs]
@@ -839,12 +784,9 @@ def bench_overhead(ctx: dict, n_windows: int, variants: list[str]) -> list[dict]
     tmp, settings = ctx["tmp"], ctx["settings"]
     out = []
     for i, variant in enumerate(variants):
-        temporal = Process(temporal_service(settings, db_file=tmp / f"temporal-{i}.db", headless=True),
-                           tmp / "run", tmp / "logs")
         log("starting the Temporal dev server")
-        temporal.start()
+        temporal = temporal_process(settings, tmp, f"temporal-{i}.db")
         try:
-            temporal.wait_ready(90)
             res = asyncio.run(_overhead(ctx, n_windows, temporal, variant))
             res["temporal_vmhwm_mb"] = proc_hwm_mb(temporal.pid())
             out.append(res)
@@ -895,15 +837,6 @@ def bench_ingest(ctx: dict, minutes: float) -> list[dict]:
 # =============================================================================================
 # report
 # =============================================================================================
-
-def table(headers: list[str], rows: list[list], right: bool = True) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if j and right else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
 
 def phase_lines(phases: dict, indent: str = "  ") -> list[str]:
     """One line per activity: its total, then where the time went (wrapped calls), with the
@@ -1037,6 +970,8 @@ def main(argv: list[str] | None = None) -> int:
         res = child_main(json.loads(argv[1]))
         print(RESULT_MARK + json.dumps(res), flush=True)
         return 0
+    import fleet  # bench/fleet.py, the fleet command (not in the measured children: numpy at import)
+
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     p.add_argument("what", nargs="?", default="all", choices=["stitch", "overhead", "ingest", "fleet", "all"],
                    help="'all' is stitch, overhead and ingest; fleet runs only when named")
@@ -1076,16 +1011,14 @@ def main(argv: list[str] | None = None) -> int:
                         s3_endpoint=f"127.0.0.1:{free_port()}", bucket="bench",
                         input_roots="*")  # the bench's media live in a temp folder
     s3_root = tmp / "s3"
-    (s3_root / settings.bucket).mkdir(parents=True)
-    s3 = Process(s3_service(settings, s3_root), tmp / "run", tmp / "logs")
     results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": machine_info(), "git": git_state(),
                      "command": " ".join(["python", "bench/run.py", *argv])}
     started = time.monotonic()
     load_start = [round(x, 2) for x in os.getloadavg()]
+    s3 = None
     try:
-        s3.start()
-        s3.wait_ready(30)
+        s3 = s3_process(settings, tmp)  # its objects under s3_root
         store = ObjectStore.from_settings(settings)
         store.ensure_bucket()
         ctx = {"tmp": tmp, "settings": settings, "store": store, "s3": s3, "s3_root": s3_root,
@@ -1099,11 +1032,9 @@ def main(argv: list[str] | None = None) -> int:
             results["ingest"] = [r for m in args.ingest_minutes.split(",") if m.strip()
                                  for r in bench_ingest(ctx, float(m))]
         if "fleet" in what:
-            from fleet import bench_fleet
-
-            detail = bench_fleet(ctx, [int(g) for g in args.gpus.split(",") if g.strip()], args.window_seconds,
-                                 float(args.minutes or 10), args.size, args.mixed, args.join_blend,
-                                 mixed_gpus=args.mixed_gpus, mixed_minutes=args.mixed_minutes)
+            detail = fleet.bench_fleet(ctx, [int(g) for g in args.gpus.split(",") if g.strip()], args.window_seconds,
+                                       float(args.minutes or 10), args.size, args.mixed, args.join_blend,
+                                       mixed_gpus=args.mixed_gpus, mixed_minutes=args.mixed_minutes)
             results["fleet_detail"] = detail
             results["fleet"] = {str(r["gpus"]): {"wall_s": r["wall_s"], "speedup": r["speedup"], "busy": r["busy"]}
                                 for r in detail["runs"]}
@@ -1111,15 +1042,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if _LAUNCHER is not None:
             _LAUNCHER.close()
-        s3.stop()
+        if s3 is not None:
+            s3.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
     results["loadavg_start_end"] = [load_start, [round(x, 2) for x in os.getloadavg()]]
     results["target_misses"] = targets(results)
     if "fleet_detail" in results:
-        from fleet import targets as fleet_targets
-
-        results["target_misses"] += fleet_targets(results["fleet_detail"])
+        results["target_misses"] += fleet.targets(results["fleet_detail"])
     m = results["machine"]
     print(f"longtalk benchmark  {results['date']}  nproc={m['nproc']}  cpu={m['cpu_model']}  "
           f"mem={m['mem_gb']} GB  python {m['python']}")
@@ -1128,9 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
                                        if g["modified_tracked_files"] else " (clean)"))
     print(report(results))
     if "fleet_detail" in results:
-        from fleet import report as fleet_report
-
-        print("\n".join(fleet_report(results["fleet_detail"])))
+        print("\n".join(fleet.report(results["fleet_detail"])))
     print("")
     print("target misses: " + ("; ".join(results["target_misses"]) if results["target_misses"] else "none"))
     print(f"benchmark wall time {results['bench_wall_s']} s; load average (1/5/15 min) at start "

@@ -162,7 +162,7 @@ def _window_count(job, params: WindowParams) -> int | None:
         if not path.is_file():
             return None
         samples = max(samples, decode_audio_16k(path, source.key).size)
-    frames = total_frames(samples, params, job.max_frame)
+    frames = total_frames(samples, params, job.spec.max_frame)
     return window_count(frames, params) if frames > 0 else 0
 
 

@@ -47,7 +47,7 @@ from longtalk.backends.preview import PreviewBackend  # noqa: E402
 from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import READY_LINE, Process, free_port, s3_service, temporal_service  # noqa: E402
-from tests.media import cut_audio  # noqa: E402  (real speech cut by ffmpeg-python)
+from longtalk.testing import cut_audio  # noqa: E402  (real speech cut by ffmpeg-python)
 
 HISTORIES = ROOT / "tests" / "histories"
 # what decides how a workflow replays: if these differ from the release commit, the
@@ -355,7 +355,7 @@ async def shape_worker_crash(env: Env, rid: str) -> None:
 async def shape_purge(env: Env, rid: str) -> list[tuple[str, str]]:
     from api.app import api_worker
     from api.service import Renders, attributes
-    from tests.helpers import purges
+    from longtalk.testing import purges
     from worker import build_workers
 
     owner, idle = "capture", "render-idle"

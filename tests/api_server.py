@@ -5,41 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import uuid
-
-import uvicorn
 
 from api.app import create_app
-from longtalk.stack import free_port
-
-KEY_A = "key-a-" + uuid.uuid4().hex  # two API keys: two owners
-KEY_B = "key-b-" + uuid.uuid4().hex
-WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtd2ViaG9vay10ZXN0cw=="
-
-
-def api_settings(settings, **overrides):
-    return dataclasses.replace(
-        settings, api_keys=f"alice:{KEY_A},bob:{KEY_B}", api_webhook_secret=WEBHOOK_SECRET,
-        api_queue=f"api-{uuid.uuid4().hex[:6]}", api_webhook_backoff_s=0.3,
-        api_address=f"127.0.0.1:{free_port()}", **overrides)
+from longtalk.testing import serving
 
 
 @contextlib.asynccontextmanager
 async def running_api(settings, client, store, run_worker: bool = True):
-    app = create_app(settings, client=client, store=store, run_worker=run_worker)
-    host, port = settings.api_address.rsplit(":", 1)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://{settings.api_address}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    """The API of `settings` (longtalk.testing.api_settings) until the block ends; yields its URL."""
+    async with serving(create_app(settings, client=client, store=store, run_worker=run_worker),
+                       settings.api_address) as base:
+        yield base
 
 
 async def cancel_running(client, owners: tuple[str, ...]) -> None:

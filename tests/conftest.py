@@ -18,9 +18,10 @@ import pytest
 from longtalk.settings import Settings
 from longtalk.stack import free_port
 from longtalk.store import ObjectStore
+from longtalk.testing import EXAMPLES, cut_audio, s3_process, temporal_process
 from tests.comfy_standin.server import start_standin
-from tests.helpers import CountingPreview, s3_process, temporal_process
-from tests.media import EXAMPLES, ROOT, cut_audio, make_video
+from tests.helpers import CountingPreview
+from tests.media import ROOT, make_video
 from worker import build_workers
 
 

@@ -1,7 +1,7 @@
 """Helpers the test modules share (fixtures live in conftest.py; processes in faults.py, media
 files in media.py): running the starter in process, writing a job file, checking a published
 video, the counting preview backend, the stored release histories, summary lines, cancel
-requests and purges in Temporal."""
+requests in Temporal. What bench/ and scripts/ use too lives in `longtalk.testing`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from temporalio.client import Client, WorkflowHistory
 import starter
 from longtalk import av_io
 from longtalk.backends.preview import PreviewBackend
-from longtalk.settings import Settings
-from longtalk.stack import Process, s3_service, temporal_service
 from tests.media import moov_before_mdat
 
 
@@ -50,13 +48,6 @@ async def cancel_requested(client: Client, workflow_id: str) -> bool:
 
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED for e in history.events)
-
-
-async def purges(client: Client, owner: str) -> list:
-    """The owner's PurgeQueue runs (/purge-queue), the newest first."""
-    found = [w async for w in client.list_workflows(f"WorkflowType = 'PurgeQueue' AND WorkflowId STARTS_WITH "
-                                                    f"'purge-queue/{owner}/'")]
-    return sorted(found, key=lambda w: w.start_time, reverse=True)
 
 
 def write_job(tmp_path: Path, **fields) -> str:
@@ -144,21 +135,3 @@ def summary_line(request, name: str, line) -> None:
 
     if not request.config.pluginmanager.has_plugin(name):
         request.config.pluginmanager.register(Summary(), name)
-
-
-def s3_process(settings: Settings, folder: Path) -> Process:
-    """A real S3 server (rclone) for `settings`, its objects under folder/s3, started and ready."""
-    (folder / "s3" / settings.bucket).mkdir(parents=True, exist_ok=True)
-    proc = Process(s3_service(settings, folder / "s3"), folder / "run", folder / "logs")
-    proc.start()
-    proc.wait_ready(30)
-    return proc
-
-
-def temporal_process(settings: Settings, folder: Path) -> Process:
-    """A real Temporal dev server for `settings` (SQLite file in folder), started and ready."""
-    proc = Process(temporal_service(settings, db_file=folder / "temporal.db", headless=True),
-                   folder / "run", folder / "logs")
-    proc.start()
-    proc.wait_ready(90)
-    return proc

@@ -1,4 +1,5 @@
-"""Real media for the tests, cut from the bundled example or made with ffmpeg, once per session."""
+"""Real media for the tests, cut from the bundled example or made with ffmpeg, once per session
+(`transcode` and `cut_audio`, which the benchmarks use too, live in `longtalk.testing`)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,9 @@ import ffmpeg
 import numpy as np
 
 from longtalk import av_io
+from longtalk.testing import EXAMPLES, transcode
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-
-
-def transcode(src: Path | str, dst: Path, input_options: dict | None = None, **output_options) -> Path:
-    """One ffmpeg run (built with ffmpeg-python): src -> dst with these options, overwriting."""
-    av_io.run_ffmpeg(ffmpeg.input(str(src), **(input_options or {})).output(str(dst), **output_options)
-                     .overwrite_output())
-    return dst
-
-
-def cut_audio(src: Path, dst: Path, start: float, seconds: float) -> Path:
-    """A slice of real speech, re-encoded by the container the name asks for."""
-    return transcode(src, dst, {"ss": f"{start}", "t": f"{seconds}"})
 
 
 def make_video(dst: Path, seconds: float, fps: int = 30, size: str = "320x240") -> Path:

@@ -12,8 +12,8 @@ import pytest
 from temporalio.client import Client
 
 from longtalk.payloads import window_meta_key
+from longtalk.testing import EXAMPLES
 from tests.helpers import CountingPreview, run_starter, write_job
-from tests.media import EXAMPLES
 from worker import build_workers
 
 pytestmark = pytest.mark.timeout(300)

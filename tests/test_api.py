@@ -13,8 +13,8 @@ from functools import partial
 import httpx
 import pytest
 
-from tests.api_server import KEY_A, KEY_B, api_settings, cancel_running, running_api
-from tests.media import EXAMPLES
+from longtalk.testing import EXAMPLES, KEY_A, KEY_B, api_settings
+from tests.api_server import cancel_running, running_api
 
 pytestmark = pytest.mark.timeout(300)
 EP = "ep-test"
@@ -169,7 +169,8 @@ async def test_purge_leaves_a_render_on_a_gpu(http, media, temporal_client, slow
     import uuid
 
     from api import jobs
-    from tests.helpers import cancel_requested, purges
+    from longtalk.testing import purges
+    from tests.helpers import cancel_requested
 
     rid = str(uuid.uuid4())
     slow_windows[rid] = 8
@@ -342,7 +343,7 @@ async def until(predicate, timeout: float = 60.0, every: float = 0.1):
 
 
 async def test_webhook_exactly_one_signed_delivery(http, media):
-    from tests.api_server import WEBHOOK_SECRET
+    from longtalk.testing import WEBHOOK_SECRET
 
     receiver = Receiver()
     try:
@@ -454,7 +455,7 @@ async def test_keys_owners_and_limits(api, http, media, temporal_client, store, 
 async def test_oversize_bodies_answer_413(own_settings, temporal_client, store, media):
     import dataclasses
 
-    from tests.api_server import api_settings
+    from longtalk.testing import api_settings
 
     small = api_settings(dataclasses.replace(own_settings, api_keys=""), api_max_body_bytes=4096)
     async with running_api(small, temporal_client, store) as base:

@@ -25,8 +25,9 @@ import pytest
 
 from longtalk.backends.preview import PreviewBackend
 from longtalk.inputs import existing_status
+from longtalk.testing import EXAMPLES, cut_audio, transcode
 from tests.helpers import CountingPreview, run_starter, summary_line, write_job
-from tests.media import EXAMPLES, cut_audio, make_video, transcode
+from tests.media import make_video
 from worker import build_workers
 
 pytestmark = pytest.mark.timeout(300)

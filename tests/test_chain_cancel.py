@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from temporalio.client import WorkflowFailureError
 
+from longtalk.testing import EXAMPLES
 from tests.helpers import write_job
-from tests.media import EXAMPLES
 
 pytestmark = pytest.mark.timeout(300)
 

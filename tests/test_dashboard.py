@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +19,9 @@ import pytest
 from api.hls import BASE_S
 from longtalk.errors import OutputMismatch
 from longtalk.fleet import FleetRecord, record_key
-from tests.api_server import KEY_A, KEY_B, api_settings, cancel_running, running_api
-from tests.media import EXAMPLES, ROOT
+from longtalk.testing import EXAMPLES, KEY_A, KEY_B, api_settings, chromium_paths, headless_chromium
+from tests.api_server import cancel_running, running_api
+from tests.media import ROOT
 
 pytestmark = pytest.mark.timeout(300)
 EP = "dash-ep"
@@ -376,31 +376,12 @@ async def test_fleet_json(api, store, own_settings):
 
 # ---- in a real browser -----------------------------------------------------------------
 
-def chromium_paths() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
 @pytest.fixture(scope="module")
 def browser():
     paths = chromium_paths()
     if paths is None:
         pytest.skip("no chromium + chromedriver on PATH (Debian: apt-get install chromium chromium-driver; .ci/run does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = paths[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=1280,800", "--mute-audio",
-                # offline machines: nothing in the background that waits on the network
-                "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-                "--disable-component-update", "--disable-extensions", "--disable-sync"):
-        opts.add_argument(arg)
-    opts.page_load_strategy = "eager"  # the pages poll forever; DOMContentLoaded is what matters
-    driver = webdriver.Chrome(service=Service(paths[1]), options=opts)
-    driver.set_page_load_timeout(60)
+    driver = headless_chromium(paths, "--autoplay-policy=no-user-gesture-required")
     yield driver
     driver.quit()
 

@@ -26,8 +26,8 @@ from temporalio import workflow
 from temporalio.worker import UnsandboxedWorkflowRunner
 
 from longtalk.backends.preview import PreviewBackend
+from longtalk.testing import EXAMPLES
 from tests.helpers import replay_everything, run_starter, write_job
-from tests.media import EXAMPLES
 from worker import build_workers
 from workflows import render
 

@@ -20,12 +20,13 @@ from longtalk.payloads import Progress, window_meta_key, window_prefix
 from longtalk.settings import Settings
 from longtalk.stack import Process, free_port
 from longtalk.store import ObjectStore
+from longtalk.testing import s3_process, temporal_process
 from longtalk.windows import window_count
 from tests.media import ROOT
 from tests.faults import SlowProxy, StandinProcess, start_worker, until
 from tests.media import samples_16k
 from workflows.render import RenderVideo
-from tests.helpers import check_video, replay_everything, run_starter, s3_process, temporal_process, write_job
+from tests.helpers import check_video, replay_everything, run_starter, write_job
 
 pytestmark = pytest.mark.timeout(240)
 SIZE = 128

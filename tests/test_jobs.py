@@ -57,10 +57,10 @@ BASE = {"image_path": "/data/face.png", "wav_path": "/data/voice.wav"}
 
 def test_defaults():
     job = parse(BASE)
-    assert (job.input_type, job.person_count) == ("image", "single")
-    assert job.prompt == "A person is talking"
-    assert (job.width, job.height, job.max_frame) == (512, 512, None)
-    assert job.force_offload is True and job.network_volume is False
+    assert (job.spec.input_type, job.spec.person_count) == ("image", "single")
+    assert job.spec.prompt == "A person is talking"
+    assert (job.spec.width, job.spec.height, job.spec.max_frame) == (512, 512, None)
+    assert job.spec.force_offload is True and job.spec.network_volume is False
     assert job.warnings == ()
     assert job.image == MediaSource("image", "image_path", "path", "/data/face.png")
     assert job.audio == MediaSource("audio", "wav_path", "path", "/data/voice.wav")
@@ -231,7 +231,7 @@ def test_error_cases(media):
 
 
 def test_dimension_limits_come_from_settings():
-    assert parse({**BASE, "width": 2048}, max_dimension=2048).width == 2048
+    assert parse({**BASE, "width": 2048}, max_dimension=2048).spec.width == 2048
     err = error({**BASE, "width": 64}, min_dimension=128)
     assert err.field == "width" and "between 128 and 1920" in err.reason
 
@@ -240,14 +240,14 @@ def test_dimension_limits_come_from_settings():
     (512.0, 512), ("512", 512), (" 768 ", 768), ("1024.0", 1024), (64, 64), ("+128", 128),
 ])
 def test_dimension_coercion(given, expected):
-    assert parse({**BASE, "width": given, "height": given}).width == expected
+    assert parse({**BASE, "width": given, "height": given}).spec.width == expected
 
 
 @pytest.mark.parametrize("given, expected", [
     (100, 100), (100.0, 100), ("100", 100), (" 7 ", 7), (None, None), ("1e3", 1000),
 ])
 def test_max_frame_coercion(given, expected):
-    assert parse({**BASE, "max_frame": given}).max_frame == expected
+    assert parse({**BASE, "max_frame": given}).spec.max_frame == expected
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -256,18 +256,18 @@ def test_max_frame_coercion(given, expected):
 ])
 def test_boolean_coercion(given, expected):
     job = parse({**BASE, "force_offload": given, "network_volume": given})
-    assert job.force_offload is expected and job.network_volume is expected
+    assert job.spec.force_offload is expected and job.spec.network_volume is expected
 
 
 def test_choice_normalised_and_null_means_default():
     job = parse({**BASE, "input_type": " IMAGE ", "person_count": "Single", "prompt": None,
                  "width": None})
-    assert (job.input_type, job.person_count, job.prompt, job.width) == (
+    assert (job.spec.input_type, job.spec.person_count, job.spec.prompt, job.spec.width) == (
         "image", "single", "A person is talking", 512)
 
 
 def test_prompt_limit_is_inclusive():
-    assert parse({**BASE, "prompt": "y" * 2000}).prompt == "y" * 2000
+    assert parse({**BASE, "prompt": "y" * 2000}).spec.prompt == "y" * 2000
 
 
 # ---- warnings ---------------------------------------------------------------------
@@ -335,13 +335,13 @@ def test_strict_input_refuses_every_unknown_key():
 def test_seed_is_part_of_the_spec():
     """The seed (an extension of the RunPod contract) is decided here, once, for every window."""
     job = parse({**BASE, "seed": 2**63 - 1}, window=17, motion=5)
-    assert job.warnings == () and job.seed == 2**63 - 1
+    assert job.warnings == () and job.spec.seed == 2**63 - 1
     assert (job.spec.seed, job.spec.seed_for(3)) == (2**63 - 1, 2**63 + 2)
     assert (job.spec.window, job.spec.motion, job.spec.fps) == (17, 5, 25)
-    assert parse({**BASE, "seed": "42"}).seed == 42 and parse({**BASE, "seed": 0}).seed == 0
-    assert parse(BASE).seed == 2 == Settings().default_seed  # the old RunPod graphs' seed
-    assert parse(BASE, default_seed=1234).seed == 1234  # LONGTALK_DEFAULT_SEED where the job is parsed
-    assert parse({**BASE, "seed": 5}, default_seed=1234).seed == 5
+    assert parse({**BASE, "seed": "42"}).spec.seed == 42 and parse({**BASE, "seed": 0}).spec.seed == 0
+    assert parse(BASE).spec.seed == 2 == Settings().default_seed  # the old RunPod graphs' seed
+    assert parse(BASE, default_seed=1234).spec.seed == 1234  # LONGTALK_DEFAULT_SEED where the job is parsed
+    assert parse({**BASE, "seed": 5}, default_seed=1234).spec.seed == 5
 
 
 def test_the_default_seed_is_a_setting_under_its_new_and_its_old_name():

@@ -5,6 +5,10 @@ them), and the core package `longtalk` imports none of the layers built on it.
     Temporal code:            workflows/  activities/
     the core:                 longtalk/
 
+The benchmarks (bench/) and scripts (scripts/) stand beside them: they import the project
+and each other (by bare name, as `python bench/run.py` finds its neighbours), never a test
+module (what they share with the tests is `longtalk.testing`), and no loop either.
+
 Every import counts, wherever it stands: at the top of a module, inside a function (a lazy
 import still ties the two at run time) or under `if TYPE_CHECKING:`. Read from the source with
 `ast`, so nothing is imported to check it.
@@ -129,3 +133,53 @@ def test_the_core_imports_no_layer_built_on_it():
              for module, targets in import_graph().items() if unit_of(module) == CORE
              for target, line in targets if unit_of(target) != CORE]
     assert not wrong, "longtalk must not import the layers built on it:\n" + "\n".join(wrong)
+
+
+# ---- bench/ and scripts/ ------------------------------------------------------------------
+
+TOOL_FOLDERS = ("bench", "scripts")
+
+
+def tool_graph() -> dict[str, set[str]]:
+    """The import graph of the project's modules and of bench/*.py and scripts/*.py (named
+    bench.run, scripts.capture_histories, ...). A tool imports a neighbour by its bare name
+    (`from common import ...`); a bare name that is also one of the project's packages (bench/api.py
+    and the api package) counts as the project's."""
+    project = module_files()
+    edges = {module: {t for t, _ in targets} for module, targets in import_graph().items()}
+    for folder in TOOL_FOLDERS:
+        files = {path.stem: path for path in sorted((ROOT / folder).glob("*.py"))}
+        local = {stem for stem in files if stem not in project}
+        for stem, path in files.items():
+            found = imports_of(stem, path, set(project) | local)
+            edges[f"{folder}.{stem}"] = {f"{folder}.{t}" if t in local else t for t, _ in found}
+    return edges
+
+
+def imports_of_tests(path: Path) -> list[str]:
+    """`line: module` for every import of the tests package in one file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        out += [f"{node.lineno}: {name}" for name in names if name == "tests" or name.startswith("tests.")]
+    return out
+
+
+def test_the_tools_graph_is_read():
+    graph = tool_graph()
+    assert {"bench.common", "bench.fleet"} <= graph["bench.run"]  # bare names; fleet's import is inside main()
+    assert "bench.common" in graph["bench.fleet"] and "longtalk.testing" in graph["bench.api"]
+    assert "api.app" in graph["bench.dashboard"]  # the api package, not bench/api.py
+    assert any(line.endswith(": tests.helpers") for line in imports_of_tests(ROOT / "tests" / "conftest.py"))
+
+
+def test_bench_and_scripts_import_no_test_module():
+    wrong = [f"{path.relative_to(ROOT)}:{found}" for folder in TOOL_FOLDERS
+             for path in sorted((ROOT / folder).glob("*.py")) for found in imports_of_tests(path)]
+    assert not wrong, ("bench/ and scripts/ must not import tests (move what they share into longtalk.testing; "
+                       "run a test double as a process):\n" + "\n".join(wrong))
+
+
+def test_no_import_loop_through_bench_or_scripts():
+    assert cycles(tool_graph()) == [], f"modules that import each other: {cycles(tool_graph())}"

@@ -15,9 +15,10 @@ import starter
 from activities.gpu import GpuActivities
 from longtalk.payloads import Progress, window_meta_key
 from longtalk.inputs import existing_status
+from longtalk.testing import EXAMPLES, cut_audio
 from longtalk.windows import window_count
 from tests.helpers import CountingPreview, check_video, patch_ids, run_starter, write_job
-from tests.media import EXAMPLES, MediaServer, cut_audio, samples_16k
+from tests.media import MediaServer, samples_16k
 from workflows.render import RenderVideo, chain_workflow_id
 
 pytestmark = pytest.mark.timeout(300)

@@ -19,8 +19,9 @@ from temporalio.client import WorkflowExecutionStatus
 from api.app import api_worker
 from api.purge import PurgeActivities
 from api.service import Renders
-from tests.api_server import KEY_A, KEY_B, api_settings, cancel_running, running_api
-from tests.helpers import cancel_requested, purges
+from longtalk.testing import KEY_A, KEY_B, api_settings, purges
+from tests.api_server import cancel_running, running_api
+from tests.helpers import cancel_requested
 from workflows.purge import PurgeInput, PurgeQueue
 
 pytestmark = pytest.mark.timeout(300)

@@ -24,7 +24,8 @@ import pytest
 from longtalk.settings import Settings
 from longtalk.stack import Stack, free_port, generated_key
 from longtalk.store import ObjectStore
-from tests.media import EXAMPLES, ROOT
+from longtalk.testing import EXAMPLES
+from tests.media import ROOT
 
 README = (ROOT / "README.md").read_text()
 MODES = {("image", "single"), ("image", "multi"), ("video", "single"), ("video", "multi")}

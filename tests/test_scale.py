@@ -15,9 +15,9 @@ from longtalk.chains import (
     frame_db, plan_cuts,
 )
 from longtalk.errors import InputError
+from longtalk.testing import EXAMPLES, cut_audio
 from longtalk.windows import WindowParams, window_count
 from tests.helpers import check_video
-from tests.media import EXAMPLES, cut_audio
 
 pytestmark = pytest.mark.timeout(300)
 PARAMS = WindowParams()
@@ -170,7 +170,7 @@ async def test_plan_stores_where_and_why_it_cut(settings, store, render_id, tmp_
     from longtalk.payloads import PlanInput, derived_keys
 
     wav = tmp_path / "speech60.wav"
-    from tests.media import transcode
+    from longtalk.testing import transcode
     transcode(EXAMPLES / "speech.ogg", wav, {"stream_loop": -1}, t="60", ac=1, ar=16000)
     job = parse_job({"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(wav),
                                "width": 64, "height": 64, "parallel_chains": 3}}, settings)
@@ -209,7 +209,7 @@ async def test_parallel_chains_0_means_one_chain_per_gpu_worker_in_the_fleet(set
     from longtalk.fleet import record_key
     from longtalk.inputs import parse_job, render_request, stage_inputs
     from longtalk.payloads import PlanInput
-    from tests.media import transcode
+    from longtalk.testing import transcode
 
     queue = f"gpu-fleet-{render_id}"
     here = dc.replace(settings, gpu_queue=queue)

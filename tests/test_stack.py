@@ -21,7 +21,8 @@ import pytest
 from longtalk.build import build_id
 from longtalk.settings import Settings
 from longtalk.stack import READY_LINE, Stack, free_port, generated_key, port_open, split_host_port
-from tests.media import ROOT, cut_audio
+from longtalk.testing import cut_audio
+from tests.media import ROOT
 
 
 def test_up_down_up_again(settings, tmp_path):

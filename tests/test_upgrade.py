@@ -23,11 +23,12 @@ from longtalk import av_io
 from longtalk.payloads import output_key, window_meta_key, window_prefix
 from longtalk.stack import READY_LINE, replace_worker, worker_grace_s
 from longtalk.store import ObjectStore
+from longtalk.testing import cut_audio
 from longtalk.windows import WindowParams, total_frames, window_count
 from tests.media import ROOT
 from tests.faults import StandinProcess, until, worker
 from tests.helpers import RELEASES, manifest
-from tests.media import cut_audio, samples_16k
+from tests.media import samples_16k
 
 pytestmark = pytest.mark.timeout(420)
 SIZE = 128

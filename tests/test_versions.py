@@ -9,8 +9,8 @@ import json
 import pytest
 
 from longtalk import versions
+from longtalk.testing import EXAMPLES
 from tests.helpers import HISTORIES, RELEASES, manifest, patch_ids, stored, write_job
-from tests.media import EXAMPLES
 
 
 def test_the_stored_releases_are_the_supported_ones():

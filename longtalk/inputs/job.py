@@ -77,6 +77,7 @@ def check_render_id(value, key: str = "id") -> str:
 @dataclass(frozen=True)
 class Job:
     spec: RenderSpec  # the render's parameters, its seed and the window parameters: decided here, once
+    # (read them there, job.spec.width: the job does not repeat them)
     image: MediaSource | None
     video: MediaSource | None
     audio: MediaSource
@@ -87,20 +88,9 @@ class Job:
     parallel_chains: int | None = None
     default_size: bool = False  # the job gave neither width nor height (the frame is DEFAULT_SIZE square)
 
-    # the spec's fields, read through the job
-    input_type = property(lambda self: self.spec.input_type)
-    person_count = property(lambda self: self.spec.person_count)
-    prompt = property(lambda self: self.spec.prompt)
-    width = property(lambda self: self.spec.width)
-    height = property(lambda self: self.spec.height)
-    max_frame = property(lambda self: self.spec.max_frame)
-    force_offload = property(lambda self: self.spec.force_offload)
-    network_volume = property(lambda self: self.spec.network_volume)
-    seed = property(lambda self: self.spec.seed)
-
     def sources(self) -> list[MediaSource]:
         """The sources the render uses: image or video, audio, then audio_2."""
-        visual = self.image if self.input_type == "image" else self.video
+        visual = self.image if self.spec.input_type == "image" else self.video
         return [s for s in (visual, self.audio, self.audio_2) if s is not None]
 
     def params(self) -> dict:

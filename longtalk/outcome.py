@@ -1,5 +1,5 @@
 """A render's outcome as clients show it: what starter.py and the HTTP API share (starting a
-render is `longtalk.inputs.submit`).
+render is `longtalk.inputs.submit`; running one is the workflow, workflows/render.py).
 
     result_output(...)     a RenderResult as the seed worker's output (`video` inline when small)
     cancelled_output(...)  what a cancelled render kept (its manifest's finished windows)
