@@ -212,7 +212,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         try:
             if webhook is not None:
                 await asyncio.to_thread(check_url, webhook, settings)
-            render_id, warnings = await jobs.accept(
+            render_id, run_id, warnings = await jobs.accept(
                 renders.client, {"input": inp}, settings, renders.store, owner,
                 execution_timeout=timedelta(seconds=execution_s) if execution_s else None,
                 memo={"ttl_s": ttl_s, "execution_timeout_s": execution_s, "low_priority": low,
@@ -221,8 +221,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
             raise ApiError(400, str(exc)) from None
         if webhook is not None:
             await asyncio.to_thread(renders.store.put_json, webhook_key(render_id), {"url": webhook})
-            desc = await renders.client.get_workflow_handle(render_id).describe()
-            await start_delivery(renders.client, settings, render_id, desc.run_id)
+            await start_delivery(renders.client, settings, render_id, run_id)
         log.info("render %s accepted for %s", render_id, owner)
         return render_id, warnings
 

@@ -149,13 +149,12 @@ class Renders:
         """A running render's status: CANCELLED once a cancel was asked through this API,
         else IN_QUEUE or IN_PROGRESS from its stage attribute (visibility.running_state, the
         same rule the dashboard's list and counts use)."""
-        if await asyncio.to_thread(self.cancel_requested, render_id, desc.run_id):
-            return CANCELLED
         state = vis.running_state(desc.typed_search_attributes.get(vis.STAGE_KEY))
         owner = desc.typed_search_attributes.get(OWNER_KEY)
-        if state == IN_QUEUE and await asyncio.to_thread(self.purged, owner, desc.start_time):
-            return CANCELLED
-        return state
+        asked, purged = await asyncio.gather(  # two bucket reads at once, not one after the other
+            asyncio.to_thread(self.cancel_requested, render_id, desc.run_id),
+            asyncio.to_thread(self.purged, owner, desc.start_time) if state == IN_QUEUE else asyncio.sleep(0, False))
+        return CANCELLED if asked or purged else state
 
     async def gpu_started(self, render_id: str) -> bool:
         """Whether the render's first chain has a window on a GPU right now (a render still
@@ -181,8 +180,8 @@ class Renders:
         body: dict = {"id": render_id}
         end = desc.close_time or now
         if status is None:  # running
-            status = await self.running_state(render_id, desc)
-            p = await self._progress(render_id)
+            # the bucket reads and the worker's answer at once: the query is the long wait
+            status, p = await asyncio.gather(self.running_state(render_id, desc), self._progress(render_id))
             if p is not None:
                 body["output"] = progress_output(p)
             body["warnings"] = _merged(said, p.warnings if p is not None else [])
