@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
+from cachetools import LRUCache
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -91,7 +91,7 @@ class Renders:
 
     def __init__(self, client: Client, settings: Settings, store: ObjectStore) -> None:
         self.client, self.settings, self.store = client, settings, store
-        self._outputs: OrderedDict[str, dict] = OrderedDict()  # run id -> COMPLETED output (a few)
+        self._outputs: LRUCache[str, dict] = LRUCache(4)  # run id -> COMPLETED output (a few)
 
     # ---- ownership ----------------------------------------------------------
 
@@ -115,9 +115,11 @@ class Renders:
 
     # ---- status -------------------------------------------------------------
 
-    async def _progress(self, render_id: str) -> Progress | None:
+    async def progress(self, render_id: str, run_id: str | None = None) -> Progress | None:
+        """The `progress` query of the render's run `run_id` (None: its latest run); None when
+        no worker answers in QUERY_TIMEOUT."""
         try:
-            return await self.client.get_workflow_handle(render_id).query(
+            return await self.client.get_workflow_handle(render_id, run_id=run_id).query(
                 RenderVideo.progress, result_type=Progress, rpc_timeout=QUERY_TIMEOUT)
         except (RPCError, asyncio.TimeoutError, Exception):  # no worker has picked it up yet
             return None
@@ -181,7 +183,7 @@ class Renders:
         end = desc.close_time or now
         if status is None:  # running
             # the bucket reads and the worker's answer at once: the query is the long wait
-            status, p = await asyncio.gather(self.running_state(render_id, desc), self._progress(render_id))
+            status, p = await asyncio.gather(self.running_state(render_id, desc), self.progress(render_id))
             if p is not None:
                 body["output"] = progress_output(p)
             body["warnings"] = _merged(said, p.warnings if p is not None else [])
@@ -199,8 +201,6 @@ class Renders:
                 result: RenderResult = await handle.result(follow_runs=False)
                 out = await asyncio.to_thread(renders.result_output, result, self.settings, self.store)
                 self._outputs[desc.run_id] = out
-                while len(self._outputs) > 4:
-                    self._outputs.popitem(last=False)
             body["output"] = out
             body["warnings"] = _merged(said, out.get("warnings"))
             queued = out.get("queued_s")
