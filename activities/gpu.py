@@ -18,12 +18,12 @@ import socket
 import tempfile
 import time
 import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from cachetools import LRUCache
 from temporalio import activity
 
 from longtalk import av_io, metrics
@@ -47,7 +47,7 @@ class GpuActivities:
         self.cache_dir = cache_dir
         self.identity = identity or socket.gethostname()
         self.build_id = build_id  # in every heartbeat: which code is rendering this window
-        self._references: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._references: LRUCache[str, np.ndarray] = LRUCache(4)  # reference PNG key -> picture
         self._sizes: dict[str, int] = {}  # objects never change once written (keys are per render)
         # a window's small objects (M tail PNGs in, M out, the audio slices) move in parallel:
         # one after the other they cost a round trip each, between two windows on the GPU
@@ -178,12 +178,10 @@ class GpuActivities:
             raise TransientError(f"tail frame {key} unreadable: {exc}") from None
 
     def _reference(self, key: str) -> np.ndarray:
-        if key not in self._references:
-            self._references[key] = av_io.decode_png(self.store.get_bytes(key))
-            while len(self._references) > 4:
-                self._references.popitem(last=False)
-        self._references.move_to_end(key)
-        return self._references[key]
+        picture = self._references.get(key)
+        if picture is None:
+            picture = self._references[key] = av_io.decode_png(self.store.get_bytes(key))
+        return picture
 
     def _cached(self, key: str) -> Path:
         path = self.cache_dir / key

@@ -27,14 +27,15 @@ def new_render_id() -> str:
 
 async def accept(client: Client, job: dict, settings: Settings, store: ObjectStore, owner: str, *,
                  execution_timeout: timedelta | None = None,
-                 memo: dict | None = None) -> tuple[str, list[str]]:
+                 memo: dict | None = None) -> tuple[str, str, list[str]]:
     """Check `job` ({"input": {...}}), stage its inputs and start the render owned by `owner`
-    (the API key's name, a search attribute); return the render id and the warnings the
-    answer must carry (fields ignored, a picture cropped).
+    (the API key's name, a search attribute); return the render id, its run id and the
+    warnings the answer must carry (fields ignored, a picture cropped).
 
     Raises InputError (naming the field) before anything is stored when the job is refused."""
     parsed = await asyncio.to_thread(parse_job, job, settings)
     render_id = new_render_id()
     submission = await submit(client, settings, parsed, render_id, settings.backend, store, log=lambda _m: None,
-                              execution_timeout=execution_timeout, search_attributes=attributes(owner), memo=memo)
-    return render_id, submission.warnings
+                              fresh=True, execution_timeout=execution_timeout,
+                              search_attributes=attributes(owner), memo=memo)
+    return render_id, submission.handle.result_run_id, submission.warnings

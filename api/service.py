@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
+from cachetools import LRUCache
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -91,7 +91,7 @@ class Renders:
 
     def __init__(self, client: Client, settings: Settings, store: ObjectStore) -> None:
         self.client, self.settings, self.store = client, settings, store
-        self._outputs: OrderedDict[str, dict] = OrderedDict()  # run id -> COMPLETED output (a few)
+        self._outputs: LRUCache[str, dict] = LRUCache(4)  # run id -> COMPLETED output (a few)
 
     # ---- ownership ----------------------------------------------------------
 
@@ -115,9 +115,11 @@ class Renders:
 
     # ---- status -------------------------------------------------------------
 
-    async def _progress(self, render_id: str) -> Progress | None:
+    async def progress(self, render_id: str, run_id: str | None = None) -> Progress | None:
+        """The `progress` query of the render's run `run_id` (None: its latest run); None when
+        no worker answers in QUERY_TIMEOUT."""
         try:
-            return await self.client.get_workflow_handle(render_id).query(
+            return await self.client.get_workflow_handle(render_id, run_id=run_id).query(
                 RenderVideo.progress, result_type=Progress, rpc_timeout=QUERY_TIMEOUT)
         except (RPCError, asyncio.TimeoutError, Exception):  # no worker has picked it up yet
             return None
@@ -149,13 +151,12 @@ class Renders:
         """A running render's status: CANCELLED once a cancel was asked through this API,
         else IN_QUEUE or IN_PROGRESS from its stage attribute (visibility.running_state, the
         same rule the dashboard's list and counts use)."""
-        if await asyncio.to_thread(self.cancel_requested, render_id, desc.run_id):
-            return CANCELLED
         state = vis.running_state(desc.typed_search_attributes.get(vis.STAGE_KEY))
         owner = desc.typed_search_attributes.get(OWNER_KEY)
-        if state == IN_QUEUE and await asyncio.to_thread(self.purged, owner, desc.start_time):
-            return CANCELLED
-        return state
+        asked, purged = await asyncio.gather(  # two bucket reads at once, not one after the other
+            asyncio.to_thread(self.cancel_requested, render_id, desc.run_id),
+            asyncio.to_thread(self.purged, owner, desc.start_time) if state == IN_QUEUE else asyncio.sleep(0, False))
+        return CANCELLED if asked or purged else state
 
     async def gpu_started(self, render_id: str) -> bool:
         """Whether the render's first chain has a window on a GPU right now (a render still
@@ -181,8 +182,8 @@ class Renders:
         body: dict = {"id": render_id}
         end = desc.close_time or now
         if status is None:  # running
-            status = await self.running_state(render_id, desc)
-            p = await self._progress(render_id)
+            # the bucket reads and the worker's answer at once: the query is the long wait
+            status, p = await asyncio.gather(self.running_state(render_id, desc), self.progress(render_id))
             if p is not None:
                 body["output"] = progress_output(p)
             body["warnings"] = _merged(said, p.warnings if p is not None else [])
@@ -200,8 +201,6 @@ class Renders:
                 result: RenderResult = await handle.result(follow_runs=False)
                 out = await asyncio.to_thread(outcome.result_output, result, self.settings, self.store)
                 self._outputs[desc.run_id] = out
-                while len(self._outputs) > 4:
-                    self._outputs.popitem(last=False)
             body["output"] = out
             body["warnings"] = _merged(said, out.get("warnings"))
             queued = out.get("queued_s")

@@ -10,7 +10,8 @@ and the API as its own process (`python -m api`). Then:
 
 1. `/run`: `--runs` jobs (a 3 s speech clip + the example portrait at 128x128, as path
    inputs: the API hashes and uploads them) from `--clients` concurrent clients, while the
-   renders queue behind the one worker. Prints p50/p95/p99/max and the rate.
+   renders queue behind the one worker. Prints p50/p95/p99/max, the rate and the API
+   process's CPU per request (all its threads).
 2. `/status`: more jobs until `--visibility` renders exist, then `--status` GETs of random
    ids from 20 clients (mostly queued renders: each answer queries the render's progress).
 3. `/health` (5 calls) and `/purge-queue` with all those renders in visibility.
@@ -62,6 +63,13 @@ def summary(name: str, ms: list[float], wall: float) -> str:
             f"{len(ms) / wall:6.1f} req/s")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process has used: steadier than latency on
+    a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> tuple[int, int]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
@@ -97,9 +105,12 @@ async def bench(args, base: str, api_pid: int, folder: Path) -> None:
     async with httpx.AsyncClient(base_url=f"{base}/v2/bench", headers={"Authorization": f"Bearer {KEY}"},
                                  timeout=300, limits=httpx.Limits(max_connections=args.clients)) as client:
         await run(client, -1)  # warm-up (imports, first connection)
+        cpu = cpu_s(api_pid)
         run_ms, answers, run_wall = await load(client, args.runs, args.clients, run)
+        run_cpu = cpu_s(api_pid) - cpu
         rss_after_runs = rss_kb(api_pid)
         print(summary("/run", run_ms, run_wall), flush=True)
+        print(f"         API process CPU {1000 * run_cpu / args.runs:.1f} ms per request", flush=True)
         print(f"         statuses: {sorted(set(answers))}", flush=True)
         more = max(0, args.visibility - len(ids))
         if more:
@@ -112,8 +123,11 @@ async def bench(args, base: str, api_pid: int, folder: Path) -> None:
             r = await client.get(f"/status/{random.choice(ids)}")
             r.raise_for_status()
             return r.json()["status"]
+        cpu = cpu_s(api_pid)
         status_ms, states, status_wall = await load(client, args.status, 20, status)
+        status_cpu = cpu_s(api_pid) - cpu
         print(summary("/status", status_ms, status_wall), flush=True)
+        print(f"         API process CPU {1000 * status_cpu / args.status:.1f} ms per request", flush=True)
         print(f"         statuses seen: { {s: states.count(s) for s in set(states)} }", flush=True)
         health_ms = []
         for _ in range(5):

@@ -9,6 +9,8 @@
     ├── ModelMissingError     a model file ComfyUI cannot find: .file, .folder, .node_id (non-retryable)
     ├── OutputMismatch        the backend's frames do not fit the window: count, size or type
     │                         (non-retryable: the same inputs give the same output)
+    ├── HttpError             the HTTP API's answer to a request it refuses: .status (4xx) and the
+    │                         message (api/errors.py turns it, and a FieldError, into the response)
     └── TransientError        infrastructure trouble; the same call may work later (retryable)
         ├── BackendUnavailable    renderer/ComfyUI failing, out of memory, dropped socket
         │   ├── ComfyUnreachable      ComfyUI did not answer (refused, reset, timeout, HTTP 5xx)
@@ -75,6 +77,14 @@ class ModelMissingError(ServiceError):
 class OutputMismatch(ServiceError):
     """The backend returned frames that do not fit the window (their count, size or type).
     The same inputs give the same output, so a retry would only repeat it."""
+
+
+class HttpError(ServiceError):
+    """A request the HTTP API refuses: the HTTP `status` and the message of `{"error": ...}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TransientError(ServiceError):

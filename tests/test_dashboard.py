@@ -1,7 +1,7 @@
-"""The ops dashboard (api/dashboard.py): login and sessions, CSRF on actions, owners and
-admins, the HLS live preview, the fleet page's JSON; then the pages in a real browser
-(Debian's chromium + chromium-driver through Selenium), against the real Temporal and S3
-servers and in-process workers (preview backend)."""
+"""The ops dashboard (api/dashboard/; routes in api/routes/): login and sessions, CSRF on
+actions, owners and admins, the HLS live preview, the fleet page's JSON; then the pages in a
+real browser (Debian's chromium + chromium-driver through Selenium), against the real
+Temporal and S3 servers and in-process workers (preview backend)."""
 
 from __future__ import annotations
 

@@ -32,11 +32,11 @@ import asyncio
 import hashlib
 import math
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from cachetools import LRUCache
 
 from longtalk.audio import block_rms, to_db
 from longtalk.backends.base import ProgressFn, WindowJob
@@ -77,9 +77,8 @@ TEETH = np.array([214.0, 206.0, 192.0], np.float32)
 
 _CASCADE: cv2.CascadeClassifier | None = None
 _CASCADE_LOCK = threading.Lock()  # loading, and detectMultiScale is not documented thread-safe
-_FACE_CACHE: OrderedDict[tuple, tuple["Face", ...]] = OrderedDict()
+_FACE_CACHE: LRUCache[tuple, tuple["Face", ...]] = LRUCache(64)  # (reference hash, shape, people) -> faces
 _FACE_CACHE_LOCK = threading.Lock()
-_FACE_CACHE_SIZE = 64
 
 
 # ----------------------------------------------------------------------------- faces
@@ -172,14 +171,11 @@ def detect_faces(reference: np.ndarray, people: int = 1) -> tuple[Face, ...]:
     with _FACE_CACHE_LOCK:
         hit = _FACE_CACHE.get(key)
         if hit is not None:
-            _FACE_CACHE.move_to_end(key)
             return hit
     gray = cv2.cvtColor(ref, cv2.COLOR_RGB2GRAY)
     faces = tuple(_detect_in(gray, r) for r in _regions(ref.shape[1], people))
     with _FACE_CACHE_LOCK:
         _FACE_CACHE[key] = faces
-        while len(_FACE_CACHE) > _FACE_CACHE_SIZE:
-            _FACE_CACHE.popitem(last=False)
     return faces
 
 

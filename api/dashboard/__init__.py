@@ -1,0 +1,23 @@
+"""The ops dashboard, served by the HTTP API at `/`: renders, one render, the GPU fleet.
+
+    GET  /                  renders, newest first (filter by status, search by id)
+    GET  /renders/{id}      one render: progress, window strip, live HLS preview, video, error
+    GET  /fleet             GPU workers, queue depth, throughput, recent failures
+    GET  /login, POST /login, POST /logout
+    GET  /dashboard/api/... the JSON the pages poll (also with `Authorization: Bearer KEY`)
+
+    sessions.py    who is asking: API keys, session cookies, CSRF tokens, admins (Access)
+    read_model.py  what the JSON says: visibility lists and counts, one render, the fleet
+    media.py       a window's details, thumbnails, the HLS preview's playlist and segments
+    pages.py       the HTML shells and the login form
+
+The routes are in api/routes/session.py (login, logout) and api/routes/dashboard.py.
+"""
+
+from .media import Media
+from .pages import login_page, page, safe_next
+from .read_model import PAGE_SIZE, SEARCH, STATUS_FILTERS, ReadModel
+from .sessions import COOKIE, SESSION_S, Access, Sessions
+
+__all__ = ["COOKIE", "PAGE_SIZE", "SEARCH", "SESSION_S", "STATUS_FILTERS", "Access", "Media", "ReadModel",
+           "Sessions", "login_page", "page", "safe_next"]
