@@ -521,6 +521,8 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     time.sleep(1)
     assert status_sync(api, KEY_A, other, 1000)["status"] in ("IN_QUEUE", "IN_PROGRESS")
     d.find_element(By.ID, "cancel").click()
+    # the button is enabled once the dialog has read the render's state (a click before is lost)
+    wait_for(lambda: d.find_element(By.ID, "confirm-ok").is_enabled(), 20, 0.1, "the cancel button enabled")
     d.find_element(By.ID, "confirm-ok").click()
     wait_for(lambda: d.find_element(By.CSS_SELECTOR, ".head .status").text == "cancelled", 90, 0.3,
              "the render to show cancelled")
