@@ -235,14 +235,24 @@ async def test_policy_execution_timeout_then_retry_reuses_windows(http, media, t
     before = [k for r_, k in backend.calls if r_ == rid]
     assert 0 < len(before) < 17, before  # it timed out mid-render
     del slow_windows[rid]
-    retried = await http.post(f"/retry/{rid}")
-    assert retried.json() == {"id": rid, "status": "IN_QUEUE"}
-    body = (await http.get(f"/status-sync/{rid}?wait=120000")).json()
+    timeouts = 1
+    for _ in range(6):  # the retry keeps the 20 s limit: on a loaded machine it may run out again,
+        # and each retry goes on from the windows stored so far
+        retried = await http.post(f"/retry/{rid}")
+        assert retried.json() == {"id": rid, "status": "IN_QUEUE"}
+        body = (await http.get(f"/status-sync/{rid}?wait=120000")).json()
+        if body["status"] != "TIMED_OUT":
+            break
+        timeouts += 1
+        await asyncio.sleep(3)
     assert body["status"] == "COMPLETED", body
     assert body["output"]["windows"] == 17
-    after = [k for r_, k in backend.calls if r_ == rid][len(before):]
-    assert sorted(set(before) | set(after)) == list(range(17))
+    calls = [k for r_, k in backend.calls if r_ == rid]
+    after = calls[len(before):]
+    assert sorted(set(calls)) == list(range(17))
     assert len(after) < 17 and not set(after) & set(before[:-1])  # stored windows were not rendered again
+    # at most the window on the GPU when each limit ran out is rendered twice
+    assert len(calls) - len(set(calls)) <= timeouts, calls
     health = (await http.get("/health")).json()
     assert health["jobs"]["retried"] >= 1
 
