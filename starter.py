@@ -32,7 +32,6 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from comfy_graphs.config import GraphConfig
 from longtalk.errors import FieldError, InputError
 from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
 from longtalk.inputs.rerender import start_rerender
@@ -56,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--max-frame", type=int, dest="max_frame")
-    p.add_argument("--seed", type=int, help="base seed: window k samples with seed + k (default: LONGTALK_COMFY_SEED)")
+    p.add_argument("--seed", type=int, help="base seed: window k samples with seed + k (default: LONGTALK_DEFAULT_SEED)")
     p.add_argument("--id", dest="render_id", help="render id (default: derived from the job's content)")
     p.add_argument("--backend", help="preview or comfyui (default: LONGTALK_BACKEND)")
     p.add_argument("--no-wait", action="store_true", help="print the render id and return")
@@ -164,19 +163,17 @@ def not_reachable(what: str, address: str) -> str:
 
 
 async def main(argv: list[str] | None = None, client: Client | None = None,
-               settings: Settings | None = None, stdout=sys.stdout, stderr=sys.stderr,
-               graph_config: GraphConfig | None = None) -> int:
+               settings: Settings | None = None, stdout=sys.stdout, stderr=sys.stderr) -> int:
     args = build_parser().parse_args(argv)
-    settings = settings or Settings.from_env()
     # the client is a composition root too: a job without a seed gets the deployment's
-    # LONGTALK_COMFY_SEED, decided here once for every window of the render
-    graph_config = graph_config or GraphConfig.from_env()
+    # LONGTALK_DEFAULT_SEED, decided here once for every window of the render
+    settings = settings or Settings.from_env()
     log = lambda msg: print(msg, file=stderr, flush=True)  # noqa: E731
     if args.rerender or args.windows:
         return await rerender_main(args, client, settings, stdout, stderr, log)
     try:
         job_dict, trusted = job_from_args(args)
-        job = parse_job(job_dict, settings, default_seed=graph_config.sampler.seed, trusted=trusted)
+        job = parse_job(job_dict, settings, trusted=trusted)
         render_id = check_render_id(args.render_id or default_render_id(job_dict))
     except FieldError as exc:
         log(f"error: {exc}")

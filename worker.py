@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 
 from activities.cpu import CpuActivities
 from activities.gpu import GpuActivities
-from comfy_graphs.config import GraphConfig
+from longtalk.comfy.config import GraphConfig
 from longtalk import audio, ffmpeg_bin, metrics
 from longtalk.backends import make_backends
 from longtalk.build import build_id as compute_build_id

@@ -102,13 +102,11 @@ class CpuActivities:
             audio_keys, lengths = [], []
             for track, field in enumerate(audio_fields, start=1):
                 local = files[field][0]
-                chunks = av_io.decode_audio_chunks(local, self._name(req, field), self.settings.max_audio_seconds)
-                count = sum(c.size for c in chunks)
+                wav = work / f"track_{track}.wav"
+                count = audio.write_normalised_wav16(local, wav, self._name(req, field),
+                                                     self.settings.max_audio_seconds)
                 if count < MODEL_SAMPLE_RATE // req.spec.fps:
                     raise InputError(self._name(req, field), f"is shorter than one video frame ({1000 // req.spec.fps} ms)")
-                wav = work / f"track_{track}.wav"
-                av_io.write_wav16(wav, chunks, gain=audio.loudness_gain(chunks))
-                del chunks
                 self.store.put_file(audio_key(req.render_id, track), wav, "audio/wav")
                 audio_keys.append(audio_key(req.render_id, track))
                 lengths.append(count)

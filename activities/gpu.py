@@ -160,12 +160,8 @@ class GpuActivities:
             decoded = av_io.read_frames(local, idx)
             source = np.stack([decoded[i] for i in idx])
             reference = source[0]
-        return WindowJob(
-            render_id=ctx.render_id, index=k, frame_start=w.start, num_frames=params.window,
-            motion_frames=params.motion, fps=params.fps, width=ctx.spec.width, height=ctx.spec.height,
-            reference=reference, tail=tail, audio=audio, source=source, prompt=ctx.spec.prompt,
-            seed=ctx.spec.seed, force_offload=ctx.spec.force_offload, chain_start=(k == chain_first),
-        )
+        return WindowJob(render_id=ctx.render_id, index=k, spec=ctx.spec, frame_start=w.start, reference=reference,
+                         tail=tail, audio=audio, source=source, chain_start=(k == chain_first))
 
     def _size(self, key: str) -> int:
         if key not in self._sizes:

@@ -2,7 +2,7 @@
 
     create_app(settings)   the app; its lifespan connects to Temporal and the object store,
                            registers the search attributes and runs the API's own worker
-                           (webhook deliveries) unless given a client and told otherwise
+                           (webhook deliveries, purges: api_worker) unless told otherwise
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from comfy_graphs.config import GraphConfig
 from longtalk import ffmpeg_bin, temporal_connect
 from longtalk.errors import FieldError
 from longtalk.inputs import rerender
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk.visibility import register_search_attributes
+from workflows.purge import PurgeQueue
 from workflows.webhook import DeliverWebhook
 
 from . import jobs
 from .auth import Keys
 from .dashboard import Dashboard, install as install_dashboard
+from .purge import PurgeActivities
 from .service import (
     CANCELLED, FAILED, IN_PROGRESS, IN_QUEUE, OWNER_KEY, TERMINAL, TIMED_OUT, NotFound, Renders, attributes,
 )
@@ -114,14 +115,21 @@ def _policy(body: dict, settings: Settings) -> tuple[int, int, bool]:
     return ms("executionTimeout", settings.api_execution_timeout_s), ms("ttl", settings.api_ttl_s), low
 
 
+def api_worker(client: Client, settings: Settings, renders: Renders) -> Worker:
+    """The API's own worker: webhook deliveries and purges."""
+    hooks, purges = WebhookActivities(renders), PurgeActivities(renders)
+    return Worker(client, task_queue=settings.api_queue, workflows=[DeliverWebhook, PurgeQueue],
+                  activities=[hooks.await_render, hooks.deliver_webhook, purges.purge_queued],
+                  max_concurrent_activities=200)
+
+
 def create_app(settings: Settings, client: Client | None = None, store: ObjectStore | None = None,
-               run_worker: bool = True, graph_config: GraphConfig | None = None) -> FastAPI:
+               run_worker: bool = True) -> FastAPI:
     keys = Keys.from_settings(settings)
     if not len(keys):
         raise ValueError("no API keys: set LONGTALK_API_KEYS (name:key,...) or LONGTALK_API_KEYS_FILE")
     endpoint_ids = {e.strip() for e in settings.api_endpoint_ids.split(",") if e.strip()}
     ffmpeg_bin.use(settings.ffmpeg)  # the HLS preview's audio segments
-    graph_config = graph_config or GraphConfig.from_env()
     state: dict = {}
     cursors: dict[str, tuple] = {}  # render run -> what /stream sent last
     dashboard = Dashboard(settings, keys, state)
@@ -135,10 +143,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         state["renders"] = renders = Renders(c, settings, s)
         worker_task = None
         if run_worker:
-            acts = WebhookActivities(renders)
-            worker = Worker(c, task_queue=settings.api_queue, workflows=[DeliverWebhook],
-                            activities=[acts.await_render, acts.deliver_webhook],
-                            max_concurrent_activities=200)
+            worker = api_worker(c, settings, renders)
             worker_task = asyncio.create_task(worker.run())
         try:
             yield
@@ -208,7 +213,7 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
             if webhook is not None:
                 await asyncio.to_thread(check_url, webhook, settings)
             render_id, warnings = await jobs.accept(
-                renders.client, {"input": inp}, settings, renders.store, owner, graph_config=graph_config,
+                renders.client, {"input": inp}, settings, renders.store, owner,
                 execution_timeout=timedelta(seconds=execution_s) if execution_s else None,
                 memo={"ttl_s": ttl_s, "execution_timeout_s": execution_s, "low_priority": low,
                       "webhook": webhook is not None})
@@ -353,7 +358,8 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
                  preview.last, owner)
         return {"id": new_id, "status": IN_QUEUE, "version": version, **preview.body()}
 
-    @app.post(base + "/purge-queue", summary="Cancel your renders that no GPU has started on")
+    @app.post(base + "/purge-queue", summary="Cancel your renders that no GPU has started on (answers at once, "
+                                             "the cancels follow)")
     async def purge_queue(endpoint_id: str, request: Request):
         owner = owner_of(request, endpoint_id)
         return {"removed": await state["renders"].purge_queue(owner), "status": "completed"}

@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
-from comfy_graphs.config import GraphConfig
 from longtalk.inputs import parse_job, submit
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
@@ -27,15 +26,14 @@ def new_render_id() -> str:
 
 
 async def accept(client: Client, job: dict, settings: Settings, store: ObjectStore, owner: str, *,
-                 graph_config: GraphConfig | None = None, execution_timeout: timedelta | None = None,
+                 execution_timeout: timedelta | None = None,
                  memo: dict | None = None) -> tuple[str, list[str]]:
     """Check `job` ({"input": {...}}), stage its inputs and start the render owned by `owner`
     (the API key's name, a search attribute); return the render id and the warnings the
     answer must carry (fields ignored, a picture cropped).
 
     Raises InputError (naming the field) before anything is stored when the job is refused."""
-    seed = (graph_config or GraphConfig.from_env()).sampler.seed
-    parsed = await asyncio.to_thread(parse_job, job, settings, seed)
+    parsed = await asyncio.to_thread(parse_job, job, settings)
     render_id = new_render_id()
     submission = await submit(client, settings, parsed, render_id, settings.backend, store, log=lambda _m: None,
                               execution_timeout=execution_timeout, search_attributes=attributes(owner), memo=memo)

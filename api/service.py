@@ -9,8 +9,9 @@ import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from longtalk import renders
@@ -21,11 +22,18 @@ from longtalk.store import ObjectStore
 from longtalk import visibility as vis
 from longtalk.fleet import read_fleet
 from longtalk.visibility import OWNER, OWNER_KEY, RETRIES_KEY
-from workflows.render import RenderVideo
+from workflows.purge import TIME_FORMAT, PurgeInput, PurgeQueue, purge_workflow_id
+from workflows.render import RenderVideo, chain_workflow_id
 
+from longtalk.progress import WAITING  # noqa: E402
 from longtalk.visibility import IN_PROGRESS, IN_QUEUE, QUEUED_WHERE  # noqa: E402
 
 COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
+PURGE_REQUESTS = "purge-requests/"  # <owner>/<started_before>: one per /purge-queue that removed renders
+
+
+def purge_request_key(owner: str, started_before: str) -> str:
+    return f"{PURGE_REQUESTS}{owner}/{started_before}"
 TERMINAL = (COMPLETED, FAILED, CANCELLED, TIMED_OUT)
 CLOSED = {
     WorkflowExecutionStatus.COMPLETED: COMPLETED,
@@ -35,7 +43,7 @@ CLOSED = {
     WorkflowExecutionStatus.TIMED_OUT: TIMED_OUT,
 }
 QUERY_TIMEOUT = timedelta(seconds=5)
-PURGE_ANSWER_S = 2.5  # /purge-queue answers within this (RunPod's SDK gives it 3 s)
+PURGE_TIMEOUT = timedelta(days=7)  # a PurgeQueue no API worker ran by then is dropped
 
 
 class NotFound(Exception):
@@ -84,7 +92,6 @@ class Renders:
     def __init__(self, client: Client, settings: Settings, store: ObjectStore) -> None:
         self.client, self.settings, self.store = client, settings, store
         self._outputs: OrderedDict[str, dict] = OrderedDict()  # run id -> COMPLETED output (a few)
-        self._purges: set[asyncio.Future] = set()  # cancel requests still being sent
 
     # ---- ownership ----------------------------------------------------------
 
@@ -144,7 +151,21 @@ class Renders:
         same rule the dashboard's list and counts use)."""
         if await asyncio.to_thread(self.cancel_requested, render_id, desc.run_id):
             return CANCELLED
-        return vis.running_state(desc.typed_search_attributes.get(vis.STAGE_KEY))
+        state = vis.running_state(desc.typed_search_attributes.get(vis.STAGE_KEY))
+        owner = desc.typed_search_attributes.get(OWNER_KEY)
+        if state == IN_QUEUE and await asyncio.to_thread(self.purged, owner, desc.start_time):
+            return CANCELLED
+        return state
+
+    async def gpu_started(self, render_id: str) -> bool:
+        """Whether the render's first chain has a window on a GPU right now (a render still
+        "waiting" may have just begun: the GPU's signal takes a moment)."""
+        try:
+            desc = await self.client.get_workflow_handle(chain_workflow_id(render_id, 0)).describe()
+        except RPCError:
+            return False
+        return any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                   for a in desc.raw_description.pending_activities)
 
     async def status_body(self, render_id: str, desc) -> dict:
         """RunPod's /status body for the run `desc` describes.
@@ -243,54 +264,111 @@ class Renders:
     async def _running_ids(self, owner: str | None, where: str = "") -> list[str]:
         return [w.id async for w in self.client.list_workflows(self._query(owner, "Running") + where)]
 
-    async def purge_queue(self, owner: str, answer_within_s: float = PURGE_ANSWER_S) -> int:
-        """Cancel the owner's renders that no GPU has started on, found by their stage in the
-        visibility listing itself; one in stage render with no window done yet is checked on
-        the server first (its first window may be on a GPU right now). Answers with the count
-        after at most `answer_within_s` (RunPod's SDK waits 3 s); cancel requests still being
-        sent then go on in this process (a long queue takes a while on a small server)."""
-        gate = asyncio.Semaphore(32)
+    def queued_query(self, owner: str | None, started_before: str | None = None) -> str:
+        """The owner's running renders in a queued stage (IN_QUEUE; started at or before
+        `started_before`, RFC 3339, if given)."""
+        q = self._query(owner, "Running") + " AND " + QUEUED_WHERE
+        return q + f" AND StartTime <= '{started_before}'" if started_before else q
 
-        async def one(rid: str, run_id: str | None, stage: str | None) -> int:
-            async with gate:
-                try:
-                    await self.client.get_workflow_handle(rid, run_id=run_id).cancel()
-                    return 1
-                except RPCError:
-                    return 0
-
-        listed = [(w.id, w.run_id, w.typed_search_attributes.get(vis.STAGE_KEY))
-                  async for w in self.client.list_workflows(self._query(owner, "Running") + " AND " + QUEUED_WHERE)]
-        sure = sum(1 for _, _, stage in listed if stage in vis.QUEUED_STAGES)
-        work = asyncio.ensure_future(asyncio.gather(*(one(*item) for item in listed)))
-        self._purges.add(work)
-        work.add_done_callback(self._purges.discard)
+    async def cancel_if_queued(self, w) -> int:
+        """Cancel the listed render `w` (a WorkflowExecution) unless a GPU has begun its first
+        window meanwhile (its stage may still say "waiting" for a moment): 1 if a cancel was
+        requested."""
+        if w.typed_search_attributes.get(vis.STAGE_KEY) == WAITING and await self.gpu_started(w.id):
+            return 0
         try:
-            return sum(await asyncio.wait_for(asyncio.shield(work), answer_within_s))
-        except asyncio.TimeoutError:
-            # still sending: renders in a queued stage are cancelled for certain, those in
-            # stage render are counted once checked
-            return sure
+            await self.client.get_workflow_handle(w.id, run_id=w.run_id).cancel()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:  # it ended meanwhile
+                return 0
+            raise  # the server: the purge's activity is retried from its last page
+        return 1
+
+    async def purge_queue(self, owner: str) -> int:
+        """Hand the cancels of the owner's queued renders to Temporal (a PurgeQueue workflow,
+        run by the API's worker: api/purge.py) and answer how many there are (one visibility
+        count), without waiting for them. The purge is recorded first, so a /status of a
+        render it covers reads CANCELLED from this answer on (`purged`)."""
+        started_before = datetime.now(timezone.utc).strftime(TIME_FORMAT)
+        removed = (await self.client.count_workflows(self.queued_query(owner, started_before))).count
+        if removed:
+            await asyncio.to_thread(self.store.put_json, purge_request_key(owner, started_before),
+                                    {"started_before": started_before})
+            inp = PurgeInput(owner=owner, started_before=started_before)
+            await self.client.start_workflow(
+                PurgeQueue.run, inp, id=purge_workflow_id(inp), task_queue=self.settings.api_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, execution_timeout=PURGE_TIMEOUT)
+        return removed
+
+    def purged(self, owner: str | None, started: datetime) -> bool:
+        """Whether a purge of `owner`'s queue covers a render started then (it is cancelled,
+        or will be within moments)."""
+        if owner is None:
+            return False
+        for key in self.store.list(f"{PURGE_REQUESTS}{owner}/"):
+            cutoff = datetime.strptime(key.rsplit("/", 1)[1], TIME_FORMAT).replace(tzinfo=timezone.utc)
+            if started <= cutoff and datetime.now(timezone.utc) - cutoff < PURGE_TIMEOUT:
+                return True
+        return False
+
+    async def _listed(self, query: str) -> list:
+        return [w async for w in self.client.list_workflows(query)]
 
     async def health(self, owner: str | None) -> dict:
-        """Counts from visibility queries alone (stage and windows are search attributes):
-        queued = running renders still in ingest/plan or with no window finished yet;
-        the GPU workers from the fleet registry (Temporal's pollers for workers without one)."""
+        """Counts from visibility queries alone (stage and windows are search attributes), by
+        the rule /status uses: queued = running renders in a queued stage; a render being
+        cancelled (asked through this API, covered by a purge, or in stage cancelled while it
+        records what it kept) counts in neither. The GPU workers from the fleet registry
+        (Temporal's pollers for workers without one)."""
         async def count(q: str) -> int:
             return (await self.client.count_workflows(q)).count
 
-        completed, failed, timed_out, retried, running, queued, fleet = await asyncio.gather(
+        running_q = self._query(owner, "Running")
+        cutoff = await asyncio.to_thread(self._last_purge, owner)
+        completed, failed, timed_out, retried, running, queued, stopping, purged, fleet, asked = await asyncio.gather(
             count(self._query(owner, "Completed")), count(self._query(owner, "Failed")),
             count(self._query(owner, "TimedOut")), count(self._query(owner) + f" AND {vis.RETRIES} > 0"),
-            count(self._query(owner, "Running")), count(self._query(owner, "Running") + " AND " + QUEUED_WHERE),
-            self._fleet())
+            count(running_q), count(self.queued_query(owner)), count(running_q + f" AND {vis.STAGE} = 'cancelled'"),
+            count(self.queued_query(owner, cutoff)) if cutoff else asyncio.sleep(0, 0),
+            self._fleet(), self._cancels_asked(owner))
+        asked_queued, asked_running = asked
         ready, busy, unhealthy = fleet
         return {
-            "jobs": {"completed": completed, "failed": failed + timed_out, "inProgress": running - queued,
-                     "inQueue": queued, "retried": retried},
+            "jobs": {"completed": completed, "failed": failed + timed_out,
+                     "inProgress": max(0, running - queued - stopping - asked_running),
+                     "inQueue": max(0, queued - purged - asked_queued), "retried": retried},
             "workers": {"idle": max(ready - busy, 0), "running": busy, "initializing": 0, "ready": ready,
                         "throttled": 0, "unhealthy": unhealthy},
         }
+
+    def _last_purge(self, owner: str | None) -> str | None:
+        """The latest cutoff of a live purge of `owner`'s queue (TIME_FORMAT), if any."""
+        if owner is None:
+            return None
+        cutoffs = [key.rsplit("/", 1)[1] for key in self.store.list(f"{PURGE_REQUESTS}{owner}/")]
+        return max(cutoffs) if cutoffs else None
+
+    async def _cancels_asked(self, owner: str | None) -> tuple[int, int]:
+        """(queued, in progress) of the still-running renders a cancel was asked for through
+        this API (their workflow has not taken it yet): few, each described."""
+        queued = in_progress = 0
+        for render_id, run_id in await asyncio.to_thread(self.cancels_pending):
+            try:
+                desc = await self.client.get_workflow_handle(render_id, run_id=run_id).describe()
+            except RPCError:
+                continue
+            if desc.close_time is not None or desc.workflow_type != "RenderVideo":
+                continue
+            if owner is not None and desc.typed_search_attributes.get(OWNER_KEY) != owner:
+                continue
+            stage = desc.typed_search_attributes.get(vis.STAGE_KEY)
+            if stage == "cancelled":
+                continue  # counted by stage already
+            if vis.running_state(stage) == IN_QUEUE:
+                queued += 1
+            else:
+                in_progress += 1
+        return queued, in_progress
 
     async def _fleet(self) -> tuple[int, int, int]:
         """(ready, running, unhealthy) GPU workers."""

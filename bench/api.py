@@ -1,7 +1,8 @@
 """HTTP API benchmark: /run latency under load, /status latency with many renders in
-visibility, and the API process's memory.
+visibility, and the API process's memory; with --purge, /purge-queue with long queues.
 
     .venv/bin/python bench/api.py [--runs 500] [--clients 20] [--visibility 1000] [--status 200]
+    .venv/bin/python bench/api.py --purge 1000,5000 [--clients 20]
 
 Starts its own Temporal dev server and S3 server (longtalk.stack, free loopback ports, one
 temporary folder removed at the end), ONE worker process (CPU + GPU roles, preview backend)
@@ -15,6 +16,13 @@ and the API as its own process (`python -m api`). Then:
 3. `/health` (5 calls) and `/purge-queue` with all those renders in visibility.
 4. The API process's RSS now and its peak (VmHWM).
 The stack and its renders are thrown away at the end.
+
+With --purge N,M,...: no worker at first, so every render stays queued. For each N (and once
+more for the first N with the official runpod SDK's Endpoint.purge_queue(), which gives the
+server 3 s): N renders through /run, then `/purge-queue` is timed (the answer), then the time
+until its PurgeQueue workflow has sent every cancel request (from the request), then a CPU
+worker is started and the time until all N are CANCELLED (from its start: each cancelled
+render runs its record_cancelled activity) is printed; the worker is stopped again.
 """
 
 from __future__ import annotations
@@ -123,12 +131,85 @@ async def bench(args, base: str, api_pid: int, folder: Path) -> None:
               f"peak {hwm / 1024:.0f} MB", flush=True)
 
 
+async def bench_purge(args, base: str, settings, folder: Path, worker: Process, env: dict) -> None:
+    from temporalio.client import Client
+
+    from tests.helpers import purges
+
+    audio = cut_audio(ROOT / "examples" / "speech.ogg", folder / "speech.wav", 1.0, 3.0)
+    job = {"input": {"image_path": str(ROOT / "examples" / "portrait.png"), "wav_path": str(audio),
+                     "width": 128, "height": 128}}
+    temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    running = "WorkflowType = 'RenderVideo' AND ExecutionStatus = 'Running'"
+    sizes = [int(n) for n in args.purge.split(",")]
+    rounds = [(sizes[0], "http"), (sizes[0], "sdk")] + [(n, "http") for n in sizes[1:]]
+
+    async def run(client, i):
+        r = await client.post("/run", json=job)
+        r.raise_for_status()
+
+    async with httpx.AsyncClient(base_url=f"{base}/v2/bench", headers={"Authorization": f"Bearer {KEY}"},
+                                 timeout=300, limits=httpx.Limits(max_connections=args.clients)) as client:
+        for n, via in rounds:
+            t = time.perf_counter()
+            await load(client, n, args.clients, run)
+            queued = (await client.get("/health")).json()["jobs"]["inQueue"]
+            print(f"{n} renders queued in {time.perf_counter() - t:.0f} s (/health inQueue {queued})", flush=True)
+            t = time.perf_counter()
+            if via == "sdk":
+                answer, seconds = await asyncio.to_thread(sdk_purge, base)
+                t = time.perf_counter() - seconds
+            else:
+                answer = (await client.post("/purge-queue")).json()
+            answer_ms = 1000 * (time.perf_counter() - t)
+            print(f"/purge-queue ({via}) {answer_ms:.0f} ms: {answer}", flush=True)
+            purge = (await purges(temporal, "bench"))[0]
+            sent = await temporal.get_workflow_handle(purge.id).result()
+            print(f"  all {sent} cancel requests sent {1000 * (time.perf_counter() - t):.0f} ms after the "
+                  f"request (PurgeQueue done)", flush=True)
+            after = worker.log_file.stat().st_size if worker.log_file.exists() else 0
+            t = time.perf_counter()
+            worker.start(extra_env={**env, "LONGTALK_WORKER_ROLES": "cpu"})
+            wait_worker_ready(worker.log_file, worker, timeout=120, after=after)
+            ready = shown = time.perf_counter()
+            while left := (await temporal.count_workflows(running)).count:
+                if time.perf_counter() - shown >= 60:  # a rate, should the run be cut short
+                    shown = time.perf_counter()
+                    print(f"  {left} of {n} still running {shown - ready:.0f} s after the worker started", flush=True)
+                await asyncio.sleep(0.2)
+            cancelled = (await temporal.count_workflows(
+                "WorkflowType = 'RenderVideo' AND ExecutionStatus = 'Canceled'")).count
+            print(f"  all CANCELLED {1000 * (time.perf_counter() - ready):.0f} ms after a CPU worker started "
+                  f"({ready - t:.0f} s to start it; {cancelled} cancelled renders in all)", flush=True)
+            worker.stop()
+
+
+def sdk_purge(base: str) -> tuple[dict, float]:
+    """The official SDK, unchanged, pointed at this API (imported before the clock starts: that
+    takes seconds); a ReadTimeout is what it raises after its 3 s. (answer, seconds)"""
+    import logging
+
+    import requests
+    import runpod
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # importing runpod logs every request
+    runpod.endpoint_url_base, runpod.api_key = f"{base}/v2", KEY
+    endpoint = runpod.Endpoint("bench")
+    t = time.perf_counter()
+    try:
+        answer = endpoint.purge_queue()
+    except requests.exceptions.ReadTimeout as exc:
+        answer = {"ReadTimeout": str(exc)}
+    return answer, time.perf_counter() - t
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--visibility", type=int, default=1000)
     p.add_argument("--status", type=int, default=200)
+    p.add_argument("--purge", help="N,M,...: queue N renders (no worker), time /purge-queue and the cancels")
     args = p.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="longtalk-bench-api-"))
     settings = Settings(
@@ -142,9 +223,10 @@ def main() -> int:
         env = {**settings.to_env(), "LONGTALK_WORKER_ROLES": "cpu,gpu"}
         worker = Process(Service("worker", [sys.executable, str(ROOT / "worker.py")], None, cwd=ROOT),
                          folder / "run", folder / "logs")
-        worker.start(extra_env=env)
         procs.append(worker)
-        wait_worker_ready(folder / "logs" / "worker.log", worker, timeout=120)
+        if not args.purge:
+            worker.start(extra_env=env)
+            wait_worker_ready(folder / "logs" / "worker.log", worker, timeout=120)
         api = Process(Service("api", [sys.executable, "-m", "api"], split_host_port(settings.api_address), cwd=ROOT),
                       folder / "run", folder / "logs")
         api.start(extra_env=env)
@@ -152,6 +234,10 @@ def main() -> int:
         api.wait_ready(60)
         while not port_open(*split_host_port(settings.api_address)):
             time.sleep(0.2)
+        if args.purge:
+            print(f"no worker, API pid {api.pid()} on {settings.api_address}; {os.cpu_count()} CPUs", flush=True)
+            asyncio.run(bench_purge(args, f"http://{settings.api_address}", settings, folder, worker, env))
+            return 0
         print(f"one worker (preview), API pid {api.pid()} on {settings.api_address}; "
               f"{os.cpu_count()} CPUs", flush=True)
         asyncio.run(bench(args, f"http://{settings.api_address}", api.pid(), folder))

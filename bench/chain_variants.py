@@ -36,7 +36,7 @@ class RenderChainNoWait:
                 RenderWindowInput(context=inp.context, index=k, chain_first=inp.chain.first),
                 result_type=RenderWindowResult, task_queue=inp.gpu_queue,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(seconds=getattr(inp, "heartbeat_timeout_s", 60)),
+                heartbeat_timeout=timedelta(seconds=inp.timeouts.heartbeat_s),
                 retry_policy=GPU_RETRY,
             )
             ran += 1

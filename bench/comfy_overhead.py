@@ -25,11 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from comfy_graphs.config import GraphConfig  # noqa: E402
 from longtalk import av_io  # noqa: E402
 from longtalk.backends import comfyui as comfy_backend  # noqa: E402
 from longtalk.backends.base import WindowJob  # noqa: E402
-from longtalk.comfy import ComfyClient  # noqa: E402
+from longtalk.comfy.client import ComfyClient  # noqa: E402
+from longtalk.comfy.config import GraphConfig  # noqa: E402
+from longtalk.spec import RenderSpec  # noqa: E402
 from tests.comfy_standin.server import start_standin  # noqa: E402
 
 
@@ -64,10 +65,10 @@ async def main(windows: int, size: int) -> None:
         backend = comfy_backend.ComfyUIBackend(client, GraphConfig())
         rid = f"bench-{uuid.uuid4().hex[:6]}"
         tail = np.repeat(portrait[None], 9, axis=0)
+        spec = RenderSpec(width=size, height=size, window=81, motion=9, fps=25)
         rows = []
         for k in range(windows):
-            job = WindowJob(render_id=rid, index=k, frame_start=72 * k, num_frames=81, motion_frames=9, fps=25,
-                            width=size, height=size, reference=portrait, tail=tail,
+            job = WindowJob(render_id=rid, index=k, spec=spec, frame_start=72 * k, reference=portrait, tail=tail,
                             audio=[speech[72 * k * 640:(72 * k + 81) * 640]], chain_start=(k == 0))
             timed.spent.clear()
             started = time.perf_counter()

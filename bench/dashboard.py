@@ -39,6 +39,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import httpx  # noqa: E402
 
 from longtalk.backends.preview import PreviewBackend  # noqa: E402
+from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import free_port  # noqa: E402
 from longtalk.store import ObjectStore  # noqa: E402
@@ -144,13 +145,13 @@ async def main() -> int:
 
         from worker import build_workers
 
-        client = await Client.connect(base_settings.temporal_address)
+        client = await Client.connect(base_settings.temporal_address, data_converter=DATA_CONVERTER)
         store = ObjectStore.from_settings(base_settings)
         store.ensure_bucket()
         workers += build_workers(client, dataclasses.replace(base_settings, worker_roles="cpu"), store,
                                 backends={"preview": PacedPreview(1.0)}, identity="bench")
         for i in range(args.workers):  # a client each: the SDK allows one worker per queue and client
-            gpu_client = await Client.connect(base_settings.temporal_address)
+            gpu_client = await Client.connect(base_settings.temporal_address, data_converter=DATA_CONVERTER)
             workers += build_workers(gpu_client, dataclasses.replace(base_settings, worker_roles="gpu"), store,
                                      backends={"preview": PacedPreview(1.0)}, identity=f"gpu{i}")
         tasks += [asyncio.create_task(w.run()) for w in workers]

@@ -301,7 +301,10 @@ def bench_fleet(ctx: dict, gpus: list[int], window_s: float, minutes: float, siz
         async def main() -> None:
             from temporalio.client import Client
 
-            client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+            from longtalk.converter import DATA_CONVERTER
+
+            client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                          data_converter=DATA_CONVERTER)
             for g in gpus:
                 out["runs"].append(await run_one(client, settings, store, tmp, speech, g, window_s, size))
             if mixed:

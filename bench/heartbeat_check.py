@@ -38,6 +38,7 @@ from temporalio.common import RetryPolicy  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 from activities.common import heartbeating  # noqa: E402
+from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import Process, free_port, temporal_service  # noqa: E402
 
@@ -87,7 +88,7 @@ async def main() -> int:
     results = {}
     try:
         server.wait_ready(90)
-        client = await Client.connect(settings.temporal_address)
+        client = await Client.connect(settings.temporal_address, data_converter=DATA_CONVERTER)
         queue = f"hb-{uuid.uuid4().hex[:6]}"
         async with Worker(client, task_queue=queue, workflows=[HeartbeatCheck], activities=[shipped, copy_ctx],
                           activity_executor=ThreadPoolExecutor(max_workers=4),

@@ -32,6 +32,7 @@ from longtalk import audio, av_io  # noqa: E402
 from longtalk.backends.base import WindowJob  # noqa: E402
 from longtalk.backends.preview import render_preview  # noqa: E402
 from longtalk.chains import Cut, blend_frames, chain_count, dissolve_into, frame_db, plan_cuts  # noqa: E402
+from longtalk.spec import RenderSpec  # noqa: E402
 from longtalk.windows import WindowParams, total_frames, window, window_count  # noqa: E402
 
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = av_io.fit_image(av_io.decode_image((ROOT / "examples" / "portrait.png").read_bytes(), "image"),
                           args.size, args.size)
     padded = np.concatenate([samples, np.zeros(params.window * spf, np.float32)])
+    spec = RenderSpec(width=args.size, height=args.size, window=params.window, motion=params.motion, fps=params.fps)
 
     diffs = np.zeros(total)  # diffs[t] = MAD(frame t-1, frame t)
     last = None
@@ -76,10 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(n):
         w = window(k, total, params)
         tail = np.repeat(ref[None], m, axis=0) if k in firsts else prev_out[-m:]
-        job = WindowJob(render_id="joins", index=k, frame_start=w.start, num_frames=params.window, motion_frames=m,
-                        fps=params.fps, width=args.size, height=args.size, reference=ref, tail=tail,
-                        audio=[padded[w.audio_start: w.audio_start + w.audio_samples]], chain_start=k in firsts,
-                        seed=2)
+        job = WindowJob(render_id="joins", index=k, spec=spec, frame_start=w.start, reference=ref, tail=tail,
+                        audio=[padded[w.audio_start: w.audio_start + w.audio_samples]], chain_start=k in firsts)
         out = render_preview(job)
         kept = out[w.keep_offset: w.keep_offset + w.kept]
         if k in firsts and k > 0:

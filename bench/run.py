@@ -1,7 +1,7 @@
 """Benchmarks of the pipeline's CPU side, against real servers (no GPU needed).
 
     python bench/run.py [stitch|overhead|ingest|all] [--minutes 1,10,60] [--windows 200]
-                        [--content grain|preview]
+                        [--content grain|preview] [--ingest-minutes 60]
     python bench/run.py fleet [--gpus 1,2,4,8] [--window-seconds 3] [--minutes 10] [--mixed
                               [--mixed-gpus 4] [--mixed-minutes 60]]
 
@@ -17,8 +17,11 @@
             workers from worker.build_workers with a renderer that returns at once, a job of
             exactly --windows windows submitted through starter.main; the numbers come from
             the workflow histories (parent + every continue-as-new run of the chain).
-3. ingest   ingest + plan for a 60-minute speech track (Ogg/Opus and 44.1 kHz WAV), each in
-            a fresh subprocess, with peak RSS.
+3. ingest   ingest + plan for speech tracks of --ingest-minutes (default 60; e.g. 1,60,239),
+            Ogg/Opus and 44.1 kHz WAV, each in a fresh subprocess, with peak RSS (and the RSS
+            of librosa's lazy imports, which every worker loads at start) and the SHA-256 of
+            the normalised WAV ingest stores (equal before and after a change that must not
+            alter it).
 
 4. fleet    one long render on G timed-backend "GPU" workers (bench/fleet.py): wall time,
             speedup against G=1, GPU busy fraction, smoothness of chain joins; --mixed
@@ -56,6 +59,7 @@ for _p in (ROOT, ROOT / "bench"):  # the project, and bench/chain_variants.py
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import Process, free_port, s3_service, temporal_service  # noqa: E402
 from longtalk.store import ObjectStore  # noqa: E402
@@ -68,6 +72,9 @@ SPF = 16_000 // FPS  # 16 kHz samples per video frame
 GRAIN_SIGMA = 3.5  # Gaussian noise added to preview frames for a model-like bitrate (~2 Mbit/s)
 HEARTBEAT_TIMEOUT_S = 60.0  # what workflows/render.py gives ingest, stitch and publish
 RESULT_MARK = "BENCH_CHILD_RESULT "
+# Issue 18: ingest's peak under 300 MB where the process held 147 MB before it, whatever the
+# length; measured above the worker's resting RSS (imports and librosa loaded, as at start).
+INGEST_OWN_RSS_MB = 150
 MB = 1024 * 1024
 
 
@@ -275,19 +282,28 @@ def child_main(spec: dict) -> dict:
     from activities.cpu import CpuActivities
     from longtalk import av_io
     from longtalk.payloads import (
-        IngestResult, PlanInput, PublishInput, RenderRequest, StitchInput, output_key,
+        IngestResult, PlanInput, PublishInput, RenderRequest, RenderSpec, StitchInput, output_key,
     )
 
     settings = Settings(s3_endpoint=spec["s3_endpoint"], bucket=spec["bucket"])
     store = ObjectStore.from_settings(settings)
     cpu = CpuActivities(store, settings)
-    req = RenderRequest(**spec["request"])
+    raw = dict(spec["request"])
+    req = RenderRequest(spec=RenderSpec(**raw.pop("spec")), **raw)
     store.size("warm-up/none")  # open the connection pool before the baseline
     inst = instrument_pipeline(store)
     out: dict = {"baseline": {"self_maxrss_mb": round(maxrss_mb(resource.RUSAGE_SELF), 1),
                               "children_maxrss_mb": round(maxrss_mb(resource.RUSAGE_CHILDREN), 1),
                               "self_rss_mb": round(rss_now_mb(), 1),
                               "self_vmhwm_mb": round(vmhwm_self_mb(), 1)}}
+    if spec["kind"] == "ingest":
+        # librosa's lazy imports (~210 MB: scipy, numba, llvmlite), which every worker loads at
+        # start (worker.py: audio.warm_up) and ingest's loudness measure would otherwise load
+        from longtalk import audio
+
+        audio.warm_up()
+        out["warm"] = {"self_maxrss_mb": round(maxrss_mb(resource.RUSAGE_SELF), 1),
+                       "self_rss_mb": round(rss_now_mb(), 1)}
     inst.start()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
 
@@ -308,7 +324,7 @@ def child_main(spec: dict) -> dict:
                                metadata={"frames": str(total)})
                 out["ingest_audio_s"] = round(time.perf_counter() - started, 3)
         stitched, stitch_s, stitch_hb = run_activity(
-            cpu.stitch, StitchInput(render_id=req.render_id, windows=n, total_frames=total, fps=FPS), inst=inst)
+            cpu.stitch, StitchInput(render_id=req.render_id, windows=n, total_frames=total, spec=req.spec), inst=inst)
         after_stitch = {"self_maxrss_mb": round(maxrss_mb(resource.RUSAGE_SELF), 1),
                         "children_maxrss_mb": round(maxrss_mb(resource.RUSAGE_CHILDREN), 1)}
         result, publish_s, publish_hb = run_activity(
@@ -342,6 +358,7 @@ def child_main(spec: dict) -> dict:
         out["video_bytes"] = store.size(stitched.video_key)
     else:
         out["normalised_wav_bytes"] = store.size(ingest.audio_keys[0])
+        out["normalised_wav_sha256"] = stored_sha256(store, ingest.audio_keys[0])  # after the measured part
 
     if spec["kind"] == "stitch":  # verification, after the measured part
         with tempfile.TemporaryDirectory(prefix="bench-verify-", dir=spec["tmp"]) as tmp:
@@ -353,6 +370,17 @@ def child_main(spec: dict) -> dict:
                              "audio_duration_s": round(info["audio"]["duration_s"], 3) if info["audio"] else None,
                              "format_duration_s": round(info["format_duration_s"], 3)}
     return out
+
+
+def stored_sha256(store, key: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="bench-sha-") as tmp:
+        with open(store.download(key, Path(tmp) / "object"), "rb") as f:
+            while block := f.read(MB):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 # Linux carries a parent's memory high-water mark into a forked (or vforked) child: at exec
@@ -438,11 +466,12 @@ class Media:
         from longtalk import av_io
         from longtalk.backends.base import WindowJob
         from longtalk.backends.preview import render_preview
+        from longtalk.spec import RenderSpec
 
         ref = av_io.fit_image(av_io.decode_image((EXAMPLES / "portrait.png").read_bytes(), "image"), SIZE, SIZE)
         audio = av_io.decode_audio_16k(EXAMPLES / "speech.ogg", "audio")
-        common = dict(render_id="bench", num_frames=WINDOW, motion_frames=MOTION, fps=FPS, width=SIZE,
-                      height=SIZE, reference=ref)
+        common = dict(render_id="bench", spec=RenderSpec(width=SIZE, height=SIZE, window=WINDOW, motion=MOTION, fps=FPS),
+                      reference=ref)
         f0 = render_preview(WindowJob(index=0, frame_start=0, tail=np.repeat(ref[None], MOTION, axis=0),
                                       audio=[audio[: WINDOW * SPF]], chain_start=True, **common))
         f1 = render_preview(WindowJob(index=1, frame_start=STRIDE, tail=f0[-MOTION:],
@@ -511,8 +540,8 @@ def bench_stitch(ctx: dict, minutes: float, content: str, audio_at_ingest: bool 
     log(f"  setup {setup_s:.1f}s ({clip_bytes / MB:.1f} MB of clips); running stitch + publish in a subprocess")
 
     request = {"render_id": render_id, "inputs": {"audio": audio_obj, "image": "unused"},
-               "input_names": {"audio": "wav_path", "image": "image_path"}, "width": SIZE,
-               "height": SIZE, "fps": FPS, "window": WINDOW, "motion": MOTION}
+               "input_names": {"audio": "wav_path", "image": "image_path"},
+               "spec": {"width": SIZE, "height": SIZE, "fps": FPS, "window": WINDOW, "motion": MOTION}}
     spec = {"kind": "stitch", "s3_endpoint": settings.s3_endpoint, "bucket": settings.bucket,
             "request": request, "total_frames": total, "windows": n, "tmp": str(ctx["tmp"]),
             "audio_at_ingest": audio_at_ingest}
@@ -681,7 +710,8 @@ async def _overhead(ctx: dict, n_windows: int, temporal: Process, variant: str =
     render_id = f"bench-overhead-{uuid.uuid4().hex[:8]}"
     ws = dataclasses.replace(settings, render_queue=f"render-{uuid.uuid4().hex[:6]}",
                              gpu_queue=f"gpu-{uuid.uuid4().hex[:6]}")
-    client = await Client.connect(ws.temporal_address, namespace=ws.temporal_namespace)
+    client = await Client.connect(ws.temporal_address, namespace=ws.temporal_namespace,
+                                  data_converter=DATA_CONVERTER)
     backend = InstantBackend(size, size)
     if variant == "shipped":
         workers = build_workers(client, ws, store, backends={"preview": backend}, identity="bench")
@@ -842,9 +872,11 @@ def bench_ingest(ctx: dict, minutes: float) -> list[dict]:
         staged = stage_inputs(job, store, render_id, settings)
         stage_s = time.monotonic() - t0
         request = {"render_id": render_id, "inputs": {f: s.object_key for f, s in staged.items()},
-                   "input_names": {f: s.source_key for f, s in staged.items()}, "input_type": job.input_type,
-                   "person_count": job.person_count, "width": job.width, "height": job.height,
-                   "max_frame": job.max_frame, "window": WINDOW, "motion": MOTION, "fps": FPS}
+                   "input_names": {f: s.source_key for f, s in staged.items()},
+                   "spec": dataclasses.asdict(dataclasses.replace(job.spec, window=WINDOW, motion=MOTION, fps=FPS)),
+                   # as the workflow asks of every new render: the output's AAC is encode_audio's,
+                   # beside the windows, not ingest's
+                   "final_audio_beside": True}
         log(f"ingest {minutes:g} min {label}: {path.stat().st_size / MB:.1f} MB (staged in {stage_s:.1f}s); "
             f"ingest + plan in a subprocess")
         try:
@@ -853,9 +885,9 @@ def bench_ingest(ctx: dict, minutes: float) -> list[dict]:
         finally:
             remove_render(ctx["s3_root"], settings.bucket, render_id)
         res = {"minutes": minutes, "input": label, "input_mb": round(path.stat().st_size / MB, 1),
-               "stage_s": round(stage_s, 2), **child}
+               "stage_s": round(stage_s, 2), "ingest_s_per_min": round(child["ingest_s"] / minutes, 3), **child}
         log(f"  ingest {child['ingest_s']:.2f}s plan {child['plan_s']:.3f}s peak self "
-            f"{child['peak']['self_maxrss_mb']} MB")
+            f"{child['peak']['self_maxrss_mb']} MB (librosa loaded: {child['warm']['self_maxrss_mb']} MB)")
         out.append(res)
     return out
 
@@ -955,16 +987,20 @@ def report(results: dict) -> str:
         out.append(table(["measure", "value"], rows, right=False))
     if "ingest" in results:
         out.append("")
-        out.append(f"== 3. ingest + plan, {results['ingest'][0]['minutes']:g}-minute speech track; each input in a fresh subprocess ==")
-        rows = [[f"{r['minutes']:g} min", r["input"], r["input_mb"], r["stage_s"], r["ingest_s"], r["plan_s"],
-                 r["windows"], r["baseline"]["self_maxrss_mb"], r["after_ingest"]["self_maxrss_mb"],
+        lengths = ", ".join(dict.fromkeys(f"{r['minutes']:g}" for r in results["ingest"]))
+        out.append(f"== 3. ingest + plan, {lengths}-minute speech tracks; each input in a fresh subprocess ==")
+        rows = [[f"{r['minutes']:g} min", r["input"], r["input_mb"], r["stage_s"], r["ingest_s"],
+                 r["ingest_s_per_min"], r["plan_s"], r["windows"], r["baseline"]["self_maxrss_mb"],
+                 r["warm"]["self_maxrss_mb"], r["after_ingest"]["self_maxrss_mb"],
                  r["peak"]["self_maxrss_mb"], r["peak"]["self_vmhwm_mb"],
-                 f"{r['ingest_heartbeats']['heartbeats']} / {r['ingest_heartbeats']['max_heartbeat_gap_s']}s"]
+                 f"{r['ingest_heartbeats']['heartbeats']} / {r['ingest_heartbeats']['max_heartbeat_gap_s']}s",
+                 r["normalised_wav_sha256"][:12]]
                 for r in results["ingest"]]
-        out.append(table(["length", "input", "MB", "stage s", "ingest s", "plan s", "windows", "maxrss base",
-                          "maxrss after ingest", "maxrss peak", "VmHWM peak", "heartbeats / max gap"], rows))
+        out.append(table(["length", "input", "MB", "stage s", "ingest s", "s/min", "plan s", "windows",
+                          "maxrss base", "maxrss librosa", "maxrss after ingest", "maxrss peak", "VmHWM peak",
+                          "heartbeats / max gap", "WAV sha256"], rows))
         for r in results["ingest"]:
-            out.append(f"  {r['input']}, where the time went (MB in parentheses):")
+            out.append(f"  {r['minutes']:g} min {r['input']}, where the time went (MB in parentheses):")
             out += phase_lines(r["phases"], "    ")
     return "\n".join(out)
 
@@ -984,6 +1020,10 @@ def targets(results: dict) -> list[str]:
         if r["variant"] == "shipped" and r["overhead_per_window_ms"] >= 100:
             notes.append(f"orchestration overhead per window {r['overhead_per_window_ms']} ms >= 100 ms")
     for r in results.get("ingest", []):
+        own = r["peak"]["self_maxrss_mb"] - r["warm"]["self_maxrss_mb"]
+        if own > INGEST_OWN_RSS_MB:
+            notes.append(f"ingest {r['minutes']:g} min {r['input']}: {own:.0f} MB above the worker's resting RSS "
+                         f"(> {INGEST_OWN_RSS_MB} MB)")
         if r["ingest_heartbeats"]["max_heartbeat_gap_s"] > HEARTBEAT_TIMEOUT_S:
             notes.append(f"ingest {r['input']}: {r['ingest_heartbeats']['max_heartbeat_gap_s']}s without a heartbeat")
     return notes
@@ -1015,7 +1055,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixed-minutes", type=float, default=60.0,
                    help="fleet --mixed: the long render's length in minutes (default 60)")
     p.add_argument("--windows", type=int, default=200, help="windows for the overhead run (default 200)")
-    p.add_argument("--ingest-minutes", type=float, default=60.0, help="audio length for ingest (default 60)")
+    p.add_argument("--ingest-minutes", default="60", help="audio lengths for ingest in minutes (default 60; e.g. 1,60,239)")
     p.add_argument("--content", default="grain", choices=["grain", "preview"],
                    help="stitch clip content: preview frames + noise (model-like bitrate, default) "
                         "or clean preview frames (very low bitrate)")
@@ -1056,7 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
             results["overhead"] = bench_overhead(ctx, args.windows,
                                                  [v for v in args.overhead_variants.split(",") if v])
         if "ingest" in what:
-            results["ingest"] = bench_ingest(ctx, args.ingest_minutes)
+            results["ingest"] = [r for m in args.ingest_minutes.split(",") if m.strip()
+                                 for r in bench_ingest(ctx, float(m))]
         if "fleet" in what:
             from fleet import bench_fleet
 

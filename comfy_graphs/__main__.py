@@ -16,8 +16,10 @@
         write them and stop). Exit 0: all good; 1: problems (one FAIL line each); 2: usage
         or ComfyUI unreachable.
 
-Model files and sampler settings come from LONGTALK_COMFY_* (see comfy_graphs/config.py),
-window size, motion frames and fps from LONGTALK_WINDOW / _MOTION / _FPS.
+Model files and sampler settings come from LONGTALK_COMFY_* (see longtalk/comfy/config.py),
+window size, motion frames, fps and a job's default seed from LONGTALK_WINDOW / _MOTION / _FPS /
+_DEFAULT_SEED; both are read once, here. The graphs themselves are the JSON files beside
+this one; the code that binds and checks them is longtalk.comfy.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import sys
 from pathlib import Path
 
 from longtalk import ffmpeg_bin
+from longtalk.comfy.binder import (POINT_DOCS, WindowValues, check_templates, load_template, optional_points,
+                                   required_points, template_path, upload_plan)
+from longtalk.comfy.config import GraphConfig
+from longtalk.comfy.modes import MODES, parse_modes
 from longtalk.errors import ServiceError
 from longtalk.settings import Settings
 from longtalk.windows import WindowParams, total_frames, window_count
-
-from .binder import (MODES, POINT_DOCS, WindowValues, check_templates, load_template,
-                     mode_for, optional_points, required_points, template_path, upload_plan)
-from .config import GraphConfig
 
 PLACEHOLDER_ID = "render-id"
 SHOWN_NODES = 10  # slowest nodes listed per smoke window
@@ -68,26 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        if args.command == "show":
-            return _show(args)
         if args.command == "list":
             return _list()
+        # the entry point: the only place these commands read their environment
+        settings, config = Settings.from_env(), GraphConfig.from_env()
+        if args.command == "show":
+            return _show(args, settings, config)
         if args.command == "doctor":
-            return asyncio.run(_doctor(args))
-        return _check(args.dir)
+            return asyncio.run(_doctor(args, settings, config))
+        return _check(args.dir, config)
     except (ServiceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _show(args) -> int:
+def _show(args, settings: Settings, config: GraphConfig) -> int:
     from longtalk.inputs import load_job_file, parse_job
 
-    settings = Settings.from_env()
     ffmpeg_bin.use(settings.ffmpeg)  # decodes a local audio track to count its windows
-    config = GraphConfig.from_env()
-    job = parse_job(load_job_file(args.job), settings, default_seed=config.sampler.seed)
-    mode = mode_for(job.input_type, job.person_count)
+    job = parse_job(load_job_file(args.job), settings)
     params = job.spec.window_params
     k = args.window
     if k < 0:
@@ -98,28 +99,22 @@ def _show(args) -> int:
                          f"(W={params.window}, M={params.motion})")
     sampler = config.sampler
     if args.uploads:
-        plan = upload_plan(args.render_id, k, mode, params.motion, speaker_masks=sampler.speaker_masks)
+        plan = upload_plan(args.render_id, k, job.spec, speaker_masks=sampler.speaker_masks)
         print(json.dumps(plan, indent=2))
         return 0
-    values = WindowValues.for_window(
-        args.render_id, k, mode, width=job.width, height=job.height, prompt=job.prompt,
-        num_frames=params.window, motion=params.motion, fps=params.fps,
-        force_offload=job.force_offload, speaker_masks=sampler.speaker_masks, seed=job.spec.seed_for(k))
-    template = load_template(mode, args.graphs if args.graphs is not None else config.graphs_dir)
+    values = WindowValues.for_window(args.render_id, k, job.spec, speaker_masks=sampler.speaker_masks)
+    template = load_template(values.mode, args.graphs if args.graphs is not None else config.graphs_dir)
     prompt = template.bind(values, config.models, sampler)
     print(json.dumps(prompt, indent=2, ensure_ascii=False))
     return 0
 
 
-async def _doctor(args) -> int:
-    from longtalk.comfy import ComfyClient
+async def _doctor(args, settings: Settings, config: GraphConfig) -> int:
+    from longtalk.comfy.client import ComfyClient
+    from longtalk.comfy.doctor import check_server
 
-    from .binder import parse_modes
-    from .doctor import check_server
     from .smoke import run_smoke
 
-    settings = Settings.from_env()
-    config = GraphConfig.from_env()
     modes = parse_modes(args.modes) if args.modes is not None else config.modes
     if args.tiny_weights is not None:
         from .tiny_weights import write_tiny_weights
@@ -181,8 +176,8 @@ def _list() -> int:
     return 0
 
 
-def _check(directory: Path | None) -> int:
-    override = directory if directory is not None else GraphConfig.from_env().graphs_dir
+def _check(directory: Path | None, config: GraphConfig) -> int:
+    override = directory if directory is not None else config.graphs_dir
     if directory is not None and not directory.is_dir():
         raise ValueError(f"{directory} is not a folder")
     bad = 0

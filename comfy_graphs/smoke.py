@@ -30,13 +30,13 @@ import numpy as np
 from longtalk import av_io
 from longtalk.backends.base import WindowJob
 from longtalk.backends.comfyui import ComfyUIBackend, prompt_id_for
+from longtalk.comfy.binder import output_node_id
 from longtalk.comfy.client import ComfyClient
+from longtalk.comfy.config import GraphConfig
+from longtalk.comfy.modes import MODES, mode_for, spec_for
 from longtalk.errors import ServiceError
-from longtalk.spec import DEFAULT_SEED
-from longtalk.windows import MODEL_SAMPLE_RATE, WindowParams
-
-from .binder import MODES, output_node_id
-from .config import GraphConfig
+from longtalk.spec import RenderSpec
+from longtalk.windows import MODEL_SAMPLE_RATE
 
 SMOKE_WINDOW, SMOKE_MOTION, SMOKE_FPS, SMOKE_STEPS = 17, 9, 25, 2
 SINGLE_SIZE, MULTI_SIZE = (64, 64), (128, 64)  # (width, height)
@@ -115,7 +115,6 @@ async def run_smoke(client: ComfyClient, config: GraphConfig, modes: Iterable[st
                     on_window: Callable[[SmokeWindow], None] | None = None) -> list[SmokeWindow]:
     """Windows 0..windows-1 of each mode; a mode stops at its first failed window.
     `on_window` hears each window as soon as it is done (a CPU window takes minutes)."""
-    params = WindowParams(SMOKE_WINDOW, SMOKE_MOTION, SMOKE_FPS)
     backend = ComfyUIBackend(client, tiny_config(config, steps), prompt_timeout_s=timeout_s)
     results: list[SmokeWindow] = []
     for mode in modes:
@@ -124,7 +123,7 @@ async def run_smoke(client: ComfyClient, config: GraphConfig, modes: Iterable[st
         render_id = f"doctor-{mode.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
         previous: np.ndarray | None = None
         for k in range(windows):
-            result = await _smoke_window(backend, client, mode, render_id, k, params, previous)
+            result = await _smoke_window(backend, client, smoke_spec(mode), render_id, k, previous)
             results.append(result)
             if on_window is not None:
                 on_window(result)
@@ -134,21 +133,27 @@ async def run_smoke(client: ComfyClient, config: GraphConfig, modes: Iterable[st
     return results
 
 
-async def _smoke_window(backend: ComfyUIBackend, client: ComfyClient, mode: str, render_id: str, k: int,
-                        params: WindowParams, previous: np.ndarray | None) -> SmokeWindow:
-    multi, v2v = mode.endswith("_multi"), mode.startswith("v2v")
-    width, height = MULTI_SIZE if multi else SINGLE_SIZE
+def smoke_spec(mode: str) -> RenderSpec:
+    """A render of `mode` with the smallest window, size and motion the graphs accept."""
+    width, height = MULTI_SIZE if mode.endswith("_multi") else SINGLE_SIZE
+    return spec_for(mode, width=width, height=height, window=SMOKE_WINDOW, motion=SMOKE_MOTION, fps=SMOKE_FPS,
+                    prompt="a person talking")
+
+
+async def _smoke_window(backend: ComfyUIBackend, client: ComfyClient, spec: RenderSpec, render_id: str, k: int,
+                        previous: np.ndarray | None) -> SmokeWindow:
+    mode, params, multi = mode_for(spec), spec.window_params, spec.multi
+    width, height = spec.width, spec.height
     reference = smoke_reference(width, height, 2 if multi else 1)
     samples = params.window * MODEL_SAMPLE_RATE // params.fps
     audio = [smoke_audio(samples, s) for s in range(2 if multi else 1)]
     source = None
-    if v2v:  # the reference drifting sideways, one pixel a frame
+    if spec.input_type == "video":  # the reference drifting sideways, one pixel a frame
         source = np.stack([np.roll(reference, f + k * params.stride, axis=1) for f in range(params.window)])
     tail = np.repeat(reference[None], params.motion, axis=0) if previous is None else previous[-params.motion:]
-    job = WindowJob(render_id=render_id, index=k, frame_start=k * params.stride, num_frames=params.window,
-                    motion_frames=params.motion, fps=params.fps, width=width, height=height,
+    job = WindowJob(render_id=render_id, index=k, spec=spec, frame_start=k * params.stride,
                     reference=source[0] if source is not None else reference, tail=tail, audio=audio,
-                    source=source, prompt="a person talking", seed=DEFAULT_SEED, chain_start=previous is None)
+                    source=source, chain_start=previous is None)
     result = SmokeWindow(mode, k)
     timer = _NodeTimer(prompt_id_for(render_id, k, 0))
     client.on_event = timer.on_event

@@ -54,7 +54,7 @@ from typing import Callable, Collection, Iterator
 
 import numpy as np
 
-from .config import MODEL_FOLDERS, ModelFiles
+from longtalk.comfy.config import MODEL_FOLDERS, ModelFiles
 
 __all__ = [
     "plan_tiny_weights",

@@ -1,7 +1,8 @@
 """Audio analysis, on librosa: RMS energy per frame and its dB scale.
 
 The one place that measures audio; its users are
-- ingest: the loudness of a whole track (`loudness_gain`, over 40 ms blocks, chunk by chunk),
+- ingest: the loudness of a whole track (`loudness_gain`, over 40 ms blocks, chunk by chunk)
+  and the normalised WAV it stores (`write_normalised_wav16`, streamed: flat memory),
 - the preview backend: the mouth opening (RMS per video frame, in dBFS),
 - plan: where the speech pauses (`frame_rms` with overlapping, centred frames).
 
@@ -11,10 +12,13 @@ top_db cut) and back `librosa.db_to_amplitude`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import librosa
 import numpy as np
+
+from . import av_io
 
 SILENCE_DB = -200.0  # what digital silence measures (the floor of to_db)
 _AMIN = 10 ** (SILENCE_DB / 20)
@@ -70,16 +74,53 @@ def from_db(db: np.ndarray | float) -> np.ndarray | float:
     return librosa.db_to_amplitude(db, ref=1.0)
 
 
-def loudness_gain(chunks: list[np.ndarray], target_dbfs: float = -20.0, floor_dbfs: float = -50.0,
+def loudness_gain(chunks: Iterable[np.ndarray], target_dbfs: float = -20.0, floor_dbfs: float = -50.0,
                   block: int = 640) -> float:
-    """The gain that puts the speech (40 ms blocks above a noise floor) at target RMS, no clipping."""
-    rms = block_rms(chunks, block)
+    """The gain that puts the speech (40 ms blocks above a noise floor) at target RMS, no clipping.
+
+    One pass over `chunks` (a list, or a stream that is read once): what it keeps is one RMS
+    per block (4 hours: 360,000 float64, 3 MB) and the running peak, and the level is the
+    mean over that whole array, as over the track in memory, so the gain is the same to the
+    bit however the track arrives."""
+    peak = None
+
+    def measured():
+        nonlocal peak
+        for chunk in chunks:
+            chunk = np.asarray(chunk)
+            if chunk.size:
+                top = float(np.max(np.abs(chunk)))
+                peak = top if peak is None else max(peak, top)
+            yield chunk
+
+    rms = block_rms(measured(), block)
     active = rms[to_db(rms) > floor_dbfs]
     if active.size == 0:
         return 1.0  # silence stays silence
     level = float(np.sqrt(np.mean(active**2)))
-    peak = max(float(np.max(np.abs(c))) for c in chunks if c.size) or 1.0
-    return min(float(from_db(target_dbfs)) / level, 0.99 / peak)
+    return min(float(from_db(target_dbfs)) / level, 0.99 / (peak or 1.0))
+
+
+def write_normalised_wav16(src: Path | str, dest: Path | str, field: str,
+                           max_seconds: float | None = None) -> int:
+    """Ingest's speech track: the first audio stream of `src` (any container) at
+    loudness_gain, as a write_wav16 file at `dest`; returns its sample count.
+
+    The gain needs the whole track before the first sample is written, so the track is
+    decoded once, measured as it comes, and spooled to a raw float32 file beside `dest`
+    (4 bytes a sample: 920 MB for 4 hours, removed at the end); the WAV is written from that
+    file. Memory stays at a few 30-s chunks whatever the length. Decoding twice instead (a
+    pass to measure, a pass to write) took 1.5-1.7x the CPU for an hour of Opus
+    (bench/RESULTS.md, issue 18). Errors are decode_audio_stream's, naming `field`."""
+    spool = Path(dest).with_suffix(".f32")
+    try:
+        with open(spool, "wb") as f:
+            gain = loudness_gain(av_io.spool_f32(av_io.decode_audio_stream(src, field, max_seconds), f))
+        count = spool.stat().st_size // 4
+        av_io.write_wav16(dest, av_io.read_f32(spool), gain)
+    finally:
+        spool.unlink(missing_ok=True)
+    return count
 
 
 def warm_up() -> None:

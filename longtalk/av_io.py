@@ -19,7 +19,7 @@ import tempfile
 import wave
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterable, Iterator
 
 import av
 import cv2
@@ -40,15 +40,18 @@ CLIP_CODEC_OPTIONS = {"preset": "veryfast", "crf": "18", "x264-params": "keyint=
 DECODE_CHUNK_SAMPLES = MODEL_SAMPLE_RATE * 30  # decode_audio_chunks reads ffmpeg's output 30 s at a time
 
 
-def decode_audio_chunks(path: Path | str, field: str, max_seconds: float | None = None) -> list[np.ndarray]:
-    """First audio stream of any container -> float32 mono 16 kHz, in chunks of 30 s (an
-    hour is 230 MB of samples: no full-length copies are made).
+def decode_audio_stream(path: Path | str, field: str, max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """First audio stream of any container -> float32 mono 16 kHz, yielded in chunks of 30 s
+    as ffmpeg decodes it: a pass over the track holds one chunk (ingest's passes over a
+    4-hour track stay at a few MB; the whole track would be 920 MB of samples).
 
     PyAV opens the file and finds the stream; the ffmpeg binary decodes, downmixes and
     resamples it in one pass into a pipe (libswresample, as PyAV's resampler: the same
     samples). Frame by frame in Python the same work took ~6 s per 10 minutes of Opus, before
     the first window could start; ffmpeg takes ~2 s. It stops at the first decode error
-    (-xerror), so a damaged track fails here naming the field."""
+    (-xerror), so a damaged track fails naming the field. The errors come while iterating:
+    the length limit as soon as a chunk passes it (ffmpeg is stopped there), a decode error
+    or an empty track after the last chunk."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -59,7 +62,6 @@ def decode_audio_chunks(path: Path | str, field: str, max_seconds: float | None 
     graph = ffmpeg.input(str(path)).output("pipe:", map="0:a:0", format="f32le", acodec="pcm_f32le", ac=1,
                                           ar=MODEL_SAMPLE_RATE)
     limit = None if max_seconds is None else int(max_seconds * MODEL_SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
     total = 0
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(ffmpeg_command(graph.global_args("-xerror")), stdout=subprocess.PIPE,
@@ -67,12 +69,12 @@ def decode_audio_chunks(path: Path | str, field: str, max_seconds: float | None 
         try:
             while data := proc.stdout.read(DECODE_CHUNK_SAMPLES * 4):
                 chunk = np.nan_to_num(np.frombuffer(data, "<f4"))
-                chunks.append(chunk)
                 total += chunk.size
                 if limit is not None and total > limit:
                     raise InputError(field, f"is longer than the limit of {max_seconds:.0f} seconds")
+                yield chunk
         except BaseException:
-            proc.kill()  # over the limit (or interrupted): stop decoding the rest
+            proc.kill()  # over the limit, interrupted or abandoned: stop decoding the rest
             raise
         finally:
             proc.stdout.close()
@@ -82,7 +84,26 @@ def decode_audio_chunks(path: Path | str, field: str, max_seconds: float | None 
             raise InputError(field, f"cannot be decoded as audio ({_ffmpeg_reason(errors.read(), path)})")
     if total == 0:
         raise InputError(field, "contains no audio samples")
-    return chunks
+
+
+def decode_audio_chunks(path: Path | str, field: str, max_seconds: float | None = None) -> list[np.ndarray]:
+    """decode_audio_stream's chunks, all of them (the whole track in memory: for short tracks)."""
+    return list(decode_audio_stream(path, field, max_seconds))
+
+
+def spool_f32(chunks: Iterable[np.ndarray], file: BinaryIO) -> Iterator[np.ndarray]:
+    """The chunks, passed on as they come, each also appended to `file` as raw float32 (read
+    back by read_f32): one decode serves a pass that measures and a later pass that writes."""
+    for chunk in chunks:
+        file.write(np.ascontiguousarray(chunk, "<f4").data)
+        yield chunk
+
+
+def read_f32(path: Path | str) -> Iterator[np.ndarray]:
+    """A raw float32 file (spool_f32's) in chunks of DECODE_CHUNK_SAMPLES."""
+    with open(path, "rb") as f:
+        while data := f.read(DECODE_CHUNK_SAMPLES * 4):
+            yield np.frombuffer(data, "<f4")
 
 
 def _ffmpeg_reason(stderr: bytes, path: Path | str) -> str:
@@ -102,10 +123,11 @@ def decode_audio_16k(path: Path | str, field: str, max_seconds: float | None = N
     return np.concatenate(decode_audio_chunks(path, field, max_seconds))
 
 
-def write_wav16(dest: Path | str | BinaryIO, samples: np.ndarray | list[np.ndarray], gain: float = 1.0) -> None:
+def write_wav16(dest: Path | str | BinaryIO, samples: np.ndarray | Iterable[np.ndarray], gain: float = 1.0) -> None:
     """16 kHz mono 16-bit PCM WAV with the plain 44-byte header (so byte ranges map to
-    samples), written chunk by chunk to a path or a binary file object."""
-    chunks = samples if isinstance(samples, list) else [samples]
+    samples), written chunk by chunk (an array, or any iterable of arrays: a list, a stream)
+    to a path or a binary file object."""
+    chunks = [samples] if isinstance(samples, np.ndarray) else samples
     with wave.open(dest if hasattr(dest, "write") else str(dest), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -115,7 +137,7 @@ def write_wav16(dest: Path | str | BinaryIO, samples: np.ndarray | list[np.ndarr
             w.writeframes(pcm.round().astype("<i2").tobytes())
 
 
-def wav16_bytes(samples: np.ndarray | list[np.ndarray], gain: float = 1.0) -> bytes:
+def wav16_bytes(samples: np.ndarray | Iterable[np.ndarray], gain: float = 1.0) -> bytes:
     """write_wav16 into memory: the bytes of the WAV file."""
     buf = io.BytesIO()
     write_wav16(buf, samples, gain)

@@ -3,21 +3,20 @@
 Only object keys and small parameters travel here, never media bytes. This module is
 imported by workflow code, so it must stay free of I/O and non-deterministic imports.
 
-Renders run for hours and the service is upgraded under them, so every class here reads the
-payloads of the previous release (de3015c) too: a field added since has a default, and the
-render's parameters, which that release copied field by field (`input_type`, `width`, ...,
-`window`, `motion`, `fps`, `seed`), now travel as one `RenderSpec` in `spec`. The flat fields
-stay as a compatibility layer and nothing reads them: when `spec` is missing (an old payload)
-it is built from them, and they are always written back from `spec`, so a worker still
-running the previous release reads a payload of this one. tests/test_compat.py decodes every
-payload of the stored histories into these classes.
+Renders run for hours and the service is upgraded under them, so every payload of an older
+release must still decode: a field added since has a default. What release de3015c wrote in
+another shape (the render's parameters copied field by field where `spec` now holds one
+`RenderSpec`, the heartbeat timeout where `timeouts` now holds them all) is read, and written
+back for the workers of that release, by the project's data converter
+(`longtalk.converter`), not by these classes. tests/test_compat.py decodes every payload of
+the stored histories with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .spec import RenderSpec  # noqa: F401 - a contract too (it lives in longtalk.spec)
+from .spec import RenderSpec  # a contract too (it lives in longtalk.spec)
 from .windows import WindowParams
 
 
@@ -45,30 +44,12 @@ def output_key(render_id: str) -> str:
     return f"renders/{render_id}/output.mp4"
 
 
-def _carry_spec(obj, legacy: tuple[str, ...], **implied) -> None:
-    """`obj.spec` from the flat fields of an old payload when it has none (`implied`: what
-    such a payload says only indirectly), then the flat fields from `obj.spec`."""
-    if obj.spec is None:
-        given = {name: getattr(obj, name) for name in legacy if getattr(obj, name) is not None}
-        obj.spec = RenderSpec(**{**implied, **given})
-    for name in legacy:
-        setattr(obj, name, getattr(obj.spec, name))
-
-
-def _carry_timeouts(obj) -> None:
-    """`obj.timeouts` from an old payload's heartbeat timeout when it has none, then the
-    heartbeat timeout (all release de3015c reads) from `obj.timeouts`."""
-    if obj.timeouts is None:
-        obj.timeouts = ActivityTimeouts(heartbeat_s=obj.heartbeat_timeout_s)
-    obj.heartbeat_timeout_s = obj.timeouts.heartbeat_s
-
-
 @dataclass(frozen=True)
 class ActivityTimeouts:
     """The activity time limits of one render, in seconds: built from the client's Settings
     (`longtalk.activity_options.timeouts_from_settings`) and carried in the workflow input,
     so the workflow reads no settings. Payloads of release de3015c have none: they get these
-    defaults (with their own heartbeat timeout)."""
+    defaults, with their own heartbeat timeout (longtalk.converter)."""
 
     heartbeat_s: int = 60  # a worker silent this long is presumed dead; its activity retries
     window_s: int = 3600 + 600  # render_window start-to-close: the ComfyUI prompt timeout + margin
@@ -79,30 +60,25 @@ class ActivityTimeouts:
     affinity_s: int = 0
 
 
-REQUEST_LEGACY = ("input_type", "person_count", "prompt", "width", "height", "max_frame", "force_offload",
-                  "network_volume", "window", "motion", "fps", "seed")
-
-
 @dataclass
 class RenderRequest:
     """What the client hands to the RenderVideo workflow (inputs already in the bucket)."""
 
     render_id: str
     inputs: dict[str, str]  # field ("image" | "video" | "audio" | "audio_2") -> object key
+    spec: RenderSpec  # the render's parameters
     input_names: dict[str, str] = field(default_factory=dict)  # field -> job key used (wav_url…)
     # field -> key of the object holding a URL input's URL, which ingest downloads (the URL
     # itself never enters history: it may carry a token); such a field is not in `inputs`
     input_urls: dict[str, str] = field(default_factory=dict)
     # field -> its format as the client sniffed it (MediaFormat.name): passed on, not sniffed again
     input_formats: dict[str, str] = field(default_factory=dict)
-    spec: RenderSpec | None = None  # the render's parameters (None only in a de3015c payload)
     backend: str = "preview"
     windows_per_run: int = 100
     parallel_chains: int = 1
     gpu_queue: str = "gpu"
-    heartbeat_timeout_s: int = 60  # = timeouts.heartbeat_s (release de3015c read only this)
     warnings: list[str] = field(default_factory=list)
-    timeouts: ActivityTimeouts | None = None  # None only in a de3015c payload
+    timeouts: ActivityTimeouts = field(default_factory=ActivityTimeouts)
     # a re-render (a new output version of `base`): windows rerender_first..rerender_last are
     # rendered again, every other window is taken from the base render ("" = a first render)
     base: str = ""
@@ -111,23 +87,6 @@ class RenderRequest:
     # set by the workflow (patch audio-beside-windows-v1), never by a client: ingest leaves the
     # output's AAC to the encode_audio activity, which runs beside the windows
     final_audio_beside: bool = False
-    # release de3015c's flat copies of `spec` (see the module's docstring): never read them
-    input_type: str | None = None
-    person_count: str | None = None
-    prompt: str | None = None
-    width: int | None = None
-    height: int | None = None
-    max_frame: int | None = None
-    force_offload: bool | None = None
-    network_volume: bool | None = None
-    window: int | None = None
-    motion: int | None = None
-    fps: int | None = None
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        _carry_spec(self, REQUEST_LEGACY)
-        _carry_timeouts(self)
 
     @property
     def window_params(self) -> WindowParams:
@@ -193,9 +152,6 @@ class Plan:
     plan_key: str
 
 
-CONTEXT_LEGACY = ("input_type", "width", "height", "prompt", "seed", "force_offload", "window", "motion", "fps")
-
-
 @dataclass
 class RenderContext:
     """Everything every window of one render needs, apart from its index."""
@@ -205,23 +161,9 @@ class RenderContext:
     total_frames: int
     reference_key: str
     audio_keys: list[str]
+    spec: RenderSpec  # the render's parameters
     source_key: str | None = None
     source_frames: int = 0
-    spec: RenderSpec | None = None  # the render's parameters (None only in a de3015c payload)
-    # release de3015c's flat copies of `spec` (see the module's docstring): never read them
-    input_type: str | None = None
-    width: int | None = None
-    height: int | None = None
-    prompt: str | None = None
-    seed: int | None = None
-    force_offload: bool | None = None
-    window: int | None = None
-    motion: int | None = None
-    fps: int | None = None
-
-    def __post_init__(self) -> None:
-        # an old context does not name the person count: one audio track per speaker says it
-        _carry_spec(self, CONTEXT_LEGACY, person_count="multi" if len(self.audio_keys) > 1 else "single")
 
     @property
     def window_params(self) -> WindowParams:
@@ -255,12 +197,8 @@ class ChainInput:
     parent_id: str
     windows_per_run: int = 100
     gpu_queue: str = "gpu"
-    heartbeat_timeout_s: int = 60  # = timeouts.heartbeat_s (release de3015c read only this)
-    timeouts: ActivityTimeouts | None = None  # None only in a de3015c payload
+    timeouts: ActivityTimeouts = field(default_factory=ActivityTimeouts)
     affinity_queue: str = ""  # the worker queue of the window before next_window (continue-as-new)
-
-    def __post_init__(self) -> None:
-        _carry_timeouts(self)
 
 
 @dataclass
@@ -301,11 +239,7 @@ class StitchInput:
     render_id: str
     windows: int
     total_frames: int
-    spec: RenderSpec | None = None  # the render's parameters (None only in a de3015c payload)
-    fps: int | None = None  # release de3015c's flat copy of spec.fps: never read it
-
-    def __post_init__(self) -> None:
-        _carry_spec(self, ("fps",))
+    spec: RenderSpec  # the render's parameters
 
 
 @dataclass

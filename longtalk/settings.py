@@ -12,9 +12,15 @@ from pathlib import Path
 from typing import Mapping
 
 from . import ffmpeg_bin
+from .spec import DEFAULT_SEED, MAX_SEED
 from .windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW, ParamError, validate_params
 
 PREFIX = "LONGTALK_"
+# Variables renamed since a release, old name -> new name: an environment that still sets the
+# old name keeps working (where both are set, the new one wins). See `current_names`.
+RENAMED = {
+    PREFIX + "COMFY_SEED": PREFIX + "DEFAULT_SEED",  # a ComfyUI graph setting until the seed moved into the job
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class Settings:
     window: int = DEFAULT_WINDOW  # W = 4k+1
     motion: int = DEFAULT_MOTION  # M = 4j+1, 0 < M < W
     fps: int = DEFAULT_FPS
+    # the base seed of a job that gives none (window k samples with seed + k): decided where
+    # the job is submitted (starter.py, the HTTP API) and carried in the render's RenderSpec
+    default_seed: int = DEFAULT_SEED
     windows_per_run: int = 100  # continue-as-new after this many windows of one chain
     heartbeat_timeout_s: int = 60  # an activity whose worker is silent this long is retried elsewhere
     comfy_prompt_timeout_s: float = 3600.0  # a ComfyUI prompt running longer is interrupted and retried
@@ -103,7 +112,7 @@ class Settings:
     api_session_secret: str = field(default="", repr=False)  # signs dashboard sessions ("" = random per start)
     api_public_health: bool = False  # /health answers without a key
     api_max_body_bytes: int = 64 * 1024 * 1024  # larger request bodies answer 413
-    api_queue: str = "api"  # task queue of the API's own worker (webhook deliveries)
+    api_queue: str = "api"  # task queue of the API's own worker (webhook deliveries, purges)
     api_execution_timeout_s: int = 0  # default policy.executionTimeout (0 = none)
     api_ttl_s: int = 7 * 24 * 3600  # default policy.ttl: a render is retrievable this long after submission
     api_webhook_secret: str = field(default="", repr=False)  # signs webhook deliveries ("" = webhooks refused)
@@ -115,6 +124,8 @@ class Settings:
             validate_params(self.window, self.motion, self.fps)
         except ParamError as exc:
             raise ValueError(f"{PREFIX}{exc.param.upper()}: {exc}") from None
+        if not 0 <= self.default_seed <= MAX_SEED:
+            raise ValueError(f"{PREFIX}DEFAULT_SEED: must be an integer from 0 to {MAX_SEED}, got {self.default_seed}")
         for name in ("api_max_body_bytes", "api_ttl_s", "api_webhook_retry_s", "api_webhook_backoff_s",
                      "heartbeat_timeout_s", "fleet_heartbeat_s", "comfy_prompt_timeout_s", "activity_schedule_to_close_s",
                      "gpu_shutdown_grace_s", "cpu_shutdown_grace_s", "sticky_schedule_to_start_s"):
@@ -127,8 +138,8 @@ class Settings:
                 raise ValueError(f"{PREFIX}FFMPEG: {exc}") from None
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
-        values = values_from_env(cls, PREFIX, environ)
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        values = values_from_env(cls, PREFIX, current_names(os.environ if environ is None else environ))
         values.update(overrides)
         return cls(**values)
 
@@ -150,6 +161,16 @@ class Settings:
         if self.input_roots.strip() == "*":
             return []
         return [Path(p).resolve() for p in self.input_roots.split(os.pathsep) if p]
+
+
+def current_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables with every old name of RENAMED given under its new name (a new name that
+    is set wins over its old one)."""
+    env = {name: value for name, value in environ.items() if name not in RENAMED}
+    for old, new in RENAMED.items():
+        if old in environ:
+            env.setdefault(new, environ[old])
+    return env
 
 
 def values_from_env(cls, prefix: str, environ: Mapping[str, str] | None = None) -> dict:

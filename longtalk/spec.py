@@ -18,7 +18,7 @@ from .windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW, WindowParams
 DEFAULT_PROMPT = "A person is talking"
 DEFAULT_SIZE = 512
 # The base seed when a job gives none (the old RunPod worker's graphs used 2); a deployment
-# sets its own with LONGTALK_COMFY_SEED, read by the client when it parses the job.
+# sets its own with LONGTALK_DEFAULT_SEED (Settings.default_seed), where the job is parsed.
 DEFAULT_SEED = 2
 # ComfyUI's sampler seed is 0..2**64-1; window k samples with seed + k, so the job's seed is
 # kept below 2**63 and every window's seed stays in range.

@@ -19,9 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
-from comfy_graphs.config import ENV_PREFIX as GRAPH_PREFIX
-
-from .settings import PREFIX, Settings, values_from_env
+from .comfy.config import ENV_PREFIX as GRAPH_PREFIX
+from .settings import PREFIX, Settings, current_names, values_from_env
 
 RECORD = "stack.json"
 DATA_DIR = PREFIX + "DATA_DIR"
@@ -40,7 +39,7 @@ def stack_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """The variables a stack started with `settings` records (the data folder made absolute)."""
     env = settings.to_env()
     env[DATA_DIR] = str(settings.data_dir.resolve())
-    env.update({k: v for k, v in environ.items() if _is_graph_variable(k)})
+    env.update({k: v for k, v in current_names(environ).items() if _is_graph_variable(k)})
     return env
 
 
@@ -101,6 +100,7 @@ def differences(recorded: Mapping[str, str], environ: Mapping[str, str]) -> list
     as the values they convert to (`1` is `true`, `600` is `600.0`); the data folder is where
     the record was found, so it never differs."""
     stack = Settings.from_env(recorded)
+    environ = current_names(environ)  # a variable's old name is compared as the new one
     asked = values_from_env(Settings, PREFIX, environ)  # a malformed value names its variable
     out = []
     for f in fields(Settings):

@@ -1,7 +1,8 @@
 """Connecting to Temporal from settings: plain TCP on a private network, or TLS, with a
 client certificate (mTLS) where the frontend asks for one. Used by every process that
 connects (worker.py, starter.py, the HTTP API), so a GPU machine joining over the network
-needs only LONGTALK_TEMPORAL_* settings."""
+needs only LONGTALK_TEMPORAL_* settings, and every client (with the workers built on it)
+reads and writes payloads with the project's data converter (longtalk.converter)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from .converter import DATA_CONVERTER
 from .errors import ServiceError
 from .settings import PREFIX, Settings
 from .text import first_line
@@ -45,10 +47,12 @@ class TemporalUnreachable(ServiceError):
 
 
 async def connect(settings: Settings) -> Client:
-    """A client for the settings' frontend; TemporalUnreachable when it cannot connect (the
-    SDK's core reports a failed connection as a RuntimeError)."""
+    """A client for the settings' frontend (with the project's data converter);
+    TemporalUnreachable when it cannot connect (the SDK's core reports a failed connection as a
+    RuntimeError)."""
     tls = tls_config(settings)
     try:
-        return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, tls=tls)
+        return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                    tls=tls, data_converter=DATA_CONVERTER)
     except RuntimeError as exc:
         raise TemporalUnreachable(f"Temporal at {settings.temporal_address}: {first_line(exc)}") from exc

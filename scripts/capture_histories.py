@@ -6,7 +6,7 @@ Starts its own embedded stack (Temporal dev server + S3 server, longtalk.stack) 
 loopback ports in a temporary folder, runs real workers (in-process, and GPU workers as
 subprocesses where one must be killed), renders one small job per workflow shape with the
 preview backend, and writes the history of every finished workflow run (RenderVideo, each
-RenderChain child, and every continued run of a chain) to
+RenderChain child, every continued run of a chain, and the purge shape's PurgeQueue) to
 
     tests/histories/<RELEASE>/<shape>/<workflow-id-sanitised>[.run-N].json
     tests/histories/<RELEASE>/MANIFEST.json
@@ -44,6 +44,7 @@ import temporalio  # noqa: E402
 from temporalio.client import Client, WorkflowFailureError  # noqa: E402
 
 from longtalk.backends.preview import PreviewBackend  # noqa: E402
+from longtalk.converter import DATA_CONVERTER  # noqa: E402
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import READY_LINE, Process, free_port, s3_service, temporal_service  # noqa: E402
 from tests.media import cut_audio  # noqa: E402  (real speech cut by ffmpeg-python)
@@ -71,6 +72,9 @@ SHAPES = {
     "worker_crash": "the GPU worker process is SIGKILLed mid-window and another one starts: the "
                     "render_window attempt times out on heartbeats (heartbeat_timeout_s=3) and is retried "
                     "on the new worker (attempt 2); the render completes",
+    "purge": "a render queued on a queue no worker polls; /purge-queue's path (Renders.purge_queue) starts "
+             "PurgeQueue, whose purge_queued activity (the API's worker) cancels it; a CPU worker then ends "
+             "it cancelled (record_cancelled)",
 }
 
 
@@ -125,7 +129,7 @@ async def gpu_worker_main(delay_s: float, identity: str) -> None:
 
     settings = Settings.from_env()
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                  identity=identity)
+                                  identity=identity, data_converter=DATA_CONVERTER)
     store = ObjectStore.from_settings(settings)
     workers = build_workers(client, settings, store, backends={"preview": SlowPreview(delay_s)}, identity=identity)
     tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -187,8 +191,14 @@ def closed(history) -> bool:
                ("completed", "failed", "canceled", "terminated", "timed_out", "continued_as_new"))
 
 
-async def save_shape(client: Client, release_dir: Path, shape: str, render_id: str) -> list[dict]:
+async def save_shape(client: Client, release_dir: Path, shape: str, render_id: str,
+                     others: list[tuple[str, str]] = ()) -> list[dict]:
+    """The render's histories and those of `others` ((workflow type, id): one run each)."""
     found = await runs_of(client, render_id)
+    for wf_type, wid in others:
+        history = await client.get_workflow_handle(wid).fetch_history()
+        run_id = history.events[0].workflow_execution_started_event_attributes.original_execution_run_id
+        found.append((wf_type, wid, run_id, history))
     per_id: dict[str, int] = {}
     for _, wid, _, _ in found:
         per_id[wid] = per_id.get(wid, 0) + 1
@@ -241,14 +251,27 @@ class Env:
     media: dict
 
 
-async def render(env: Env, render_id: str, audio: Path, gpu_queue: str, **overrides):
+async def render(env: Env, render_id: str, audio: Path, gpu_queue: str, start_options: dict | None = None,
+                 **overrides):
     """longtalk.inputs.submit, the path a user's job takes; returns the handle."""
     from longtalk.inputs import parse_job, submit
 
     settings = dataclasses.replace(env.settings, gpu_queue=gpu_queue, **overrides)
     job = parse_job({"input": {"image_path": str(env.media["portrait"]), "wav_path": str(audio),
                                "width": SIZE, "height": SIZE}}, settings)
-    return (await submit(env.client, settings, job, render_id, "preview", env.store, log=lambda m: None)).handle
+    return (await submit(env.client, settings, job, render_id, "preview", env.store, log=lambda m: None,
+                         **(start_options or {}))).handle
+
+
+async def running_until(workers: list, awaitable):
+    """Run these workers until `awaitable` is done; its result."""
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        return await awaitable
+    finally:
+        for w in workers:
+            await asyncio.wait_for(w.shutdown(), 30)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def shape_single(env: Env, rid: str) -> None:
@@ -284,7 +307,7 @@ async def shape_cancelled(env: Env, rid: str) -> None:
 
 
 async def shape_input_error(env: Env, rid: str) -> None:
-    from longtalk.payloads import RenderRequest
+    from longtalk.payloads import ActivityTimeouts, RenderRequest, RenderSpec
     from workflows.render import RenderVideo
 
     s = env.settings
@@ -293,9 +316,10 @@ async def shape_input_error(env: Env, rid: str) -> None:
     env.store.put_bytes(prefix + "inputs/audio-x.ogg", (ROOT / "examples" / "speech.ogg").read_bytes()[:120])
     req = RenderRequest(render_id=rid, inputs={"image": prefix + "inputs/image-x.png",
                                                "audio": prefix + "inputs/audio-x.ogg"},
-                        input_names={"image": "image_path", "audio": "wav_url"}, width=SIZE, height=SIZE,
-                        window=s.window, motion=s.motion, fps=s.fps, windows_per_run=s.windows_per_run,
-                        gpu_queue="gpu", heartbeat_timeout_s=s.heartbeat_timeout_s)
+                        input_names={"image": "image_path", "audio": "wav_url"},
+                        spec=RenderSpec(width=SIZE, height=SIZE, window=s.window, motion=s.motion, fps=s.fps),
+                        windows_per_run=s.windows_per_run, gpu_queue="gpu",
+                        timeouts=ActivityTimeouts(heartbeat_s=s.heartbeat_timeout_s))
     try:
         await env.client.execute_workflow(RenderVideo.run, req, id=rid, task_queue=s.render_queue)
     except WorkflowFailureError as exc:
@@ -328,6 +352,36 @@ async def shape_worker_crash(env: Env, rid: str) -> None:
             second.kill(signal.SIGTERM)
 
 
+async def shape_purge(env: Env, rid: str) -> list[tuple[str, str]]:
+    from api.app import api_worker
+    from api.service import Renders, attributes
+    from tests.helpers import purges
+    from worker import build_workers
+
+    owner, idle = "capture", "render-idle"
+    handle = await render(env, rid, env.media["3w"], "gpu", {"search_attributes": attributes(owner)},
+                          render_queue=idle)
+    renders = Renders(env.client, env.settings, env.store)
+    for _ in range(100):  # visibility lists a new render within moments
+        if (await env.client.count_workflows(renders.queued_query(owner))).count:
+            break
+        await asyncio.sleep(0.1)
+    assert await renders.purge_queue(owner) == 1
+    purge = (await purges(env.client, owner))[0]
+    cancelled = await running_until([api_worker(env.client, env.settings, renders)],
+                                    env.client.get_workflow_handle(purge.id).result())
+    assert cancelled == 1, cancelled
+    cpu = build_workers(env.client, dataclasses.replace(env.settings, render_queue=idle, worker_roles="cpu"),
+                        env.store, backends={"preview": PreviewBackend()}, identity="capture-idle")
+    try:
+        await running_until(cpu, handle.result())
+    except WorkflowFailureError as exc:
+        assert type(exc.cause).__name__ == "CancelledError", exc.cause
+    else:
+        raise AssertionError("the purged render was not cancelled")
+    return [("PurgeQueue", purge.id)]
+
+
 async def check_shape(shape: str, entries: list[dict], release_dir: Path) -> None:
     """Each shape really exercised what MANIFEST says it does."""
     types = [e["workflow_type"] for e in entries]
@@ -355,6 +409,9 @@ async def check_shape(shape: str, entries: list[dict], release_dir: Path) -> Non
         text = json.dumps(retried + timed_out).lower()
         assert (retried or timed_out) and "heartbeat" in text, (started, timed_out)
         assert ends["RenderVideo"] == "completed"
+    elif shape == "purge":
+        assert ends == {"RenderVideo": "canceled", "PurgeQueue": "completed"}, ends
+        assert "purge_queued" in scheduled and "record_cancelled" in scheduled, scheduled
 
 
 # ---- main ------------------------------------------------------------------------------
@@ -390,7 +447,7 @@ async def capture(release: str, shapes: list[str], keep: bool) -> Path:
                  # two chains need 10 windows (longtalk.chains.MIN_WINDOWS_PER_CHAIN = 5 each)
                  "11w": cut_audio(ROOT / "examples" / "speech.ogg", tmp / "s11w.wav", 1.0, 3.6)}  # T=90: 11
         client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                      identity="capture-client")
+                                      identity="capture-client", data_converter=DATA_CONVERTER)
         store = ObjectStore.from_settings(settings)
         store.ensure_bucket()
         workers = build_workers(client, settings, store, backends={"preview": PreviewBackend()}, identity="capture")
@@ -403,8 +460,8 @@ async def capture(release: str, shapes: list[str], keep: bool) -> Path:
             rid = f"h-{shape.replace('_', '-')}"
             began = time.monotonic()
             print(f"{shape}: rendering {rid}", flush=True)
-            await globals()[f"shape_{shape}"](env, rid)
-            entries = await save_shape(client, staging, shape, rid)
+            others = await globals()[f"shape_{shape}"](env, rid)
+            entries = await save_shape(client, staging, shape, rid, others or [])
             await check_shape(shape, entries, staging)
             manifest_shapes[shape] = {"render_id": rid, "exercises": SHAPES[shape], "files": entries}
             print(f"{shape}: {len(entries)} histories, {sum(e['events'] for e in entries)} events, "
@@ -419,7 +476,7 @@ async def capture(release: str, shapes: list[str], keep: bool) -> Path:
             "captured_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
             "temporalio": temporalio.__version__,
             "python": sys.version.split()[0],
-            "workflows": ["RenderVideo", "RenderChain"],
+            "workflows": ["RenderVideo", "RenderChain", "PurgeQueue"],
             "settings": {"width": SIZE, "height": SIZE, "window": WINDOW, "motion": MOTION, "fps": settings.fps,
                          "heartbeat_timeout_s": settings.heartbeat_timeout_s, "backend": "preview"},
             "shapes": manifest_shapes,

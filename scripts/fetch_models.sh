@@ -15,7 +15,7 @@
 # Idempotent: a file already present with a non-zero size is skipped. A download goes to
 # FILE.part (resumed on the next run) and is renamed to FILE only when complete.
 # Standalone on purpose (bash, curl, coreutils): it runs in a bare container. The list
-# below must equal comfy_graphs.config.ModelFiles().fetch_list(); tests/test_deployment.py
+# below must equal longtalk.comfy.config.ModelFiles().fetch_list(); tests/test_deployment.py
 # checks that. If you override a model file with LONGTALK_COMFY_<NAME>, place that file
 # yourself.
 set -euo pipefail

@@ -26,8 +26,8 @@ def api_settings(settings, **overrides):
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings, client, store):
-    app = create_app(settings, client=client, store=store)
+async def running_api(settings, client, store, run_worker: bool = True):
+    app = create_app(settings, client=client, store=store, run_worker=run_worker)
     host, port = settings.api_address.rsplit(":", 1)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())

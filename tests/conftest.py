@@ -70,9 +70,9 @@ def store(settings, s3_server) -> ObjectStore:
 
 @pytest.fixture(scope="session")
 async def temporal_client(settings, temporal_server):
-    from temporalio.client import Client
+    from longtalk import temporal_connect
 
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    return await temporal_connect.connect(settings)  # as every process connects: the project's data converter
 
 
 @pytest.fixture

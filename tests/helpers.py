@@ -1,6 +1,7 @@
 """Helpers the test modules share (fixtures live in conftest.py; processes in faults.py, media
 files in media.py): running the starter in process, writing a job file, checking a published
-video, the counting preview backend, the stored release histories, summary lines."""
+video, the counting preview backend, the stored release histories, summary lines, cancel
+requests and purges in Temporal."""
 
 from __future__ import annotations
 
@@ -41,6 +42,21 @@ def patch_ids(events) -> set[str]:
                     value = json.loads(p.data)
                     out.add(value.get("id") if isinstance(value, dict) else value)
     return out
+
+
+async def cancel_requested(client: Client, workflow_id: str) -> bool:
+    """Whether the workflow's (latest run's) history has a cancel request."""
+    from temporalio.api.enums.v1 import EventType
+
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED for e in history.events)
+
+
+async def purges(client: Client, owner: str) -> list:
+    """The owner's PurgeQueue runs (/purge-queue), the newest first."""
+    found = [w async for w in client.list_workflows(f"WorkflowType = 'PurgeQueue' AND WorkflowId STARTS_WITH "
+                                                    f"'purge-queue/{owner}/'")]
+    return sorted(found, key=lambda w: w.start_time, reverse=True)
 
 
 def write_job(tmp_path: Path, **fields) -> str:
@@ -102,9 +118,10 @@ async def replay_everything(client: Client, query: str, folder: Path | None = No
     render that completed but does not replay is stuck the day its worker's cache loses it."""
     from temporalio.worker import Replayer
 
+    from longtalk.converter import DATA_CONVERTER
     from workflows.render import RenderChain, RenderVideo
 
-    replayer = Replayer(workflows=[RenderVideo, RenderChain])
+    replayer = Replayer(workflows=[RenderVideo, RenderChain], data_converter=DATA_CONVERTER)
     failures: dict[str, str] = {}
     async for w in client.list_workflows(query):
         history = await client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history()

@@ -162,6 +162,31 @@ async def test_sdk_health_and_purge_queue(sdk, media, http):
     assert set(states) == {"CANCELLED"}, states
 
 
+async def test_purge_leaves_a_render_on_a_gpu(http, media, temporal_client, slow_windows, monkeypatch):
+    """A render whose first window is on a GPU (no window done yet) is not queued any more:
+    /purge-queue neither counts it nor (in its PurgeQueue workflow) cancels it, whether its
+    visibility stage has left "waiting" yet or not (the purge asks the render itself then)."""
+    import uuid
+
+    from api import jobs
+    from tests.helpers import cancel_requested, purges
+
+    rid = str(uuid.uuid4())
+    slow_windows[rid] = 8
+    monkeypatch.setattr(jobs, "new_render_id", lambda: rid)
+    assert (await http.post("/run", json=long_job(media))).json()["id"] == rid
+    for _ in range(600):  # until a window is on the GPU
+        if (await http.get(f"/status/{rid}")).json()["status"] == "IN_PROGRESS":
+            break
+        await asyncio.sleep(0.1)
+    assert (await http.post("/purge-queue")).json() == {"removed": 0, "status": "completed"}
+    purge = (await purges(temporal_client, "alice"))[0]
+    assert await temporal_client.get_workflow_handle(purge.id).result() == 0
+    assert not await cancel_requested(temporal_client, rid)
+    await http.post(f"/cancel/{rid}")
+    assert (await http.get(f"/status-sync/{rid}?wait=60000")).json()["status"] == "CANCELLED"
+
+
 async def test_status_shapes_and_errors(http, media):
     r = await http.post("/runsync?wait=60000", json=short_job(media, network_volume=True))
     body = r.json()

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from comfy_graphs.config import GraphConfig
+from longtalk.comfy.config import GraphConfig
 from longtalk.backends.base import WindowJob
 from longtalk.backends.comfyui import ComfyUIBackend, color_match, prompt_id_for
 from longtalk.backends.preview import PreviewBackend
-from longtalk.comfy import ComfyClient
+from longtalk.spec import RenderSpec
+from longtalk.comfy.client import ComfyClient
 from longtalk.errors import BackendUnavailable, GraphError, ModelMissingError
 from longtalk.windows import window_count
 from tests.comfy_standin.control import control
@@ -43,12 +44,12 @@ def window_job(render_id: str, k: int = 0, multi: bool = False, source: bool = F
     t = np.arange(81 * 640) / 16000
     speech = (0.3 * np.sin(2 * np.pi * 170 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
     tail = np.repeat(ref[None], 9, axis=0) if k == 0 else rng.integers(0, 255, (9, SIZE, SIZE, 3), np.uint8)
+    spec = RenderSpec(input_type="video" if source else "image", person_count="multi" if multi else "single",
+                      prompt="a person talking", width=SIZE, height=SIZE, window=81, motion=9, fps=25)
     return WindowJob(
-        render_id=render_id, index=k, frame_start=72 * k, num_frames=81, motion_frames=9, fps=25,
-        width=SIZE, height=SIZE, reference=ref, tail=tail,
+        render_id=render_id, index=k, spec=spec, frame_start=72 * k, reference=ref, tail=tail,
         audio=[speech, speech * 0.5] if multi else [speech],
-        source=np.repeat(ref[None], 81, axis=0) if source else None, prompt="a person talking",
-        chain_start=(k == 0),
+        source=np.repeat(ref[None], 81, axis=0) if source else None, chain_start=(k == 0),
     )
 
 
@@ -235,10 +236,9 @@ async def test_heartbeats_carry_the_comfyui_device(standin, backend, store, tmp_
     assert wavmod.open(str(wav)).getnframes() == 81 * 640
     store.put_file(f"renders/{rid}/audio/track_1.wav", wav)
     await backend.wait_ready(10)
-    ctx = RenderContext(render_id=rid, backend="comfyui", input_type="image", width=SIZE, height=SIZE,
-                        prompt="p", seed=2, force_offload=True, window=81, motion=9, fps=25, total_frames=81,
-                        reference_key=f"renders/{rid}/reference.png",
-                        audio_keys=[f"renders/{rid}/audio/track_1.wav"])
+    ctx = RenderContext(render_id=rid, backend="comfyui", total_frames=81, reference_key=f"renders/{rid}/reference.png",
+                        audio_keys=[f"renders/{rid}/audio/track_1.wav"],
+                        spec=RenderSpec(width=SIZE, height=SIZE, prompt="p", window=81, motion=9))
     await control(standin, "/standin/faults", {"delay_s": 1.0})
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, heartbeat_timeout=__import__("datetime").timedelta(seconds=1))
@@ -253,17 +253,16 @@ async def test_heartbeats_carry_the_comfyui_device(standin, backend, store, tmp_
 
 
 async def test_a_window_samples_with_the_renders_seed_whichever_worker_renders_it(standin):
-    """Window k samples with the render's seed + k (its RenderSpec), not with the base seed in
-    the GPU worker's own environment (LONGTALK_COMFY_SEED): two workers, two settings, one seed."""
-    from comfy_graphs.config import SamplerSettings
-
+    """Window k samples with the render's seed + k (its RenderSpec), not with a default seed in
+    the GPU worker's own environment (LONGTALK_DEFAULT_SEED, or its old name LONGTALK_COMFY_SEED,
+    which was a graph setting): two workers, two environments, one seed."""
     seeds = []
-    for worker_seed in (7, 99):
-        config = dataclasses.replace(GraphConfig(), sampler=SamplerSettings(seed=worker_seed))
-        b = ComfyUIBackend(ComfyClient(standin.url, poll_interval_s=0.05), config)
+    for env in ({"LONGTALK_COMFY_SEED": "7"}, {"LONGTALK_DEFAULT_SEED": "99", "LONGTALK_COMFY_STEPS": "4"}):
+        b = ComfyUIBackend(ComfyClient(standin.url, poll_interval_s=0.05), GraphConfig.from_env(env))
         try:
             rid = f"s-{uuid.uuid4().hex[:8]}"
-            await b.render_window(dataclasses.replace(window_job(rid, 3), seed=1000))
+            job = window_job(rid, 3)
+            await b.render_window(dataclasses.replace(job, spec=dataclasses.replace(job.spec, seed=1000)))
             entry = await b.client.history(prompt_id_for(rid, 3, 0))
             graph = entry["prompt"][2]
             seeds += [n["inputs"]["seed"] for n in graph.values() if n["class_type"] == "WanVideoSampler"]
@@ -286,7 +285,7 @@ async def test_frames_that_do_not_fit_the_window_are_not_retried(store, tmp_path
         name = "wrong"
 
         async def render_window(self, job, progress=None):
-            return np.zeros((job.num_frames - 1, job.height, job.width, 3), np.uint8)
+            return np.zeros((job.spec.window - 1, job.spec.height, job.spec.width, 3), np.uint8)
 
     rid = f"om-{uuid.uuid4().hex[:8]}"
     store.put_bytes(f"renders/{rid}/reference.png", av_io.encode_png(np.full((64, 64, 3), 128, np.uint8)))

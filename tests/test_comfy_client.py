@@ -21,7 +21,8 @@ import pytest
 from longtalk.av_io import decode_audio_16k
 from longtalk.backends.base import WindowJob
 from longtalk.backends.preview import render_preview
-from longtalk.comfy import ComfyClient, OutputFile
+from longtalk.spec import RenderSpec
+from longtalk.comfy.client import ComfyClient, OutputFile
 from longtalk.errors import BackendUnavailable, ComfyUnreachable, GraphError, ModelMissingError, PromptTimeout
 from longtalk.stack import free_port
 from tests.comfy_standin.control import control
@@ -220,9 +221,9 @@ async def test_window_graph_renders_like_the_preview_backend(standin, client, ta
         return cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
     track = decode_audio_16k(standin.root / "input" / sub / "a.wav", "audio")[: 21 * 640]
-    job = WindowJob(render_id="x", index=0, frame_start=0, num_frames=21, motion_frames=5, fps=25, width=SIZE,
-                    height=SIZE, reference=rgb(face_png()), tail=np.stack([rgb(p) for p in tail_imgs]),
-                    audio=[track], seed=7)
+    job = WindowJob(render_id="x", index=0, spec=RenderSpec(width=SIZE, height=SIZE, window=21, motion=5, fps=25, seed=7),
+                    frame_start=0, reference=rgb(face_png()), tail=np.stack([rgb(p) for p in tail_imgs]),
+                    audio=[track])
     expected = render_preview(job)
     np.testing.assert_array_equal(frames, expected)
     np.testing.assert_array_equal(frames[:5], job.tail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,12 +11,10 @@ import numpy as np
 import pytest
 
 from comfy_graphs.__main__ import main as cli
-from comfy_graphs.binder import (
-    MODES,
+from longtalk.comfy.binder import (
     TemplateError,
     WindowValues,
     load_template,
-    mode_for,
     optional_points,
     output_node_id,
     required_points,
@@ -23,7 +22,9 @@ from comfy_graphs.binder import (
     split_upload_name,
     upload_plan,
 )
-from comfy_graphs.config import GraphConfig, ModelFiles, SamplerSettings
+from longtalk.comfy.config import GraphConfig, ModelFiles, SamplerSettings
+from longtalk.comfy.modes import MODES, mode_for, spec_for
+from longtalk.spec import RenderSpec
 from tests.comfy_standin.validation import SEED_MODELS, load_schema, validate_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,11 +41,12 @@ def schema() -> dict:
     return load_schema()
 
 
-def values(mode: str, k: int, *, motion: int = 9, chain_start: bool | None = None, masks: bool = True,
-           width: int = 512, height: int = 512) -> WindowValues:
-    return WindowValues.for_window(RID, k, mode, width=width, height=height, prompt="A person is talking",
-                                   num_frames=81, motion=motion, fps=25, force_offload=True,
-                                   chain_start=chain_start, speaker_masks=masks)
+def spec(mode: str, **params) -> RenderSpec:
+    return spec_for(mode, **{"window": 81, "motion": 9, "fps": 25, **params})
+
+
+def values(mode: str, k: int, *, chain_start: bool | None = None, masks: bool = True, **params) -> WindowValues:
+    return WindowValues.for_window(RID, k, spec(mode, **params), chain_start=chain_start, speaker_masks=masks)
 
 
 def bind(mode: str, k: int, sampler: SamplerSettings | None = None, **kw) -> dict:
@@ -57,7 +59,7 @@ def staged_inputs(tmp_path: Path, mode: str, k: int, motion: int = 9, chain_star
                   masks: bool = True) -> Path:
     """An input/ folder holding every upload of the window, under the names the plan gives."""
     root = tmp_path / "input"
-    for name in upload_plan(RID, k, mode, motion, chain_start=chain_start, speaker_masks=masks).values():
+    for name in upload_plan(RID, k, spec(mode, motion=motion), chain_start=chain_start, speaker_masks=masks).values():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
@@ -232,20 +234,18 @@ def test_between_windows_only_window_values_change(mode):
     assert not {c for c in changed if c[0] in ("@mask_1", "@mask_2", "@mask_bg")}
 
 
-def test_seed_is_base_plus_window_and_can_be_given():
-    sampler = SamplerSettings(seed=100)
-    assert by_title(bind("i2v_single", 7, sampler), "@sampler")[1]["inputs"]["seed"] == 107
-    v = WindowValues(**{**values("i2v_single", 7).__dict__, "seed": 5})
-    prompt = load_template("i2v_single").bind(v, ModelFiles(), sampler)
-    assert by_title(prompt, "@sampler")[1]["inputs"]["seed"] == 5
+def test_window_k_samples_with_the_renders_seed_plus_k():
+    assert by_title(bind("i2v_single", 7, seed=100), "@sampler")[1]["inputs"]["seed"] == 107
+    assert by_title(bind("v2v_multi", 0, seed=5), "@sampler")[1]["inputs"]["seed"] == 5
+    assert by_title(bind("i2v_single", 3), "@sampler")[1]["inputs"]["seed"] == RenderSpec().seed + 3
 
 
 def test_values_reach_their_nodes():
     models = ModelFiles(diffusion_model="other_model.safetensors", wav2vec="w2v.safetensors", lora="l.safetensors")
     sampler = SamplerSettings(steps=8, cfg=1.5, shift=7.0, scheduler="euler", blocks_to_swap=30,
                               attention_mode="sageattn", audio_cfg_scale=2.0)
-    v = WindowValues.for_window(RID, 2, "i2v_multi", width=640, height=384, prompt="two people", fps=25,
-                                force_offload=False)
+    v = WindowValues.for_window(RID, 2, spec_for("i2v_multi", width=640, height=384, prompt="two people", fps=25,
+                                                 force_offload=False))
     prompt = load_template("i2v_multi").bind(v, models, sampler)
     assert by_title(prompt, "@model")[1]["inputs"]["model"] == "other_model.safetensors"
     assert by_title(prompt, "@model")[1]["inputs"]["attention_mode"] == "sageattn"
@@ -273,14 +273,20 @@ def test_bind_leaves_the_template_alone():
 
 
 def test_bind_rejects_values_that_do_not_fit_the_mode():
-    template = load_template("i2v_multi")
     single = values("i2v_single", 1)
-    with pytest.raises(ValueError, match="two audio tracks"):
-        template.bind(single, ModelFiles(), SamplerSettings())
-    with pytest.raises(ValueError, match="source video"):
+    with pytest.raises(ValueError, match="i2v_single render: it cannot bind the i2v_multi graph"):
+        load_template("i2v_multi").bind(single, ModelFiles(), SamplerSettings())
+    with pytest.raises(ValueError, match="cannot bind the v2v_single graph"):
         load_template("v2v_single").bind(single, ModelFiles(), SamplerSettings())
+    multi = values("i2v_multi", 1)
+    with pytest.raises(ValueError, match="two audio tracks"):
+        load_template("i2v_multi").bind(dataclasses.replace(multi, audio=multi.audio[:1]), ModelFiles(),
+                                        SamplerSettings())
+    with pytest.raises(ValueError, match="source video"):
+        video = values("v2v_single", 1)
+        load_template("v2v_single").bind(dataclasses.replace(video, source_video=None), ModelFiles(), SamplerSettings())
     with pytest.raises(ValueError, match="tail frames"):
-        WindowValues(**{**single.__dict__, "tails": ("a.png",)})
+        dataclasses.replace(single, tails=("a.png",))
 
 
 # ---- templates from an override folder -------------------------------------------------
@@ -369,36 +375,41 @@ def test_binding_points_per_mode():
 # ---- names ------------------------------------------------------------------------------
 
 def test_mode_for():
-    assert mode_for("image", "single") == "i2v_single"
-    assert mode_for("image", "multi") == "i2v_multi"
-    assert mode_for("video", "single") == "v2v_single"
-    assert mode_for("video", "multi") == "v2v_multi"
-    with pytest.raises(ValueError):
-        mode_for("audio", "single")
-    with pytest.raises(ValueError):
-        mode_for("image", "three")
+    assert mode_for(RenderSpec(input_type="image", person_count="single")) == "i2v_single"
+    assert mode_for(RenderSpec(input_type="image", person_count="multi")) == "i2v_multi"
+    assert mode_for(RenderSpec(input_type="video", person_count="single")) == "v2v_single"
+    assert mode_for(RenderSpec(input_type="video", person_count="multi")) == "v2v_multi"
+    with pytest.raises(ValueError, match="input_type"):
+        mode_for(RenderSpec(input_type="audio"))
+    with pytest.raises(ValueError, match="person_count"):
+        mode_for(RenderSpec(person_count="three"))
+    for mode in MODES:
+        assert mode_for(spec_for(mode, width=64)) == mode and spec_for(mode, width=64).width == 64
+    with pytest.raises(ValueError, match="mode must be one of"):
+        spec_for("t2v_single")
 
 
 def test_upload_plan_names():
-    plan = upload_plan(RID, 3, "i2v_single", 9)
+    plan = upload_plan(RID, 3, spec("i2v_single"))
     base = f"longtalk/{RID}/w00003"
     # the reference is the same in every I2V window: one stable name per render
     assert plan == {"reference": f"longtalk/{RID}/shared/reference.png",
                     **{f"tail_{i:02d}": f"{base}/tail_{i:02d}.png" for i in range(9)},
                     "audio_1": f"{base}/audio_1.wav"}
-    assert list(upload_plan(RID, 0, "i2v_single", 9)) == ["reference", "audio_1"]
-    assert "tail_00" not in upload_plan(RID, 12, "i2v_single", 9, chain_start=True)
-    multi = upload_plan(RID, 1, "v2v_multi", 9)
+    assert list(upload_plan(RID, 0, spec("i2v_single"))) == ["reference", "audio_1"]
+    assert "tail_00" not in upload_plan(RID, 12, spec("i2v_single"), chain_start=True)
+    assert len([k for k in upload_plan(RID, 12, spec("i2v_single", motion=5)) if k.startswith("tail_")]) == 5
+    multi = upload_plan(RID, 1, spec("v2v_multi"))
     assert multi["audio_2"] == f"longtalk/{RID}/w00001/audio_2.wav"
     assert multi["source_video"] == f"longtalk/{RID}/w00001/source.mp4"
     assert {"mask_1", "mask_2", "mask_bg"} <= multi.keys()
     assert multi["mask_1"] == f"longtalk/{RID}/shared/mask_1.png"  # the masks depend on the size only
     assert multi["reference"] == f"longtalk/{RID}/w00001/reference.png"  # V2V: the window's first source frame
-    assert "mask_1" not in upload_plan(RID, 1, "v2v_multi", 9, speaker_masks=False)
+    assert "mask_1" not in upload_plan(RID, 1, spec("v2v_multi"), speaker_masks=False)
     assert split_upload_name(plan["tail_04"]) == (base, "tail_04.png")
     for bad in ("", "../x", "a/b", "with space", ".hidden"):
         with pytest.raises(ValueError):
-            upload_plan(bad, 0, "i2v_single", 9)
+            upload_plan(bad, 0, spec("i2v_single"))
 
 
 def test_default_speaker_masks_follow_the_loop_layout():
@@ -440,7 +451,7 @@ def test_settings_from_env():
 
 def test_choices_are_the_pinned_node_packs(schema):
     """The allowed values of the overrides are WanVideoWrapper 1.4.6's, as in the saved schema."""
-    from comfy_graphs import config
+    from longtalk.comfy import config
 
     def choices(node: str, name: str) -> tuple:
         inputs = schema[node]["input"]
@@ -456,13 +467,12 @@ def test_choices_are_the_pinned_node_packs(schema):
 @pytest.mark.parametrize("variable,value", [
     ("LONGTALK_COMFY_SCHEDULER", "dpm++sde"), ("LONGTALK_COMFY_ATTENTION_MODE", "sage"),
     ("LONGTALK_COMFY_BASE_PRECISION", "fp8"), ("LONGTALK_COMFY_QUANTIZATION", "fp8_e4m3"),
-    ("LONGTALK_COMFY_COLOR_MATCH", "mkl"), ("LONGTALK_COMFY_SEED", "-1"),
+    ("LONGTALK_COMFY_COLOR_MATCH", "mkl"),
 ])
 def test_a_typo_fails_at_start_up_naming_the_variable_and_the_choices(variable, value):
     with pytest.raises(ValueError, match=variable) as info:
         GraphConfig.from_env({variable: value})
-    if variable != "LONGTALK_COMFY_SEED":
-        assert "is not one of" in str(info.value) and ", " in str(info.value)
+    assert "is not one of" in str(info.value) and ", " in str(info.value)
 
 
 def test_color_match_offers_what_the_backend_implements():
@@ -532,7 +542,7 @@ def test_show_multi_video_and_uploads(schema, tmp_path, capsys):
     assert by_title(prompt, "@source_video")[1]["inputs"]["video"] == "longtalk/render-id/w00005/source.mp4"
     assert cli(["show", str(job), "--window", "5", "--uploads"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan == upload_plan("render-id", 5, "v2v_multi", 9)
+    assert plan == upload_plan("render-id", 5, spec("v2v_multi"))
 
 
 def test_show_refuses_a_window_past_the_audio(tmp_path, capsys):

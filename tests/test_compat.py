@@ -1,7 +1,8 @@
 """Payload compatibility across releases: every payload the previous release put into Temporal
 (the stored histories, tests/histories/<release>/) decodes into the dataclasses of this
 checkout, with its values intact, and a payload of this checkout carries every key and value
-the old one had, so a worker still running the previous release reads it too.
+the old one had, so a worker still running the previous release reads it too. Both through
+the project's data converter (longtalk.converter), the one every client and worker uses.
 
 A render started by the old code has its next activities executed by new workers and its
 workflows continued by the new workflow code (tests/test_replay.py replays the commands);
@@ -16,9 +17,11 @@ import json
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter
 
 from longtalk import activity_options
+from longtalk.converter import DATA_CONVERTER
 from longtalk.payloads import (
     ActivityTimeouts, CancelledInput, Chain, ChainInput, ChainResult, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput,
     PublishInput, RenderContext, RenderRequest, RenderResult, RenderSpec, RenderWindowInput, RenderWindowResult,
@@ -27,7 +30,7 @@ from longtalk.payloads import (
 from longtalk.settings import Settings
 from tests.helpers import RELEASES, stored
 
-CONVERTER = DataConverter.default.payload_converter
+CONVERTER = DATA_CONVERTER.payload_converter
 
 WORKFLOW_INPUTS = {"RenderVideo": RenderRequest, "RenderChain": ChainInput}
 WORKFLOW_RESULTS = {"RenderVideo": RenderResult, "RenderChain": ChainResult}
@@ -163,14 +166,37 @@ def test_a_new_payload_keeps_the_flat_fields_of_the_spec():
                        timeouts=req.timeouts)
     moved = dataclasses.replace(chain, next_window=4)
     assert moved.next_window == 4 and moved.context == ctx and moved.timeouts == req.timeouts
-    assert moved.heartbeat_timeout_s == 7
+    raw = json.loads(CONVERTER.to_payloads([RenderWindowInput(context=moved.context, index=4, chain_first=0)])[0].data)
+    assert raw["context"]["seed"] == 12345  # a nested payload carries its flat copies too
+    raw = json.loads(CONVERTER.to_payloads([moved])[0].data)
+    assert raw["heartbeat_timeout_s"] == 7 and raw["context"]["width"] == 640
+    # what replaces a spec replaces its flat copies
+    raw = json.loads(CONVERTER.to_payloads([dataclasses.replace(req, spec=RenderSpec(width=256))])[0].data)
+    assert raw["width"] == raw["spec"]["width"] == 256
+
+
+def payload(value: dict) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(value).encode())
 
 
 def test_a_spec_given_wins_over_flat_fields():
-    spec = RenderSpec(width=1024)
-    req = RenderRequest(render_id="r", inputs={}, spec=spec, width=64)
-    assert req.spec.width == 1024 and req.width == 1024
-    assert dataclasses.replace(req, spec=RenderSpec(width=256)).width == 256
+    """Every release since RenderSpec wrote both: the spec is what counts."""
+    raw = {"render_id": "r", "inputs": {}, "spec": dataclasses.asdict(RenderSpec(width=1024)), "width": 64,
+           "timeouts": dataclasses.asdict(ActivityTimeouts(heartbeat_s=9)), "heartbeat_timeout_s": 60}
+    req = CONVERTER.from_payloads([payload(raw)], [RenderRequest])[0]
+    assert req.spec.width == 1024 and req.timeouts.heartbeat_s == 9
+
+
+def test_an_old_payload_without_the_project_converter_is_refused_not_guessed():
+    """A de3015c payload read by Temporal's default converter would need the parameters it does
+    not know where to find: it fails, instead of rendering with default parameters."""
+    raw = {"render_id": "r", "backend": "preview", "input_type": "image", "width": 64, "height": 64, "prompt": "p",
+           "seed": 2, "force_offload": True, "window": 17, "motion": 9, "fps": 25, "total_frames": 17,
+           "reference_key": "k", "audio_keys": ["a"]}
+    with pytest.raises(Exception):
+        DataConverter.default.payload_converter.from_payloads([payload(raw)], [RenderContext])
+    ctx = CONVERTER.from_payloads([payload(raw)], [RenderContext])[0]
+    assert ctx.spec == RenderSpec(prompt="p", width=64, height=64, window=17, motion=9)
 
 
 def test_default_timeouts_are_the_default_settings():

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from packaging.utils import canonicalize_name
 
-from comfy_graphs.config import (
+from longtalk.comfy.config import (
     GRAPHS_DIR_ENV,
     MODES_ENV,
     MODEL_FOLDERS,
@@ -36,7 +36,7 @@ from comfy_graphs.config import (
     SamplerSettings,
     env_name,
 )
-from longtalk.settings import PREFIX, Settings
+from longtalk.settings import PREFIX, RENAMED, Settings
 from tests.test_install import content_lines, read_pins
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -412,6 +412,7 @@ def allowed_longtalk_names() -> set[str]:
     names = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
     names |= {env_name(f.name) for cls in (ModelFiles, SamplerSettings) for f in dataclasses.fields(cls)}
     names |= {GRAPHS_DIR_ENV, MODES_ENV}
+    names |= set(RENAMED)  # old names still read (as their new ones)
     return names
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from comfy_graphs.binder import MODES, parse_modes
-from comfy_graphs.config import GraphConfig, ModelFiles
-from comfy_graphs.doctor import CORE, NODE_PACKS, check_prompts, check_server, sample_prompts
 from comfy_graphs.smoke import SMOKE_MOTION, SMOKE_WINDOW, run_smoke
-from longtalk.comfy import ComfyClient
+from longtalk.comfy.client import ComfyClient
+from longtalk.comfy.config import GraphConfig, ModelFiles
+from longtalk.comfy.doctor import CORE, NODE_PACKS, check_prompts, check_server, sample_prompts
+from longtalk.comfy.modes import MODES, parse_modes
 from longtalk.stack import READY_LINE, free_port
 from tests.comfy_standin.control import control
 from tests.comfy_standin.server import start_standin
@@ -245,7 +245,7 @@ async def _in_thread(fn, *args, **kwargs):
 
 
 def test_doctor_output_is_json_safe():  # the report's facts can be logged as JSON by callers
-    from comfy_graphs.doctor import DoctorReport
+    from longtalk.comfy.doctor import DoctorReport
 
     report = DoctorReport(url="http://x", server={"system": {"comfyui_version": "0.8.0"}, "devices": []})
     json.dumps(dataclasses.asdict(report))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from comfy_graphs.binder import upload_subfolder
+from longtalk.comfy.binder import upload_subfolder
 from longtalk.payloads import Progress, window_meta_key, window_prefix
 from longtalk.settings import Settings
 from longtalk.stack import Process, free_port

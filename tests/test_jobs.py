@@ -339,9 +339,20 @@ def test_seed_is_part_of_the_spec():
     assert (job.spec.seed, job.spec.seed_for(3)) == (2**63 - 1, 2**63 + 2)
     assert (job.spec.window, job.spec.motion, job.spec.fps) == (17, 5, 25)
     assert parse({**BASE, "seed": "42"}).seed == 42 and parse({**BASE, "seed": 0}).seed == 0
-    assert parse(BASE).seed == 2  # the default is the ComfyUI base seed setting's default
-    assert parse_job({"input": BASE}, SETTINGS, default_seed=1234).seed == 1234  # LONGTALK_COMFY_SEED
-    assert parse_job({"input": {**BASE, "seed": 5}}, SETTINGS, default_seed=1234).seed == 5
+    assert parse(BASE).seed == 2 == Settings().default_seed  # the old RunPod graphs' seed
+    assert parse(BASE, default_seed=1234).seed == 1234  # LONGTALK_DEFAULT_SEED where the job is parsed
+    assert parse({**BASE, "seed": 5}, default_seed=1234).seed == 5
+
+
+def test_the_default_seed_is_a_setting_under_its_new_and_its_old_name():
+    assert Settings.from_env({"LONGTALK_DEFAULT_SEED": "77"}).default_seed == 77
+    assert Settings.from_env({"LONGTALK_COMFY_SEED": "78"}).default_seed == 78  # a deployment's old variable
+    assert Settings.from_env({"LONGTALK_COMFY_SEED": "78", "LONGTALK_DEFAULT_SEED": "77"}).default_seed == 77
+    for env in ({"LONGTALK_DEFAULT_SEED": "-1"}, {"LONGTALK_COMFY_SEED": str(2**63)}):
+        with pytest.raises(ValueError, match="LONGTALK_DEFAULT_SEED: must be an integer from 0 to"):
+            Settings.from_env(env)
+    with pytest.raises(ValueError, match="LONGTALK_DEFAULT_SEED: cannot read 'lucky' as int"):
+        Settings.from_env({"LONGTALK_COMFY_SEED": "lucky"})
 
 
 # ---- describe ---------------------------------------------------------------------
@@ -398,7 +409,7 @@ def test_render_id_rule_refuses(bad):
 def test_the_render_id_rule_is_the_one_comfyui_uploads_use():
     """One rule: every id the client accepts names a valid ComfyUI upload subfolder, and the
     binder refuses what the client refuses."""
-    from comfy_graphs.binder import upload_subfolder
+    from longtalk.comfy.binder import upload_subfolder
 
     longest = "a" * RENDER_ID_MAX
     assert upload_subfolder(longest, 3) == f"longtalk/{longest}/w00003"

@@ -28,7 +28,7 @@ async def check_activity_options(client: Client, settings, render_id: str, seed:
     patch markers that keep the previous release's histories replaying), and every window of
     every chain gets the job's seed in its RenderSpec."""
     from temporalio.api.enums.v1 import EventType
-    from temporalio.converter import DataConverter
+    from longtalk.converter import DATA_CONVERTER
 
     from longtalk.activity_options import ACTIVITY_OPTIONS_PATCH, WINDOW_OPTIONS_PATCH, WINDOW_MARGIN_S
     from longtalk.payloads import RenderWindowInput
@@ -51,7 +51,7 @@ async def check_activity_options(client: Client, settings, render_id: str, seed:
     for a in scheduled:
         assert a.start_to_close_timeout.ToSeconds() == settings.comfy_prompt_timeout_s + WINDOW_MARGIN_S
         assert a.schedule_to_close_timeout.ToSeconds() == settings.activity_schedule_to_close_s
-        inp = DataConverter.default.payload_converter.from_payloads(a.input.payloads, [RenderWindowInput])[0]
+        inp = DATA_CONVERTER.payload_converter.from_payloads(a.input.payloads, [RenderWindowInput])[0]
         assert inp.context.spec.seed == seed
 
 
@@ -177,25 +177,34 @@ async def test_progress_while_rendering(workers, temporal_client, settings, medi
     assert all(p.elapsed_s >= 0 for p in seen)
 
 
+@pytest.mark.parametrize("audio, reason", [("header", "cannot be decoded as audio"),
+                                           ("20ms", "is shorter than one video frame (40 ms)")])
 async def test_undecodable_audio_fails_fast_naming_the_field(workers, temporal_client, settings, store,
-                                                             render_id, backend):
+                                                             render_id, backend, audio, reason):
     """What only decoding finds (here: inputs put into the bucket by another client, past the
-    starter's checks) fails the workflow at once, not retried, naming the field, and the
-    render's objects are discarded."""
+    starter's checks: an Ogg header without its pages, a track shorter than one frame) fails
+    the workflow at once, not retried, naming the field, and the render's objects are
+    discarded."""
+    import numpy as np
     from temporalio.client import WorkflowFailureError
 
-    from longtalk.payloads import RenderRequest
+    from longtalk import av_io
+    from longtalk.payloads import RenderRequest, RenderSpec
 
     prefix = f"renders/{render_id}/"
     store.put_bytes(prefix + "inputs/image-x.png", (EXAMPLES / "portrait.png").read_bytes())
-    store.put_bytes(prefix + "inputs/audio-x.ogg", (EXAMPLES / "speech.ogg").read_bytes()[:120])  # a header only
+    data = ((EXAMPLES / "speech.ogg").read_bytes()[:120] if audio == "header"
+            else av_io.wav16_bytes(np.full(320, 0.1, np.float32)))
+    store.put_bytes(prefix + "inputs/audio-x", data)
     req = RenderRequest(render_id=render_id, inputs={"image": prefix + "inputs/image-x.png",
-                                                     "audio": prefix + "inputs/audio-x.ogg"},
-                        input_names={"image": "image_path", "audio": "wav_url"}, gpu_queue=settings.gpu_queue)
+                                                     "audio": prefix + "inputs/audio-x"},
+                        input_names={"image": "image_path", "audio": "wav_url"}, gpu_queue=settings.gpu_queue,
+                        spec=RenderSpec())
     calls = len(backend.calls)
     with pytest.raises(WorkflowFailureError) as err:
         await temporal_client.execute_workflow(RenderVideo.run, req, id=render_id, task_queue=settings.render_queue)
-    assert "wav_url" in starter.failure_message(err.value)
+    message = starter.failure_message(err.value)
+    assert "wav_url" in message and reason in message, message
     history = await temporal_client.get_workflow_handle(render_id).fetch_history()
     failed = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
     assert len(failed) == 1  # non-retryable: one attempt, no retries
@@ -220,7 +229,7 @@ async def test_ingest_checks_an_image_that_bypassed_the_client(workers, temporal
     import numpy as np
     from temporalio.client import WorkflowFailureError
 
-    from longtalk.payloads import RenderRequest
+    from longtalk.payloads import RenderRequest, RenderSpec
 
     ok, png = cv2.imencode(".png", np.full((100, 800, 3), 128, np.uint8))
     prefix = f"renders/{render_id}/"
@@ -228,7 +237,8 @@ async def test_ingest_checks_an_image_that_bypassed_the_client(workers, temporal
     store.put_bytes(prefix + "inputs/audio-x.mp3", media["speech_mp3"].read_bytes())
     req = RenderRequest(render_id=render_id, inputs={"image": prefix + "inputs/image-x.png",
                                                      "audio": prefix + "inputs/audio-x.mp3"},
-                        input_names={"image": "image_base64", "audio": "wav_path"}, gpu_queue=settings.gpu_queue)
+                        input_names={"image": "image_base64", "audio": "wav_path"}, gpu_queue=settings.gpu_queue,
+                        spec=RenderSpec())
     with pytest.raises(WorkflowFailureError) as err:
         await temporal_client.execute_workflow(RenderVideo.run, req, id=render_id, task_queue=settings.render_queue)
     message = starter.failure_message(err.value)

@@ -7,6 +7,7 @@ The windows are built like the workflow builds them: W=81 frames, M=9 carried, s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import av
@@ -16,6 +17,7 @@ import pytest
 
 from longtalk.backends import preview
 from longtalk.backends.base import WindowJob
+from longtalk.spec import RenderSpec
 from longtalk.backends.preview import (
     PreviewBackend,
     detect_faces,
@@ -80,10 +82,12 @@ def make_job(reference, tracks, k=0, tail=None, *, frame_start=None, source=None
     chain = tail is None
     if chain:
         tail = np.repeat(reference[None], M, axis=0)
+    spec = RenderSpec(input_type="image" if source is None else "video",
+                      person_count="multi" if len(tracks) > 1 else "single", width=reference.shape[1],
+                      height=reference.shape[0], window=W, motion=M, fps=FPS, seed=seed)
     return WindowJob(
-        render_id="test", index=k, frame_start=start, num_frames=W, motion_frames=M, fps=FPS,
-        width=reference.shape[1], height=reference.shape[0], reference=reference, tail=tail,
-        audio=[_slice(t, start) if len(t) != W * SPF else t for t in tracks], source=source, seed=seed,
+        render_id="test", index=k, spec=spec, frame_start=start, reference=reference, tail=tail,
+        audio=[_slice(t, start) if len(t) != W * SPF else t for t in tracks], source=source,
         chain_start=chain, **kw,
     )
 
@@ -330,13 +334,14 @@ def test_validation_errors(portrait, speech):
         (variant(audio=[good.audio[0].reshape(-1, SPF)]), r"audio\[0\] must be a 1-D"),
         (variant(audio=[(good.audio[0] * 1000).astype(np.int16)]), r"audio\[0\] must be float"),
         (variant(audio=[np.full(W * SPF, np.nan, np.float32)]), "NaN"),
-        (variant(tail=np.repeat(portrait[None], M - 1, 0)), "tail must hold motion_frames=9 frames, got 8"),
+        (variant(tail=np.repeat(portrait[None], M - 1, 0)), "tail must hold motion=9 frames, got 8"),
         (variant(tail=np.zeros((M, 256, 256, 3), np.uint8)), r"tail must have shape \(9, 512, 512, 3\)"),
         (variant(reference=portrait[:, :500]), r"reference must have shape \(512, 512, 3\)"),
         (variant(reference=portrait.astype(np.float32)), "reference must be uint8"),
         (variant(source=np.zeros((W - 1, 512, 512, 3), np.uint8)), r"source must have shape \(81, 512, 512, 3\)"),
-        (variant(motion_frames=W), "motion_frames must satisfy"),
-        (variant(fps=7), "fps must be a positive integer dividing 16000"),
+        (variant(spec=dataclasses.replace(good.spec, motion=W)), "motion must satisfy"),
+        (variant(spec=dataclasses.replace(good.spec, window=1)), "window must be an integer >= 2"),
+        (variant(spec=dataclasses.replace(good.spec, fps=7)), "fps must be a positive integer dividing 16000"),
     ]
     for job, pattern in cases:
         with pytest.raises(ValueError, match=pattern):

@@ -25,14 +25,17 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
+from longtalk.converter import DATA_CONVERTER
 from longtalk.payloads import ChainInput, ChainResult, RenderRequest, RenderResult
 from tests.helpers import HISTORIES, RELEASES, REQUIRED_SHAPES, manifest, stored
+from workflows.purge import PurgeQueue
 from workflows.render import RenderChain, RenderVideo
 
 async def replay(histories: list[WorkflowHistory], *workflows, sandboxed: bool = True) -> dict[str, Exception]:
     """Failures keyed by run id (the replayer's own key)."""
     kwargs = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
-    replayer = Replayer(workflows=list(workflows), **kwargs)
+    # the workers' data converter: it reads the payloads of release de3015c's shape
+    replayer = Replayer(workflows=list(workflows), data_converter=DATA_CONVERTER, **kwargs)
 
     async def each():
         for h in histories:
@@ -74,7 +77,7 @@ def test_manifest_lists_exactly_the_stored_files(release):
 async def test_every_stored_history_replays(release):
     entries = stored(release)
     assert entries
-    failures = await replay([h for _, h in entries], RenderVideo, RenderChain)
+    failures = await replay([h for _, h in entries], RenderVideo, RenderChain, PurgeQueue)
     by_run = {e["run_id"]: e["file"] for e, _ in entries}
     named = {by_run.get(run_id, run_id): f"{type(exc).__name__}: {exc}" for run_id, exc in failures.items()}
     assert not named, (f"{len(named)} of {len(entries)} histories of release {release} do not replay against "
@@ -216,7 +219,7 @@ async def test_gpu_heartbeats_carry_the_build_id(tmp_path):
     from activities.gpu import GpuActivities
     from longtalk import av_io
     from longtalk.backends.preview import PreviewBackend
-    from longtalk.payloads import RenderContext, RenderWindowInput
+    from longtalk.payloads import RenderContext, RenderSpec, RenderWindowInput
 
     class SlowPreview(PreviewBackend):
         async def render_window(self, job, progress=None):
@@ -228,9 +231,9 @@ async def test_gpu_heartbeats_carry_the_build_id(tmp_path):
     wav = tmp_path / "t.wav"
     av_io.write_wav16(wav, [np.zeros(17 * 640, np.float32)])
     store.put_file(f"renders/{rid}/audio/track_1.wav", wav)
-    ctx = RenderContext(render_id=rid, backend="preview", input_type="image", width=64, height=64, prompt="p",
-                        seed=2, force_offload=True, window=17, motion=9, fps=25, total_frames=17,
-                        reference_key=f"renders/{rid}/reference.png", audio_keys=[f"renders/{rid}/audio/track_1.wav"])
+    ctx = RenderContext(render_id=rid, backend="preview", total_frames=17, reference_key=f"renders/{rid}/reference.png",
+                        audio_keys=[f"renders/{rid}/audio/track_1.wav"],
+                        spec=RenderSpec(width=64, height=64, prompt="p", window=17, motion=9))
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.6))
     beats = []

@@ -242,7 +242,7 @@ async def test_encode_audio_runs_beside_the_windows(workers, temporal_client, se
     scheduled in the same workflow task that starts the chains: the first window never
     waits for it (an hour of speech: ~80 s). The output still carries T/25 s of AAC."""
     from temporalio.api.enums.v1 import EventType
-    from temporalio.converter import DataConverter
+    from longtalk.converter import DATA_CONVERTER
 
     from longtalk.payloads import RenderRequest
     from tests.helpers import patch_ids, run_starter, write_job
@@ -257,8 +257,7 @@ async def test_encode_audio_runs_beside_the_windows(workers, temporal_client, se
     assert AUDIO_BESIDE_PATCH in patch_ids(events)
     scheduled = {e.activity_task_scheduled_event_attributes.activity_type.name: e.activity_task_scheduled_event_attributes
                  for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
-    ingest = DataConverter.default.payload_converter.from_payloads(scheduled["ingest"].input.payloads,
-                                                                     [RenderRequest])[0]
+    ingest = DATA_CONVERTER.payload_converter.from_payloads(scheduled["ingest"].input.payloads, [RenderRequest])[0]
     assert ingest.final_audio_beside
     chains = [e.start_child_workflow_execution_initiated_event_attributes for e in events
               if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]
@@ -345,6 +344,7 @@ async def test_publish_muxes_the_ingest_audio_by_stream_copy(stored_audio, setti
 async def test_timed_backend_takes_its_time_without_holding_the_loop():
     from longtalk.backends import make_backends
     from longtalk.backends.base import WindowJob
+    from longtalk.spec import RenderSpec
     from longtalk.backends.preview import render_preview
     from longtalk.settings import Settings
 
@@ -352,8 +352,8 @@ async def test_timed_backend_takes_its_time_without_holding_the_loop():
     assert set(backends) == {"preview", "timed"}
     timed = backends["timed"]
     ref = av_io.fit_image(av_io.decode_image((EXAMPLES / "portrait.png").read_bytes(), "image"), 64, 64)
-    job = WindowJob(render_id="r", index=0, frame_start=0, num_frames=81, motion_frames=9, fps=25, width=64,
-                    height=64, reference=ref, tail=np.repeat(ref[None], 9, axis=0),
+    job = WindowJob(render_id="r", index=0, spec=RenderSpec(width=64, height=64, window=81, motion=9, fps=25),
+                    frame_start=0, reference=ref, tail=np.repeat(ref[None], 9, axis=0),
                     audio=[np.zeros(81 * 640, np.float32)], chain_start=True)
     ticks = 0
 

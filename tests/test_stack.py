@@ -112,6 +112,18 @@ def test_differences_compare_values_and_hide_secrets(tmp_path):
     assert refused("status", mixed) == refused("down", mixed) == []
 
 
+def test_a_renamed_variable_is_recorded_and_compared_under_its_new_name(tmp_path):
+    from longtalk.settings import Settings
+    from longtalk.stack_record import differences, stack_env
+
+    old = {"LONGTALK_COMFY_SEED": "5"}  # LONGTALK_DEFAULT_SEED's old name (a graph variable before)
+    recorded = stack_env(Settings.from_env({**old, "LONGTALK_DATA_DIR": str(tmp_path)}), old)
+    assert recorded["LONGTALK_DEFAULT_SEED"] == "5" and "LONGTALK_COMFY_SEED" not in recorded
+    assert differences(recorded, old) == [] and differences(recorded, {"LONGTALK_DEFAULT_SEED": "5"}) == []
+    [diff] = differences(recorded, {"LONGTALK_COMFY_SEED": "6"})
+    assert (diff.name, diff.recorded, diff.current, diff.per_process) == ("LONGTALK_DEFAULT_SEED", "5", "6", False)
+
+
 def test_status_names_an_upgrade_pending():
     from longtalk.stack import build_note
 

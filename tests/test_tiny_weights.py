@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from comfy_graphs import tiny_weights as tw
-from comfy_graphs.config import MODEL_FOLDERS, ModelFiles
 from comfy_graphs.tiny_weights import plan_tiny_weights, read_safetensors_header, write_tiny_weights
+from longtalk.comfy.config import MODEL_FOLDERS, ModelFiles
 
 slow = pytest.mark.skipif(os.environ.get("LONGTALK_SLOW_TESTS") != "1",
                           reason="writes ~2 GB; set LONGTALK_SLOW_TESTS=1")

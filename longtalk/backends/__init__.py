@@ -9,7 +9,7 @@ from ..settings import Settings
 from .base import RenderBackend, WindowJob
 
 if TYPE_CHECKING:
-    from comfy_graphs.config import GraphConfig
+    from ..comfy.config import GraphConfig
 
 BACKENDS = ("preview", "timed", "comfyui")
 

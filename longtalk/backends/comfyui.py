@@ -21,13 +21,11 @@ import uuid
 import cv2
 import numpy as np
 
-from comfy_graphs.binder import (
-    Template, WindowValues, load_template, mode_for, output_node_id, speaker_masks, split_upload_name,
-)
-from comfy_graphs.config import GraphConfig
-
 from .. import av_io
-from ..comfy import ComfyClient
+from ..comfy.binder import Template, WindowValues, load_template, output_node_id, speaker_masks, split_upload_name
+from ..comfy.client import ComfyClient
+from ..comfy.config import GraphConfig
+from ..comfy.doctor import DoctorReport, check_server
 from ..errors import BackendUnavailable, GraphError, OutputMismatch, PromptTimeout
 from ..settings import Settings
 from .base import ProgressFn, WindowJob
@@ -85,10 +83,8 @@ class ComfyUIBackend:
         self.device = {"device": dev.get("name"), "vram_free": dev.get("vram_free"),
                        "vram_total": dev.get("vram_total")}
 
-    async def check(self):
+    async def check(self) -> DoctorReport:
         """doctor's checks of this ComfyUI against the modes the deployment serves."""
-        from comfy_graphs.doctor import check_server
-
         return await check_server(self.client, self.config, self.config.modes)
 
     def heartbeat_details(self) -> dict:
@@ -100,16 +96,10 @@ class ComfyUIBackend:
         return self._templates[mode]
 
     async def render_window(self, job: WindowJob, progress: ProgressFn | None = None) -> np.ndarray:
-        mode = mode_for("video" if job.source is not None else "image", "multi" if job.multi else "single")
-        template = self.template(mode)
-        sampler = self.config.sampler
-        values = WindowValues.for_window(
-            job.render_id, job.index, mode, width=job.width, height=job.height, prompt=job.prompt,
-            num_frames=job.num_frames, motion=job.motion_frames, fps=job.fps,
-            force_offload=job.force_offload, chain_start=job.chain_start,
-            speaker_masks=sampler.speaker_masks, seed=job.window_seed,
-        )
-        prompt = template.bind(values, self.config.models, sampler)
+        sampler, spec = self.config.sampler, job.spec
+        values = WindowValues.for_window(job.render_id, job.index, spec, chain_start=job.chain_start,
+                                         speaker_masks=sampler.speaker_masks)
+        prompt = self.template(values.mode).bind(values, self.config.models, sampler)
         output_node = output_node_id(prompt)
 
         outputs = None
@@ -121,7 +111,7 @@ class ComfyUIBackend:
                 if not ((entry or {}).get("status") or {}).get("status_str") == "success":
                     continue  # that generation failed: the next one gets a fresh prompt id
             elif state is None:
-                await self._upload(job, values, mode)
+                await self._upload(job, values)
                 await self.client.submit(prompt, prompt_id)
             outputs = await self._wait(prompt_id, progress)
             break
@@ -130,17 +120,17 @@ class ComfyUIBackend:
 
         files = sorted((f for f in self.client.outputs(outputs) if f.node_id == output_node and f.kind == "images"),
                        key=lambda f: f.filename)
-        if len(files) != job.num_frames:
+        if len(files) != spec.window:
             raise OutputMismatch(f"the graph's output node {output_node} gave {len(files)} frames, "
-                                 f"expected {job.num_frames}")
+                                 f"expected {spec.window}")
         gate = asyncio.Semaphore(8)  # downloads in flight; PNG decoding runs beside them in threads
 
         async def fetch(f) -> np.ndarray:
             async with gate:
                 data = await self.client.download(f)
             frame = await asyncio.to_thread(av_io.decode_png, data)
-            if frame.shape[:2] != (job.height, job.width):
-                frame = cv2.resize(frame, (job.width, job.height), interpolation=cv2.INTER_AREA)
+            if frame.shape[:2] != (spec.height, spec.width):
+                frame = cv2.resize(frame, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
             return frame
 
         frames = await asyncio.gather(*(fetch(f) for f in files))
@@ -174,17 +164,17 @@ class ComfyUIBackend:
         except BackendUnavailable:
             pass
 
-    async def _upload(self, job: WindowJob, values: WindowValues, mode: str) -> None:
+    async def _upload(self, job: WindowJob, values: WindowValues) -> None:
         def encoded() -> list[tuple[str, bytes]]:
             uploads = [(values.reference, av_io.encode_png(job.reference))]
             uploads += [(name, av_io.encode_png(frame)) for name, frame in zip(values.tails, job.tail)]
             uploads += [(name, av_io.wav16_bytes(samples)) for name, samples in zip(values.audio, job.audio)]
             if values.masks:
-                masks = speaker_masks(job.width, job.height)
+                masks = speaker_masks(job.spec.width, job.spec.height)
                 uploads += [(name, av_io.encode_png(masks[key]))
                             for name, key in zip(values.masks, ("mask_1", "mask_2", "mask_bg"))]
             if values.source_video and job.source is not None:
-                uploads.append((values.source_video, _encode_source(job.source, job.fps)))
+                uploads.append((values.source_video, _encode_source(job.source, job.spec.fps)))
             return uploads
 
         async def send(name: str, data: bytes) -> None:

@@ -10,7 +10,7 @@ It animates the reference image (I2V) or the source frames (V2V) directly:
   the mouth and the gap between the lips is filled with a dark mouth interior (and a hint
   of teeth when it opens wide);
 - I2V adds a slight head motion (about two pixels, under 1.5 degrees), a smooth function
-  of the global frame index seeded by job.seed, applied with cv2.warpAffine;
+  of the global frame index seeded by job.spec.seed, applied with cv2.warpAffine;
 - multi-person jobs (two audio tracks) drive two mouths: speaker 1 on the left half of the
   frame, speaker 2 on the right, each half with its own head motion.
 
@@ -373,14 +373,15 @@ def _estimate_tail_poses(
 
 
 def _validate(job: WindowJob) -> None:
-    n, m = job.num_frames, job.motion_frames
+    spec = job.spec
+    n, m, fps = spec.window, spec.motion, spec.fps
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"num_frames must be an integer >= 2, got {n!r}")
+        raise ValueError(f"window must be an integer >= 2, got {n!r}")
     if isinstance(m, bool) or not isinstance(m, int) or not 0 < m < n:
-        raise ValueError(f"motion_frames must satisfy 0 < motion_frames < num_frames ({n}), got {m!r}")
-    if isinstance(job.fps, bool) or not isinstance(job.fps, int) or job.fps <= 0 or MODEL_SAMPLE_RATE % job.fps:
-        raise ValueError(f"fps must be a positive integer dividing {MODEL_SAMPLE_RATE}, got {job.fps!r}")
-    h, w = job.height, job.width
+        raise ValueError(f"motion must satisfy 0 < motion < window ({n}), got {m!r}")
+    if isinstance(fps, bool) or not isinstance(fps, int) or fps <= 0 or MODEL_SAMPLE_RATE % fps:
+        raise ValueError(f"fps must be a positive integer dividing {MODEL_SAMPLE_RATE}, got {fps!r}")
+    h, w = spec.height, spec.width
     if not (isinstance(h, int) and isinstance(w, int)) or h < 16 or w < 16:
         raise ValueError(f"height and width must be integers >= 16, got {h!r}x{w!r}")
 
@@ -394,14 +395,14 @@ def _validate(job: WindowJob) -> None:
 
     check_frames("reference", job.reference, (h, w, 3))
     if isinstance(job.tail, np.ndarray) and job.tail.ndim == 4 and job.tail.shape[0] != m:
-        raise ValueError(f"tail must hold motion_frames={m} frames, got {job.tail.shape[0]}")
+        raise ValueError(f"tail must hold motion={m} frames, got {job.tail.shape[0]}")
     check_frames("tail", job.tail, (m, h, w, 3))
     if job.source is not None:
         check_frames("source", job.source, (n, h, w, 3))
     if not isinstance(job.audio, (list, tuple)) or len(job.audio) not in (1, 2):
         count = len(job.audio) if isinstance(job.audio, (list, tuple)) else type(job.audio).__name__
         raise ValueError(f"audio must be a list of 1 or 2 tracks (one per speaker), got {count}")
-    need = n * (MODEL_SAMPLE_RATE // job.fps)
+    need = n * (MODEL_SAMPLE_RATE // fps)
     for i, track in enumerate(job.audio):
         if not isinstance(track, np.ndarray) or track.ndim != 1:
             shape = getattr(track, "shape", type(track).__name__)
@@ -410,7 +411,7 @@ def _validate(job: WindowJob) -> None:
             raise ValueError(f"audio[{i}] must be float samples in [-1, 1], got dtype {track.dtype}")
         if track.shape[0] != need:
             raise ValueError(
-                f"audio[{i}] must hold num_frames * {MODEL_SAMPLE_RATE // job.fps} = {need} samples, "
+                f"audio[{i}] must hold window * {MODEL_SAMPLE_RATE // fps} = {need} samples, "
                 f"got {track.shape[0]}"
             )
         if not np.all(np.isfinite(track)):
@@ -458,8 +459,8 @@ def _fade(j: int, length: int) -> float:
 def render_preview(job: WindowJob) -> np.ndarray:
     """Render one window on the CPU: a (W, H, Wd, 3) uint8 RGB array whose first M frames are job.tail."""
     _validate(job)
-    n, m, fps = job.num_frames, job.motion_frames, job.fps
-    height, width = job.height, job.width
+    n, m, fps = job.spec.window, job.spec.motion, job.spec.fps
+    height, width = job.spec.height, job.spec.width
     reference = np.ascontiguousarray(job.reference)
     people = len(job.audio)
     faces = detect_faces(reference, people)
@@ -488,7 +489,7 @@ def render_preview(job: WindowJob) -> np.ndarray:
     else:
         scale = min(height, width) / 512.0
         frames = job.frame_start + np.arange(n)
-        poses = [head_pose(frames, fps, job.seed, p, scale) for p in range(people)]
+        poses = [head_pose(frames, fps, job.spec.seed, p, scale) for p in range(people)]
         expected_last = [p[m - 1] for p in poses]
         if tail_is_still:
             actual_last = [np.zeros(3) for _ in range(people)]

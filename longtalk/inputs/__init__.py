@@ -13,7 +13,7 @@ One home per concern:
 
 The CLI (starter.py) and a server call the same three steps:
 
-    job = parse_job(obj, settings, default_seed=...)
+    job = parse_job(obj, settings)
     submission = await submit(client, settings, job, render_id, backend)   # stages, then starts
 """
 

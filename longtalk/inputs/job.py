@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..settings import Settings
-from ..spec import DEFAULT_PROMPT, DEFAULT_SEED, DEFAULT_SIZE, MAX_SEED, RenderSpec
+from ..spec import DEFAULT_PROMPT, DEFAULT_SIZE, MAX_SEED, RenderSpec
 from ..text import TRUNCATED, shorten
 from .sources import MediaSource, check_url, split_data_uri
 
@@ -53,7 +53,7 @@ KNOWN_KEYS = frozenset(SCALAR_KEYS) | frozenset(EXTENSION_KEYS) | {k for keys in
 
 # ---- the render id ------------------------------------------------------------------
 # The workflow id, the object-key folder renders/<id>/ and the ComfyUI upload subfolder
-# longtalk/<id>/w<k> (comfy_graphs.binder): one path segment, safe in all three.
+# longtalk/<id>/w<k> (longtalk.comfy.binder): one path segment, safe in all three.
 RENDER_ID_MAX = 128
 RENDER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{RENDER_ID_MAX - 1}}}")
 RENDER_ID_RULE = (f"1-{RENDER_ID_MAX} letters, digits, '.', '_' or '-', starting with a letter "
@@ -108,11 +108,10 @@ class Job:
         return {key: getattr(self.spec, key) for key in SCALAR_KEYS}
 
 
-def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED,
-              trusted: Collection[str] = ()) -> Job:
+def parse_job(obj, settings: Settings, trusted: Collection[str] = ()) -> Job:
     """Check a job object (wrapped in {"input": ...} or bare) and return the Job. The window
-    parameters come from `settings`; `default_seed` is the seed of a job that gives none (the
-    deployment's LONGTALK_COMFY_SEED, which the client reads). `trusted`: the *_path keys the
+    parameters come from `settings`, and so does the seed of a job that gives none (the
+    deployment's LONGTALK_DEFAULT_SEED where the job is submitted). `trusted`: the *_path keys the
     operator gave on the command line (their own files: `~` expanded, not confined to
     LONGTALK_INPUT_ROOTS); every other path is confined."""
     inp = _unwrap(obj)
@@ -162,7 +161,7 @@ def parse_job(obj, settings: Settings, default_seed: int = DEFAULT_SEED,
     max_frame = _integer(inp, "max_frame", None)
     if max_frame is not None and max_frame <= 0:
         raise InputError("max_frame", f"must be a positive integer, got {max_frame}")
-    seed = _integer(inp, "seed", default_seed)
+    seed = _integer(inp, "seed", settings.default_seed)
     if not 0 <= seed <= MAX_SEED:
         raise InputError("seed", f"must be an integer from 0 to {MAX_SEED}, got {seed}")
 

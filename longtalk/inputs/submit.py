@@ -1,6 +1,6 @@
 """Submitting a job: parse -> stage -> start, for the CLI (starter.py) and an HTTP API alike.
 
-    job = parse_job(obj, settings, default_seed=...)      # pure checks (job.py)
+    job = parse_job(obj, settings)      # pure checks (job.py)
     handle = await submit(client, settings, job, render_id, backend)
 
 `submit` attaches to a render that already has this id (running or finished); otherwise it

@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 
 from longtalk.backends.base import WindowJob
+from longtalk.spec import RenderSpec
 from longtalk.windows import MODEL_SAMPLE_RATE
 
 from .validation import MODEL_LIST_INPUTS, resolve_input_path
@@ -797,12 +798,14 @@ def build_window_job(run: Run, node_id: str, i: Inputs, embeds: dict, talk: dict
         source = np.ascontiguousarray(frames[:n])
 
     text = i["text_embeds"]
+    spec = RenderSpec(input_type="image" if source is None else "video",
+                      person_count="multi" if len(audio) > 1 else "single",
+                      prompt=text.get("prompt", "") if isinstance(text, dict) else "", width=width, height=height,
+                      force_offload=bool(i["force_offload"]), seed=int(i["seed"] or 0), window=n,
+                      motion=int(tail.shape[0]), fps=fps)
     return WindowJob(
-        render_id=run.prompt_id, index=0, frame_start=0, num_frames=n, motion_frames=int(tail.shape[0]),
-        fps=fps, width=width, height=height, reference=np.ascontiguousarray(reference),
-        tail=np.ascontiguousarray(tail), audio=audio, source=source,
-        prompt=text.get("prompt", "") if isinstance(text, dict) else "", seed=int(i["seed"] or 0),
-        force_offload=bool(i["force_offload"]), chain_start=chain_start, extras={"node": node_id})
+        render_id=run.prompt_id, index=0, spec=spec, frame_start=0, reference=np.ascontiguousarray(reference),
+        tail=np.ascontiguousarray(tail), audio=audio, source=source, chain_start=chain_start, extras={"node": node_id})
 
 
 @handles("SaveImage", "PreviewImage")

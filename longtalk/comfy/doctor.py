@@ -25,11 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from longtalk.comfy.client import MODEL_INPUTS, ComfyClient
-from longtalk.windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW
-
-from .binder import MODES, WindowValues, load_template
+from .binder import WindowValues, load_template
+from .client import MODEL_INPUTS, ComfyClient
 from .config import GraphConfig
+from .modes import MODES, spec_for
 
 # Node pack of every class our graphs (and the binder) use, from the pinned /object_info dump
 # ("python_module"); a class not listed here is reported as a ComfyUI core node.
@@ -93,17 +92,16 @@ def describe_device(dev: dict) -> str:
     return f"{dev.get('name', '?')} ({dev.get('type', '?')}, {total / gib:.1f} GiB, {free / gib:.1f} GiB free)"
 
 
-def sample_prompts(config: GraphConfig, modes: Iterable[str] = MODES, *, width: int = 512, height: int = 512,
-                   window: int = DEFAULT_WINDOW, motion: int = DEFAULT_MOTION,
-                   fps: int = DEFAULT_FPS) -> dict[tuple[str, int], dict]:
-    """The prompts the backend would send for window 0 (chain start) and window 1 of each mode."""
+def sample_prompts(config: GraphConfig, modes: Iterable[str] = MODES) -> dict[tuple[str, int], dict]:
+    """The prompts the backend would send for window 0 (chain start) and window 1 of each
+    mode, for a render of the default parameters."""
     prompts = {}
     for mode in modes:
         template = load_template(mode, config.graphs_dir)
+        spec = spec_for(mode, prompt="a person talking")
         for k in (0, 1):
-            values = WindowValues.for_window(
-                "doctor", k, mode, width=width, height=height, prompt="a person talking", num_frames=window,
-                motion=motion, fps=fps, chain_start=(k == 0), speaker_masks=config.sampler.speaker_masks)
+            values = WindowValues.for_window("doctor", k, spec, chain_start=(k == 0),
+                                             speaker_masks=config.sampler.speaker_masks)
             prompts[(mode, k)] = template.bind(values, config.models, config.sampler)
     return prompts
 

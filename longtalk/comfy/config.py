@@ -2,10 +2,11 @@
 
 Every field can be set from the environment as `LONGTALK_COMFY_<FIELD NAME IN CAPITALS>`,
 for example `LONGTALK_COMFY_STEPS=8` or `LONGTALK_COMFY_DIFFUSION_MODEL=other.safetensors`.
-`GraphConfig.from_env()` is the only place that reads the environment, and only the
-composition roots call it (worker.py, starter.py for the default seed, the comfy_graphs
-CLI); everything else receives a GraphConfig. A value outside what the pinned node packs
-accept fails there, naming its variable and the allowed values.
+`GraphConfig.from_env()` is the only place that reads the environment, and only the entry
+points call it (worker.py for a GPU worker, the comfy_graphs commands); everything else
+receives a GraphConfig. A value outside what the pinned node packs accept fails there,
+naming its variable and the allowed values. (A job's seed is no graph setting: its default
+is the client's LONGTALK_DEFAULT_SEED, longtalk.settings.)
 
 The defaults are the old RunPod worker's choices (its seed graphs), except where a
 per-window graph needs something else (attention `sdpa`, loudness normalisation off because
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
-from longtalk.settings import values_from_env
-from longtalk.spec import DEFAULT_SEED, MAX_SEED
+from ..settings import values_from_env
+from .modes import MODES, parse_modes
 
 ENV_PREFIX = "LONGTALK_COMFY_"
 GRAPHS_DIR_ENV = ENV_PREFIX + "GRAPHS_DIR"
@@ -129,7 +130,6 @@ class SamplerSettings:
     cfg: float = 1.0  # the lightx2v LoRA is cfg-distilled
     shift: float = 11.0
     scheduler: str = "dpm++_sde"
-    seed: int = DEFAULT_SEED  # default base seed of a job that gives none; window k samples with seed + k
     v2v_steps: int = 4  # V2V: the schedule starts at v2v_start_step from the source latents
     v2v_start_step: int = 2
     blocks_to_swap: int = 20
@@ -164,8 +164,6 @@ class SamplerSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.v2v_start_step < self.v2v_steps:
             raise ValueError(f"v2v_start_step must be in 0..{self.v2v_steps - 1}, got {self.v2v_start_step}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"{env_name('seed')}: seed must be in 0..{MAX_SEED}, got {self.seed}")
         if not 0 <= self.blocks_to_swap <= 48:
             raise ValueError(f"blocks_to_swap must be in 0..48, got {self.blocks_to_swap}")
         if not 0 <= self.prefetch_blocks <= 40:
@@ -189,11 +187,6 @@ class SamplerSettings:
     def color_correction(self) -> bool:
         return self.color_match != "disabled"
 
-    def seed_for(self, window: int) -> int:
-        """A window's seed when no render gives one (the CLI's checks); a render's windows
-        sample with its RenderSpec's seed + k."""
-        return self.seed + window
-
 
 @dataclass(frozen=True)
 class GraphConfig:
@@ -203,12 +196,10 @@ class GraphConfig:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     graphs_dir: Path | None = None  # operator overrides: <dir>/<mode>.json (API format)
     # the modes this deployment serves: doctor checks them (and their model files) only
-    modes: tuple[str, ...] = ("i2v_single", "i2v_multi", "v2v_single", "v2v_multi")
+    modes: tuple[str, ...] = MODES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "GraphConfig":
-        from .binder import parse_modes
-
         env = os.environ if environ is None else environ
         raw = env.get(GRAPHS_DIR_ENV, "").strip()
         modes = env.get(MODES_ENV, "").strip()

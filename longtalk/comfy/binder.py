@@ -40,14 +40,15 @@ from typing import Iterable
 
 import numpy as np
 
-from longtalk.errors import GraphError
-from longtalk.inputs.job import RENDER_ID_RULE, is_render_id
-from longtalk.windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW
-
+from ..errors import GraphError
+from ..inputs.job import RENDER_ID_RULE, is_render_id
+from ..spec import RenderSpec
 from .config import ModelFiles, SamplerSettings
+from .modes import MODES, check_mode, mode_for
 
-GRAPHS_DIR = Path(__file__).resolve().parent
-MODES = ("i2v_single", "i2v_multi", "v2v_single", "v2v_multi")
+# The shipped graphs are data: the JSON files of the comfy_graphs folder beside this package
+# (installed with it, pyproject's package-data), read as files and never imported.
+GRAPHS_DIR = Path(__file__).resolve().parents[2] / "comfy_graphs"
 UPLOAD_ROOT = "longtalk"
 OUTPUT_CLASSES = ("SaveImage", "PreviewImage")
 
@@ -89,7 +90,7 @@ POINT_DOCS: dict[str, str] = {
 
 def required_points(mode: str) -> tuple[str, ...]:
     """Binding points a template for `mode` must have."""
-    _check_mode(mode)
+    check_mode(mode)
     points = LOADER_POINTS + WINDOW_POINTS
     if mode.endswith("_multi"):
         points += ("@audio_2",)
@@ -100,7 +101,7 @@ def required_points(mode: str) -> tuple[str, ...]:
 
 def optional_points(mode: str) -> tuple[str, ...]:
     """Binding points needed only by a feature (vocal separation, speaker masks)."""
-    _check_mode(mode)
+    check_mode(mode)
     points: tuple[str, ...] = ("@vocal_model", "@vocals_1")
     if mode.endswith("_multi"):
         points += ("@vocals_2", "@mask_1", "@mask_2", "@mask_bg")
@@ -111,28 +112,7 @@ class TemplateError(GraphError):
     """A graph template cannot be used: unreadable, not API format, or a binding point missing."""
 
 
-# ---- names and modes -------------------------------------------------------------------
-
-def mode_for(input_type: str, person_count: str) -> str:
-    """Template mode of a job: ("image", "single") -> "i2v_single", ("video", "multi") -> "v2v_multi"."""
-    kinds = {"image": "i2v", "video": "v2v"}
-    if input_type not in kinds:
-        raise ValueError(f"input_type must be image or video, got {input_type!r}")
-    if person_count not in ("single", "multi"):
-        raise ValueError(f"person_count must be single or multi, got {person_count!r}")
-    return f"{kinds[input_type]}_{person_count}"
-
-
-def parse_modes(text: str, what: str = "modes") -> tuple[str, ...]:
-    """"i2v_single, v2v_single" -> ("i2v_single", "v2v_single"); "all" -> every mode."""
-    names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    if names == ("all",):
-        return MODES
-    bad = [m for m in names if m not in MODES]
-    if bad or not names:
-        raise ValueError(f"{what}: use a comma-separated list of {', '.join(MODES)} (or all), got {text!r}")
-    return names
-
+# ---- names -----------------------------------------------------------------------------
 
 def upload_subfolder(render_id: str, k: int) -> str:
     """ComfyUI input subfolder of window k's uploads: longtalk/<render_id>/w00003."""
@@ -149,9 +129,9 @@ def shared_subfolder(render_id: str) -> str:
     return f"{upload_subfolder(render_id, 0).rsplit('/', 1)[0]}/shared"
 
 
-def upload_plan(render_id: str, k: int, mode: str, motion: int, *, chain_start: bool | None = None,
+def upload_plan(render_id: str, k: int, spec: RenderSpec, *, chain_start: bool | None = None,
                 speaker_masks: bool = True) -> dict[str, str]:
-    """What the backend uploads for window k and the loader value each upload gets.
+    """What the backend uploads for window k of a render and the loader value each upload gets.
 
     Keys: "reference", "tail_00".."tail_{M-1}" (none at a chain start: the reference is the
     tail), "audio_1" (+ "audio_2"), multi with masks: "mask_1", "mask_2", "mask_bg", V2V:
@@ -160,7 +140,7 @@ def upload_plan(render_id: str, k: int, mode: str, motion: int, *, chain_start: 
     "longtalk/<render_id>/shared/<file>"; `split_upload_name` gives the (subfolder,
     filename) pair for `/upload/image`.
     """
-    _check_mode(mode)
+    mode, motion = mode_for(spec), spec.motion
     if motion < 1:
         raise ValueError(f"motion must be >= 1, got {motion}")
     base = upload_subfolder(render_id, k)
@@ -222,30 +202,24 @@ def speaker_masks(width: int, height: int, face_scale: float = 0.1) -> dict[str,
 
 @dataclass(frozen=True)
 class WindowValues:
-    """Everything that differs from window to window (names as `upload_plan` gives them)."""
+    """Window k of a render: its RenderSpec, whole, and the names its uploads get (as
+    `upload_plan` gives them)."""
 
     render_id: str
     index: int  # window k
-    width: int
-    height: int
-    num_frames: int  # W
-    motion: int  # M
-    prompt: str
-    force_offload: bool
-    fps: int
+    spec: RenderSpec  # size, W, M, fps, prompt, seed (window k samples with spec.seed_for(k)), ...
     reference: str
     tails: tuple[str, ...]  # M tail PNG names; empty at a chain start (the reference is the tail)
     audio: tuple[str, ...]  # one per speaker
     source_video: str | None = None  # V2V
     masks: tuple[str, ...] = ()  # multi: mask_1, mask_2, mask_bg
-    seed: int | None = None  # None: sampler.seed + index
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tails", tuple(self.tails))
         object.__setattr__(self, "audio", tuple(self.audio))
         object.__setattr__(self, "masks", tuple(self.masks))
-        if self.tails and len(self.tails) != self.motion:
-            raise ValueError(f"window {self.index}: {len(self.tails)} tail frames given, motion is {self.motion}")
+        if self.tails and len(self.tails) != self.spec.motion:
+            raise ValueError(f"window {self.index}: {len(self.tails)} tail frames given, motion is {self.spec.motion}")
         if not self.audio:
             raise ValueError("at least one audio track is needed")
         if self.masks and len(self.masks) != 3:
@@ -255,23 +229,22 @@ class WindowValues:
     def chain_start(self) -> bool:
         return not self.tails
 
+    @property
+    def mode(self) -> str:
+        return mode_for(self.spec)
+
     @classmethod
-    def for_window(cls, render_id: str, k: int, mode: str, *, width: int, height: int, prompt: str,
-                   num_frames: int = DEFAULT_WINDOW, motion: int = DEFAULT_MOTION, fps: int = DEFAULT_FPS,
-                   force_offload: bool = True,
-                   chain_start: bool | None = None, speaker_masks: bool = True,
-                   seed: int | None = None) -> "WindowValues":
+    def for_window(cls, render_id: str, k: int, spec: RenderSpec, *, chain_start: bool | None = None,
+                   speaker_masks: bool = True) -> "WindowValues":
         """Values for window k with the upload names `upload_plan` assigns."""
-        plan = upload_plan(render_id, k, mode, motion, chain_start=chain_start, speaker_masks=speaker_masks)
+        plan = upload_plan(render_id, k, spec, chain_start=chain_start, speaker_masks=speaker_masks)
         return cls(
-            render_id=render_id, index=k, width=width, height=height, num_frames=num_frames,
-            motion=motion, prompt=prompt, force_offload=force_offload, fps=fps,
+            render_id=render_id, index=k, spec=spec,
             reference=plan["reference"],
             tails=tuple(v for key, v in plan.items() if key.startswith("tail_")),
             audio=tuple(plan[key] for key in ("audio_1", "audio_2") if key in plan),
             source_video=plan.get("source_video"),
             masks=tuple(plan[key] for key in ("mask_1", "mask_2", "mask_bg") if key in plan),
-            seed=seed,
         )
 
 
@@ -304,6 +277,8 @@ class Template:
 
     def bind(self, values: WindowValues, models: ModelFiles, sampler: SamplerSettings) -> dict:
         """A fresh API-format prompt for one window (the template itself is never modified)."""
+        if values.mode != self.mode:
+            raise ValueError(f"window {values.index} is of a {values.mode} render: it cannot bind the {self.mode} graph")
         if self.multi and len(values.audio) < 2:
             raise ValueError(f"{self.mode} needs two audio tracks, got {len(values.audio)}")
         if not self.multi and len(values.audio) != 1:
@@ -325,25 +300,25 @@ class Template:
         g.set("@block_swap", blocks_to_swap=sampler.blocks_to_swap, prefetch_blocks=sampler.prefetch_blocks)
         g.set("@vae", model_name=models.vae)
         g.set("@clip_vision", clip_name=models.clip_vision)
-        g.set("@prompt", model_name=models.text_encoder, positive_prompt=values.prompt)
+        spec = values.spec
+        g.set("@prompt", model_name=models.text_encoder, positive_prompt=spec.prompt)
         g.set("@wav2vec", model=models.wav2vec)
 
         # this window
-        g.set("@width", value=values.width)
-        g.set("@height", value=values.height)
-        g.set("@num_frames", value=values.num_frames)
+        g.set("@width", value=spec.width)
+        g.set("@height", value=spec.height)
+        g.set("@num_frames", value=spec.window)
         g.set("@reference", image=values.reference)
         g.set("@audio_1", audio=values.audio[0])
         if self.multi:
             g.set("@audio_2", audio=values.audio[1])
         if self.v2v:
             g.set("@source_video", video=values.source_video)
-        g.set("@embeds", fps=float(values.fps),
+        g.set("@embeds", fps=float(spec.fps),
               audio_scale=sampler.v2v_audio_scale if self.v2v else sampler.audio_scale,
               audio_cfg_scale=sampler.audio_cfg_scale, multi_audio_type=sampler.multi_audio_type)
-        seed = sampler.seed_for(values.index) if values.seed is None else values.seed
-        sampling = dict(cfg=sampler.cfg, shift=sampler.shift, seed=seed, scheduler=sampler.scheduler,
-                        force_offload=values.force_offload)
+        sampling = dict(cfg=sampler.cfg, shift=sampler.shift, seed=spec.seed_for(values.index),
+                        scheduler=sampler.scheduler, force_offload=spec.force_offload)
         if self.v2v:
             sampling.update(steps=sampler.v2v_steps, start_step=sampler.v2v_start_step)
         else:
@@ -463,14 +438,9 @@ def _next_numeric_id(prompt: dict) -> int:
     return max(numbers, default=0) + 1
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-
-
 def template_path(mode: str, override_dir: Path | None = None) -> Path:
     """The file `load_template` would read for `mode`."""
-    _check_mode(mode)
+    check_mode(mode)
     if override_dir is not None:
         candidate = Path(override_dir) / f"{mode}.json"
         if candidate.is_file():
@@ -485,7 +455,7 @@ def load_template(mode: str, override_dir: Path | None = None) -> Template:
 
 
 def parse_template(mode: str, path: Path, text: str | None = None) -> Template:
-    _check_mode(mode)
+    check_mode(mode)
     try:
         raw = Path(path).read_text(encoding="utf-8-sig") if text is None else text
     except OSError as exc:
