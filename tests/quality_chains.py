@@ -14,6 +14,7 @@ import numpy as np
 
 from longtalk import av_io
 from longtalk.backends.base import RenderBackend, WindowJob
+from longtalk.spec import RenderSpec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 W, M, FPS, SPF = 81, 9, 25, 640
@@ -43,7 +44,8 @@ class Example:
         idx = [av_io.source_index(f, len(self.source)) for f in range(k * S, k * S + W)]
         return self.source[idx]
 
-    def job(self, k: int, tail: np.ndarray | None = None, seed: int = 7, index: int | None = None) -> WindowJob:
+    def job(self, k: int, tail: np.ndarray | None = None, seed: int = 7, index: int | None = None,
+            redo: int = 0) -> WindowJob:
         """Window k (its frames and audio); tail None starts a chain (the tail is the reference)."""
         source = self.source_frames(k)
         reference = self.reference if source is None else source[0]
@@ -51,9 +53,12 @@ class Example:
         if chain:
             tail = np.repeat(reference[None], M, axis=0)
         h, w = reference.shape[:2]
-        return WindowJob(render_id=f"quality-{self.mode}", index=k if index is None else index, frame_start=k * S,
-                         num_frames=W, motion_frames=M, fps=FPS, width=w, height=h, reference=reference, tail=tail,
-                         audio=self.audio(k), source=source, seed=seed, chain_start=chain)
+        spec = RenderSpec(input_type="video" if self.v2v else "image",
+                          person_count="multi" if len(self.tracks) > 1 else "single",
+                          width=w, height=h, seed=seed, window=W, motion=M, fps=FPS)
+        return WindowJob(render_id=f"quality-{self.mode}", index=k if index is None else index, spec=spec,
+                         frame_start=k * S, reference=reference, tail=tail, audio=self.audio(k), source=source,
+                         chain_start=chain, redo=redo)
 
 
 def _image(name: str, size: tuple[int, int] | None) -> np.ndarray:

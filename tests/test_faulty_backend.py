@@ -112,19 +112,15 @@ def test_blank_and_frozen_windows(ex, clean):
     assert [a[2] for a in backend.applied] == [("blank",), ("frozen",)]
 
 
-def test_attempts_follow_the_seed(ex, clean):
+def test_attempts_follow_the_redo(ex, clean):
     backend = FaultyBackend(PreviewBackend(), "blank:1@1")
     job = ex.job(1, clean[0][-M:].copy(), seed=7)
-    assert not np.any(render(backend, job)[M:]), "the first seed: spoilt"
-    assert np.any(render(backend, dataclasses.replace(job, seed=8))[M:]), "the next seed: clean"
-    assert not np.any(render(backend, job)[M:]), "a retry with the first seed is the same attempt"
+    assert not np.any(render(backend, job)[M:]), "the first attempt: spoilt"
+    redo = dataclasses.replace(job, redo=1)
+    assert redo.seed != job.seed and redo.seed != job.spec.seed_for(2), "a seed no other window uses"
+    assert np.any(render(backend, redo)[M:]), "the re-render with the next seed: clean"
+    assert not np.any(render(backend, job)[M:]), "a retry of the first attempt is spoilt again"
     assert [a[1] for a in backend.applied] == [1, 2, 1]
-    # the caller may say which attempt it is
-    assert np.any(render(backend, dataclasses.replace(job, extras={"attempt": 2}))[M:])
-    assert not np.any(render(FaultyBackend(PreviewBackend(), "blank:1@1"),
-                             dataclasses.replace(job, seed=99, extras={"attempt": 1}))[M:])
-    with pytest.raises(ValueError, match=r"extras\['attempt'\] must be an integer >= 1"):
-        render(backend, dataclasses.replace(job, extras={"attempt": 0}))
 
 
 # ----------------------------------------------------------------------------- drift and face

@@ -16,9 +16,8 @@ as described by a spec string, the operator setting LONGTALK_PREVIEW_FAULTS, e.g
               same way: a face that wanders and shrinks.
 
 blank and frozen take an attempt, K@A: only attempt A of window K is spoilt, so a re-render
-with the next seed comes back clean (without @, every attempt is). Attempt n of a window is
-job.extras["attempt"] when the caller sets it; otherwise the n-th distinct seed this process
-has seen for that window (a retried activity, same seed, is the same attempt).
+with the next seed comes back clean (without @, every attempt is). Attempt A is the quality
+guard's re-render job.redo = A - 1 (a retried activity renders the same redo: the same attempt).
 
 How the accumulating faults carry through the tail: the cast (and the slide) that the
 tail's last frame shows is measured against its clean counterpart (the reference, or for
@@ -33,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -47,7 +46,6 @@ MIN_AMOUNT, MAX_AMOUNT = 0.004, 0.5  # drift and face steps per window: at least
 FACE_SEARCH = (0.0, 0.8)  # the slide levels the tail is searched for
 FACE_SEARCH_WIDTH = 128  # ... on a copy this wide
 RESIDUAL_FADE = 8  # frames over which the seam residual of the drift and face faults fades out
-_SEEN_LIMIT = 4096  # windows whose seeds are remembered (for the attempt number)
 
 
 @dataclass(frozen=True)
@@ -203,25 +201,7 @@ class FaultyBackend:
         self.spec = spec if isinstance(spec, FaultSpec) else FaultSpec.parse(spec)
         # (window, attempt, faults applied) of the latest calls, for tests and logs
         self.applied: deque[tuple[int, int, tuple[str, ...]]] = deque(maxlen=1024)
-        self._seeds: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
         self._lock = threading.Lock()
-
-    def attempt(self, job: WindowJob) -> int:
-        """Which attempt at its window this job is (1 = the first)."""
-        given = job.extras.get("attempt")
-        if given is not None:
-            if isinstance(given, bool) or not isinstance(given, int) or given < 1:
-                raise ValueError(f"job.extras['attempt'] must be an integer >= 1, got {given!r}")
-            return given
-        key = (job.render_id, job.index)
-        with self._lock:
-            seeds = self._seeds.setdefault(key, [])
-            self._seeds.move_to_end(key)
-            if job.window_seed not in seeds:
-                seeds.append(job.window_seed)
-            while len(self._seeds) > _SEEN_LIMIT:
-                self._seeds.popitem(last=False)
-            return seeds.index(job.window_seed) + 1
 
     def _hit(self, table: dict[int, frozenset[int] | None], job: WindowJob, attempt: int) -> bool:
         if job.index not in table:
@@ -233,8 +213,8 @@ class FaultyBackend:
         spec = self.spec
         if not spec:
             return await self.inner.render_window(job, progress)
-        attempt = self.attempt(job)
-        m, n = job.motion_frames, job.num_frames
+        attempt = job.redo + 1
+        m, n = job.spec.motion, job.spec.window
         last = job.tail[-1]
         clean_last = job.source[m - 1] if job.source is not None else job.reference
         cast = round(cast_level(last, clean_last) * 255.0) / 255.0 if spec.drift else 0.0
