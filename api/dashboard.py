@@ -342,6 +342,17 @@ class Dashboard:
                 self._plans.popitem(last=False)
         return plan
 
+    def _quality(self, render_id: str) -> dict | None:
+        """The quality guard's summary of a stitched render (its quality.json): written once, so
+        cached beside the plans."""
+        key = ("quality", render_id)
+        if key not in self._plans:
+            doc = self.store.get_json_or_none(derived_keys(render_id)["quality"])
+            if doc is None:
+                return None
+            self._plans[key] = doc.get("summary") or {}
+        return self._plans[key]
+
     async def _progress(self, render_id: str, run_id: str) -> Progress | None:
         from workflows.render import RenderVideo
 
@@ -486,6 +497,8 @@ class Dashboard:
                     "ended": (not running) or (total > 0 and prefix == total)},
             "thumb": f"/dashboard/api/renders/{render_id}/thumb" if finished else None,
             "video": video, "error": error,
+            # the quality guard's summary: the strip marks re-rendered, flagged and re-anchored windows
+            "quality": await asyncio.to_thread(self._quality, render_id) if status == "completed" else None,
             "links": {"temporal": f"{self.settings.temporal_ui_url}/namespaces/{ns}/workflows/{render_id}",
                       "objects": await asyncio.to_thread(self._objects, render_id)},
             "params": await asyncio.to_thread(self._params, render_id),
@@ -532,6 +545,7 @@ class Dashboard:
         attempts = list(self.store.list(window_prefix(source or render_id, k) + "attempts/"))
         out["attempts"] = len(attempts)
         if meta:
+            out.update(quality=meta.get("quality"))
             out.update(attempt=meta.get("attempt"), worker=meta.get("worker"), render_s=meta.get("render_s"),
                        rendered_at=meta.get("rendered_at"), from_render=source if source != render_id else None)
         return out
