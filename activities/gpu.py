@@ -124,6 +124,9 @@ class GpuActivities:
             frames, render_s = await self._on_gpu(backend, ctx, k, dataclasses.replace(job, redo=redo), state,
                                                   progress)
             total_s += render_s
+            expected = (ctx.spec.window, ctx.spec.height, ctx.spec.width, 3)
+            if frames.shape != expected or frames.dtype != np.uint8:
+                raise OutputMismatch(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
             state["stage"] = "quality"
             recorded.append(await asyncio.to_thread(self._measure, ctx, job, w, frames, redo))
             index = len(recorded) - 1
@@ -282,9 +285,6 @@ class GpuActivities:
     def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float,
                       quality: dict) -> RenderWindowResult:
         params = ctx.window_params
-        expected = (params.window, ctx.spec.height, ctx.spec.width, 3)
-        if frames.shape != expected or frames.dtype != np.uint8:
-            raise OutputMismatch(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
         w = window(k, ctx.total_frames, params)
         kept = frames[w.keep_offset : w.keep_offset + w.kept]
         info = activity.info()
