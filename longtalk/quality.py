@@ -15,7 +15,9 @@ What is measured (frames are uint8 RGB; float frames are taken in [0, 1], ComfyU
 - frozen: motion of a frame is the mean absolute grey difference to the previous frame, whole
   frame or mouth region, whichever is larger. Speech frames are those whose loudness (RMS of
   the 640 samples of 16 kHz audio under the frame at 25 fps; any speaker) is above
-  SPEECH_DB. still_speech is the share of speech frames with motion under STILL.
+  SPEECH_DB. still_speech is the share of speech frames with motion under STILL; where no
+  face (so no mouth region) is known, under STILL_WHOLE: the whole frame of a talking head
+  barely moves when the face is small, so only a picture that hardly changes at all counts.
 - colour: delta_e is the CIE76 Delta E*ab (Euclidean distance in CIE L*a*b*, sRGB D65 as
   OpenCV converts it) between the mean Lab colour of a frame and that of the reference, on a
   4x smaller copy, averaged over the sampled frames; delta_e_face the same inside the face
@@ -72,6 +74,7 @@ SPEECH_DB = -40.0  # a frame whose audio RMS (dBFS) is above this has speech
 LOUDNESS_FLOOR_DB = -60.0  # loudness below this counts as this (for the lip-sync correlation)
 LAG_FRAMES = 6  # the lip-sync lag is searched within +-6 frames (240 ms at 25 fps)
 STILL = 0.05  # grey levels: a frame that differs less than this from the previous one does not move
+STILL_WHOLE = 0.01  # ... the same without a mouth region to look at (no face found): whole frame only
 SEAM_FLOOR = 0.05  # grey levels: the interior motion a seam is compared with is at least this
 BLACK, WHITE, FLAT = 12.0, 243.0, 2.0  # luma mean below / above, luma standard deviation below
 FACE_SEARCH_PX = 80  # a face is searched on a copy where the reference's face is about this wide
@@ -527,7 +530,8 @@ def _motion(gray: dict, keep_from: int, audio: list[np.ndarray], fps: int, faces
     seam_jump = _mad(gray[keep_from], gray[keep_from - 1]) if keep_from > 0 else None
     return {
         "speech_frames": speech_frames,
-        "still_speech": float(np.mean(moving[speech] < STILL)) if speech_frames else None,
+        "still_speech": (float(np.mean(moving[speech] < (STILL if any(m is not None for m in mouths) else STILL_WHOLE)))
+                         if speech_frames else None),
         "motion": interior,
         "lipsync": min(sync)[0] if sync else None,
         "lipsync_lag": min(sync)[1] if sync else None,
