@@ -7,7 +7,7 @@ The GPU activity (activities/gpu.py) asks three things here:
   face passed half its bound) or carried its tail longer than LONGTALK_QUALITY_MAX_CARRY_S.
   A re-anchor waits for a window whose join frame (its first kept frame) lies in a speech
   pause of its own audio, so the stitcher's dissolve hides it, at most REANCHOR_WAIT windows
-  (none once a bound itself is passed);
+  (none where the drift's rise would take it past a bound in the next window);
 - which redo to render next (`next_redo`): a window with a hard failure (blank, frozen, face
   lost, non-finite) is rendered again with the next seed, at most LONGTALK_QUALITY_RETRIES
   times, counting the attempts an earlier try of the activity recorded in quality.json;
@@ -121,9 +121,11 @@ class Anchor:
     anchor_frame: int  # global frame where this window's carry-over began
     reanchor: dict | None = None  # set when this window re-anchors: where and why
     pending: dict | None = None  # a re-anchor waiting for a pause: {"reason", "since"}
+    previous_drift: float | None = None  # the previous window's drift level (its trend, for the next window)
 
     def to_json(self) -> dict:
-        return {"anchor_frame": self.anchor_frame, "reanchor": self.reanchor, "pending": self.pending}
+        return {"anchor_frame": self.anchor_frame, "reanchor": self.reanchor, "pending": self.pending,
+                "previous_drift": self.previous_drift}
 
 
 def pause_at(audio: list[np.ndarray], offset: int, params: WindowParams) -> tuple[int, int] | None:
@@ -157,22 +159,26 @@ def anchor_for(w: Window, chain_first: int, previous: dict | None, audio: list[n
     a render of an earlier release or a re-render's first window).
 
     A re-anchor becomes pending when a drift measure of the previous window passes
-    REANCHOR_AT of its bound (so the chain restarts before the bound is reached where the
-    drift is slow enough), or when the carry-over reaches the ceiling. A pending re-anchor
+    REANCHOR_AT of its bound, or when the carry-over reaches the ceiling. A pending re-anchor
     happens at the first window whose join frame lies in a pause; at once, pause or not,
-    when the previous window passed a bound itself or after REANCHOR_WAIT windows."""
+    when the drift would pass a bound in this window (the previous window's level plus its
+    rise from the one before), or after REANCHOR_WAIT windows."""
     if w.index == chain_first:
         return Anchor(True, w.start)
     if previous is None:
         return Anchor(False, w.start)
     anchor_frame = int(previous.get("anchor_frame", w.start))
     pending = previous.get("pending")
-    urgent = False
+    urgent, level = False, None
+    ratios = drift_ratios(chosen(previous)["quality"], guard.bounds) if previous.get("attempts") else {}
+    if ratios:
+        level = max(ratios.values())
     # a window that itself started from the reference and drifted: restarting cannot help
-    if guard.reanchor and previous.get("attempts") and previous.get("anchor_frame") != previous.get("start"):
-        ratios = drift_ratios(chosen(previous)["quality"], guard.bounds)
+    if guard.reanchor and level is not None and previous.get("anchor_frame") != previous.get("start"):
         over = {n: r for n, r in ratios.items() if r >= REANCHOR_AT}
-        urgent = any(r > 1.0 for r in over.values())
+        earlier = previous.get("previous_drift")
+        rise = max(0.0, level - earlier) if earlier is not None else 0.0
+        urgent = level + rise > 1.0
         if over and pending is None:
             what = ", ".join(f"{n} at {r:.0%} of its bound" for n, r in sorted(over.items()))
             pending = {"reason": f"window {w.index - 1} drifted ({what})", "since": w.index}
@@ -181,17 +187,17 @@ def anchor_for(w: Window, chain_first: int, previous: dict | None, audio: list[n
     if pending is None and guard.max_carry_s and carried_s >= guard.max_carry_s:
         pending = {"reason": f"{carried_s:.1f} s of carry-over (ceiling {guard.max_carry_s:g} s)", "since": w.index}
     if pending is None:
-        return Anchor(False, anchor_frame)
+        return Anchor(False, anchor_frame, previous_drift=level)
     pause = pause_at(audio, params.motion, params)
     waited = w.index - int(pending["since"])
     if pause is None and not urgent and waited < REANCHOR_WAIT:
-        return Anchor(False, anchor_frame, pending=pending)
+        return Anchor(False, anchor_frame, pending=pending, previous_drift=level)
     where = (f"in a {(pause[1] - pause[0]) / params.fps * 1000:.0f} ms pause" if pause
-             else "over a bound, no pause" if urgent else f"no pause in {REANCHOR_WAIT} windows")
+             else "no pause, but the drift would pass its bound" if urgent else f"no pause in {REANCHOR_WAIT} windows")
     record = {"window": w.index, "frame": join, "time_s": round(join / params.fps, 3),
               "pause": None if pause is None else [w.start + pause[0], w.start + pause[1]],
               "reason": f"{pending['reason']}; re-anchored at {join / params.fps:.2f} s, {where}"}
-    return Anchor(True, w.start, reanchor=record)
+    return Anchor(True, w.start, reanchor=record, previous_drift=level)
 
 
 def chosen(doc: dict) -> dict:

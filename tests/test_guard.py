@@ -97,9 +97,14 @@ def test_drift_reanchors_at_the_next_pause():
     late = window(5 + REANCHOR_WAIT, TOTAL, P)
     forced = anchor_for(late, 0, {**doc_of(late.index - 1, 0), "pending": waiting.pending}, speech(False), P, guard)
     assert forced.from_reference and forced.reanchor["pause"] is None and "no pause" in forced.reanchor["reason"]
-    # over the bound itself: at once
+    # over the bound itself, or rising so fast it would pass it in this window: at once
     urgent = anchor_for(w5, 0, doc_of(4, 0, delta_e=QualityBounds().delta_e + 1), speech(False), P, guard)
-    assert urgent.from_reference and "over a bound" in urgent.reanchor["reason"]
+    assert urgent.from_reference and "would pass its bound" in urgent.reanchor["reason"]
+    rising = {**doc_of(4, 0, delta_e=0.7 * QualityBounds().delta_e), "previous_drift": 0.3}
+    assert anchor_for(w5, 0, rising, speech(False), P, guard).from_reference, "0.7 + 0.4 > 1"
+    slow = {**doc_of(4, 0, delta_e=0.7 * QualityBounds().delta_e), "previous_drift": 0.6}
+    assert not anchor_for(w5, 0, slow, speech(False), P, guard).from_reference, "0.7 + 0.1: waits for a pause"
+    assert waiting.previous_drift == pytest.approx(0.6)
     # off, or the drifting window started from the reference itself: no re-anchor
     off = Guard(reanchor=False)
     assert not anchor_for(w5, 0, doc_of(4, 0, delta_e=20.0), speech(True), P, off).from_reference
