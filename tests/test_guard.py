@@ -159,3 +159,15 @@ def test_settings():
         Guard(max_carry_s=float("nan"))
     env = Settings.from_env({"LONGTALK_QUALITY_RETRIES": "0", "LONGTALK_PREVIEW_FAULTS": "blank:1"})
     assert env.quality_retries == 0 and env.preview_faults == "blank:1"
+
+
+def test_preview_faults_wrap_the_preview():
+    from longtalk.backends import make_backends
+    from longtalk.backends.faulty import FaultyBackend
+
+    backends = make_backends(Settings(preview_faults="blank:2,drift:0.02"))
+    assert isinstance(backends["preview"], FaultyBackend) and backends["preview"].spec.blank == {2: None}
+    assert not isinstance(make_backends(Settings())["preview"], FaultyBackend)
+    with pytest.raises(ValueError, match="LONGTALK_PREVIEW_FAULTS") as err:
+        make_backends(Settings(preview_faults="smear:1"))
+    assert "smear" in str(err.value)
