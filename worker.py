@@ -26,6 +26,7 @@ from activities.gpu import GpuActivities
 from longtalk.comfy.config import GraphConfig
 from longtalk import audio, ffmpeg_bin, metrics
 from longtalk.backends import make_backends
+from longtalk.guard import Guard
 from longtalk.build import build_id as compute_build_id
 from longtalk.fleet import FleetRecord
 from longtalk.visibility import register_search_attributes
@@ -80,7 +81,7 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
                             every_s=settings.fleet_heartbeat_s)
         own_queue = own_gpu_queue(settings, identity) if settings.affinity_wait_s > 0 else ""
         render = GpuActivities(store, backends, settings.data_dir / "cache", identity=f"{identity}-gpu",
-                               build_id=build, fleet=fleet, own_queue=own_queue)
+                               build_id=build, fleet=fleet, own_queue=own_queue, guard=Guard.from_settings(settings))
         for queue in filter(None, (settings.gpu_queue, own_queue)):
             workers.append(Worker(
                 client, task_queue=queue, activities=[render.render_window],

@@ -16,11 +16,12 @@ import numpy as np
 from temporalio import activity
 
 from longtalk import audio, av_io
-from longtalk import chains as chain_plan
+from longtalk import chains as chain_plan, guard as quality_guard
 from longtalk.fleet import read_fleet
 from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, cancel_request_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
+    window_quality_key,
 )
 from longtalk.errors import DownloadFailed, InputError, OutputMismatch
 from longtalk.inputs.formats import FORMATS, MediaFormat
@@ -309,10 +310,14 @@ class CpuActivities:
                 progress["downloaded"] += 1
 
             with ThreadPoolExecutor(max_workers=8) as pool:  # many small objects: keep the link busy
+                docs = pool.map(self.store.get_json_or_none,
+                                [window_quality_key(inp.render_id, k) for k in range(inp.windows)])
                 list(pool.map(fetch, range(inp.windows)))
                 if with_audio:
                     audio_file = pool.submit(self.store.download, keys["final_audio"], work / "final.m4a")
-            self._blend_joins(inp, clips, work)
+                summary, series = quality_guard.summarise(list(docs))
+            self.store.put_json(keys["quality"], {"summary": summary, "windows": series})
+            self._blend_joins(inp, clips, work, summary["reanchors"])
             out = work / "video.mp4"
             if with_audio:
                 av_io.concat_clips_with_audio(clips, audio_file.result(), out, work, inp.total_frames,
@@ -325,14 +330,19 @@ class CpuActivities:
             self.store.put_file(video_key, out, "video/mp4", metadata={"frames": str(frames)})
         return StitchResult(video_key=video_key, frames=frames)
 
-    def _blend_joins(self, inp: StitchInput, clips: list[Path], work: Path) -> None:
-        """Where a chain begins (plan.json's cuts), dissolve the previous chain's last frames
-        into its first frame, inside the pause (longtalk.chains): the previous window's clip
+    def _blend_joins(self, inp: StitchInput, clips: list[Path], work: Path, reanchors: list[dict]) -> None:
+        """Where a chain begins (plan.json's cuts) or re-anchors (the quality guard started a
+        window from the reference again), dissolve the previous window's last frames into the
+        new start's first frame, inside the pause (longtalk.chains): the previous window's clip
         is decoded and encoded again with the clips' own settings, so the join stays a
-        stream copy. Joins without a pause, or with blending off, are left as they are."""
-        plan = self.store.get_json_or_none(derived_keys(inp.render_id)["plan"]) or {}
+        stream copy. Joins without a pause, or with blending off, are left as they are. The
+        plan records the re-anchors beside its cuts."""
+        keys = derived_keys(inp.render_id)
+        plan = self.store.get_json_or_none(keys["plan"]) or {}
+        if reanchors and plan and plan.get("reanchors") != reanchors:
+            self.store.put_json(keys["plan"], {**plan, "reanchors": reanchors})
         params = inp.spec.window_params
-        for cut in (plan.get("chain_plan") or {}).get("cuts", []):
+        for cut in [*(plan.get("chain_plan") or {}).get("cuts", []), *reanchors]:
             k = cut["window"]
             previous = window(k - 1, inp.total_frames, params)
             count = min(chain_plan.blend_frames(cut, self.settings.join_blend_frames), previous.kept - 1)
@@ -384,6 +394,7 @@ class CpuActivities:
             duration_s=inp.total_frames / req.spec.fps, width=req.spec.width, height=req.spec.height,
             windows=inp.windows, backend=req.backend, size_bytes=size, warnings=list(req.warnings),
             video_path=f"{self.store.bucket}/{key}" if req.spec.network_volume else None,
+            quality=(self.store.get_json_or_none(derived_keys(req.render_id)["quality"]) or {}).get("summary"),
         )
         manifest = dataclasses.asdict(result)
         manifest.pop("video_url")

@@ -40,6 +40,11 @@ def window_meta_key(render_id: str, k: int) -> str:
     return window_prefix(render_id, k) + "meta.json"
 
 
+def window_quality_key(render_id: str, k: int) -> str:
+    """The quality guard's record of window k (longtalk.guard): its attempts, the one kept, its anchor."""
+    return window_prefix(render_id, k) + "quality.json"
+
+
 def output_key(render_id: str) -> str:
     return f"renders/{render_id}/output.mp4"
 
@@ -102,6 +107,7 @@ def derived_keys(render_id: str) -> dict[str, str]:
         "plan": base + "plan.json",
         "video": base + "video.mp4",
         "manifest": base + "manifest.json",
+        "quality": base + "quality.json",  # the guard's summary and per-window series (stitch writes it)
         # the output's audio, AAC, exactly T/fps s, encoded beside the windows (stitch stream-copies it)
         "final_audio": base + "audio/final.m4a",
         "request": base + "request.json",
@@ -285,6 +291,8 @@ class RenderResult:
     # from the start of the run to the first window's GPU work (RunPod's delayTime; None: a
     # render of an older release)
     queued_s: float | None = None
+    # the quality guard's summary (longtalk.guard.summarise; None: a render of an older release)
+    quality: dict | None = None
 
 
 @dataclass

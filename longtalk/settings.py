@@ -68,6 +68,14 @@ class Settings:
     # a chain's next window waits this long for the GPU worker of its previous window (whose
     # ComfyUI still caches the render's reference and models) before any worker may take it
     affinity_wait_s: int = 10
+    # the quality guard (longtalk.quality, longtalk.guard): every window is measured on the GPU worker
+    quality_retries: int = 2  # re-renders (next seed) of a window that comes back blank, frozen, faceless or non-finite
+    quality_reanchor: bool = True  # a chain that drifts (colour, face) starts from the reference again at a pause
+    quality_max_carry_s: float = 60.0  # ... and so does one that carried its tail this long (0 = no ceiling)
+    quality_bounds: str = ""  # overrides of the guard's bounds, e.g. "delta_e=8,face_offset=0.3"
+    # rehearse the guard without a GPU: the preview backend spoils windows on purpose, e.g.
+    # "blank:5,frozen:9@1,drift:0.03,face:0.02" (longtalk.backends.faulty); never in production
+    preview_faults: str = ""
     # input limits
     min_dimension: int = 64
     max_dimension: int = 1920

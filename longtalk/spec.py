@@ -23,6 +23,9 @@ DEFAULT_SEED = 2
 # ComfyUI's sampler seed is 0..2**64-1; window k samples with seed + k, so the job's seed is
 # kept below 2**63 and every window's seed stays in range.
 MAX_SEED = 2**63 - 1
+# a quality re-render of window k (redo r) samples with seed + k + r * REDO_SEED_STRIDE, still
+# below 2**64 for any redo count the guard allows
+REDO_SEED_STRIDE = 2**32
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,11 @@ class RenderSpec:
     def multi(self) -> bool:
         return self.person_count == "multi"
 
-    def seed_for(self, k: int) -> int:
-        """The sampling seed of window k: the same on every worker and every retry."""
-        return self.seed + k
+    def seed_for(self, k: int, redo: int = 0) -> int:
+        """The sampling seed of window k: the same on every worker and every retry. A window
+        the quality guard renders again (redo r = 1, 2, ...) samples with seed + k + r * 2**32:
+        the next seed of its own, which no other window of the render uses."""
+        return self.seed + k + redo * REDO_SEED_STRIDE
 
     def params(self) -> dict:
         """The job's parameters as stored next to the render (request.json)."""

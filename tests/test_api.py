@@ -199,6 +199,8 @@ async def test_status_shapes_and_errors(http, media):
     assert body["delayTime"] == round(1000 * body["output"]["queued_s"]) > 0 and body["executionTime"] > 0
     assert body["output"]["video_path"].endswith(f"renders/{body['id']}/output.mp4")
     assert "video" not in body["output"]
+    quality = body["output"]["quality"]  # the quality guard's summary
+    assert quality["windows_measured"] == body["output"]["windows"] and quality["flagged"] == []
     for method in ("GET", "POST"):
         again = await http.request(method, f"/status/{body['id']}")
         assert again.status_code == 200 and again.json()["status"] == "COMPLETED"
@@ -368,6 +370,8 @@ async def test_webhook_exactly_one_signed_delivery(http, media):
         status = (await http.get(f"/status/{rid}")).json()
         assert delivered["id"] == rid and delivered["status"] == "COMPLETED"
         assert delivered["output"] == status["output"]  # the /status body
+        # with the quality guard's summary: every window measured
+        assert delivered["output"]["quality"]["windows_measured"] == delivered["output"]["windows"]
         assert not verify(headers, body + b" ", WEBHOOK_SECRET)
     finally:
         receiver.close()

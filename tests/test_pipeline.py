@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 import starter
 from activities.gpu import GpuActivities
-from longtalk.payloads import Progress, window_meta_key
+from longtalk.payloads import Progress, window_meta_key, window_quality_key
 from longtalk.inputs import existing_status
 from longtalk.testing import EXAMPLES, cut_audio
 from longtalk.windows import window_count
@@ -83,6 +83,11 @@ async def test_end_to_end_modes(mode, workers, temporal_client, settings, store,
     assert base64.b64decode(result["video"].split(",", 1)[1]) == out_file.read_bytes()
     assert result["video"].startswith("data:video/mp4;base64,")
     check_video(out_file, total, 256, 192)
+    # the quality guard measured every window and raised no alarm on this clean render
+    q = result["quality"]
+    assert q["windows_measured"] == result["windows"] and q["max_delta_e"] is not None
+    assert (q["rerendered"], q["flagged"], q["drifted"], q["reanchors"]) == ([], [], [], []), (
+        q, [store.get_json(window_quality_key(render_id, f["window"]))["attempts"][0]["quality"] for f in q["flagged"]])
     # every window was rendered exactly once
     metas = [store.get_json(window_meta_key(render_id, k)) for k in range(result["windows"])]
     assert [m["index"] for m in metas] == list(range(result["windows"]))

@@ -44,6 +44,7 @@ class Media:
         attempts = list(self.store.list(window_prefix(source or render_id, k) + "attempts/"))
         out["attempts"] = len(attempts)
         if meta:
+            out.update(quality=meta.get("quality"))
             out.update(attempt=meta.get("attempt"), worker=meta.get("worker"), render_s=meta.get("render_s"),
                        rendered_at=meta.get("rendered_at"), from_render=source if source != render_id else None)
         return out

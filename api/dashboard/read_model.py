@@ -100,6 +100,7 @@ class ReadModel:
         self.endpoint = ids[0] if ids else "dashboard"
         self.closed: LRUCache[str, dict] = LRUCache(512)  # closed run id -> what never changes again
         self._plans: LRUCache[str, dict] = LRUCache(256)  # render id -> plan.json
+        self._quality: LRUCache[str, dict] = LRUCache(256)  # render id -> quality.json's summary
         self._failures: LRUCache[str, dict] = LRUCache(256)  # failed run id -> error
         self._seen: LRUCache[str, set[str]] = LRUCache(1024)  # render id -> its object keys known to exist
         self._requests: LRUCache[str, dict] = LRUCache(1024)  # render id -> request.json params
@@ -219,6 +220,17 @@ class ReadModel:
             if plan is not None:
                 self._plans[render_id] = plan
         return plan
+
+    def quality(self, render_id: str) -> dict | None:
+        """The quality guard's summary of a stitched render (its quality.json): written once, so
+        cached once there."""
+        summary = self._quality.get(render_id)
+        if summary is None:
+            doc = self.store.get_json_or_none(derived_keys(render_id)["quality"])
+            if doc is None:
+                return None
+            summary = self._quality[render_id] = doc.get("summary") or {}
+        return summary
 
     async def progress(self, render_id: str, run_id: str) -> Progress | None:
         """The run's `progress` query; None without a worker to answer (yet): the page shows
@@ -355,6 +367,8 @@ class ReadModel:
                     "ended": (not running) or (total > 0 and prefix == total)},
             "thumb": f"/dashboard/api/renders/{render_id}/thumb" if finished else None,
             "video": video, "error": error,
+            # the quality guard's summary: the strip marks re-rendered, flagged and re-anchored windows
+            "quality": await asyncio.to_thread(self.quality, render_id) if status == "completed" else None,
             "links": {"temporal": f"{self.settings.temporal_ui_url}/namespaces/{ns}/workflows/{render_id}",
                       "objects": await asyncio.to_thread(self._objects, render_id)},
             "params": await asyncio.to_thread(self._params, render_id),

@@ -170,7 +170,8 @@
     el.kv = h("dl", { class: "kv" });
     el.strip = h("div", { class: "strip", id: "strip" });
     el.stripNote = h("div", { class: "legend" }, ...[["--wait", "waiting"], ["--run", "rendering"], ["--done", "done"], ["--retry", "retried"], ["--fail", "failed"]]
-      .map(([v, t]) => h("span", {}, h("i", { style: `background:var(${v})` }), t)));
+      .map(([v, t]) => h("span", {}, h("i", { style: `background:var(${v})` }), t)),
+      h("span", {}, "quality: top bar re-rendered, bottom bar flagged, left edge re-anchored"));
     el.preview = h("div", { class: "muted" }, "The preview starts with the first finished window.");
     el.final = h("div");
     el.error = h("section", { class: "card errbox", hidden: true });
@@ -202,7 +203,10 @@
           d && d.attempts ? h("div", {}, `attempts: ${d.attempts}${d.attempt ? ` (kept #${d.attempt})` : ""}`) : "",
           d && d.worker ? h("div", {}, `GPU worker: ${d.worker}`) : "",
           d && d.render_s ? h("div", {}, `render time: ${d.render_s.toFixed(1)} s`) : "",
-          d && d.from_render ? h("div", {}, `from ${d.from_render}`) : "");
+          d && d.from_render ? h("div", {}, `from ${d.from_render}`) : "",
+          d && d.quality ? h("div", {}, `quality: ${[...d.quality.verdict.hard, ...d.quality.verdict.drift, ...d.quality.verdict.notes].join(", ") || "ok"}` +
+            (d.quality.rerendered ? ` · re-rendered ${d.quality.rerendered}×` : "") + (d.quality.flagged ? " · flagged" : "") +
+            (d.quality.reanchor ? " · re-anchored" : "")) : "");
       };
       hover.hidden = false; show(details.get(k));
       c.dataset.hovered = "1";
@@ -250,12 +254,24 @@
         el.strip.replaceChildren(...cells);
         if (!cells.length) el.strip.replaceChildren(h("span", { class: "muted" }, "No windows yet (planned after ingest)."));
       }
-      [...d.states].forEach((s, k) => { if (cells[k].dataset.state !== s) { cells[k].dataset.state = s; cells[k].className = `cell ${s}`; } });
+      // the quality guard's marks (a finished render): re-rendered, flagged, re-anchored
+      const q = d.quality || {}, marks = new Map();
+      const mark = (k, m) => marks.set(k, (marks.get(k) || "") + " " + m);
+      (q.rerendered || []).forEach((k) => mark(k, "q-redo"));
+      (q.flagged || []).forEach((f) => mark(f.window, "q-flag"));
+      (q.reanchors || []).forEach((r) => mark(r.window, "q-anchor"));
+      [...d.states].forEach((s, k) => {
+        const cls = `cell ${s}${marks.get(k) || ""}`;
+        if (cells[k].dataset.state !== s || cells[k].className !== cls) { cells[k].dataset.state = s; cells[k].className = cls; }
+      });
       const p = d.params || {};
       const rows = [["Started", fmtTime(d.started)], ["Ended", d.closed ? fmtTime(d.closed) : dash], ["Elapsed", fmtDur(d.elapsed_s)],
         ["Frames", d.frames_total ? `${d.frames_total} at ${d.fps} fps (${fmtDur(d.frames_total / d.fps)})` : dash],
         ["Size", p.width ? `${p.width}×${p.height}` : dash], ["Seed", p.seed ?? dash], ["Prompt", p.prompt || dash],
-        ["Chains", d.chains && d.chains.length ? d.chains.map(([a, b]) => `${a}–${b}`).join(", ") : dash]];
+        ["Chains", d.chains && d.chains.length ? d.chains.map(([a, b]) => `${a}–${b}`).join(", ") : dash],
+        ["Quality", d.quality ? `${d.quality.windows_measured} windows measured · worst ${d.quality.worst_window ? d.quality.worst_window.window : dash}` +
+          ` · re-rendered ${d.quality.rerendered.length} · flagged ${d.quality.flagged.length} · re-anchors ${d.quality.reanchors.length}` +
+          (d.quality.max_delta_e !== null ? ` · max ΔE ${d.quality.max_delta_e}` : "") : dash]];
       el.kv.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
       // error
       if (d.error) {

@@ -32,6 +32,13 @@ def make_backends(settings: Settings, graph_config: "GraphConfig | None" = None)
         backends["timed"] = TimedBackend(settings.timed_window_s)
     elif settings.backend not in BACKENDS:
         raise ValueError(f"LONGTALK_BACKEND: unknown backend {settings.backend!r}; choose one of {BACKENDS}")
+    if settings.preview_faults:  # LONGTALK_PREVIEW_FAULTS: the preview (and timed) spoil windows on purpose
+        from .faulty import FaultSpec, FaultyBackend
+
+        spec = FaultSpec.parse(settings.preview_faults)
+        for name in ("preview", "timed"):
+            if name in backends:
+                backends[name] = FaultyBackend(backends[name], spec)
     return backends
 
 

@@ -29,7 +29,15 @@ class WindowJob:
     audio: list[np.ndarray]  # one float32 mono 16 kHz slice per speaker, W*640 samples each
     source: np.ndarray | None = None  # V2V: (W, H, W, 3) uint8 source frames for this window
     chain_start: bool = False  # True when the tail is the reference (no previous window)
+    # 0, or the quality guard's re-render number: redo r samples with spec.seed_for(index, r)
+    redo: int = 0
     extras: dict = field(default_factory=dict)
+
+
+    @property
+    def seed(self) -> int:
+        """The sampling seed of this window (of this re-render, when redo > 0)."""
+        return self.spec.seed_for(self.index, self.redo)
 
 
 ProgressFn = Callable[[str, float], None]  # (what, fraction done 0..1)

@@ -34,8 +34,11 @@ PROMPT_NAMESPACE = uuid.UUID("6c0f3c55-2f0e-4f53-9a8a-6f1d1b0c7e21")
 MAX_GENERATIONS = 50
 
 
-def prompt_id_for(render_id: str, window: int, generation: int) -> str:
-    return str(uuid.uuid5(PROMPT_NAMESPACE, f"{render_id}/{window}/{generation}"))
+def prompt_id_for(render_id: str, window: int, generation: int, redo: int = 0) -> str:
+    """The prompt id of a window's generation: the same on every worker, so a retried activity
+    finds the prompt it submitted; a quality re-render (redo > 0) is another prompt."""
+    name = f"{render_id}/{window}/{generation}" if redo == 0 else f"{render_id}/{window}/redo{redo}/{generation}"
+    return str(uuid.uuid5(PROMPT_NAMESPACE, name))
 
 
 def color_match(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -98,13 +101,13 @@ class ComfyUIBackend:
     async def render_window(self, job: WindowJob, progress: ProgressFn | None = None) -> np.ndarray:
         sampler, spec = self.config.sampler, job.spec
         values = WindowValues.for_window(job.render_id, job.index, spec, chain_start=job.chain_start,
-                                         speaker_masks=sampler.speaker_masks)
+                                         speaker_masks=sampler.speaker_masks, redo=job.redo)
         prompt = self.template(values.mode).bind(values, self.config.models, sampler)
         output_node = output_node_id(prompt)
 
         outputs = None
         for generation in range(MAX_GENERATIONS):
-            prompt_id = prompt_id_for(job.render_id, job.index, generation)
+            prompt_id = prompt_id_for(job.render_id, job.index, generation, job.redo)
             state = await self.client.find(prompt_id)
             if state == "done":
                 entry = await self.client.history(prompt_id)

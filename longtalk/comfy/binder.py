@@ -213,6 +213,7 @@ class WindowValues:
     audio: tuple[str, ...]  # one per speaker
     source_video: str | None = None  # V2V
     masks: tuple[str, ...] = ()  # multi: mask_1, mask_2, mask_bg
+    redo: int = 0  # the quality guard's re-render number: samples with spec.seed_for(index, redo)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tails", tuple(self.tails))
@@ -235,8 +236,8 @@ class WindowValues:
 
     @classmethod
     def for_window(cls, render_id: str, k: int, spec: RenderSpec, *, chain_start: bool | None = None,
-                   speaker_masks: bool = True) -> "WindowValues":
-        """Values for window k with the upload names `upload_plan` assigns."""
+                   speaker_masks: bool = True, redo: int = 0) -> "WindowValues":
+        """Values for window k (its re-render `redo`) with the upload names `upload_plan` assigns."""
         plan = upload_plan(render_id, k, spec, chain_start=chain_start, speaker_masks=speaker_masks)
         return cls(
             render_id=render_id, index=k, spec=spec,
@@ -245,6 +246,7 @@ class WindowValues:
             audio=tuple(plan[key] for key in ("audio_1", "audio_2") if key in plan),
             source_video=plan.get("source_video"),
             masks=tuple(plan[key] for key in ("mask_1", "mask_2", "mask_bg") if key in plan),
+            redo=redo,
         )
 
 
@@ -317,7 +319,7 @@ class Template:
         g.set("@embeds", fps=float(spec.fps),
               audio_scale=sampler.v2v_audio_scale if self.v2v else sampler.audio_scale,
               audio_cfg_scale=sampler.audio_cfg_scale, multi_audio_type=sampler.multi_audio_type)
-        sampling = dict(cfg=sampler.cfg, shift=sampler.shift, seed=spec.seed_for(values.index),
+        sampling = dict(cfg=sampler.cfg, shift=sampler.shift, seed=spec.seed_for(values.index, values.redo),
                         scheduler=sampler.scheduler, force_offload=spec.force_offload)
         if self.v2v:
             sampling.update(steps=sampler.v2v_steps, start_step=sampler.v2v_start_step)
