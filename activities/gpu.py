@@ -13,28 +13,23 @@ A retry or replay that finds meta.json returns it without rendering again.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import tempfile
 import time
 import uuid
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from temporalio import activity
 
-from longtalk import av_io, metrics
+from longtalk import metrics
 from longtalk.backends.base import RenderBackend, WindowJob
 from longtalk.payloads import (
-    GpuStarted, RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
-    window_prefix,
+    GpuStarted, RenderContext, RenderWindowInput, RenderWindowResult, window_meta_key, window_prefix,
 )
-from longtalk.errors import InputError, OutputMismatch, TransientError
+from longtalk.errors import InputError
 from longtalk.store import ObjectStore
-from longtalk.windows import window
+from longtalk.window_io import WindowIO
 
 from .common import heartbeating_async, map_errors
 
@@ -47,11 +42,7 @@ class GpuActivities:
         self.cache_dir = cache_dir
         self.identity = identity or socket.gethostname()
         self.build_id = build_id  # in every heartbeat: which code is rendering this window
-        self._references: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._sizes: dict[str, int] = {}  # objects never change once written (keys are per render)
-        # a window's small objects (M tail PNGs in, M out, the audio slices) move in parallel:
-        # one after the other they cost a round trip each, between two windows on the GPU
-        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="window-io")
+        self.window_io = WindowIO(cache_dir)  # reads the window's inputs, writes its outputs
         self.renders = 0  # backend calls made by this process (for tests and metrics)
         self.fleet = fleet  # longtalk.fleet.FleetRecord: what this worker is on, for the dashboard
         # chain affinity: this worker also takes windows from its own queue (chains whose last
@@ -59,19 +50,15 @@ class GpuActivities:
         # keeps the backend to one window at a time
         self.own_queue = own_queue
         self._gpu = asyncio.Lock()
-        self._announced: dict[str, None] = {}  # renders this process told that a GPU began a window
+        self.announcer = StartAnnouncer(self.identity)
 
     @activity.defn(name="render_window")
     @map_errors
     async def render_window(self, inp: RenderWindowInput) -> RenderWindowResult:
         ctx, k = inp.context, inp.index
-        meta_key = window_meta_key(ctx.render_id, k)
-        stored = await asyncio.to_thread(self.store.get_json_or_none, meta_key)
+        stored = await asyncio.to_thread(stored_result, self.store, ctx.render_id, k)
         if stored is not None:
-            metrics.WINDOWS_REUSED.inc()
-            return RenderWindowResult(index=k, clip_key=stored["clip_key"], frames=stored["frames"],
-                                      rendered=False, render_s=0.0, attempt=int(stored.get("attempt", 0)),
-                                      worker=str(stored.get("worker", "")))
+            return stored
         backend = self.backends.get(ctx.backend)
         if backend is None:
             raise InputError("backend", f"{ctx.backend!r} is not served by this worker "
@@ -86,7 +73,7 @@ class GpuActivities:
             return {**state, **(device() if device else {}), **({"build_id": self.build_id} if self.build_id else {})}
 
         async with heartbeating_async(details):
-            job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
+            job = await asyncio.to_thread(self.window_io.load, self.store, ctx, k, inp.chain_first)
             state["stage"] = "waiting for the GPU"
             async with self._gpu:
                 frames, render_s = await self._on_gpu(backend, ctx, k, job, state, progress)
@@ -96,8 +83,8 @@ class GpuActivities:
 
     async def _on_gpu(self, backend: RenderBackend, ctx: RenderContext, k: int, job: WindowJob, state: dict,
                       progress) -> tuple[np.ndarray, float]:
-        await asyncio.to_thread(self._record_attempt, ctx.render_id, k)
-        await self._announce(ctx.render_id, k)
+        await asyncio.to_thread(record_attempt, self.store, self.identity, ctx.render_id, k)
+        await self.announcer.announce(ctx.render_id, k)
         if self.fleet is not None:
             self.fleet.begin(ctx.render_id, k)
             await self.fleet.publish()
@@ -121,10 +108,49 @@ class GpuActivities:
         metrics.RENDER_SECONDS.labels(ctx.backend).observe(render_s)
         return frames, render_s
 
-    async def _announce(self, render_id: str, k: int) -> None:
-        """Tell the render's workflow that a GPU began one of its windows (it leaves the queue:
-        /status says IN_PROGRESS, and delayTime is fixed from then on). Once per render and
-        worker process; best effort, a render that misses it reads as queued a while longer."""
+    # ---- outputs -------------------------------------------------------------------
+    def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float) -> RenderWindowResult:
+        info = activity.info()
+        meta = self.window_io.save(self.store, ctx, k, frames, render_s, {
+            "attempt": info.attempt, "worker": self.identity,
+            "activity_id": info.activity_id, "workflow_id": info.workflow_id,
+        })
+        return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=meta["frames"], rendered=True,
+                                  render_s=render_s, attempt=info.attempt, worker=self.identity,
+                                  worker_queue=self.own_queue)
+
+
+def stored_result(store: ObjectStore, render_id: str, k: int) -> RenderWindowResult | None:
+    """The result of a window whose meta.json is stored (it is done: nothing to render)."""
+    stored = store.get_json_or_none(window_meta_key(render_id, k))
+    if stored is None:
+        return None
+    metrics.WINDOWS_REUSED.inc()
+    return RenderWindowResult(index=k, clip_key=stored["clip_key"], frames=stored["frames"],
+                              rendered=False, render_s=0.0, attempt=int(stored.get("attempt", 0)),
+                              worker=str(stored.get("worker", "")))
+
+
+def record_attempt(store: ObjectStore, identity: str, render_id: str, k: int) -> None:
+    """One small object per backend call (or RunPod submission), so a finished window's work
+    can be told apart from a redone one (a call that starts after meta.json exists would be
+    a duplicate)."""
+    info = activity.info()
+    key = f"{window_prefix(render_id, k)}attempts/{info.attempt:03d}-{uuid.uuid4().hex[:8]}.json"
+    store.put_json(key, {"attempt": info.attempt, "worker": identity,
+                         "started_at": datetime.now(timezone.utc).isoformat()})
+
+
+class StartAnnouncer:
+    """Tells a render's workflow that a GPU began one of its windows (it leaves the queue:
+    /status says IN_PROGRESS, and delayTime is fixed from then on). Once per render and
+    process; best effort, a render that misses it reads as queued a while longer."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self._announced: dict[str, None] = {}
+
+    async def announce(self, render_id: str, k: int) -> None:
         if render_id in self._announced:
             return
         self._announced[render_id] = None
@@ -135,105 +161,3 @@ class GpuActivities:
             await activity.client().get_workflow_handle(render_id).signal("gpu_started", started)
         except Exception as exc:  # the render goes on; only its status reads queued longer
             activity.logger.warning("render %s: could not say that window %d started: %s", render_id, k, exc)
-
-    # ---- inputs --------------------------------------------------------------------
-    def _window_job(self, ctx: RenderContext, k: int, chain_first: int) -> WindowJob:
-        params = ctx.window_params
-        w = window(k, ctx.total_frames, params)
-        reference = self._reference(ctx.reference_key)
-        if k == chain_first:
-            tail = np.repeat(reference[None], params.motion, axis=0)
-        else:
-            tail = np.stack(list(self._io.map(self._tail_frame, tail_keys(ctx.render_id, k - 1, params.motion))))
-
-        def slice_of(key: str) -> np.ndarray:
-            offset, length = av_io.wav16_range(w.audio_start, w.audio_samples)
-            length = min(length, self._size(key) - offset)  # the last window runs past the end: silence
-            data = self.store.get_bytes(key, offset=offset, length=length) if length > 0 else b""
-            return av_io.pcm16_to_float(data, w.audio_samples)
-
-        audio = list(self._io.map(slice_of, ctx.audio_keys))
-        source = None
-        if ctx.source_key:
-            local = self._cached(ctx.source_key)
-            idx = [av_io.source_index(f, ctx.source_frames) for f in range(w.start, w.end)]
-            decoded = av_io.read_frames(local, idx)
-            source = np.stack([decoded[i] for i in idx])
-            reference = source[0]
-        return WindowJob(render_id=ctx.render_id, index=k, spec=ctx.spec, frame_start=w.start, reference=reference,
-                         tail=tail, audio=audio, source=source, chain_start=(k == chain_first))
-
-    def _size(self, key: str) -> int:
-        if key not in self._sizes:
-            size = self.store.size(key)
-            if size is None:
-                raise TransientError(f"{key} is missing from the object store")
-            self._sizes[key] = size
-        return self._sizes[key]
-
-    def _tail_frame(self, key: str) -> np.ndarray:
-        try:
-            return av_io.decode_png(self.store.get_bytes(key))
-        except ValueError as exc:
-            raise TransientError(f"tail frame {key} unreadable: {exc}") from None
-
-    def _reference(self, key: str) -> np.ndarray:
-        if key not in self._references:
-            self._references[key] = av_io.decode_png(self.store.get_bytes(key))
-            while len(self._references) > 4:
-                self._references.popitem(last=False)
-        self._references.move_to_end(key)
-        return self._references[key]
-
-    def _cached(self, key: str) -> Path:
-        path = self.cache_dir / key
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(path.suffix + ".part")
-            self.store.download(key, partial)
-            partial.replace(path)
-        return path
-
-    def _record_attempt(self, render_id: str, k: int) -> None:
-        """One small object per backend call, so a finished window's work can be told apart
-        from a redone one (a call that starts after meta.json exists would be a duplicate)."""
-        info = activity.info()
-        key = f"{window_prefix(render_id, k)}attempts/{info.attempt:03d}-{uuid.uuid4().hex[:8]}.json"
-        self.store.put_json(key, {"attempt": info.attempt, "worker": self.identity,
-                                  "started_at": datetime.now(timezone.utc).isoformat()})
-
-    # ---- outputs -------------------------------------------------------------------
-    def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float) -> RenderWindowResult:
-        params = ctx.window_params
-        expected = (params.window, ctx.spec.height, ctx.spec.width, 3)
-        if frames.shape != expected or frames.dtype != np.uint8:
-            raise OutputMismatch(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
-        w = window(k, ctx.total_frames, params)
-        kept = frames[w.keep_offset : w.keep_offset + w.kept]
-        info = activity.info()
-        marker = {"attempt": str(info.attempt), "worker": self.identity}
-
-        def put_tail(i_key: tuple[int, str]) -> None:
-            i, key = i_key
-            self.store.put_bytes(key, av_io.encode_png(frames[params.window - params.motion + i]), "image/png")
-
-        # the tails are encoded and stored while the clip encodes; meta.json only after both
-        tails = [self._io.submit(put_tail, item) for item in enumerate(tail_keys(ctx.render_id, k, params.motion))]
-        with tempfile.TemporaryDirectory(prefix="window-") as tmp:
-            clip = Path(tmp) / "clip.mp4"
-            av_io.encode_clip(kept, clip, params.fps)
-            self.store.put_file(clip_key(ctx.render_id, k), clip, "video/mp4", metadata=marker)
-        for done in tails:
-            done.result()
-        meta = {
-            "index": k, "clip_key": clip_key(ctx.render_id, k), "frames": w.kept,
-            "keep_start": w.keep_start, "keep_end": w.keep_end, "backend": ctx.backend,
-            "render_s": round(render_s, 3), "attempt": info.attempt, "worker": self.identity,
-            "activity_id": info.activity_id, "workflow_id": info.workflow_id,
-            "rendered_at": datetime.now(timezone.utc).isoformat(),
-        }
-        self.store.put_bytes(window_meta_key(ctx.render_id, k), json.dumps(meta, indent=2).encode(),
-                             "application/json")
-        return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=w.kept, rendered=True,
-                                  render_s=render_s, attempt=info.attempt, worker=self.identity,
-                                  worker_queue=self.own_queue)

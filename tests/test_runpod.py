@@ -1,0 +1,231 @@
+"""Renders on RunPod Serverless (issue 20), end to end on the embedded stack: the dispatcher
+(activities/runpod.py, worker role "runpod") submits each window to the RunPod stand-in
+(tests/runpod_standin), which starts real handler processes (`python -m longtalk.serverless`:
+the SDK's own `runpod.serverless.start` loop) with the preview backend; they read and write
+the real S3 server through presigned URLs only."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from longtalk.payloads import clip_key, window_meta_key, window_prefix
+from longtalk.windows import window_count
+from tests.faults import start_worker, until
+from tests.helpers import run_starter, write_job
+from tests.media import EXAMPLES, frame_checksums
+from tests.runpod_standin.server import start_runpod_standin
+from worker import build_workers
+
+pytestmark = pytest.mark.timeout(180)
+SIZE = 64
+API_KEY = "rp-test-key"
+
+
+def job_file(tmp_path: Path, max_frame: int) -> str:
+    return write_job(tmp_path, image_path=EXAMPLES / "portrait.png", wav_path=EXAMPLES / "speech.ogg",
+                     width=SIZE, height=SIZE, max_frame=max_frame)
+
+
+@pytest.fixture
+async def runpod(settings, s3_server, tmp_path):
+    """A RunPod endpoint (the stand-in) of up to 3 workers, and Settings that use it."""
+    handler_env = {"LONGTALK_BACKEND": "preview", "LONGTALK_DATA_DIR": str(tmp_path / "handler")}
+    server = await start_runpod_standin("ep-test", API_KEY, handler_env, max_workers=3, cold_start_s=0.3,
+                                        idle_timeout_s=3.0, log_dir=tmp_path / "runpod-logs")
+    rp = dataclasses.replace(settings, gpu_pool="runpod", runpod_queue=f"runpod-{uuid.uuid4().hex[:6]}",
+                             runpod_endpoint_id="ep-test", runpod_api_key=API_KEY,
+                             runpod_base_url=server.api_url, runpod_poll_s=0.2)
+    yield server, rp
+    await server.close()
+
+
+async def dispatcher(temporal_client, settings, store):
+    """The dispatcher worker (role runpod) in this process; returns (workers, tasks)."""
+    own = dataclasses.replace(settings, worker_roles="runpod")
+    ws = build_workers(temporal_client, own, store, identity="dispatch")
+    return ws, [asyncio.create_task(w.run()) for w in ws]
+
+
+async def stop(ws, tasks):
+    for w in ws:
+        await w.shutdown()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def submissions(standin) -> dict[int, int]:
+    """/run calls per window index."""
+    counts: dict[int, int] = {}
+    for job in standin.jobs.values():
+        k = job.input["window"]["index"]
+        counts[k] = counts.get(k, 0) + 1
+    return counts
+
+
+async def api(server, method: str, path: str, body=None, key: str = API_KEY):
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
+        async with s.request(method, f"{server.api_url}/ep-test{path}", json=body) as r:
+            return r.status, await r.json(content_type=None)
+
+
+async def test_handler_answers_a_bad_job_with_the_field(runpod):
+    """A job without a window fails on the worker with an error naming the field; the
+    endpoint API answers 404 for an unknown id and 401 for a wrong key; an idle endpoint
+    scales its workers back to zero."""
+    server, _ = runpod
+    status, answer = await api(server, "POST", "/run", {"input": {"get": {}, "put": {}}})
+    assert status == 200 and answer["status"] == "IN_QUEUE"
+    job_id = answer["id"]
+
+    async def ended():
+        _, s = await api(server, "GET", f"/status/{job_id}")
+        return s if s["status"] in ("COMPLETED", "FAILED") else None
+
+    final = await until(ended, timeout=60, every=0.2)
+    assert final["status"] == "FAILED" and "window" in final["error"], final
+    assert final["delayTime"] >= 300  # the cold start: no worker was running
+    assert (await api(server, "GET", "/status/no-such-job"))[0] == 404
+    assert (await api(server, "GET", "/health", key="wrong"))[0] == 401
+    _, health = await api(server, "GET", "/health")
+    assert health["jobs"]["failed"] == 1 and health["jobs"]["inQueue"] == 0
+
+    async def scaled_to_zero():
+        _, h = await api(server, "GET", "/health")
+        return sum(h["workers"].values()) == 0
+    await until(scaled_to_zero, timeout=30, every=0.2)
+
+
+async def test_serverless_render_has_the_frames_of_a_local_render(temporal_client, settings, store, workers,
+                                                                  runpod, tmp_path):
+    """The same job on local GPU workers and on 3 serverless workers, at the same time:
+    frame-identical outputs, one RunPod job per window, windows spread over several workers."""
+    server, rp = runpod
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        job = job_file(tmp_path, 700)
+        local_id, remote_id = f"rl-{uuid.uuid4().hex[:8]}", f"rr-{uuid.uuid4().hex[:8]}"
+        local = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(settings, parallel_chains=3),
+                                                job, "--id", local_id, "--output", str(tmp_path / "local.mp4")))
+        remote = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(rp, parallel_chains=3),
+                                                 job, "--id", remote_id, "--output", str(tmp_path / "remote.mp4")))
+        (rc_l, res_l, err_l), (rc_r, res_r, err_r) = await asyncio.gather(local, remote)
+    finally:
+        await stop(ws, tasks)
+    assert rc_l == 0, err_l
+    assert rc_r == 0, err_r
+    n = res_r["windows"]
+    assert n == res_l["windows"] and n >= 6
+    assert frame_checksums(tmp_path / "remote.mp4") == frame_checksums(tmp_path / "local.mp4")
+    for k in range(n):
+        assert store.get_bytes(clip_key(remote_id, k)) == store.get_bytes(clip_key(local_id, k)), k
+        record = store.get_json(window_prefix(remote_id, k) + "runpod.json")
+        assert record["status"] == "COMPLETED" and record["executionTime"] >= 0 and record["delayTime"] >= 0
+    assert submissions(server.standin) == {k: 1 for k in range(n)}
+    assert len({job.worker for job in server.standin.jobs.values()}) >= 2  # the chains ran side by side
+
+
+async def test_serverless_worker_killed_mid_window(temporal_client, settings, store, workers, runpod, tmp_path):
+    """SIGKILL the worker process that renders a window: RunPod fails the job, the window's
+    activity retries it as a new job, and the render ends frame-identical to a local one."""
+    server, rp = runpod
+    server.standin.worker_env["LONGTALK_BACKEND"] = "timed"  # 2 s a window: time to kill one mid-way
+    server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "1.5"
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        job = job_file(tmp_path, 400)
+        rid = f"rk-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, rp, job, "--id", rid, "--backend", "timed",
+                                                 "--output", str(tmp_path / "remote.mp4")))
+
+        async def window_running():
+            if not await asyncio.to_thread(store.exists, window_meta_key(rid, 0)):
+                return None
+            return next((j for j in server.standin.jobs.values()
+                         if j.status == "IN_PROGRESS" and j.input["window"]["index"] == 1), None)
+
+        victim = await until(window_running, timeout=90, every=0.05)
+        killed = server.standin.kill_worker_of(victim.id)
+        rc, result, err = await render
+        local_id = f"rkl-{uuid.uuid4().hex[:8]}"
+        rc_l, _, err_l = await run_starter(temporal_client, settings, job, "--id", local_id,
+                                           "--output", str(tmp_path / "local.mp4"))
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    assert rc_l == 0, err_l
+    assert victim.status == "FAILED" and killed.id in victim.error
+    counts = submissions(server.standin)
+    assert counts == {k: 2 if k == 1 else 1 for k in range(result["windows"])}, counts
+    assert frame_checksums(tmp_path / "remote.mp4") == frame_checksums(tmp_path / "local.mp4")
+
+
+async def test_dispatcher_killed_mid_render_submits_no_window_twice(temporal_client, settings, store, workers,
+                                                                    runpod, tmp_path):
+    """SIGKILL the dispatcher's worker process while windows run on RunPod: the next
+    dispatcher finds each window's job (heartbeat details, the bucket) and polls it."""
+    server, rp = runpod
+    server.standin.worker_env["LONGTALK_BACKEND"] = "timed"
+    server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "1.0"
+    rp = dataclasses.replace(rp, heartbeat_timeout_s=3, data_dir=tmp_path / "data")
+    logs = tmp_path / "logs"
+    first = await start_worker(rp, "runpod", logs / "dispatch-1.log")
+    second = None
+    try:
+        job = job_file(tmp_path, 500)
+        rid = f"rd-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(rp, parallel_chains=2), job,
+                                                 "--id", rid, "--backend", "timed"))
+
+        async def two_windows_stored():
+            done = [await asyncio.to_thread(store.exists, window_meta_key(rid, k)) for k in range(8)]
+            running = [j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"]
+            return sum(done) >= 2 and running
+        await until(two_windows_stored, timeout=90, every=0.05)
+        first.kill(signal.SIGKILL)
+        second = await start_worker(rp, "runpod", logs / "dispatch-2.log")
+        rc, result, err = await render
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+    assert rc == 0, err
+    assert submissions(server.standin) == {k: 1 for k in range(result["windows"])}
+    assert "resuming RunPod job" in (logs / "dispatch-2.log").read_text()
+
+
+async def test_cancel_reaches_the_runpod_jobs(temporal_client, settings, store, workers, runpod, tmp_path):
+    server, rp = runpod
+    server.standin.worker_env["LONGTALK_BACKEND"] = "timed"
+    server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "30"
+    ws, tasks = await dispatcher(temporal_client, dataclasses.replace(rp, heartbeat_timeout_s=3), store)
+    try:
+        job = job_file(tmp_path, 700)
+        rid = f"rc-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(rp, parallel_chains=2), job,
+                                                 "--id", rid, "--backend", "timed"))
+
+        async def running():
+            return [j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"]
+        await until(running, timeout=90, every=0.1)
+        started = time.monotonic()
+        await temporal_client.get_workflow_handle(rid).cancel()
+
+        async def all_cancelled():
+            return server.standin.jobs and all(j.status == "CANCELLED" for j in server.standin.jobs.values())
+        await until(all_cancelled, timeout=30, every=0.1)
+        cancelled_in = time.monotonic() - started
+        rc, _, _ = await render
+    finally:
+        await stop(ws, tasks)
+    assert rc != 0
+    assert cancelled_in < 15  # the jobs stopped long before their 30 s windows would end
+    # the workers' handlers were stopped through the SDK's stop channel: nothing was stored
+    assert not [k for k in store.list(f"renders/{rid}/windows/") if k.endswith("meta.json")]
