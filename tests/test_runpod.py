@@ -169,36 +169,37 @@ async def test_serverless_worker_killed_mid_window(temporal_client, settings, st
 
 async def test_dispatcher_killed_mid_render_submits_no_window_twice(temporal_client, settings, store, workers,
                                                                     runpod, tmp_path):
-    """SIGKILL the dispatcher's worker process while windows run on RunPod: the next
-    dispatcher finds each window's job (heartbeat details, the bucket) and polls it."""
+    """Two dispatcher processes; SIGKILL the one whose window runs on RunPod: the window's
+    retry on the other finds the job (heartbeat details, the bucket) and polls it."""
     server, rp = runpod
     server.standin.worker_env["LONGTALK_BACKEND"] = "timed"
-    server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "1.0"
+    # a window outlasts the heartbeat timeout and the retry: the other dispatcher meets it running
+    server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "12"
     rp = dataclasses.replace(rp, heartbeat_timeout_s=3, data_dir=tmp_path / "data")
     logs = tmp_path / "logs"
-    first = await start_worker(rp, "runpod", logs / "dispatch-1.log")
-    second = None
+    procs = [await start_worker(rp, "runpod", logs / "dispatch-0.log"),
+             await start_worker(rp, "runpod", logs / "dispatch-1.log")]
     try:
-        job = job_file(tmp_path, 500)
+        job = job_file(tmp_path, 120)
         rid = f"rd-{uuid.uuid4().hex[:8]}"
-        render = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(rp, parallel_chains=2), job,
-                                                 "--id", rid, "--backend", "timed"))
+        render = asyncio.create_task(run_starter(temporal_client, rp, job, "--id", rid, "--backend", "timed"))
 
-        async def two_windows_stored():
-            done = [await asyncio.to_thread(store.exists, window_meta_key(rid, k)) for k in range(8)]
-            running = [j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"]
-            return sum(done) >= 2 and running
-        await until(two_windows_stored, timeout=90, every=0.05)
-        first.kill(signal.SIGKILL)
-        second = await start_worker(rp, "runpod", logs / "dispatch-2.log")
+        async def window_running():
+            return next((j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"), None)
+        running = await until(window_running, timeout=90, every=0.05)
+        k = running.input["window"]["index"]
+        owner = next(i for i in (0, 1) if f"window {k} of {rid}" in (logs / f"dispatch-{i}.log").read_text())
+        procs[owner].kill(signal.SIGKILL)
         rc, result, err = await render
     finally:
-        for proc in (first, second):
-            if proc is not None:
-                proc.kill()
+        for proc in procs:
+            proc.kill()
     assert rc == 0, err
+    assert running.status == "COMPLETED"  # the job that ran under the killed dispatcher finished the window
     assert submissions(server.standin) == {k: 1 for k in range(result["windows"])}
-    assert "resuming RunPod job" in (logs / "dispatch-2.log").read_text()
+    for w in range(result["windows"]):  # one RunPod job, and so one attempt record, per window
+        assert len(list(store.list(window_prefix(rid, w) + "attempts/"))) == 1
+    assert f"window {k} of {rid}: resuming RunPod job {running.id}" in (logs / f"dispatch-{1 - owner}.log").read_text()
 
 
 async def test_cancel_reaches_the_runpod_jobs(temporal_client, settings, store, workers, runpod, tmp_path):
