@@ -206,7 +206,9 @@ async def test_cancel_reaches_the_runpod_jobs(temporal_client, settings, store, 
     server, rp = runpod
     server.standin.worker_env["LONGTALK_BACKEND"] = "timed"
     server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "30"
-    ws, tasks = await dispatcher(temporal_client, dataclasses.replace(rp, heartbeat_timeout_s=3), store)
+    # a cancel reaches an activity with a heartbeat: the SDK sends one at most every 0.8 x timeout
+    rp = dataclasses.replace(rp, heartbeat_timeout_s=3)
+    ws, tasks = await dispatcher(temporal_client, rp, store)
     try:
         job = job_file(tmp_path, 700)
         rid = f"rc-{uuid.uuid4().hex[:8]}"
@@ -221,7 +223,10 @@ async def test_cancel_reaches_the_runpod_jobs(temporal_client, settings, store, 
 
         async def all_cancelled():
             return server.standin.jobs and all(j.status == "CANCELLED" for j in server.standin.jobs.values())
-        await until(all_cancelled, timeout=30, every=0.1)
+        try:
+            await until(all_cancelled, timeout=30, every=0.1)
+        except TimeoutError:
+            raise AssertionError({j.id: (j.status, j.input["window"]["index"]) for j in server.standin.jobs.values()})
         cancelled_in = time.monotonic() - started
         rc, _, _ = await render
     finally:
