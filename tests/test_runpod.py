@@ -235,3 +235,45 @@ async def test_cancel_reaches_the_runpod_jobs(temporal_client, settings, store, 
     assert cancelled_in < 15  # the jobs stopped long before their 30 s windows would end
     # the workers' handlers were stopped through the SDK's stop channel: nothing was stored
     assert not [k for k in store.list(f"renders/{rid}/windows/") if k.endswith("meta.json")]
+
+
+async def test_comfyui_render_on_serverless(temporal_client, settings, store, workers, runpod, standin, tmp_path):
+    """The handler with the comfyui backend against the ComfyUI stand-in: it waits for
+    ComfyUI, the doctor check passes, and each window is one prompt with the carried tail."""
+    server, rp = runpod
+    server.standin.worker_env.update(LONGTALK_BACKEND="comfyui", LONGTALK_COMFY_URL=standin.url)
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        rid = f"rq-{uuid.uuid4().hex[:8]}"
+        rc, result, err = await run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid,
+                                            "--backend", "comfyui", "--output", str(tmp_path / "out.mp4"))
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    n = result["windows"]
+    assert n == window_count(result["frames"]) and n >= 2
+    assert len(frame_checksums(tmp_path / "out.mp4")) == result["frames"]
+    outputs = [j.output for j in server.standin.jobs.values()]
+    assert sorted(o["index"] for o in outputs) == list(range(n))
+    assert all(o["comfyui"] and o["frames"] > 0 and o["timings"]["render_s"] > 0 for o in outputs), outputs
+
+
+async def test_handler_answers_every_job_while_its_comfyui_fails_the_doctor(tmp_path, runpod):
+    """A ComfyUI without a node class the graphs use: the handler does not render, and every
+    job fails with the doctor's finding (the class named), at no cost to the bucket."""
+    from tests.test_doctor import schema_standin
+
+    server, _ = runpod
+    broken = await schema_standin(tmp_path, lambda s: s.pop("MelBandRoFormerSampler"))
+    server.standin.worker_env.update(LONGTALK_BACKEND="comfyui", LONGTALK_COMFY_URL=broken.url)
+    try:
+        ids = [(await api(server, "POST", "/run", {"input": {"anything": k}}))[1]["id"] for k in range(2)]
+
+        async def ended():
+            states = [(await api(server, "GET", f"/status/{i}"))[1] for i in ids]
+            return states if all(s["status"] in ("COMPLETED", "FAILED") for s in states) else None
+        states = await until(ended, timeout=90, every=0.2)
+    finally:
+        await broken.close()
+    for s in states:
+        assert s["status"] == "FAILED" and "doctor" in s["error"] and "MelBandRoFormerSampler" in s["error"], s
