@@ -30,7 +30,7 @@ from longtalk.comfy.config import GraphConfig
 from longtalk import audio, ffmpeg_bin, metrics
 from longtalk.backends import make_backends
 from longtalk.build import build_id as compute_build_id
-from longtalk.fleet import FleetRecord
+from longtalk.fleet import EndpointRecord, FleetRecord
 from longtalk.visibility import register_search_attributes
 from longtalk import temporal_connect
 from longtalk.settings import Settings
@@ -102,6 +102,10 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
             graceful_shutdown_timeout=timedelta(seconds=settings.cpu_shutdown_grace_s),
             identity=f"{identity}-runpod", build_id=build,
         ))
+        workers[-1].longtalk_fleet = EndpointRecord(
+            store, f"{identity}-runpod", build, settings.runpod_queue, dispatcher.endpoint,
+            slots=settings.runpod_max_jobs, every_s=settings.fleet_heartbeat_s)
+        dispatcher.fleet = workers[-1].longtalk_fleet
     return workers
 
 

@@ -49,6 +49,7 @@ class RunPodDispatcher:
                                                    settings.runpod_api_key)
         self.announcer = StartAnnouncer(identity)
         self.submitted = 0  # /run calls made by this process (tests, metrics)
+        self.fleet = None  # longtalk.fleet.EndpointRecord: counts the windows done and failed
 
     @activity.defn(name="render_window")
     @map_errors
@@ -76,6 +77,12 @@ class RunPodDispatcher:
             except asyncio.CancelledError:
                 await asyncio.shield(self._cancel(job_id))
                 raise
+            except Exception:
+                if self.fleet is not None:
+                    self.fleet.end(ok=False)
+                raise
+            if self.fleet is not None:
+                self.fleet.end(ok=True)
         meta = await asyncio.to_thread(self.store.get_json_or_none, window_meta_key(ctx.render_id, k))
         if meta is None:
             raise TransientError(f"RunPod job {job_id} completed but window {k}'s meta.json is not stored")

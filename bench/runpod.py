@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import free_port  # noqa: E402
@@ -67,23 +68,13 @@ async def activity_spans(client, render_id: str, chains: int) -> dict[int, float
     return spans
 
 
-async def render(client, settings, job: Path, render_id: str) -> dict:
-    import starter
-
-    out, err = io.StringIO(), io.StringIO()
-    rc = await starter.main([str(job), "--id", render_id, "--backend", "timed", "--quiet"], client=client,
-                            settings=settings, stdout=out, stderr=err)
-    if rc != 0:
-        raise RuntimeError(f"render {render_id} failed (rc={rc}): {err.getvalue()[-2000:]}")
-    return json.loads(out.getvalue())
-
-
-async def measure(client, settings, store, job: Path, label: str, runpod: bool) -> dict:
+async def measure(client, settings, store, job: dict, tmp: Path, label: str, runpod: bool) -> dict:
+    from fleet import render  # bench/fleet.py's: starter.main with the timed backend
     from longtalk.payloads import window_meta_key, window_prefix
 
     rid = f"bench-{label}-{uuid.uuid4().hex[:6]}"
     t0 = time.monotonic()
-    await render(client, settings, job, rid)
+    await render(client, settings, job, tmp, rid)
     client_wall = time.monotonic() - t0
     plan = store.get_json(f"renders/{rid}/plan.json")
     n, chains = plan["windows"], len(plan["chains"])
@@ -128,9 +119,8 @@ async def main_async(args, settings, tmp: Path) -> list[dict]:
     speech = tmp / "speech.ogg"
     transcode(EXAMPLES / "speech.ogg", speech, {"stream_loop": -1}, t=f"{frames / settings.fps + 1:.3f}",
               **{"c:a": "libopus", "b:a": "32k"}, ac=1)
-    job = tmp / "job.json"
-    job.write_text(json.dumps({"input": {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(speech),
-                                         "width": 64, "height": 64, "max_frame": frames, "parallel_chains": 3}}))
+    job = {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(speech), "width": 64, "height": 64,
+           "max_frame": frames, "parallel_chains": 3}
     running = []
 
     def start(ws):
@@ -149,10 +139,10 @@ async def main_async(args, settings, tmp: Path) -> list[dict]:
     start(build_workers(client, dataclasses.replace(rp, worker_roles="runpod"), store, identity="bench-dispatch"))
     results = []
     try:
-        results.append(await measure(client, settings, store, job, "local3", runpod=False))
-        results.append(await measure(client, rp, store, job, "runpod3-cold", runpod=True))
-        results.append(await measure(client, rp, store, job, "runpod3-warm", runpod=True))
-        results.append(await measure(client, settings, store, job, "local3-again", runpod=False))  # order effects
+        results.append(await measure(client, settings, store, job, tmp, "local3", runpod=False))
+        results.append(await measure(client, rp, store, job, tmp, "runpod3-cold", runpod=True))
+        results.append(await measure(client, rp, store, job, tmp, "runpod3-warm", runpod=True))
+        results.append(await measure(client, settings, store, job, tmp, "local3-again", runpod=False))  # order effects
     finally:
         for w, _ in running:
             await w.shutdown()

@@ -285,6 +285,9 @@ class RenderResult:
     # from the start of the run to the first window's GPU work (RunPod's delayTime; None: a
     # render of an older release)
     queued_s: float | None = None
+    # RunPod pool: the GPU seconds of the windows' jobs (their executionTime, summed; None: no
+    # window rendered on RunPod)
+    runpod_execution_s: float | None = None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from longtalk.fleet import read_fleet
 from longtalk.payloads import clip_key, window_meta_key, window_prefix
 from longtalk.windows import window_count
 from tests.faults import start_worker, until
@@ -50,14 +51,18 @@ async def runpod(settings, s3_server, tmp_path):
 
 async def dispatcher(temporal_client, settings, store):
     """The dispatcher worker (role runpod) in this process; returns (workers, tasks)."""
-    own = dataclasses.replace(settings, worker_roles="runpod")
+    own = dataclasses.replace(settings, worker_roles="runpod", fleet_heartbeat_s=0.5)
     ws = build_workers(temporal_client, own, store, identity="dispatch")
-    return ws, [asyncio.create_task(w.run()) for w in ws]
+    # as worker.run does: the endpoint's record in the fleet registry, kept fresh
+    return ws, [asyncio.create_task(w.run()) for w in ws] + [asyncio.create_task(w.longtalk_fleet.run()) for w in ws]
 
 
 async def stop(ws, tasks):
     for w in ws:
         await w.shutdown()
+        w.longtalk_fleet.remove()
+    for t in tasks:
+        t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -106,15 +111,23 @@ async def test_handler_answers_a_bad_job_with_the_field(runpod):
 async def test_serverless_render_has_the_frames_of_a_local_render(temporal_client, settings, store, workers,
                                                                   runpod, tmp_path):
     """The same job on local GPU workers and on 3 serverless workers, at the same time:
-    frame-identical outputs, one RunPod job per window, windows spread over several workers."""
+    frame-identical outputs, one RunPod job per window, windows spread over several workers.
+    The remote render asks for parallel_chains 0: one chain per GPU, and the endpoint's
+    record in the fleet registry counts as its max jobs (3)."""
     server, rp = runpod
     ws, tasks = await dispatcher(temporal_client, rp, store)
+
+    async def endpoint_record():
+        records = await asyncio.to_thread(read_fleet, store)
+        return next((r for r in records if r["task_queue"] == rp.runpod_queue and r.get("endpoint")), None)
+    record = await until(endpoint_record, timeout=30, every=0.2)
+    assert record["slots"] == 3 and record["healthy"] and record["device"].startswith("RunPod endpoint")
     try:
         job = job_file(tmp_path, 700)
         local_id, remote_id = f"rl-{uuid.uuid4().hex[:8]}", f"rr-{uuid.uuid4().hex[:8]}"
         local = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(settings, parallel_chains=3),
                                                 job, "--id", local_id, "--output", str(tmp_path / "local.mp4")))
-        remote = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(rp, parallel_chains=3),
+        remote = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(rp, parallel_chains=0),
                                                  job, "--id", remote_id, "--output", str(tmp_path / "remote.mp4")))
         (rc_l, res_l, err_l), (rc_r, res_r, err_r) = await asyncio.gather(local, remote)
     finally:
@@ -123,12 +136,18 @@ async def test_serverless_render_has_the_frames_of_a_local_render(temporal_clien
     assert rc_r == 0, err_r
     n = res_r["windows"]
     assert n == res_l["windows"] and n >= 6
+    # 3 GPUs found (the endpoint's slots); 10 windows make 2 chains of at least 5
+    assert "3 found" in store.get_json(f"renders/{remote_id}/plan.json")["chain_plan"]["reason"]
     assert frame_checksums(tmp_path / "remote.mp4") == frame_checksums(tmp_path / "local.mp4")
     for k in range(n):
         assert store.get_bytes(clip_key(remote_id, k)) == store.get_bytes(clip_key(local_id, k)), k
         record = store.get_json(window_prefix(remote_id, k) + "runpod.json")
         assert record["status"] == "COMPLETED" and record["executionTime"] >= 0 and record["delayTime"] >= 0
     assert submissions(server.standin) == {k: 1 for k in range(n)}
+    # what RunPod bills: the jobs' executionTime, summed in the result (a local render has none)
+    execution_ms = sum(j.as_status()["executionTime"] for j in server.standin.jobs.values())
+    assert res_r["runpod_execution_s"] == pytest.approx(execution_ms / 1000, abs=0.01 * n)
+    assert "runpod_execution_s" not in res_l
     assert len({job.worker for job in server.standin.jobs.values()}) >= 2  # the chains ran side by side
 
 
