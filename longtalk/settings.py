@@ -167,10 +167,10 @@ class Settings:
             out[PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
         return out
 
-    @property
-    def window_queue(self) -> str:
-        """The task queue a render's windows go to: the GPU workers', or the RunPod dispatcher's."""
-        return self.runpod_queue if self.gpu_pool == "runpod" else self.gpu_queue
+    def window_queue(self, pool: str | None = None) -> str:
+        """The task queue a render's windows go to: the GPU workers', or the RunPod
+        dispatcher's; `pool` is the job's choice (None: gpu_pool)."""
+        return self.runpod_queue if (pool or self.gpu_pool) == "runpod" else self.gpu_queue
 
     @property
     def temporal_ui_url(self) -> str:

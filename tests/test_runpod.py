@@ -17,7 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from longtalk.errors import InputError
 from longtalk.fleet import read_fleet
+from longtalk.inputs.job import parse_job
 from longtalk.payloads import clip_key, window_meta_key, window_prefix
 from longtalk.windows import window_count
 from tests.faults import start_worker, until
@@ -31,9 +33,22 @@ SIZE = 64
 API_KEY = "rp-test-key"
 
 
-def job_file(tmp_path: Path, max_frame: int) -> str:
+def job_file(tmp_path: Path, max_frame: int, **fields) -> str:
     return write_job(tmp_path, image_path=EXAMPLES / "portrait.png", wav_path=EXAMPLES / "speech.ogg",
-                     width=SIZE, height=SIZE, max_frame=max_frame)
+                     width=SIZE, height=SIZE, max_frame=max_frame, **fields)
+
+
+def test_a_job_chooses_its_pool(settings):
+    """`gpu_pool` in the job overrides LONGTALK_GPU_POOL; another value names the field."""
+    job = {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(EXAMPLES / "speech.ogg")}
+    local = dataclasses.replace(settings, runpod_queue="rp-q")
+    assert local.window_queue(parse_job({**job, "gpu_pool": "runpod"}, local).gpu_pool) == "rp-q"
+    assert local.window_queue(parse_job(job, local).gpu_pool) == settings.gpu_queue
+    pooled = dataclasses.replace(local, gpu_pool="runpod")
+    assert pooled.window_queue(parse_job({**job, "gpu_pool": "local"}, pooled).gpu_pool) == settings.gpu_queue
+    with pytest.raises(InputError) as refused:
+        parse_job({**job, "gpu_pool": "lambda"}, local)
+    assert refused.value.field == "gpu_pool"
 
 
 @pytest.fixture
@@ -258,13 +273,15 @@ async def test_cancel_reaches_the_runpod_jobs(temporal_client, settings, store, 
 
 async def test_comfyui_render_on_serverless(temporal_client, settings, store, workers, runpod, standin, tmp_path):
     """The handler with the comfyui backend against the ComfyUI stand-in: it waits for
-    ComfyUI, the doctor check passes, and each window is one prompt with the carried tail."""
+    ComfyUI, the doctor check passes, and each window is one prompt with the carried tail.
+    The job itself asks for the RunPod pool (the submitting settings say local)."""
     server, rp = runpod
     server.standin.worker_env.update(LONGTALK_BACKEND="comfyui", LONGTALK_COMFY_URL=standin.url)
     ws, tasks = await dispatcher(temporal_client, rp, store)
     try:
         rid = f"rq-{uuid.uuid4().hex[:8]}"
-        rc, result, err = await run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid,
+        job = job_file(tmp_path, 160, gpu_pool="runpod")
+        rc, result, err = await run_starter(temporal_client, dataclasses.replace(rp, gpu_pool="local"), job, "--id", rid,
                                             "--backend", "comfyui", "--output", str(tmp_path / "out.mp4"))
     finally:
         await stop(ws, tasks)

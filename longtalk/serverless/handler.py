@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -25,8 +26,9 @@ PROGRESS_EVERY_S = 1.0  # progress_update costs a thread and a POST: not more of
 
 
 class WindowHandler:
-    def __init__(self, settings: Settings, backends: dict, progress_update=None) -> None:
+    def __init__(self, settings: Settings, backends: dict, progress_update=None, worker_id: str = "") -> None:
         self.settings = settings
+        self.worker_id = worker_id  # RunPod's worker (RUNPOD_POD_ID): meta.json's "worker"
         self.backends = backends
         self.window_io = WindowIO(settings.data_dir / "cache")
         self.progress_update = progress_update  # runpod.serverless.progress_update (None: not sent)
@@ -36,13 +38,16 @@ class WindowHandler:
 
     @classmethod
     def from_env(cls, progress_update=None) -> "WindowHandler":
+        """The composition root of a worker container: LONGTALK_ settings, the graph config,
+        and the worker id RunPod gives it."""
         settings = Settings.from_env()
         graph_config = None
         if settings.backend == "comfyui":
             from ..comfy.config import GraphConfig
 
             graph_config = GraphConfig.from_env()
-        return cls(settings, make_backends(settings, graph_config), progress_update)
+        return cls(settings, make_backends(settings, graph_config), progress_update,
+                   worker_id=os.environ.get("RUNPOD_POD_ID", ""))
 
     @property
     def backend(self):
@@ -89,7 +94,7 @@ class WindowHandler:
         loaded = time.monotonic()
         frames = await backend.render_window(window_job, self._progress(job, k))
         rendered = time.monotonic()
-        stamp = {**req.stamp, "worker": req.stamp.get("worker") or str(job.get("id", ""))}
+        stamp = {**req.stamp, "worker": self.worker_id or f"runpod job {job.get('id', '')}", "job": job.get("id", "")}
         meta = await asyncio.to_thread(self.window_io.save, store, ctx, k, frames, rendered - loaded, stamp)
         device = getattr(backend, "heartbeat_details", lambda: {})()
         return {
