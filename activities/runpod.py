@@ -54,10 +54,12 @@ class RunPodDispatcher:
     @activity.defn(name="render_window")
     @map_errors
     async def render_window(self, inp: RenderWindowInput) -> RenderWindowResult:
+        """The window's stored result, or the window rendered by a RunPod job."""
+        stored = await asyncio.to_thread(stored_result, self.store, inp.context.render_id, inp.index)
+        return stored if stored is not None else await self._dispatch(inp)
+
+    async def _dispatch(self, inp: RenderWindowInput) -> RenderWindowResult:
         ctx, k = inp.context, inp.index
-        stored = await asyncio.to_thread(stored_result, self.store, ctx.render_id, k)
-        if stored is not None:
-            return stored
         state: dict = {"window": k, "stage": "submit", "runpod_job": "", "pool": "runpod",
                        **({"build_id": self.build_id} if self.build_id else {})}
         async with heartbeating_async(lambda: state, every_s=min(self.settings.runpod_poll_s, 5.0)):
