@@ -230,6 +230,9 @@ async def test_dispatcher_killed_mid_render_submits_no_window_twice(temporal_cli
             proc.kill()
     assert rc == 0, err
     assert running.status == "COMPLETED"  # the job that ran under the killed dispatcher finished the window
+    # the handler's progress_update calls, about one a second of its 12 s render
+    fractions = [p["fraction"] for p in running.progress if p["window"] == k and p["stage"] == "render"]
+    assert len(fractions) >= 5 and fractions == sorted(fractions) and fractions[-1] == 1.0, running.progress
     assert submissions(server.standin) == {k: 1 for k in range(result["windows"])}
     for w in range(result["windows"]):  # one RunPod job, and so one attempt record, per window
         assert len(list(store.list(window_prefix(rid, w) + "attempts/"))) == 1

@@ -34,7 +34,8 @@ started when jobs wait and no idle or starting worker will take them, after
 ``cold_start_s``, up to ``max_workers``; a worker idle for ``idle_timeout_s`` gets SIGTERM.
 A worker process that exits while it holds a job fails that job (``error``: worker lost).
 
-Test controls: ``standin.workers`` (pid, state, job), ``standin.jobs``, ``standin.taken``
+Test controls: ``standin.workers`` (pid, state, job), ``standin.jobs`` (each with its
+``progress`` updates), ``standin.taken``
 (every job id a worker took, in order), ``kill_worker_of(job_id)``.
 """
 
@@ -69,6 +70,7 @@ class Job:
     error: str | None = None
     worker: str = ""
     streamed: list = field(default_factory=list)
+    progress: list = field(default_factory=list)  # every progress_update, in order
 
     def as_status(self) -> dict:
         now = time.monotonic()
@@ -250,6 +252,7 @@ class RunPodStandIn:
             return web.json_response({})  # cancelled or timed out meanwhile: the result is dropped
         if data.get("status") == "IN_PROGRESS":
             job.output = data.get("output")
+            job.progress.append(job.output)
             return web.json_response({})
         job.output = data.get("output")
         if data.get("error"):
