@@ -69,16 +69,21 @@ async def dispatcher(temporal_client, settings, store):
     own = dataclasses.replace(settings, worker_roles="runpod", fleet_heartbeat_s=0.5)
     ws = build_workers(temporal_client, own, store, identity="dispatch")
     # as worker.run does: the endpoint's record in the fleet registry, kept fresh
-    return ws, [asyncio.create_task(w.run()) for w in ws] + [asyncio.create_task(w.longtalk_fleet.run()) for w in ws]
+    beats = [asyncio.create_task(w.longtalk_fleet.run()) for w in ws]
+    return ws, beats + [asyncio.create_task(w.run()) for w in ws]
 
 
 async def stop(ws, tasks):
+    """Stop the record's writer first, then remove the record (as a worker that stops
+    cleanly leaves the fleet page), then the workers."""
+    beats, runs = tasks[:len(ws)], tasks[len(ws):]
+    for beat in beats:
+        beat.cancel()
+    await asyncio.gather(*beats, return_exceptions=True)
     for w in ws:
-        await w.shutdown()
         w.longtalk_fleet.remove()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+        await w.shutdown()
+    await asyncio.gather(*runs, return_exceptions=True)
 
 
 def submissions(standin) -> dict[int, int]:
@@ -316,3 +321,30 @@ async def test_handler_answers_every_job_while_its_comfyui_fails_the_doctor(tmp_
         await broken.close()
     for s in states:
         assert s["status"] == "FAILED" and "doctor" in s["error"] and "MelBandRoFormerSampler" in s["error"], s
+
+
+async def test_a_lost_job_is_a_failed_attempt(temporal_client, settings, store, workers, runpod, tmp_path):
+    """RunPod forgets a running job (its status answers 404, as after its TTL): the window's
+    attempt fails and its retry submits a new job; the render completes."""
+    server, rp = runpod
+    server.standin.worker_env.update(LONGTALK_BACKEND="timed", LONGTALK_TIMED_WINDOW_S="3")
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        rid = f"rl-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid,
+                                                 "--backend", "timed"))
+
+        async def first_running():
+            return next((j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"), None)
+        lost = await until(first_running, timeout=90, every=0.05)
+        del server.standin.jobs[lost.id]
+        assert (await api(server, "GET", f"/status/{lost.id}"))[0] == 404
+        rc, result, err = await render
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    k = lost.input["window"]["index"]
+    counts = submissions(server.standin)  # the jobs RunPod still knows: the lost one is gone
+    assert counts == {w: 1 for w in range(result["windows"])}, counts
+    attempts = [store.get_json(key)["attempt"] for key in store.list(window_prefix(rid, k) + "attempts/")]
+    assert sorted(attempts) == [1, 2]  # the lost job's attempt, and the retry's new job
