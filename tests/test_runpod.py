@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from longtalk.errors import InputError
-from longtalk.fleet import read_fleet
+from longtalk.fleet import read_fleet, record_key
 from longtalk.inputs.job import parse_job
 from longtalk.payloads import clip_key, window_meta_key, window_prefix
 from longtalk.windows import window_count
@@ -232,6 +232,9 @@ async def test_dispatcher_killed_mid_render_submits_no_window_twice(temporal_cli
     finally:
         for proc in procs:
             proc.kill()
+        for record in read_fleet(store):  # the killed processes' records (a clean stop removes its own)
+            if record["task_queue"] == rp.runpod_queue:
+                store.delete(record_key(record["identity"]))
     assert rc == 0, err
     assert running.status == "COMPLETED"  # the job that ran under the killed dispatcher finished the window
     # the handler's progress_update calls, about one a second of its 12 s render
