@@ -1,8 +1,10 @@
 """Worker process: the CPU worker (workflows + CPU activities on task queue "render") and/or
-a GPU worker (render activities, one at a time, on task queue "gpu").
+a GPU worker (render activities, one at a time, on task queue "gpu") and/or the RunPod
+dispatcher (render activities submitted to a RunPod Serverless endpoint, task queue "runpod").
 
-    python worker.py                 both, from LONGTALK_ settings
+    python worker.py                 cpu and gpu, from LONGTALK_ settings
     LONGTALK_WORKER_ROLES=gpu python worker.py    only the GPU worker (one per GPU/ComfyUI)
+    LONGTALK_WORKER_ROLES=cpu,runpod python worker.py    windows on RunPod (LONGTALK_GPU_POOL=runpod)
 
 Stops gracefully on SIGINT/SIGTERM: running activities get time to finish.
 """
@@ -23,12 +25,13 @@ from temporalio.worker import Worker
 
 from activities.cpu import CpuActivities
 from activities.gpu import GpuActivities
+from activities.runpod import RunPodDispatcher
 from longtalk.comfy.config import GraphConfig
 from longtalk import audio, ffmpeg_bin, metrics
 from longtalk.backends import make_backends
 from longtalk.guard import Guard
 from longtalk.build import build_id as compute_build_id
-from longtalk.fleet import FleetRecord
+from longtalk.fleet import EndpointRecord, FleetRecord
 from longtalk.visibility import register_search_attributes
 from longtalk import temporal_connect
 from longtalk.settings import Settings
@@ -55,9 +58,9 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
     `<host>-<pid>@<build>-cpu`); worker versioning stays off, it is identity only.
     `workflow_options` go to the workflow worker (tests: a workflow runner, interceptors)."""
     roles = {r.strip() for r in settings.worker_roles.split(",") if r.strip()}
-    unknown = roles - {"cpu", "gpu"}
+    unknown = roles - {"cpu", "gpu", "runpod"}
     if unknown or not roles:
-        raise ValueError(f"LONGTALK_WORKER_ROLES: use cpu, gpu or both, got {settings.worker_roles!r}")
+        raise ValueError(f"LONGTALK_WORKER_ROLES: use cpu, gpu, runpod or a list of them, got {settings.worker_roles!r}")
     build = worker_build_id(settings)
     identity = f"{identity or f'{socket.gethostname()}-{os.getpid()}'}@{build}"
     workers = []
@@ -91,6 +94,19 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
                 identity=f"{identity}-gpu", build_id=build,
             ))
         workers[-1].longtalk_fleet = fleet  # run() keeps the record fresh between windows
+    if "runpod" in roles:
+        # no GPU here: as many windows in flight as the endpoint runs jobs at once
+        dispatcher = RunPodDispatcher(store, settings, identity=f"{identity}-runpod", build_id=build)
+        workers.append(Worker(
+            client, task_queue=settings.runpod_queue, activities=[dispatcher.render_window],
+            max_concurrent_activities=settings.runpod_max_jobs,
+            graceful_shutdown_timeout=timedelta(seconds=settings.cpu_shutdown_grace_s),
+            identity=f"{identity}-runpod", build_id=build,
+        ))
+        workers[-1].longtalk_fleet = EndpointRecord(
+            store, f"{identity}-runpod", build, settings.runpod_queue, dispatcher.endpoint,
+            slots=settings.runpod_max_jobs, every_s=settings.fleet_heartbeat_s)
+        dispatcher.fleet = workers[-1].longtalk_fleet
     return workers
 
 

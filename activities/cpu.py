@@ -261,9 +261,10 @@ class CpuActivities:
                     chains=[Chain(**c) for c in base_plan["chains"]], plan_key=keys["plan"])
 
     def _gpu_workers(self, queue: str) -> int | None:
-        """GPU workers serving `queue` now, from the fleet registry (None: none registered)."""
+        """GPU workers serving `queue` now, from the fleet registry (None: none registered); a
+        RunPod endpoint's record counts as its max jobs."""
         live = [r for r in read_fleet(self.store) if r.get("healthy") and r.get("task_queue") == queue]
-        return len(live) or None
+        return sum(int(r.get("slots") or 1) for r in live) or None
 
     def _chain_cuts(self, inp: PlanInput, n: int) -> tuple[list[chain_plan.Cut], str]:
         """How many independent chains, and where they begin (longtalk.chains): the job's
@@ -385,8 +386,8 @@ class CpuActivities:
                 size = out.stat().st_size
                 activity.logger.info("muxed %s in %.2fs (%s)", key, time.monotonic() - started, how)
         # the tails only served the next window; a finished render no longer needs them
-        tails = [k for k in self.store.list(f"renders/{req.render_id}/windows/") if "/tail_" in k]
-        self.store.delete_many(tails)
+        stored = list(self.store.list(f"renders/{req.render_id}/windows/"))
+        self.store.delete_many([k for k in stored if "/tail_" in k])
         expiry = inp.presign_expiry_s or self.settings.presign_expiry_s
         result = RenderResult(
             render_id=req.render_id, status="completed", bucket=self.store.bucket, video_key=key,
@@ -395,11 +396,21 @@ class CpuActivities:
             windows=inp.windows, backend=req.backend, size_bytes=size, warnings=list(req.warnings),
             video_path=f"{self.store.bucket}/{key}" if req.spec.network_volume else None,
             quality=(self.store.get_json_or_none(derived_keys(req.render_id)["quality"]) or {}).get("summary"),
+
+            runpod_execution_s=self._runpod_seconds([k for k in stored if k.endswith("/runpod.json")]),
         )
         manifest = dataclasses.asdict(result)
         manifest.pop("video_url")
         self.store.put_json(derived_keys(req.render_id)["manifest"], manifest)
         return result
+
+    def _runpod_seconds(self, keys: list[str]) -> float | None:
+        """The RunPod jobs' executionTime summed over the windows that rendered there (what
+        RunPod bills, less cold starts and idle time); None when no window did."""
+        if not keys:
+            return None
+        ms = sum(int((self.store.get_json_or_none(k) or {}).get("executionTime") or 0) for k in keys)
+        return round(ms / 1000, 3)
 
     # ---- endings that are not a video ----------------------------------------------
     @activity.defn(name="discard")

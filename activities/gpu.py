@@ -21,29 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import socket
-import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from cachetools import LRUCache
 from temporalio import activity
 
-from longtalk import av_io, guard as quality_guard, metrics
+from cachetools import LRUCache
+
+from longtalk import guard as quality_guard, metrics
 from longtalk.backends.base import RenderBackend, WindowJob
 from longtalk.guard import Anchor, Guard
 from longtalk.payloads import (
-    GpuStarted, RenderContext, RenderWindowInput, RenderWindowResult, clip_key, tail_keys, window_meta_key,
-    window_prefix, window_quality_key,
+    GpuStarted, RenderContext, RenderWindowInput, RenderWindowResult, window_meta_key, window_prefix,
+    window_quality_key,
 )
 from longtalk.quality import ReferenceStats, classify, measure_window
-from longtalk.errors import InputError, OutputMismatch, TransientError
+from longtalk.errors import InputError, OutputMismatch
 from longtalk.store import ObjectStore
+from longtalk.window_io import WindowIO
 from longtalk.windows import Window, window
 
 from .common import heartbeating_async, map_errors
@@ -59,12 +58,8 @@ class GpuActivities:
         self.cache_dir = cache_dir
         self.identity = identity or socket.gethostname()
         self.build_id = build_id  # in every heartbeat: which code is rendering this window
-        self._references: LRUCache[str, np.ndarray] = LRUCache(4)  # reference PNG key -> picture
+        self.window_io = WindowIO(cache_dir)  # reads the window's inputs, writes its outputs
         self._reference_stats: LRUCache[tuple, ReferenceStats] = LRUCache(4)
-        self._sizes: dict[str, int] = {}  # objects never change once written (keys are per render)
-        # a window's small objects (M tail PNGs in, M out, the audio slices) move in parallel:
-        # one after the other they cost a round trip each, between two windows on the GPU
-        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="window-io")
         self.renders = 0  # backend calls made by this process (for tests and metrics)
         self.fleet = fleet  # longtalk.fleet.FleetRecord: what this worker is on, for the dashboard
         # chain affinity: this worker also takes windows from its own queue (chains whose last
@@ -72,19 +67,15 @@ class GpuActivities:
         # keeps the backend to one window at a time
         self.own_queue = own_queue
         self._gpu = asyncio.Lock()
-        self._announced: dict[str, None] = {}  # renders this process told that a GPU began a window
+        self.announcer = StartAnnouncer(self.identity)
 
     @activity.defn(name="render_window")
     @map_errors
     async def render_window(self, inp: RenderWindowInput) -> RenderWindowResult:
         ctx, k = inp.context, inp.index
-        meta_key = window_meta_key(ctx.render_id, k)
-        stored = await asyncio.to_thread(self.store.get_json_or_none, meta_key)
+        stored = await asyncio.to_thread(stored_result, self.store, ctx.render_id, k)
         if stored is not None:
-            metrics.WINDOWS_REUSED.inc()
-            return RenderWindowResult(index=k, clip_key=stored["clip_key"], frames=stored["frames"],
-                                      rendered=False, render_s=0.0, attempt=int(stored.get("attempt", 0)),
-                                      worker=str(stored.get("worker", "")))
+            return stored
         backend = self.backends.get(ctx.backend)
         if backend is None:
             raise InputError("backend", f"{ctx.backend!r} is not served by this worker "
@@ -107,6 +98,18 @@ class GpuActivities:
             state["stage"] = "store"
             result = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s, doc)
         return result
+
+    def _window_job(self, ctx: RenderContext, k: int, chain_first: int) -> tuple[WindowJob, Anchor, list[dict]]:
+        """The window's job, where it starts from (the previous window's tail, or the reference:
+        a chain start or a re-anchor) and the attempts an earlier try of this activity recorded."""
+        w = window(k, ctx.total_frames, ctx.window_params)
+        keys = [window_quality_key(ctx.render_id, i) for i in ((k, k - 1) if k != chain_first else (k,))]
+        own, previous = [*map(self.store.get_json_or_none, keys), None][:2]
+        audio = self.window_io.audio(self.store, ctx, k)
+        anchor = quality_guard.anchor_for(w, chain_first, previous, audio, ctx.window_params, self.guard)
+        job = self.window_io.load(self.store, ctx, k, chain_first, audio=audio, from_reference=anchor.from_reference)
+        recorded = list(own["attempts"]) if own and own.get("version") == quality_guard.QUALITY_VERSION else []
+        return job, anchor, recorded
 
     async def _render_guarded(self, backend: RenderBackend, ctx: RenderContext, job: WindowJob, anchor: Anchor,
                               recorded: list[dict], state: dict, progress) -> tuple[np.ndarray, float, dict]:
@@ -166,8 +169,8 @@ class GpuActivities:
 
     async def _on_gpu(self, backend: RenderBackend, ctx: RenderContext, k: int, job: WindowJob, state: dict,
                       progress) -> tuple[np.ndarray, float]:
-        await asyncio.to_thread(self._record_attempt, ctx.render_id, k)
-        await self._announce(ctx.render_id, k)
+        await asyncio.to_thread(record_attempt, self.store, self.identity, ctx.render_id, k)
+        await self.announcer.announce(ctx.render_id, k)
         if self.fleet is not None:
             self.fleet.begin(ctx.render_id, k)
             await self.fleet.publish()
@@ -191,10 +194,53 @@ class GpuActivities:
         metrics.RENDER_SECONDS.labels(ctx.backend).observe(render_s)
         return frames, render_s
 
-    async def _announce(self, render_id: str, k: int) -> None:
-        """Tell the render's workflow that a GPU began one of its windows (it leaves the queue:
-        /status says IN_PROGRESS, and delayTime is fixed from then on). Once per render and
-        worker process; best effort, a render that misses it reads as queued a while longer."""
+    # ---- outputs -------------------------------------------------------------------
+    def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float,
+                      quality: dict) -> RenderWindowResult:
+        info = activity.info()
+        self.store.put_json(window_quality_key(ctx.render_id, k), quality)
+        meta = self.window_io.save(self.store, ctx, k, frames, render_s, {
+            "attempt": info.attempt, "worker": self.identity,
+            "activity_id": info.activity_id, "workflow_id": info.workflow_id,
+            "quality": {"verdict": quality_guard.chosen(quality)["verdict"], "rerendered": quality["rerendered"],
+                        "flagged": quality["flagged"], "reanchor": quality["reanchor"]},
+        })
+        return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=meta["frames"], rendered=True,
+                                  render_s=render_s, attempt=info.attempt, worker=self.identity,
+                                  worker_queue=self.own_queue)
+
+
+def stored_result(store: ObjectStore, render_id: str, k: int) -> RenderWindowResult | None:
+    """The result of a window whose meta.json is stored (it is done: nothing to render)."""
+    stored = store.get_json_or_none(window_meta_key(render_id, k))
+    if stored is None:
+        return None
+    metrics.WINDOWS_REUSED.inc()
+    return RenderWindowResult(index=k, clip_key=stored["clip_key"], frames=stored["frames"],
+                              rendered=False, render_s=0.0, attempt=int(stored.get("attempt", 0)),
+                              worker=str(stored.get("worker", "")))
+
+
+def record_attempt(store: ObjectStore, identity: str, render_id: str, k: int) -> None:
+    """One small object per backend call (or RunPod submission), so a finished window's work
+    can be told apart from a redone one (a call that starts after meta.json exists would be
+    a duplicate)."""
+    info = activity.info()
+    key = f"{window_prefix(render_id, k)}attempts/{info.attempt:03d}-{uuid.uuid4().hex[:8]}.json"
+    store.put_json(key, {"attempt": info.attempt, "worker": identity,
+                         "started_at": datetime.now(timezone.utc).isoformat()})
+
+
+class StartAnnouncer:
+    """Tells a render's workflow that a GPU began one of its windows (it leaves the queue:
+    /status says IN_PROGRESS, and delayTime is fixed from then on). Once per render and
+    process; best effort, a render that misses it reads as queued a while longer."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self._announced: dict[str, None] = {}
+
+    async def announce(self, render_id: str, k: int) -> None:
         if render_id in self._announced:
             return
         self._announced[render_id] = None
@@ -205,111 +251,3 @@ class GpuActivities:
             await activity.client().get_workflow_handle(render_id).signal("gpu_started", started)
         except Exception as exc:  # the render goes on; only its status reads queued longer
             activity.logger.warning("render %s: could not say that window %d started: %s", render_id, k, exc)
-
-    # ---- inputs --------------------------------------------------------------------
-    def _window_job(self, ctx: RenderContext, k: int, chain_first: int) -> tuple[WindowJob, Anchor, list[dict]]:
-        """The window's job, where it starts from (the previous window's tail, or the reference:
-        a chain start or a re-anchor) and the attempts an earlier try of this activity recorded."""
-        params = ctx.window_params
-        w = window(k, ctx.total_frames, params)
-        reference = self._reference(ctx.reference_key)
-        keys = [window_quality_key(ctx.render_id, i) for i in ((k, k - 1) if k != chain_first else (k,))]
-        own, previous = [*self._io.map(self.store.get_json_or_none, keys), None][:2]
-
-        def slice_of(key: str) -> np.ndarray:
-            offset, length = av_io.wav16_range(w.audio_start, w.audio_samples)
-            length = min(length, self._size(key) - offset)  # the last window runs past the end: silence
-            data = self.store.get_bytes(key, offset=offset, length=length) if length > 0 else b""
-            return av_io.pcm16_to_float(data, w.audio_samples)
-
-        audio = list(self._io.map(slice_of, ctx.audio_keys))
-        anchor = quality_guard.anchor_for(w, chain_first, previous, audio, params, self.guard)
-        if anchor.from_reference:
-            tail = np.repeat(reference[None], params.motion, axis=0)
-        else:
-            tail = np.stack(list(self._io.map(self._tail_frame, tail_keys(ctx.render_id, k - 1, params.motion))))
-        recorded = list(own["attempts"]) if own and own.get("version") == quality_guard.QUALITY_VERSION else []
-        source = None
-        if ctx.source_key:
-            local = self._cached(ctx.source_key)
-            idx = [av_io.source_index(f, ctx.source_frames) for f in range(w.start, w.end)]
-            decoded = av_io.read_frames(local, idx)
-            source = np.stack([decoded[i] for i in idx])
-            reference = source[0]
-        job = WindowJob(render_id=ctx.render_id, index=k, spec=ctx.spec, frame_start=w.start, reference=reference,
-                        tail=tail, audio=audio, source=source, chain_start=anchor.from_reference)
-        return job, anchor, recorded
-
-    def _size(self, key: str) -> int:
-        if key not in self._sizes:
-            size = self.store.size(key)
-            if size is None:
-                raise TransientError(f"{key} is missing from the object store")
-            self._sizes[key] = size
-        return self._sizes[key]
-
-    def _tail_frame(self, key: str) -> np.ndarray:
-        try:
-            return av_io.decode_png(self.store.get_bytes(key))
-        except ValueError as exc:
-            raise TransientError(f"tail frame {key} unreadable: {exc}") from None
-
-    def _reference(self, key: str) -> np.ndarray:
-        picture = self._references.get(key)
-        if picture is None:
-            picture = self._references[key] = av_io.decode_png(self.store.get_bytes(key))
-        return picture
-
-    def _cached(self, key: str) -> Path:
-        path = self.cache_dir / key
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(path.suffix + ".part")
-            self.store.download(key, partial)
-            partial.replace(path)
-        return path
-
-    def _record_attempt(self, render_id: str, k: int) -> None:
-        """One small object per backend call, so a finished window's work can be told apart
-        from a redone one (a call that starts after meta.json exists would be a duplicate)."""
-        info = activity.info()
-        key = f"{window_prefix(render_id, k)}attempts/{info.attempt:03d}-{uuid.uuid4().hex[:8]}.json"
-        self.store.put_json(key, {"attempt": info.attempt, "worker": self.identity,
-                                  "started_at": datetime.now(timezone.utc).isoformat()})
-
-    # ---- outputs -------------------------------------------------------------------
-    def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float,
-                      quality: dict) -> RenderWindowResult:
-        params = ctx.window_params
-        w = window(k, ctx.total_frames, params)
-        kept = frames[w.keep_offset : w.keep_offset + w.kept]
-        info = activity.info()
-        marker = {"attempt": str(info.attempt), "worker": self.identity}
-
-        def put_tail(i_key: tuple[int, str]) -> None:
-            i, key = i_key
-            self.store.put_bytes(key, av_io.encode_png(frames[params.window - params.motion + i]), "image/png")
-
-        # the tails are encoded and stored while the clip encodes; meta.json only after both
-        tails = [self._io.submit(put_tail, item) for item in enumerate(tail_keys(ctx.render_id, k, params.motion))]
-        with tempfile.TemporaryDirectory(prefix="window-") as tmp:
-            clip = Path(tmp) / "clip.mp4"
-            av_io.encode_clip(kept, clip, params.fps)
-            self.store.put_file(clip_key(ctx.render_id, k), clip, "video/mp4", metadata=marker)
-        for done in tails:
-            done.result()
-        meta = {
-            "index": k, "clip_key": clip_key(ctx.render_id, k), "frames": w.kept,
-            "keep_start": w.keep_start, "keep_end": w.keep_end, "backend": ctx.backend,
-            "render_s": round(render_s, 3), "attempt": info.attempt, "worker": self.identity,
-            "activity_id": info.activity_id, "workflow_id": info.workflow_id,
-            "rendered_at": datetime.now(timezone.utc).isoformat(),
-            "quality": {"verdict": quality_guard.chosen(quality)["verdict"], "rerendered": quality["rerendered"],
-                        "flagged": quality["flagged"], "reanchor": quality["reanchor"]},
-        }
-        self.store.put_json(window_quality_key(ctx.render_id, k), quality)
-        self.store.put_bytes(window_meta_key(ctx.render_id, k), json.dumps(meta, indent=2).encode(),
-                             "application/json")
-        return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=w.kept, rendered=True,
-                                  render_s=render_s, attempt=info.attempt, worker=self.identity,
-                                  worker_queue=self.own_queue)

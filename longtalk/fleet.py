@@ -118,3 +118,35 @@ def read_fleet(store: ObjectStore, now: float | None = None) -> list[dict]:
         rec["healthy"] = age <= 3 * float(rec.get("every_s") or 10) + 5
         out.append(rec)
     return sorted(out, key=lambda r: r["identity"])
+
+
+class EndpointRecord(FleetRecord):
+    """A RunPod Serverless endpoint as one record of the registry, written by the dispatcher
+    (worker role runpod): the endpoint's /health in `endpoint` and, for the fleet page, in
+    `device`; `slots` (LONGTALK_RUNPOD_MAX_JOBS) is how many windows it renders at once,
+    which a job's parallel_chains 0 counts as that many GPUs."""
+
+    def __init__(self, store: ObjectStore, identity: str, build_id: str, task_queue: str, endpoint,
+                 slots: int, every_s: float = 10.0) -> None:
+        super().__init__(store, identity, build_id, task_queue, {}, every_s)
+        self.endpoint, self.slots = endpoint, slots  # longtalk.runpod_api.RunPodEndpoint
+        self.health: dict = {}
+
+    def snapshot(self) -> dict:
+        rec = super().snapshot()
+        workers, jobs = self.health.get("workers") or {}, self.health.get("jobs") or {}
+        device = (f"RunPod endpoint: {workers.get('running', 0)} running, {workers.get('idle', 0)} idle, "
+                  f"{workers.get('initializing', 0)} starting; {jobs.get('inQueue', 0)} jobs queued")
+        if "error" in self.health:
+            device = f"RunPod endpoint: /health failed: {self.health['error']}"
+        rec.update(backends=["runpod"], device=device, endpoint=self.health, slots=self.slots)
+        return rec
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.health = await self.endpoint.health()
+            except Exception as exc:  # the record still says the dispatcher lives
+                self.health = {"error": str(exc)[:200]}
+            await self.publish()
+            await asyncio.sleep(self.every_s)

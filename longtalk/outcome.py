@@ -21,8 +21,9 @@ def result_output(result: RenderResult, settings: Settings, store: ObjectStore, 
     """The result JSON as the old worker returned it: `video` inline when small enough
     (`output`: also download the video to this file)."""
     out = dataclasses.asdict(result)
-    if out.get("video_path") is None:
-        out.pop("video_path", None)
+    for optional in ("video_path", "runpod_execution_s"):  # only where they say something
+        if out.get(optional) is None:
+            out.pop(optional, None)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         store.download(result.video_key, output)

@@ -294,6 +294,10 @@ class RenderResult:
     # the quality guard's summary (longtalk.guard.summarise; None: a render of an older release)
     quality: dict | None = None
 
+    # RunPod pool: the GPU seconds of the windows' jobs (their executionTime, summed; None: no
+    # window rendered on RunPod)
+    runpod_execution_s: float | None = None
+
 
 @dataclass
 class DiscardInput:

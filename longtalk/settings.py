@@ -16,6 +16,7 @@ from .spec import DEFAULT_SEED, MAX_SEED
 from .windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW, ParamError, validate_params
 
 PREFIX = "LONGTALK_"
+GPU_POOLS = ("local", "runpod")
 # Variables renamed since a release, old name -> new name: an environment that still sets the
 # old name keeps working (where both are set, the new one wins). See `current_names`.
 RENAMED = {
@@ -46,6 +47,16 @@ class Settings:
     # task queues
     render_queue: str = "render"
     gpu_queue: str = "gpu"
+    # where windows render: "local" (GPU workers on gpu_queue) or "runpod" (RunPod Serverless
+    # jobs, submitted by the dispatcher worker role "runpod" on runpod_queue)
+    gpu_pool: str = "local"
+    runpod_queue: str = "runpod"
+    runpod_endpoint_id: str = ""
+    runpod_api_key: str = field(default="", repr=False)
+    runpod_base_url: str = "https://api.runpod.ai/v2"
+    runpod_max_jobs: int = 3  # windows in flight on the endpoint: set it to the endpoint's max workers
+    runpod_poll_s: float = 2.0  # /status this often while a window's job runs
+    runpod_url_expiry_s: int = 24 * 3600  # presigned URLs of a job: its queue wait and render must fit
     # rendering
     backend: str = "preview"
     comfy_url: str = "http://127.0.0.1:8188"
@@ -139,6 +150,11 @@ class Settings:
                      "gpu_shutdown_grace_s", "cpu_shutdown_grace_s", "sticky_schedule_to_start_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
+        if self.gpu_pool not in GPU_POOLS:
+            raise ValueError(f"{PREFIX}GPU_POOL: use one of {', '.join(GPU_POOLS)}, got {self.gpu_pool!r}")
+        for name in ("runpod_max_jobs", "runpod_poll_s", "runpod_url_expiry_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
         if self.ffmpeg:
             try:
                 ffmpeg_bin.resolve(self.ffmpeg)
@@ -158,6 +174,11 @@ class Settings:
             value = getattr(self, f.name)
             out[PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
         return out
+
+    def window_queue(self, pool: str | None = None) -> str:
+        """The task queue a render's windows go to: the GPU workers', or the RunPod
+        dispatcher's; `pool` is the job's choice (None: gpu_pool)."""
+        return self.runpod_queue if (pool or self.gpu_pool) == "runpod" else self.gpu_queue
 
     @property
     def temporal_ui_url(self) -> str:

@@ -159,6 +159,11 @@ class ObjectStore:
         with _storage_errors(f"presign {key}"):
             return self.public_client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
 
+    def presign_put(self, key: str, expiry_s: int) -> str:
+        """A URL that lets its holder write `key` once signed (RunPod workers: no credentials)."""
+        with _storage_errors(f"presign {key}"):
+            return self.public_client.presigned_put_object(self.bucket, key, expires=timedelta(seconds=expiry_s))
+
 
 class _storage_errors:
     """Context manager: turn client/network failures into StorageError without secrets."""

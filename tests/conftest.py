@@ -73,7 +73,14 @@ def store(settings, s3_server) -> ObjectStore:
 async def temporal_client(settings, temporal_server):
     from longtalk import temporal_connect
 
-    return await temporal_connect.connect(settings)  # as every process connects: the project's data converter
+    # the frontend's port opens before it is healthy ("Frontend is not healthy yet"): a module
+    # whose first test needs Temporal at once, on a loaded machine, meets that window
+    for _ in range(60):
+        try:
+            return await temporal_connect.connect(settings)  # as every process connects: the project's data converter
+        except temporal_connect.TemporalUnreachable:
+            await asyncio.sleep(0.5)
+    return await temporal_connect.connect(settings)
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 COMFY_DOCKERFILE = ROOT / "docker" / "comfyui" / "Dockerfile"
 WORKER_DOCKERFILE = ROOT / "docker" / "worker" / "Dockerfile"
+RUNPOD_DOCKERFILE = ROOT / "docker" / "runpod" / "Dockerfile"
 CONSTRAINTS = ROOT / "docker" / "comfyui" / "constraints.txt"
 FETCH_SCRIPT = ROOT / "scripts" / "fetch_models.sh"
 GPU_DOC = ROOT / "README.md"  # its "Run on GPUs" section
@@ -968,6 +969,27 @@ def test_worker_dockerfile():
     lock_install = next(i for i, a in enumerate(order) if "requirements.lock" in a and "pip" in a)
     code_copy = next(i for i, a in enumerate(order) if a.startswith("longtalk"))
     assert lock_install < code_copy
+
+
+def test_runpod_dockerfile():
+    """The RunPod Serverless worker: FROM the ComfyUI image, longtalk and the runpod SDK (the
+    version the tests ran with) in a venv of their own, the handler behind start.sh."""
+    assert not check_dockerfile(RUNPOD_DOCKERFILE, ROOT)
+    instructions = parse_dockerfile(RUNPOD_DOCKERFILE.read_text())
+    assert dockerfile_args(instructions)["BASE_IMAGE"] == "longtalk-comfyui"
+    runs = " ".join(ins.args for ins in instructions if ins.keyword == "RUN")
+    assert "^runpod==" in runs and "-c /opt/longtalk/requirements-dev.lock" in runs
+    assert "import runpod, longtalk.serverless.handler" in runs
+    users = [ins.args for ins in instructions if ins.keyword == "USER"]
+    assert users[-1] not in ("root", "0")
+    env = " ".join(ins.args for ins in instructions if ins.keyword == "ENV")
+    assert not set(re.findall(r"\b(LONGTALK_[A-Z0-9_]+)=", env)) - allowed_longtalk_names()
+    assert "LONGTALK_BACKEND=comfyui" in env
+    start = ROOT / "docker" / "runpod" / "start.sh"
+    assert os.access(start, os.X_OK)
+    assert [json.loads(ins.args) for ins in instructions if ins.keyword == "CMD"][-1] == ["/opt/longtalk/start.sh"]
+    assert "exec /opt/longtalk/venv/bin/python -m longtalk.serverless" in start.read_text()
+    assert "runpod" in read_pins(ROOT / "requirements-dev.lock")
 
 
 def test_dockerfile_parser_joins_continuations_and_skips_comments():

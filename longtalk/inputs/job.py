@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..settings import Settings
+from ..settings import GPU_POOLS, Settings
 from ..spec import DEFAULT_PROMPT, DEFAULT_SIZE, MAX_SEED, RenderSpec
 from ..text import TRUNCATED, shorten
 from .sources import MediaSource, check_url, split_data_uri
@@ -48,7 +48,7 @@ SCALAR_KEYS = ("input_type", "person_count", "prompt", "width", "height", "max_f
                "force_offload", "network_volume", "seed")
 # extensions of the RunPod contract that are not render parameters (not in RenderSpec)
 MAX_PARALLEL_CHAINS = 64
-EXTENSION_KEYS = ("parallel_chains",)
+EXTENSION_KEYS = ("parallel_chains", "gpu_pool")
 KNOWN_KEYS = frozenset(SCALAR_KEYS) | frozenset(EXTENSION_KEYS) | {k for keys in MEDIA_KEYS.values() for k in keys}
 
 # ---- the render id ------------------------------------------------------------------
@@ -86,6 +86,8 @@ class Job:
     # independent chains the render may be cut into (None: LONGTALK_PARALLEL_CHAINS where the
     # job is submitted; 0: one per GPU worker serving the queue). The plan caps it by length.
     parallel_chains: int | None = None
+    # where its windows render: "local" or "runpod" (None: LONGTALK_GPU_POOL where it is submitted)
+    gpu_pool: str | None = None
     default_size: bool = False  # the job gave neither width nor height (the frame is DEFAULT_SIZE square)
 
     def sources(self) -> list[MediaSource]:
@@ -160,6 +162,8 @@ def parse_job(obj, settings: Settings, trusted: Collection[str] = ()) -> Job:
         raise InputError("parallel_chains", f"must be an integer from 0 (one per GPU worker) to "
                                             f"{MAX_PARALLEL_CHAINS}, got {parallel_chains}")
 
+    gpu_pool = _choice(inp, "gpu_pool", GPU_POOLS, "") or None
+
     warnings += _unknown_keys(inp, settings.strict_input)
 
     spec = RenderSpec(
@@ -176,6 +180,7 @@ def parse_job(obj, settings: Settings, trusted: Collection[str] = ()) -> Job:
         audio_2=audio_2,
         warnings=tuple(warnings),
         parallel_chains=parallel_chains,
+        gpu_pool=gpu_pool,
         default_size=inp.get("width") is None and inp.get("height") is None,
     )
 

@@ -91,7 +91,7 @@ def render_request(job: Job, staged: dict[str, StagedInput], render_id: str, bac
         input_formats={f: s.format for f, s in staged.items() if not s.fetched_by_ingest},
         spec=job.spec, backend=backend,
         windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains if job.parallel_chains is None else job.parallel_chains,
-        gpu_queue=settings.gpu_queue,
+        gpu_queue=settings.window_queue(job.gpu_pool),
         timeouts=timeouts_from_settings(settings, url_inputs=len(set(urls.values()))),
         warnings=list(job.warnings) + framing_warnings(job, staged, settings),
     )

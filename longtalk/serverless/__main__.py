@@ -1,0 +1,3 @@
+from .handler import main
+
+main()

@@ -1,0 +1,352 @@
+"""Renders on RunPod Serverless (issue 20), end to end on the embedded stack: the dispatcher
+(activities/runpod.py, worker role "runpod") submits each window to the RunPod stand-in
+(tests/runpod_standin), which starts real handler processes (`python -m longtalk.serverless`:
+the SDK's own `runpod.serverless.start` loop) with the preview backend; they read and write
+the real S3 server through presigned URLs only."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from longtalk.errors import InputError
+from longtalk.fleet import read_fleet, record_key
+from longtalk.inputs.job import parse_job
+from longtalk.payloads import clip_key, window_meta_key, window_prefix
+from longtalk.windows import window_count
+from tests.faults import start_worker, until
+from tests.helpers import run_starter, write_job
+from tests.media import EXAMPLES, frame_checksums
+from tests.runpod_standin.server import start_runpod_standin
+from worker import build_workers
+
+pytestmark = pytest.mark.timeout(180)
+SIZE = 64
+API_KEY = "rp-test-key"
+
+
+def job_file(tmp_path: Path, max_frame: int, **fields) -> str:
+    return write_job(tmp_path, image_path=EXAMPLES / "portrait.png", wav_path=EXAMPLES / "speech.ogg",
+                     width=SIZE, height=SIZE, max_frame=max_frame, **fields)
+
+
+def test_a_job_chooses_its_pool(settings):
+    """`gpu_pool` in the job overrides LONGTALK_GPU_POOL; another value names the field."""
+    job = {"image_path": str(EXAMPLES / "portrait.png"), "wav_path": str(EXAMPLES / "speech.ogg")}
+    local = dataclasses.replace(settings, runpod_queue="rp-q")
+    assert local.window_queue(parse_job({**job, "gpu_pool": "runpod"}, local).gpu_pool) == "rp-q"
+    assert local.window_queue(parse_job(job, local).gpu_pool) == settings.gpu_queue
+    pooled = dataclasses.replace(local, gpu_pool="runpod")
+    assert pooled.window_queue(parse_job({**job, "gpu_pool": "local"}, pooled).gpu_pool) == settings.gpu_queue
+    with pytest.raises(InputError) as refused:
+        parse_job({**job, "gpu_pool": "lambda"}, local)
+    assert refused.value.field == "gpu_pool"
+
+
+@pytest.fixture
+async def runpod(settings, s3_server, tmp_path):
+    """A RunPod endpoint (the stand-in) of up to 3 workers, and Settings that use it."""
+    handler_env = {"LONGTALK_BACKEND": "preview", "LONGTALK_DATA_DIR": str(tmp_path / "handler")}
+    server = await start_runpod_standin("ep-test", API_KEY, handler_env, max_workers=3, cold_start_s=0.3,
+                                        idle_timeout_s=3.0, log_dir=tmp_path / "runpod-logs")
+    rp = dataclasses.replace(settings, gpu_pool="runpod", runpod_queue=f"runpod-{uuid.uuid4().hex[:6]}",
+                             runpod_endpoint_id="ep-test", runpod_api_key=API_KEY,
+                             runpod_base_url=server.api_url, runpod_poll_s=0.2)
+    yield server, rp
+    await server.close()
+
+
+async def dispatcher(temporal_client, settings, store):
+    """The dispatcher worker (role runpod) in this process; returns (workers, tasks)."""
+    own = dataclasses.replace(settings, worker_roles="runpod", fleet_heartbeat_s=0.5)
+    ws = build_workers(temporal_client, own, store, identity="dispatch")
+    # as worker.run does: the endpoint's record in the fleet registry, kept fresh
+    beats = [asyncio.create_task(w.longtalk_fleet.run()) for w in ws]
+    return ws, beats + [asyncio.create_task(w.run()) for w in ws]
+
+
+async def stop(ws, tasks):
+    """Stop the record's writer first, then remove the record (as a worker that stops
+    cleanly leaves the fleet page), then the workers."""
+    beats, runs = tasks[:len(ws)], tasks[len(ws):]
+    for beat in beats:
+        beat.cancel()
+    await asyncio.gather(*beats, return_exceptions=True)
+    for w in ws:
+        w.longtalk_fleet.remove()
+        await w.shutdown()
+    await asyncio.gather(*runs, return_exceptions=True)
+
+
+def submissions(standin) -> dict[int, int]:
+    """/run calls per window index."""
+    counts: dict[int, int] = {}
+    for job in standin.jobs.values():
+        k = job.input["window"]["index"]
+        counts[k] = counts.get(k, 0) + 1
+    return counts
+
+
+async def api(server, method: str, path: str, body=None, key: str = API_KEY):
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
+        async with s.request(method, f"{server.api_url}/ep-test{path}", json=body) as r:
+            return r.status, await r.json(content_type=None)
+
+
+async def test_handler_answers_a_bad_job_with_the_field(runpod):
+    """A job without a window fails on the worker with an error naming the field; the
+    endpoint API answers 404 for an unknown id and 401 for a wrong key; an idle endpoint
+    scales its workers back to zero."""
+    server, _ = runpod
+    status, answer = await api(server, "POST", "/run", {"input": {"get": {}, "put": {}}})
+    assert status == 200 and answer["status"] == "IN_QUEUE"
+    job_id = answer["id"]
+
+    async def ended():
+        _, s = await api(server, "GET", f"/status/{job_id}")
+        return s if s["status"] in ("COMPLETED", "FAILED") else None
+
+    final = await until(ended, timeout=60, every=0.2)
+    assert final["status"] == "FAILED" and "window" in final["error"], final
+    assert final["delayTime"] >= 300  # the cold start: no worker was running
+    assert (await api(server, "GET", "/status/no-such-job"))[0] == 404
+    assert (await api(server, "GET", "/health", key="wrong"))[0] == 401
+    _, health = await api(server, "GET", "/health")
+    assert health["jobs"]["failed"] == 1 and health["jobs"]["inQueue"] == 0
+
+    async def scaled_to_zero():
+        _, h = await api(server, "GET", "/health")
+        return sum(h["workers"].values()) == 0
+    await until(scaled_to_zero, timeout=30, every=0.2)
+
+
+async def test_serverless_render_has_the_frames_of_a_local_render(temporal_client, settings, store, workers,
+                                                                  runpod, tmp_path):
+    """The same job on local GPU workers and on 3 serverless workers, at the same time:
+    frame-identical outputs, one RunPod job per window, windows spread over several workers.
+    The remote render asks for parallel_chains 0: one chain per GPU, and the endpoint's
+    record in the fleet registry counts as its max jobs (3)."""
+    server, rp = runpod
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+
+    async def endpoint_record():
+        records = await asyncio.to_thread(read_fleet, store)
+        return next((r for r in records if r["task_queue"] == rp.runpod_queue and r.get("endpoint")), None)
+    record = await until(endpoint_record, timeout=30, every=0.2)
+    assert record["slots"] == 3 and record["healthy"] and record["device"].startswith("RunPod endpoint")
+    try:
+        job = job_file(tmp_path, 700)
+        local_id, remote_id = f"rl-{uuid.uuid4().hex[:8]}", f"rr-{uuid.uuid4().hex[:8]}"
+        local = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(settings, parallel_chains=3),
+                                                job, "--id", local_id, "--output", str(tmp_path / "local.mp4")))
+        remote = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(rp, parallel_chains=0),
+                                                 job, "--id", remote_id, "--output", str(tmp_path / "remote.mp4")))
+        (rc_l, res_l, err_l), (rc_r, res_r, err_r) = await asyncio.gather(local, remote)
+    finally:
+        await stop(ws, tasks)
+    assert rc_l == 0, err_l
+    assert rc_r == 0, err_r
+    n = res_r["windows"]
+    assert n == res_l["windows"] and n >= 6
+    # 3 GPUs found (the endpoint's slots); 10 windows make 2 chains of at least 5
+    assert "3 found" in store.get_json(f"renders/{remote_id}/plan.json")["chain_plan"]["reason"]
+    assert frame_checksums(tmp_path / "remote.mp4") == frame_checksums(tmp_path / "local.mp4")
+    for k in range(n):
+        assert store.get_bytes(clip_key(remote_id, k)) == store.get_bytes(clip_key(local_id, k)), k
+        record = store.get_json(window_prefix(remote_id, k) + "runpod.json")
+        assert record["status"] == "COMPLETED" and record["executionTime"] >= 0 and record["delayTime"] >= 0
+    assert submissions(server.standin) == {k: 1 for k in range(n)}
+    # what RunPod bills: the jobs' executionTime, summed in the result (a local render has none)
+    execution_ms = sum(j.as_status()["executionTime"] for j in server.standin.jobs.values())
+    assert res_r["runpod_execution_s"] == pytest.approx(execution_ms / 1000, abs=0.01 * n)
+    assert "runpod_execution_s" not in res_l
+    assert len({job.worker for job in server.standin.jobs.values()}) >= 2  # the chains ran side by side
+
+
+async def test_serverless_worker_killed_mid_window(temporal_client, settings, store, workers, runpod, tmp_path):
+    """SIGKILL the worker process that renders a window: RunPod fails the job, the window's
+    activity retries it as a new job, and the render ends frame-identical to a local one."""
+    server, rp = runpod
+    server.standin.worker_env["LONGTALK_BACKEND"] = "timed"  # 2 s a window: time to kill one mid-way
+    server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "1.5"
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        job = job_file(tmp_path, 400)
+        rid = f"rk-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, rp, job, "--id", rid, "--backend", "timed",
+                                                 "--output", str(tmp_path / "remote.mp4")))
+
+        async def window_running():
+            if not await asyncio.to_thread(store.exists, window_meta_key(rid, 0)):
+                return None
+            return next((j for j in server.standin.jobs.values()
+                         if j.status == "IN_PROGRESS" and j.input["window"]["index"] == 1), None)
+
+        victim = await until(window_running, timeout=90, every=0.05)
+        killed = server.standin.kill_worker_of(victim.id)
+        rc, result, err = await render
+        local_id = f"rkl-{uuid.uuid4().hex[:8]}"
+        rc_l, _, err_l = await run_starter(temporal_client, settings, job, "--id", local_id,
+                                           "--output", str(tmp_path / "local.mp4"))
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    assert rc_l == 0, err_l
+    assert victim.status == "FAILED" and killed.id in victim.error
+    counts = submissions(server.standin)
+    assert counts == {k: 2 if k == 1 else 1 for k in range(result["windows"])}, counts
+    assert frame_checksums(tmp_path / "remote.mp4") == frame_checksums(tmp_path / "local.mp4")
+
+
+async def test_dispatcher_killed_mid_render_submits_no_window_twice(temporal_client, settings, store, workers,
+                                                                    runpod, tmp_path):
+    """Two dispatcher processes; SIGKILL the one whose window runs on RunPod: the window's
+    retry on the other finds the job (heartbeat details, the bucket) and polls it."""
+    server, rp = runpod
+    server.standin.worker_env["LONGTALK_BACKEND"] = "timed"
+    # a window outlasts the heartbeat timeout and the retry: the other dispatcher meets it running
+    server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "12"
+    rp = dataclasses.replace(rp, heartbeat_timeout_s=3, data_dir=tmp_path / "data")
+    logs = tmp_path / "logs"
+    procs = [await start_worker(rp, "runpod", logs / "dispatch-0.log"),
+             await start_worker(rp, "runpod", logs / "dispatch-1.log")]
+    try:
+        job = job_file(tmp_path, 120)
+        rid = f"rd-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, rp, job, "--id", rid, "--backend", "timed"))
+
+        async def window_running():
+            return next((j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"), None)
+        running = await until(window_running, timeout=90, every=0.05)
+        k = running.input["window"]["index"]
+        owner = next(i for i in (0, 1) if f"window {k} of {rid}" in (logs / f"dispatch-{i}.log").read_text())
+        procs[owner].kill(signal.SIGKILL)
+        rc, result, err = await render
+    finally:
+        for proc in procs:
+            proc.kill()
+        for record in read_fleet(store):  # the killed processes' records (a clean stop removes its own)
+            if record["task_queue"] == rp.runpod_queue:
+                store.delete(record_key(record["identity"]))
+    assert rc == 0, err
+    assert running.status == "COMPLETED"  # the job that ran under the killed dispatcher finished the window
+    # the handler's progress_update calls, about one a second of its 12 s render
+    fractions = [p["fraction"] for p in running.progress if p["window"] == k and p["stage"] == "render"]
+    assert len(fractions) >= 5 and fractions == sorted(fractions) and fractions[-1] == 1.0, running.progress
+    assert submissions(server.standin) == {k: 1 for k in range(result["windows"])}
+    for w in range(result["windows"]):  # one RunPod job, and so one attempt record, per window
+        assert len(list(store.list(window_prefix(rid, w) + "attempts/"))) == 1
+    assert f"window {k} of {rid}: resuming RunPod job {running.id}" in (logs / f"dispatch-{1 - owner}.log").read_text()
+
+
+async def test_cancel_reaches_the_runpod_jobs(temporal_client, settings, store, workers, runpod, tmp_path):
+    server, rp = runpod
+    server.standin.worker_env["LONGTALK_BACKEND"] = "timed"
+    server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "30"
+    # a cancel reaches an activity with a heartbeat: the SDK sends one at most every 0.8 x timeout
+    rp = dataclasses.replace(rp, heartbeat_timeout_s=3)
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        job = job_file(tmp_path, 700)
+        rid = f"rc-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, dataclasses.replace(rp, parallel_chains=2), job,
+                                                 "--id", rid, "--backend", "timed"))
+
+        async def running():
+            return [j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"]
+        await until(running, timeout=90, every=0.1)
+        started = time.monotonic()
+        await temporal_client.get_workflow_handle(rid).cancel()
+
+        async def all_cancelled():
+            return server.standin.jobs and all(j.status == "CANCELLED" for j in server.standin.jobs.values())
+        try:
+            await until(all_cancelled, timeout=30, every=0.1)
+        except TimeoutError:
+            raise AssertionError({j.id: (j.status, j.input["window"]["index"]) for j in server.standin.jobs.values()})
+        cancelled_in = time.monotonic() - started
+        rc, _, _ = await render
+    finally:
+        await stop(ws, tasks)
+    assert rc != 0
+    assert cancelled_in < 15  # the jobs stopped long before their 30 s windows would end
+    # the workers' handlers were stopped through the SDK's stop channel: nothing was stored
+    assert not [k for k in store.list(f"renders/{rid}/windows/") if k.endswith("meta.json")]
+
+
+async def test_comfyui_render_on_serverless(temporal_client, settings, store, workers, runpod, standin, tmp_path):
+    """The handler with the comfyui backend against the ComfyUI stand-in: it waits for
+    ComfyUI, the doctor check passes, and each window is one prompt with the carried tail.
+    The job itself asks for the RunPod pool (the submitting settings say local)."""
+    server, rp = runpod
+    server.standin.worker_env.update(LONGTALK_BACKEND="comfyui", LONGTALK_COMFY_URL=standin.url)
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        rid = f"rq-{uuid.uuid4().hex[:8]}"
+        job = job_file(tmp_path, 160, gpu_pool="runpod")
+        rc, result, err = await run_starter(temporal_client, dataclasses.replace(rp, gpu_pool="local"), job, "--id", rid,
+                                            "--backend", "comfyui", "--output", str(tmp_path / "out.mp4"))
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    n = result["windows"]
+    assert n == window_count(result["frames"]) and n >= 2
+    assert len(frame_checksums(tmp_path / "out.mp4")) == result["frames"]
+    outputs = [j.output for j in server.standin.jobs.values()]
+    assert sorted(o["index"] for o in outputs) == list(range(n))
+    assert all(o["comfyui"] and o["frames"] > 0 and o["timings"]["render_s"] > 0 for o in outputs), outputs
+
+
+async def test_handler_answers_every_job_while_its_comfyui_fails_the_doctor(tmp_path, runpod):
+    """A ComfyUI without a node class the graphs use: the handler does not render, and every
+    job fails with the doctor's finding (the class named), at no cost to the bucket."""
+    from tests.test_doctor import schema_standin
+
+    server, _ = runpod
+    broken = await schema_standin(tmp_path, lambda s: s.pop("MelBandRoFormerSampler"))
+    server.standin.worker_env.update(LONGTALK_BACKEND="comfyui", LONGTALK_COMFY_URL=broken.url)
+    try:
+        ids = [(await api(server, "POST", "/run", {"input": {"anything": k}}))[1]["id"] for k in range(2)]
+
+        async def ended():
+            states = [(await api(server, "GET", f"/status/{i}"))[1] for i in ids]
+            return states if all(s["status"] in ("COMPLETED", "FAILED") for s in states) else None
+        states = await until(ended, timeout=90, every=0.2)
+    finally:
+        await broken.close()
+    for s in states:
+        assert s["status"] == "FAILED" and "doctor" in s["error"] and "MelBandRoFormerSampler" in s["error"], s
+
+
+async def test_a_lost_job_is_a_failed_attempt(temporal_client, settings, store, workers, runpod, tmp_path):
+    """RunPod forgets a running job (its status answers 404, as after its TTL): the window's
+    attempt fails and its retry submits a new job; the render completes."""
+    server, rp = runpod
+    server.standin.worker_env.update(LONGTALK_BACKEND="timed", LONGTALK_TIMED_WINDOW_S="3")
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        rid = f"rl-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid,
+                                                 "--backend", "timed"))
+
+        async def first_running():
+            return next((j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"), None)
+        lost = await until(first_running, timeout=90, every=0.05)
+        del server.standin.jobs[lost.id]
+        assert (await api(server, "GET", f"/status/{lost.id}"))[0] == 404
+        rc, result, err = await render
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    k = lost.input["window"]["index"]
+    counts = submissions(server.standin)  # the jobs RunPod still knows: the lost one is gone
+    assert counts == {w: 1 for w in range(result["windows"])}, counts
+    attempts = [store.get_json(key)["attempt"] for key in store.list(window_prefix(rid, k) + "attempts/")]
+    assert sorted(attempts) == [1, 2]  # the lost job's attempt, and the retry's new job
