@@ -4,7 +4,9 @@ a GPU worker (render activities, one at a time, on task queue "gpu").
     python worker.py                 both, from LONGTALK_ settings
     LONGTALK_WORKER_ROLES=gpu python worker.py    only the GPU worker (one per GPU/ComfyUI)
 
-Stops gracefully on SIGINT/SIGTERM: running activities get time to finish.
+Stops gracefully on SIGINT/SIGTERM: it stops polling, running activities get time to finish
+(LONGTALK_GPU_SHUTDOWN_GRACE_S, LONGTALK_CPU_SHUTDOWN_GRACE_S), then it exits 0.
+Probes (LONGTALK_HEALTH_PORT): GET /livez and /readyz (longtalk/health.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from longtalk import audio, ffmpeg_bin, metrics
 from longtalk.backends import make_backends
 from longtalk.build import build_id as compute_build_id
 from longtalk.fleet import FleetRecord
+from longtalk.health import Health
 from longtalk.visibility import register_search_attributes
 from longtalk import temporal_connect
 from longtalk.settings import Settings
@@ -115,6 +118,10 @@ def refuse_unless_healthy(name: str, report) -> None:
 
 async def run(settings: Settings, graph_config: GraphConfig) -> None:
     settings = dataclasses.replace(settings, build_id=worker_build_id(settings))
+    health = Health()  # the probes answer from the start: alive while it waits for ComfyUI
+    if settings.health_port:
+        await health.serve(settings.health_host, settings.health_port)
+        log.info("probes on http://%s:%d/livez and /readyz", settings.health_host, settings.health_port)
     log.info("ffmpeg: %s", ffmpeg_bin.use(settings.ffmpeg))
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
@@ -130,10 +137,12 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
         wait_ready = getattr(backend, "wait_ready", None)
         if wait_ready is not None:  # a GPU worker polls Temporal only once its ComfyUI answers
             log.info("waiting for the %s backend", backend.name)
+            health.set(f"waiting for {backend.name}")
             device = await wait_ready()
             log.info("%s ready: %s", backend.name, device)
         check = getattr(backend, "check", None)
         if check is not None and settings.comfy_doctor:
+            health.set(f"doctor checks {backend.name}")
             refuse_unless_healthy(backend.name, await check())
     workers = build_workers(client, settings, store, backends=backends or None, graph_config=graph_config)
     stop = asyncio.Event()
@@ -145,12 +154,14 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
     beats = [asyncio.create_task(r.run()) for r in records]
     print(f"{READY_LINE}: queues {', '.join(w.task_queue for w in workers)} build {settings.build_id}",
           flush=True)
+    health.set("polling", ready=True)
     done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
                                  return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         if task in done and task.exception():
             raise task.exception()
     log.info("shutting down")
+    health.set("stopping")  # no longer ready; alive until the windows in flight are done
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     for beat in beats:
         beat.cancel()

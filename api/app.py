@@ -173,6 +173,21 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
     async def _http(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
+    # probes (Kubernetes), without a key: alive while the process answers; ready once the
+    # lifespan has connected and Temporal's frontend answers its health check
+    @app.get("/livez", include_in_schema=False)
+    async def livez():
+        return {"live": True}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz():
+        renders = state.get("renders")
+        ok = False
+        if renders is not None:
+            with contextlib.suppress(Exception):
+                ok = await renders.client.service_client.check_health(timeout=timedelta(seconds=3))
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
     def owner_of(request: Request, endpoint_id: str, public: bool = False) -> str | None:
         if endpoint_ids and endpoint_id not in endpoint_ids:
             raise ApiError(404, f"endpoint {endpoint_id} not found")
