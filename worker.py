@@ -126,13 +126,16 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    roles = {r.strip() for r in settings.worker_roles.split(",")}
+    # librosa's lazy imports (the CPU role's plan) now, beside the connecting, not in the first
+    # window; a GPU-only worker never uses them (they cost it seconds to a minute at start)
+    warm = asyncio.create_task(asyncio.to_thread(audio.warm_up)) if "cpu" in roles else None
     store = ObjectStore.from_settings(settings)
     await asyncio.to_thread(store.ensure_bucket)
-    await asyncio.to_thread(audio.warm_up)  # librosa's lazy imports now, not in the first window
     client = await temporal_connect.connect(settings)
     # the workflows upsert these: a server that lacks one would fail every render's first task
     await register_search_attributes(client)
-    backends = make_backends(settings, graph_config) if "gpu" in settings.worker_roles else {}
+    backends = make_backends(settings, graph_config) if "gpu" in roles else {}
     for backend in backends.values():
         wait_ready = getattr(backend, "wait_ready", None)
         if wait_ready is not None:  # a GPU worker polls Temporal only once its ComfyUI answers
@@ -144,6 +147,8 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
         if check is not None and settings.comfy_doctor:
             health.set(f"doctor checks {backend.name}")
             refuse_unless_healthy(backend.name, await check())
+    if warm is not None:
+        await warm
     workers = build_workers(client, settings, store, backends=backends or None, graph_config=graph_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
