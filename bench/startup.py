@@ -145,6 +145,7 @@ async def main() -> None:
                 results["cpu_worker"].append(await time_worker(client, settings, args.code.resolve(), "cpu",
                                                                {}, d / f"cpu-{i}.log"))
                 results["api"].append(await time_api(settings, d / f"api-{i}.log"))
+                print(f"run {i + 1}: " + json.dumps({k: v[-1] for k, v in results.items()}), file=sys.stderr, flush=True)
         finally:
             await standin.close()
             s3.stop()
