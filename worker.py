@@ -56,7 +56,7 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
     Every worker carries the build id (Temporal's `build_id`, and the end of its identity:
     `<host>-<pid>@<build>-cpu`); worker versioning stays off, it is identity only.
     `workflow_options` go to the workflow worker (tests: a workflow runner, interceptors)."""
-    roles = {r.strip() for r in settings.worker_roles.split(",") if r.strip()}
+    roles = worker_roles(settings)
     unknown = roles - {"cpu", "gpu"}
     if unknown or not roles:
         raise ValueError(f"LONGTALK_WORKER_ROLES: use cpu, gpu or both, got {settings.worker_roles!r}")
@@ -96,6 +96,11 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
     return workers
 
 
+def worker_roles(settings: Settings) -> set[str]:
+    """The roles LONGTALK_WORKER_ROLES names (cpu, gpu)."""
+    return {r.strip() for r in settings.worker_roles.split(",") if r.strip()}
+
+
 def own_gpu_queue(settings: Settings, identity: str) -> str:
     """A GPU worker's own task queue: its chains' next windows ask it first (chain affinity)."""
     return f"{settings.gpu_queue}@{identity}"
@@ -126,7 +131,7 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-    roles = {r.strip() for r in settings.worker_roles.split(",")}
+    roles = worker_roles(settings)
     # librosa's lazy imports (the CPU role's plan) now, beside the connecting, not in the first
     # window; a GPU-only worker never uses them (they cost it seconds to a minute at start)
     warm = asyncio.create_task(asyncio.to_thread(audio.warm_up)) if "cpu" in roles else None
