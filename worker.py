@@ -6,7 +6,9 @@ dispatcher (render activities submitted to a RunPod Serverless endpoint, task qu
     LONGTALK_WORKER_ROLES=gpu python worker.py    only the GPU worker (one per GPU/ComfyUI)
     LONGTALK_WORKER_ROLES=cpu,runpod python worker.py    windows on RunPod (LONGTALK_GPU_POOL=runpod)
 
-Stops gracefully on SIGINT/SIGTERM: running activities get time to finish.
+Stops gracefully on SIGINT/SIGTERM: it stops polling, running activities get time to finish
+(LONGTALK_GPU_SHUTDOWN_GRACE_S, LONGTALK_CPU_SHUTDOWN_GRACE_S), then it exits 0.
+Probes (LONGTALK_HEALTH_PORT): GET /livez and /readyz (longtalk/health.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from longtalk.backends import make_backends
 from longtalk.guard import Guard
 from longtalk.build import build_id as compute_build_id
 from longtalk.fleet import EndpointRecord, FleetRecord
+from longtalk.health import Health
 from longtalk.visibility import register_search_attributes
 from longtalk import temporal_connect
 from longtalk.settings import Settings
@@ -57,7 +60,7 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
     Every worker carries the build id (Temporal's `build_id`, and the end of its identity:
     `<host>-<pid>@<build>-cpu`); worker versioning stays off, it is identity only.
     `workflow_options` go to the workflow worker (tests: a workflow runner, interceptors)."""
-    roles = {r.strip() for r in settings.worker_roles.split(",") if r.strip()}
+    roles = worker_roles(settings)
     unknown = roles - {"cpu", "gpu", "runpod"}
     if unknown or not roles:
         raise ValueError(f"LONGTALK_WORKER_ROLES: use cpu, gpu, runpod or a list of them, got {settings.worker_roles!r}")
@@ -110,6 +113,11 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
     return workers
 
 
+def worker_roles(settings: Settings) -> set[str]:
+    """The roles LONGTALK_WORKER_ROLES names (cpu, gpu, runpod)."""
+    return {r.strip() for r in settings.worker_roles.split(",") if r.strip()}
+
+
 def own_gpu_queue(settings: Settings, identity: str) -> str:
     """A GPU worker's own task queue: its chains' next windows ask it first (chain affinity)."""
     return f"{settings.gpu_queue}@{identity}"
@@ -132,26 +140,37 @@ def refuse_unless_healthy(name: str, report) -> None:
 
 async def run(settings: Settings, graph_config: GraphConfig) -> None:
     settings = dataclasses.replace(settings, build_id=worker_build_id(settings))
+    health = Health()  # the probes answer from the start: alive while it waits for ComfyUI
+    if settings.health_port:
+        await health.serve(settings.health_host, settings.health_port)
+        log.info("probes on http://%s:%d/livez and /readyz", settings.health_host, settings.health_port)
     log.info("ffmpeg: %s", ffmpeg_bin.use(settings.ffmpeg))
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    roles = worker_roles(settings)
+    # librosa's lazy imports (the CPU role's plan) now, beside the connecting, not in the first
+    # window; a GPU-only worker never uses them (they cost it seconds to a minute at start)
+    warm = asyncio.create_task(asyncio.to_thread(audio.warm_up)) if "cpu" in roles else None
     store = ObjectStore.from_settings(settings)
     await asyncio.to_thread(store.ensure_bucket)
-    await asyncio.to_thread(audio.warm_up)  # librosa's lazy imports now, not in the first window
     client = await temporal_connect.connect(settings)
     # the workflows upsert these: a server that lacks one would fail every render's first task
     await register_search_attributes(client)
-    backends = make_backends(settings, graph_config) if "gpu" in settings.worker_roles else {}
+    backends = make_backends(settings, graph_config) if "gpu" in roles else {}
     for backend in backends.values():
         wait_ready = getattr(backend, "wait_ready", None)
         if wait_ready is not None:  # a GPU worker polls Temporal only once its ComfyUI answers
             log.info("waiting for the %s backend", backend.name)
+            health.set(f"waiting for {backend.name}")
             device = await wait_ready()
             log.info("%s ready: %s", backend.name, device)
         check = getattr(backend, "check", None)
         if check is not None and settings.comfy_doctor:
+            health.set(f"doctor checks {backend.name}")
             refuse_unless_healthy(backend.name, await check())
+    if warm is not None:
+        await warm
     workers = build_workers(client, settings, store, backends=backends or None, graph_config=graph_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -162,12 +181,14 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
     beats = [asyncio.create_task(r.run()) for r in records]
     print(f"{READY_LINE}: queues {', '.join(w.task_queue for w in workers)} build {settings.build_id}",
           flush=True)
+    health.set("polling", ready=True)
     done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
                                  return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         if task in done and task.exception():
             raise task.exception()
     log.info("shutting down")
+    health.set("stopping")  # no longer ready; alive until the windows in flight are done
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     for beat in beats:
         beat.cancel()

@@ -109,6 +109,8 @@ class Settings:
     worker_roles: str = "cpu,gpu"  # which workers worker.py runs
     metrics_port: int = 0  # 0 = no metrics endpoint
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a container so Prometheus can scrape it
+    health_port: int = 0  # a worker's GET /livez and /readyz (Kubernetes probes); 0 = none
+    health_host: str = "127.0.0.1"  # 0.0.0.0 inside a container so the kubelet reaches it
     # how long a stopping worker lets its running activities finish (SIGTERM: deploys, scale-down);
     # a GPU worker's covers a whole window, so a deploy does not throw a window's work away
     gpu_shutdown_grace_s: float = 600.0

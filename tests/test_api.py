@@ -669,3 +669,13 @@ async def test_every_answer_after_a_cancel_reads_cancelled(http, media, slow_win
             break
     assert set(answers) == {"CANCELLED"}, answers
     assert len(answers) >= 2
+
+
+async def test_probes_answer_without_a_key(api):
+    """Kubernetes' probes: /livez while the process answers, /readyz once Temporal answers;
+    no key, no endpoint id (the kubelet sends neither)."""
+    async with httpx.AsyncClient(base_url=api, timeout=30) as c:
+        live, ready = await c.get("/livez"), await c.get("/readyz")
+        assert live.status_code == 200 and live.json() == {"live": True}
+        assert ready.status_code == 200 and ready.json() == {"ready": True}
+        assert (await c.get(f"/v2/{EP}/health")).status_code == 401  # the rest still needs a key

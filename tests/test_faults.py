@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import signal
 import uuid
 from datetime import timedelta
@@ -381,16 +382,56 @@ async def test_gpu_worker_waits_for_comfyui_before_polling(env):
     from tests.faults import worker
 
     settings, client, store, procs, tmp = env
-    port = free_port()
+    port, health = free_port(), free_port()
     gpu = worker(settings, "gpu", tmp / "logs" / "gpu.log", LONGTALK_BACKEND="comfyui",
-                 LONGTALK_COMFY_URL=f"http://127.0.0.1:{port}").start()
+                 LONGTALK_COMFY_URL=f"http://127.0.0.1:{port}", LONGTALK_HEALTH_PORT=str(health)).start()
     procs.append(gpu)
     await asyncio.sleep(4)
     assert gpu.alive() and READY_LINE not in gpu.log.read_text()
+    # the probes: alive, not ready (a rollout waits for it, a Service would send it nothing)
+    async def waiting():
+        return await probe(health, "/livez") == (200, {"ready": False, "state": "waiting for comfyui"})
+    assert await until(waiting, timeout=30)
+    assert (await probe(health, "/readyz"))[0] == 503
     comfy = StandinProcess(tmp / "comfy", port, tmp / "logs" / "standin.log")
     procs.append(comfy.start())
     await gpu.wait_for_line(READY_LINE, timeout=60)
     assert "comfyui ready: {'device': 'cuda:0" in gpu.log.read_text()
+    assert "doctor: " in gpu.log.read_text()  # ready only after the doctor check passed
+    assert await until(lambda: probe_status(health, "/readyz", 200), timeout=10)
+    assert (await probe(health, "/readyz"))[1] == {"ready": True, "state": "polling"}
+    assert (await probe(health, "/nothing"))[0] == 404
+
+
+async def probe(port: int, path: str) -> tuple[int, dict]:
+    """GET a worker's probe: (status, JSON body), as the kubelet sees it."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def get():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+        except urllib.error.URLError:
+            return 0, {}  # not listening (yet)
+    return await asyncio.to_thread(get)
+
+
+async def probe_status(port: int, path: str, status: int) -> bool:
+    return (await probe(port, path))[0] == status
+
+
+async def exited(handle, timeout: float) -> float:
+    """Seconds until the process exits (at most `timeout`)."""
+    import time
+
+    start = time.monotonic()
+    await until(lambda: asyncio.sleep(0, not handle.alive()), timeout=timeout, every=0.05)
+    assert not handle.alive(), f"still running {timeout} s after SIGTERM"
+    return time.monotonic() - start
 
 
 async def test_sigterm_lets_the_gpu_worker_finish_its_window_and_serves_metrics(env, media):
@@ -401,17 +442,23 @@ async def test_sigterm_lets_the_gpu_worker_finish_its_window_and_serves_metrics(
     settings, client, store, procs, tmp = env
     comfy = await standin(procs, tmp, delay_s=2.0)
     procs.append(await start_worker(settings, "cpu", tmp / "logs" / "cpu.log"))
-    metrics_port = free_port()
+    metrics_port, health = free_port(), free_port()
     gpu = await start_worker(settings, "gpu", tmp / "logs" / "gpu.log", LONGTALK_BACKEND="comfyui",
-                             LONGTALK_COMFY_URL=comfy.url, LONGTALK_METRICS_PORT=str(metrics_port))
+                             LONGTALK_COMFY_URL=comfy.url, LONGTALK_METRICS_PORT=str(metrics_port),
+                             LONGTALK_HEALTH_PORT=str(health))
     procs.append(gpu)
     rid, out = f"f-term-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
     render = start_render(client, settings, tmp, media, rid, out, comfy)
     await window_running(store, comfy, rid, 1)
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     assert 'longtalk_windows_rendered_total{backend="comfyui"} 1.0' in text
-    gpu.kill(signal.SIGTERM)  # returns once the process has exited
-    assert gpu.proc.returncode == 0
+    assert (await probe(health, "/readyz"))[0] == 200
+    os.killpg(gpu.proc.pid, signal.SIGTERM)  # as the kubelet does on scale-down
+    # while it finishes the window: alive (the kubelet must not kill it), no longer ready
+    assert await probe(health, "/readyz") == (503, {"ready": False, "state": "stopping"})
+    assert (await probe(health, "/livez"))[0] == 200
+    took = await exited(gpu, settings.gpu_shutdown_grace_s)
+    assert gpu.proc.returncode == 0 and took < settings.gpu_shutdown_grace_s
     meta = store.get_json(window_meta_key(rid, 1))
     assert meta["attempt"] == 1  # finished by the worker that was asked to stop, not retried
     procs.append(await start_worker(settings, "gpu", tmp / "logs" / "gpu-2.log", LONGTALK_BACKEND="comfyui",
@@ -420,3 +467,46 @@ async def test_sigterm_lets_the_gpu_worker_finish_its_window_and_serves_metrics(
     await check_render(rc, result, err, store, media, out, rid, comfy)
     assert (await comfy.control("/standin/stats"))["prompts_received"] == result["windows"]
     LEDGER.append("gpu worker SIGTERM (graceful)")
+
+
+async def test_sigterm_past_the_grace_hands_the_window_back(env, media):
+    """A stopping GPU worker whose window outlasts LONGTALK_GPU_SHUTDOWN_GRACE_S (a pod's
+    terminationGracePeriodSeconds is near): it interrupts the window, hands it back and exits 0
+    within the grace; another worker renders it once, and the video is frame for frame the
+    one an undisturbed render makes."""
+    from longtalk.av_io import count_video_frames, read_frames
+
+    settings, client, store, procs, tmp = env
+    # a window (5 s) far longer than the grace, shorter than the stack's prompt timeout (6 s)
+    comfy = await standin(procs, tmp, delay_s=5.0)
+    procs.append(await start_worker(settings, "cpu", tmp / "logs" / "cpu.log"))
+    grace = 0.5
+    gpu = await start_worker(settings, "gpu", tmp / "logs" / "gpu.log", LONGTALK_BACKEND="comfyui",
+                             LONGTALK_COMFY_URL=comfy.url, LONGTALK_GPU_SHUTDOWN_GRACE_S=str(grace))
+    procs.append(gpu)
+    rid, out = f"f-back-{uuid.uuid4().hex[:6]}", tmp / "out.mp4"
+    render = start_render(client, settings, tmp, media, rid, out, comfy)
+    await window_running(store, comfy, rid, 1)
+    os.killpg(gpu.proc.pid, signal.SIGTERM)
+    took = await exited(gpu, grace + 15)
+    assert gpu.proc.returncode == 0, gpu.log.read_text()[-2000:]
+    assert not store.exists(window_meta_key(rid, 1))  # not finished: handed back
+    await comfy.control("/standin/faults", {"delay_s": 0.0})
+    procs.append(await start_worker(settings, "gpu", tmp / "logs" / "gpu-2.log", LONGTALK_BACKEND="comfyui",
+                                    LONGTALK_COMFY_URL=comfy.url))
+    rc, result, err = await render
+    n = await check_render(rc, result, err, store, media, out, rid, comfy)  # each window stored once
+    # rendered by the other worker: the chain's next window asked the stopped worker's own queue
+    # first (chain affinity), which nobody polls any more, and moved on to the GPU queue
+    assert not store.get_json(window_meta_key(rid, 1))["worker"].split("@")[0].endswith(f"-{gpu.proc.pid}")
+    # the same job again, undisturbed: the same frames
+    ref_id, ref = f"f-ref-{uuid.uuid4().hex[:6]}", tmp / "ref.mp4"
+    rc, ref_result, err = await start_render(client, settings, tmp, media, ref_id, ref, comfy)
+    assert rc == 0, err
+    frames = count_video_frames(out)
+    assert frames == count_video_frames(ref) == result["frames"]
+    a, b = read_frames(out, list(range(frames))), read_frames(ref, list(range(frames)))
+    different = [i for i in range(frames) if not (a[i] == b[i]).all()]
+    assert not different, f"frames {different[:10]} differ from the undisturbed render"
+    assert n == ref_result["windows"]
+    LEDGER.append(f"gpu worker SIGTERM past its grace (exited in {took:.1f} s, window handed back)")
