@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from comfy_graphs.config import GraphConfig
+from longtalk.comfy.config import GraphConfig
 from longtalk.settings import PREFIX, Settings
 from tests import kustomize
 from tests.test_deployment import allowed_longtalk_names, load_yaml
