@@ -32,7 +32,8 @@ from longtalk.backends.base import WindowJob  # noqa: E402
 from longtalk.comfy.client import ComfyClient  # noqa: E402
 from longtalk.comfy.config import GraphConfig  # noqa: E402
 from longtalk.spec import RenderSpec  # noqa: E402
-from longtalk.stack import Process, Service, free_port  # noqa: E402
+from longtalk.stack import free_port  # noqa: E402
+from longtalk.testing import standin_process  # noqa: E402
 
 
 class Timed:
@@ -59,12 +60,9 @@ async def main(windows: int, size: int) -> None:
                                size, size)
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        standin = Process(Service("comfy-standin", [sys.executable, "-m", "tests.comfy_standin", "--port", str(port),
-                                                    "--root", str(Path(tmp) / "comfy"), "--step-s", "0"],
-                                  ("127.0.0.1", port), cwd=ROOT), Path(tmp) / "run", Path(tmp) / "logs")
-        standin.start()
+        standin = standin_process("tests.comfy_standin", port, Path(tmp), "--root", str(Path(tmp) / "comfy"),
+                                  "--step-s", "0")
         try:
-            standin.wait_ready(120)  # its imports take seconds on a busy machine
             rows = await measure(ComfyClient(f"http://127.0.0.1:{port}", poll_interval_s=0.05), windows, size,
                                  speech, portrait)
         finally:

@@ -44,7 +44,7 @@ from longtalk.guard import Anchor, Guard, anchor_for, attempt_record, window_doc
 from longtalk.windows import WindowParams, window  # noqa: E402
 from longtalk.backends.preview import PreviewBackend  # noqa: E402
 from longtalk.quality import QualityBounds, ReferenceStats, classify, measure_window  # noqa: E402
-from tests.quality_chains import FPS, M, MODES, S, W, example, render_chain  # noqa: E402
+from longtalk.testing.quality_chains import FPS, M, MODES, S, W, example, render_chain  # noqa: E402
 
 COST_SIZE = (832, 480)
 METRICS = ("delta_e", "delta_e_face", "face_offset", "face_size", "still_speech", "clipped", "seam", "sharpness",

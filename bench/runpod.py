@@ -1,6 +1,7 @@
 """The RunPod Serverless benchmark: one render on 3 local GPU workers, then the same render
-on 3 simulated serverless workers (the RunPod stand-in of tests/runpod_standin, real
-`python -m longtalk.serverless` handler processes in the SDK's own loop), first cold (the
+on 3 simulated serverless workers (the RunPod stand-in of tests/runpod_standin, run as its own
+process: `python -m tests.runpod_standin`; it starts real `python -m longtalk.serverless`
+handler processes in the SDK's own loop), first cold (the
 endpoint scaled to zero) and then warm (its workers still up).
 
 Both "GPUs" are the timed backend: every window takes --window-seconds of wall time beside
@@ -31,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from longtalk.settings import Settings  # noqa: E402
-from longtalk.stack import free_port  # noqa: E402
+from longtalk.stack import Process, Service, free_port, wait_worker_ready  # noqa: E402
+from longtalk.testing import EXAMPLES, s3_process, standin_process, temporal_process, transcode  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -105,10 +107,7 @@ async def measure(client, settings, store, job: dict, tmp: Path, label: str, run
 
 async def main_async(args, settings, tmp: Path) -> list[dict]:
     from longtalk import temporal_connect
-    from tests.faults import start_worker
     from longtalk.store import ObjectStore
-    from tests.media import EXAMPLES, transcode
-    from tests.runpod_standin.server import start_runpod_standin
     from worker import build_workers
 
     store = ObjectStore.from_settings(settings)
@@ -127,17 +126,27 @@ async def main_async(args, settings, tmp: Path) -> list[dict]:
 
     start(build_workers(client, dataclasses.replace(settings, worker_roles="cpu"), store, identity="bench"))
     # three GPU worker processes (one worker per queue and process), as bench/fleet.py starts them
-    gpus = [await start_worker(settings, "gpu", tmp / "logs" / f"gpu-{g}.log", LONGTALK_BACKEND="timed",
-                               LONGTALK_TIMED_WINDOW_S=str(args.window_seconds)) for g in range(3)]
-    server = await start_runpod_standin(
-        "ep-bench", "bench-key", {"LONGTALK_BACKEND": "timed", "LONGTALK_TIMED_WINDOW_S": str(args.window_seconds),
-                                  "LONGTALK_DATA_DIR": str(tmp / "handler")},
-        max_workers=3, cold_start_s=args.cold_start_s, idle_timeout_s=60.0, log_dir=tmp / "runpod-logs")
+    timed = {"LONGTALK_BACKEND": "timed", "LONGTALK_TIMED_WINDOW_S": str(args.window_seconds)}
+    gpus = [Process(Service(f"gpu-{g}", [sys.executable, str(ROOT / "worker.py")], None, cwd=ROOT,
+                            env={**settings.to_env(), "LONGTALK_WORKER_ROLES": "gpu", **timed}),
+                    tmp / "run", tmp / "logs") for g in range(3)]
+    port = free_port()
+    handler_env = [f"--env={k}={v}" for k, v in {**timed, "LONGTALK_DATA_DIR": str(tmp / "handler")}.items()]
+    server = None  # the stand-in's process
     rp = dataclasses.replace(settings, gpu_pool="runpod", runpod_endpoint_id="ep-bench", runpod_api_key="bench-key",
-                             runpod_base_url=server.api_url, runpod_poll_s=args.poll_s, runpod_max_jobs=3)
+                             runpod_base_url=f"http://127.0.0.1:{port}/v2", runpod_poll_s=args.poll_s,
+                             runpod_max_jobs=3)
     start(build_workers(client, dataclasses.replace(rp, worker_roles="runpod"), store, identity="bench-dispatch"))
     results = []
     try:
+        for proc in gpus:
+            proc.start()
+        server = await asyncio.to_thread(
+            standin_process, "tests.runpod_standin", port, tmp, "--endpoint", "ep-bench", "--api-key", "bench-key",
+            *handler_env, "--max-workers", "3", "--cold-start-s", str(args.cold_start_s), "--idle-timeout-s", "60",
+            "--log-dir", str(tmp / "runpod-logs"))
+        for proc in gpus:
+            await asyncio.to_thread(wait_worker_ready, proc.log_file, proc)
         results.append(await measure(client, settings, store, job, tmp, "local3", runpod=False))
         results.append(await measure(client, rp, store, job, tmp, "runpod3-cold", runpod=True))
         results.append(await measure(client, rp, store, job, tmp, "runpod3-warm", runpod=True))
@@ -146,9 +155,8 @@ async def main_async(args, settings, tmp: Path) -> list[dict]:
         for w, _ in running:
             await w.shutdown()
         await asyncio.gather(*(t for _, t in running), return_exceptions=True)
-        await server.close()
-        for proc in gpus:
-            proc.kill()
+        for proc in [*gpus, server] if server is not None else gpus:
+            proc.stop()
     return results
 
 
@@ -159,8 +167,6 @@ def main() -> int:
     p.add_argument("--poll-s", type=float, default=0.5, help="LONGTALK_RUNPOD_POLL_S of the dispatcher")
     p.add_argument("--cold-start-s", type=float, default=5.0, help="the stand-in's delay before a worker starts")
     args = p.parse_args()
-    from tests.helpers import s3_process, temporal_process
-
     tmp = Path(tempfile.mkdtemp(prefix="bench-runpod-"))
     settings = Settings(data_dir=tmp, temporal_address=f"127.0.0.1:{free_port()}",
                         s3_endpoint=f"127.0.0.1:{free_port()}", bucket="bench", input_roots="*",

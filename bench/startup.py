@@ -5,7 +5,8 @@
 On the embedded stack (a Temporal dev server and the S3 server, started once), it starts,
 --runs times each:
 - a GPU worker (`worker.py`, LONGTALK_WORKER_ROLES=gpu, comfyui backend) beside a ComfyUI that
-  already answers (the stand-in: a real ComfyUI's own start and model load are apart): from
+  already answers (the stand-in, run as its own process: `python -m tests.comfy_standin`; a
+  real ComfyUI's own start and model load are apart): from
   the process's start to its first poll, i.e. Temporal lists it as a poller of the GPU queue;
   also to its READY line and to /readyz answering 200;
 - a CPU worker: start to first poll of the render queue;
@@ -35,9 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from longtalk.settings import Settings  # noqa: E402
 from longtalk.stack import READY_LINE, free_port  # noqa: E402
-from tests.api_server import KEY_A  # noqa: E402
-from tests.comfy_standin.server import start_standin  # noqa: E402
-from tests.helpers import s3_process, temporal_process  # noqa: E402
+from longtalk.testing import KEY_A, s3_process, standin_process, temporal_process  # noqa: E402
 
 
 def status(url: str) -> int:
@@ -134,10 +133,11 @@ async def main() -> None:
         settings = Settings(data_dir=d / "data", temporal_address=f"127.0.0.1:{free_port()}",
                             s3_endpoint=f"127.0.0.1:{free_port()}", bucket="startup")
         temporal, s3 = temporal_process(settings, d), s3_process(settings, d)
-        standin = await start_standin(d / "comfy", port=free_port())
+        comfy_port = free_port()
+        standin = standin_process("tests.comfy_standin", comfy_port, d, "--root", str(d / "comfy"))
         try:
             client = await Client.connect(settings.temporal_address)
-            comfy_env = {"LONGTALK_BACKEND": "comfyui", "LONGTALK_COMFY_URL": standin.url}
+            comfy_env = {"LONGTALK_BACKEND": "comfyui", "LONGTALK_COMFY_URL": f"http://127.0.0.1:{comfy_port}"}
             results = {"gpu_worker": [], "cpu_worker": [], "api": []}
             for i in range(args.runs):
                 results["gpu_worker"].append(await time_worker(client, settings, args.code.resolve(), "gpu",
@@ -147,7 +147,7 @@ async def main() -> None:
                 results["api"].append(await time_api(settings, d / f"api-{i}.log"))
                 print(f"run {i + 1}: " + json.dumps({k: v[-1] for k, v in results.items()}), file=sys.stderr, flush=True)
         finally:
-            await standin.close()
+            standin.stop()
             s3.stop()
             temporal.stop()
     out = {name: summary(runs) for name, runs in results.items()}

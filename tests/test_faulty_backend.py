@@ -11,7 +11,7 @@ import pytest
 
 from longtalk.backends.faulty import ENV, FaultSpec, FaultyBackend, cast_level, slide_level
 from longtalk.backends.preview import PreviewBackend
-from tests.quality_chains import M, W, example, render_chain
+from longtalk.testing.quality_chains import M, W, example, render_chain
 
 SMALL = (256, 256)
 

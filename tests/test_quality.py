@@ -12,7 +12,7 @@ import pytest
 from longtalk.backends.faulty import FaultyBackend
 from longtalk.backends.preview import PreviewBackend
 from longtalk.quality import QualityBounds, ReferenceStats, WindowQuality, classify, measure_window
-from tests.quality_chains import FPS, M, MODES, S, SPF, W, example, render_chain
+from longtalk.testing.quality_chains import FPS, M, MODES, S, SPF, W, example, render_chain
 
 SMALL = (256, 256)  # the fault chains are rendered smaller: same behaviour, a quarter of the time
 

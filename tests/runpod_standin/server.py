@@ -378,12 +378,12 @@ class StandInServer:
         await self.runner.cleanup()
 
 
-async def start_runpod_standin(*args, host: str = "127.0.0.1", **kwargs) -> StandInServer:
-    """Start the stand-in in the running event loop on a free port."""
+async def start_runpod_standin(*args, host: str = "127.0.0.1", port: int = 0, **kwargs) -> StandInServer:
+    """Start the stand-in in the running event loop on `port` (0: a free one)."""
     standin = RunPodStandIn(*args, **kwargs)
     runner = web.AppRunner(standin.app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, 0)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
     standin.base_url = f"http://{host}:{port}"

@@ -8,15 +8,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-from longtalk import av_io
-from longtalk.backends.base import RenderBackend, WindowJob
-from longtalk.spec import RenderSpec
+from .. import av_io
+from ..backends.base import RenderBackend, WindowJob
+from ..spec import RenderSpec
+from . import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 W, M, FPS, SPF = 81, 9, 25, 640
 S = W - M
 MODES = ("i2v-single", "i2v-multi", "v2v-single", "v2v-multi")

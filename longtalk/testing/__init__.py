@@ -4,14 +4,17 @@ with ffmpeg, the API served in the running event loop, the browser the dashboard
 drive. The service itself imports none of it.
 
     s3_process, temporal_process   a real S3 server / Temporal dev server, started and ready
+    standin_process(module, ...)   a test double run as its own process, started and ready
     serving(app, address)          an ASGI app (the HTTP API) on uvicorn, as a task of this loop
     api_settings(settings)         settings for an API with two keys (KEY_A, KEY_B) and a webhook secret
     purges(client, owner)          the owner's PurgeQueue runs
     transcode, cut_audio           one ffmpeg run; a slice of real speech
     chromium_paths, headless_chromium   the system's chromium + chromedriver, driven by selenium
+    quality_chains                 windows rendered as the workflow renders them, from the examples
 
-The ComfyUI stand-in stays with the tests (tests/comfy_standin, a test double of a GPU
-server); a benchmark that needs it runs it as a process: `python -m tests.comfy_standin`.
+The ComfyUI and RunPod stand-ins stay with the tests (tests/comfy_standin, tests/runpod_standin:
+test doubles of a GPU server and of RunPod's control plane); a benchmark that needs one runs it
+as a process: `python -m tests.comfy_standin`, `python -m tests.runpod_standin`.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import contextlib
 import dataclasses
 import shutil
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .settings import Settings
-from .stack import ROOT, Process, free_port, s3_service, temporal_service
+from ..settings import Settings
+from ..stack import ROOT, Process, Service, free_port, s3_service, temporal_service
 
 EXAMPLES = ROOT / "examples"
 
@@ -43,6 +47,16 @@ def temporal_process(settings: Settings, folder: Path, db_name: str = "temporal.
     """A real Temporal dev server for `settings` (SQLite file folder/db_name), started and ready."""
     return started(Process(temporal_service(settings, db_file=folder / db_name, headless=True),
                            folder / "run", folder / "logs"), 90)
+
+
+def standin_process(module: str, port: int, folder: Path, *args: str) -> Process:
+    """`python -m <module> --port <port> <args>` on loopback, its pid file under folder/run and
+    its log under folder/logs, started and ready: a test double (tests.comfy_standin,
+    tests.runpod_standin) that a benchmark runs as its own process, as the real service is."""
+    name = module.rpartition(".")[2].replace("_", "-")
+    argv = [sys.executable, "-m", module, "--port", str(port), *args]
+    return started(Process(Service(name, argv, ("127.0.0.1", port), cwd=ROOT), folder / "run", folder / "logs"),
+                   120)  # its imports take seconds on a busy machine
 
 
 def started(proc: Process, timeout: float) -> Process:
@@ -102,7 +116,7 @@ def transcode(src: Path | str, dst: Path, input_options: dict | None = None, **o
     """One ffmpeg run (built with ffmpeg-python): src -> dst with these options, overwriting."""
     import ffmpeg
 
-    from . import av_io
+    from .. import av_io
 
     av_io.run_ffmpeg(ffmpeg.input(str(src), **(input_options or {})).output(str(dst), **output_options)
                      .overwrite_output())
