@@ -17,7 +17,9 @@ from temporalio import activity
 
 from longtalk import audio, av_io
 from longtalk import chains as chain_plan
-from longtalk.fleet import read_fleet
+from longtalk.estimate import estimate_windows
+from longtalk.fleet import healthy_on_queue, read_fleet
+from longtalk.gpu_time import Prices
 from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, cancel_request_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
@@ -29,6 +31,7 @@ from longtalk.inputs.framing import crop_notice
 from longtalk.inputs.staging import check_file, fetch_url_input, stored_input_key, url_record_key
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
+from longtalk.usage import actual_usage
 from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window, window_count, windows
 
 from .common import heartbeating, map_errors
@@ -224,8 +227,19 @@ class CpuActivities:
             # why this many chains, and where and why each one after the first begins
             "chain_plan": {"reason": why, "cuts": [c.as_dict(params.fps) for c in cuts]},
             "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
+            # GPU seconds, cost and wall time as the fleet looks now (the result puts what the
+            # render used beside it)
+            "estimate": self._estimate(req, n, len(chains)),
         })
         return plan
+
+    def _estimate(self, req: RenderRequest, windows: int, chains: int) -> dict | None:
+        try:
+            return estimate_windows(read_fleet(self.store), self.settings, req.backend, req.spec, windows, chains,
+                                    None)
+        except Exception as exc:  # the estimate is a remark: the render goes on without it
+            activity.logger.warning("render %s: no estimate: %s", req.render_id, exc)
+            return None
 
     def _adopt_base(self, req: RenderRequest, total: int, keys: dict) -> Plan:
         """A re-render's plan is its base's; every window outside rerender_first..last is
@@ -255,14 +269,14 @@ class CpuActivities:
                 for i, key in enumerate(tail_keys(req.render_id, first - 1, params.motion)):
                     self.store.put_bytes(key, av_io.encode_png(frames[kept - params.motion + i]), "image/png")
         plan = {**base_plan, "rerender": {"base": req.base, "first": first, "last": last}}
+        plan.pop("estimate", None)  # the base's: a re-render renders only some of the windows
         self.store.put_json(keys["plan"], plan)
         return Plan(total_frames=total, windows=base_plan["windows"],
                     chains=[Chain(**c) for c in base_plan["chains"]], plan_key=keys["plan"])
 
     def _gpu_workers(self, queue: str) -> int | None:
         """GPU workers serving `queue` now, from the fleet registry (None: none registered)."""
-        live = [r for r in read_fleet(self.store) if r.get("healthy") and r.get("task_queue") == queue]
-        return len(live) or None
+        return len(healthy_on_queue(read_fleet(self.store), queue)) or None
 
     def _chain_cuts(self, inp: PlanInput, n: int) -> tuple[list[chain_plan.Cut], str]:
         """How many independent chains, and where they begin (longtalk.chains): the job's
@@ -375,15 +389,19 @@ class CpuActivities:
                 size = out.stat().st_size
                 activity.logger.info("muxed %s in %.2fs (%s)", key, time.monotonic() - started, how)
         # the tails only served the next window; a finished render no longer needs them
-        tails = [k for k in self.store.list(f"renders/{req.render_id}/windows/") if "/tail_" in k]
-        self.store.delete_many(tails)
+        stored = list(self.store.list(f"renders/{req.render_id}/windows/"))
+        self.store.delete_many([k for k in stored if "/tail_" in k])
+        plan = self.store.get_json_or_none(derived_keys(req.render_id)["plan"]) or {}
+        usage = {"estimate": plan.get("estimate"),
+                 "actual": actual_usage(self.store, [k for k in stored if k.endswith("/meta.json")],
+                                        Prices(self.settings.gpu_prices))}
         expiry = inp.presign_expiry_s or self.settings.presign_expiry_s
         result = RenderResult(
             render_id=req.render_id, status="completed", bucket=self.store.bucket, video_key=key,
             video_url=self.store.presign(key, expiry), frames=inp.total_frames, fps=req.spec.fps,
             duration_s=inp.total_frames / req.spec.fps, width=req.spec.width, height=req.spec.height,
             windows=inp.windows, backend=req.backend, size_bytes=size, warnings=list(req.warnings),
-            video_path=f"{self.store.bucket}/{key}" if req.spec.network_volume else None,
+            video_path=f"{self.store.bucket}/{key}" if req.spec.network_volume else None, usage=usage,
         )
         manifest = dataclasses.asdict(result)
         manifest.pop("video_url")

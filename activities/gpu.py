@@ -33,7 +33,9 @@ from longtalk.payloads import (
     window_prefix,
 )
 from longtalk.errors import InputError, OutputMismatch, TransientError
+from longtalk.gpu_time import window_kind
 from longtalk.store import ObjectStore
+from longtalk.visibility import mode_of
 from longtalk.windows import window
 
 from .common import heartbeating_async, map_errors
@@ -86,13 +88,30 @@ class GpuActivities:
             return {**state, **(device() if device else {}), **({"build_id": self.build_id} if self.build_id else {})}
 
         async with heartbeating_async(details):
+            taken = time.monotonic()
             job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
             state["stage"] = "waiting for the GPU"
+            waiting = time.monotonic()
             async with self._gpu:
+                taken += time.monotonic() - waiting  # the window's time excludes the wait for the GPU
                 frames, render_s = await self._on_gpu(backend, ctx, k, job, state, progress)
             state["stage"] = "store"
-            result = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s)
+            try:
+                result, busy_s = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s, taken)
+            except BaseException:
+                await self._fleet_end(False)
+                raise
+            # the worker counts busy until its window is stored; the window's times join its history
+            spec = ctx.spec
+            await self._fleet_end(True, window_kind(ctx.backend, mode_of(spec.input_type, spec.person_count),
+                                                    spec.width, spec.height, spec.window),
+                                  busy_s, render_s)
         return result
+
+    async def _fleet_end(self, ok: bool, kind: str = "", busy_s: float = 0.0, gpu_s: float = 0.0) -> None:
+        if self.fleet is not None:
+            self.fleet.end(ok, kind, busy_s, gpu_s)
+            await self.fleet.publish()
 
     async def _on_gpu(self, backend: RenderBackend, ctx: RenderContext, k: int, job: WindowJob, state: dict,
                       progress) -> tuple[np.ndarray, float]:
@@ -101,7 +120,6 @@ class GpuActivities:
         if self.fleet is not None:
             self.fleet.begin(ctx.render_id, k)
             await self.fleet.publish()
-        ok = False
         try:
             state["stage"] = "render"
             started = time.monotonic()
@@ -112,11 +130,9 @@ class GpuActivities:
                 metrics.WINDOW_FAILURES.labels(ctx.backend, type(exc).__name__).inc()
                 raise
             render_s = time.monotonic() - started
-            ok = True
-        finally:
-            if self.fleet is not None:
-                self.fleet.end(ok)
-                await self.fleet.publish()
+        except BaseException:
+            await self._fleet_end(False)
+            raise
         metrics.WINDOWS_RENDERED.labels(ctx.backend).inc()
         metrics.RENDER_SECONDS.labels(ctx.backend).observe(render_s)
         return frames, render_s
@@ -203,7 +219,8 @@ class GpuActivities:
                                   "started_at": datetime.now(timezone.utc).isoformat()})
 
     # ---- outputs -------------------------------------------------------------------
-    def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float) -> RenderWindowResult:
+    def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float,
+                      taken: float) -> tuple[RenderWindowResult, float]:
         params = ctx.window_params
         expected = (params.window, ctx.spec.height, ctx.spec.width, 3)
         if frames.shape != expected or frames.dtype != np.uint8:
@@ -231,9 +248,14 @@ class GpuActivities:
             "render_s": round(render_s, 3), "attempt": info.attempt, "worker": self.identity,
             "activity_id": info.activity_id, "workflow_id": info.workflow_id,
             "rendered_at": datetime.now(timezone.utc).isoformat(),
+            # what the window cost: the worker was held from taking it to here (the render's
+            # usage, longtalk.usage), on this GPU
+            "busy_s": round(time.monotonic() - taken, 3),
+            "device": self.fleet.device() if self.fleet is not None else "",
         }
         self.store.put_bytes(window_meta_key(ctx.render_id, k), json.dumps(meta, indent=2).encode(),
                              "application/json")
-        return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=w.kept, rendered=True,
-                                  render_s=render_s, attempt=info.attempt, worker=self.identity,
-                                  worker_queue=self.own_queue)
+        result = RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=w.kept, rendered=True,
+                                    render_s=render_s, attempt=info.attempt, worker=self.identity,
+                                    worker_queue=self.own_queue)
+        return result, meta["busy_s"]

@@ -234,6 +234,16 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
         render_id, warnings = await run_job(request, owner)
         return {"id": render_id, "status": IN_QUEUE, "warnings": warnings}
 
+    @app.post(base + "/estimate", summary="What a /run body would take: windows, GPU seconds, wall time, cost "
+                                          "(nothing is started or stored)")
+    async def estimate(endpoint_id: str, request: Request):
+        owner_of(request, endpoint_id)
+        renders: Renders = state["renders"]
+        try:
+            return await jobs.estimate_body(renders.client, renders.store, settings, await json_body(request))
+        except FieldError as exc:
+            raise ApiError(400, str(exc)) from None
+
     @app.post(base + "/runsync", summary="Start a render and wait up to `wait` ms for it")
     async def runsync(endpoint_id: str, request: Request):
         owner = owner_of(request, endpoint_id)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from . import ffmpeg_bin
+from .gpu_time import Prices
 from .spec import DEFAULT_SEED, MAX_SEED
 from .windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW, ParamError, validate_params
 
@@ -68,6 +69,9 @@ class Settings:
     # a chain's next window waits this long for the GPU worker of its previous window (whose
     # ComfyUI still caches the render's reference and models) before any worker may take it
     affinity_wait_s: int = 10
+    # the estimate's cost (longtalk.gpu_time.Prices): "kind=price" per GPU hour, or "kind=price/s" per
+    # second (a serverless pool), for GPUs whose name contains kind ("*": any), comma-separated
+    gpu_prices: str = ""
     # input limits
     min_dimension: int = 64
     max_dimension: int = 1920
@@ -131,6 +135,7 @@ class Settings:
                      "gpu_shutdown_grace_s", "cpu_shutdown_grace_s", "sticky_schedule_to_start_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
+        Prices(self.gpu_prices)  # ValueError naming LONGTALK_GPU_PRICES
         if self.ffmpeg:
             try:
                 ffmpeg_bin.resolve(self.ffmpeg)
