@@ -3,6 +3,7 @@
     GET  /                  renders, newest first (filter by status, search by id)
     GET  /renders/{id}      one render: progress, window strip, live HLS preview, video, error
     GET  /fleet             GPU workers, queue depth, throughput, recent failures
+    GET  /new               start a render: a form for the /run body, its estimate live (new_render.js)
     GET  /login, POST /login, POST /logout
     GET  /dashboard/api/... the JSON the pages poll (also with `Authorization: Bearer KEY`)
 
@@ -669,7 +670,8 @@ class Dashboard:
         cookie = request.cookies.get(COOKIE)
         csrf = self.sessions.csrf(cookie) if cookie else ""
         nav = "".join(f'<a href="{href}"{" aria-current=page" if page == key else ""}>{label}</a>'
-                      for key, href, label in (("renders", "/", "Renders"), ("fleet", "/fleet", "Fleet")))
+                      for key, href, label in (("renders", "/", "Renders"), ("fleet", "/fleet", "Fleet"),
+                                                 ("new", "/new", "New render")))
         badge = ' <span class="badge">admin</span>' if self.is_admin(name) else ""
         body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -688,6 +690,7 @@ class Dashboard:
 <dialog id="confirm"></dialog>
 {f'<script src="/dashboard/static/{HLS_JS}"></script>' if page == "render" else ""}
 <script src="/dashboard/static/dashboard.js"></script>
+{'<script src="/dashboard/static/new_render.js"></script>' if page == "new" else ""}
 </body></html>"""
         return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -779,6 +782,7 @@ class Dashboard:
 
         r.add_api_route("/", page("renders", "Renders"), methods=["GET"])
         r.add_api_route("/fleet", page("fleet", "Fleet"), methods=["GET"])
+        r.add_api_route("/new", page("new", "New render"), methods=["GET"])  # static/new_render.js
         r.add_api_route("/renders/{render_id}", page(
             "render", "Render", lambda req: f'data-render="{html.escape(req.path_params["render_id"])}"'),
             methods=["GET"])

@@ -16,7 +16,7 @@ from longtalk.gpu_time import Prices, default_window_s, window_kind
 from longtalk.settings import Settings
 from longtalk.usage import actual_usage
 from longtalk.windows import WindowParams, total_frames, window_count
-from tests.api_server import KEY_A, api_settings, cancel_running, running_api
+from tests.api_server import KEY_A, api_settings, running_api_with_fleet
 from tests.helpers import run_starter, write_job
 from tests.media import EXAMPLES, samples_16k
 
@@ -32,13 +32,8 @@ def own_settings(settings):
 
 @pytest.fixture(scope="module")
 async def api(own_settings, temporal_client, store, workers):
-    # the GPU worker's fleet record, kept fresh as worker.py keeps it
-    beats = [asyncio.create_task(w.longtalk_fleet.run()) for w in workers if getattr(w, "longtalk_fleet", None)]
-    async with running_api(own_settings, temporal_client, store) as base:
+    async with running_api_with_fleet(own_settings, temporal_client, store, workers) as base:
         yield base
-    await cancel_running(temporal_client, ("alice",))
-    for beat in beats:
-        beat.cancel()
 
 
 @pytest.fixture
