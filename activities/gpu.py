@@ -62,6 +62,7 @@ class GpuActivities:
         self.own_queue = own_queue
         self._gpu = asyncio.Lock()
         self._announced: dict[str, None] = {}  # renders this process told that a GPU began a window
+        self._stored: OrderedDict[tuple[str, int], float] = OrderedDict()  # (render, window) -> when stored
 
     @activity.defn(name="render_window")
     @map_errors
@@ -89,6 +90,8 @@ class GpuActivities:
 
         async with heartbeating_async(details):
             taken = time.monotonic()
+            # the chain's previous window stored here: the time between is the chain's dispatch gap
+            previous = self._stored.pop((ctx.render_id, k - 1), None)
             job = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
             state["stage"] = "waiting for the GPU"
             waiting = time.monotonic()
@@ -105,12 +108,16 @@ class GpuActivities:
             spec = ctx.spec
             await self._fleet_end(True, window_kind(ctx.backend, mode_of(spec.input_type, spec.person_count),
                                                     spec.width, spec.height, spec.window),
-                                  busy_s, render_s)
+                                  busy_s, render_s, None if previous is None else taken - previous)
+            self._stored[(ctx.render_id, k)] = time.monotonic()
+            while len(self._stored) > 64:
+                self._stored.popitem(last=False)
         return result
 
-    async def _fleet_end(self, ok: bool, kind: str = "", busy_s: float = 0.0, gpu_s: float = 0.0) -> None:
+    async def _fleet_end(self, ok: bool, kind: str = "", busy_s: float = 0.0, gpu_s: float = 0.0,
+                         gap_s: float | None = None) -> None:
         if self.fleet is not None:
-            self.fleet.end(ok, kind, busy_s, gpu_s)
+            self.fleet.end(ok, kind, busy_s, gpu_s, gap_s)
             await self.fleet.publish()
 
     async def _on_gpu(self, backend: RenderBackend, ctx: RenderContext, k: int, job: WindowJob, state: dict,

@@ -25,7 +25,7 @@ from . import visibility as vis
 from .chains import chain_count
 from .fleet import healthy_on_queue, read_fleet
 from .fleet_sim import DISPATCH_S, SimRender, simulate
-from .gpu_time import Prices, WindowTime, default_window_s, history, window_kind
+from .gpu_time import Prices, WindowTime, default_window_s, dispatch_gap, history, window_kind
 from .inputs.job import Job
 from .inputs.staging import media_kind, prepare
 from .inputs.sources import vet_url
@@ -135,7 +135,8 @@ async def estimate_job(client, store: ObjectStore, settings: Settings, job: Job,
     if not windows:
         return {**out, "sources": sources}
     ahead, unplanned = await renders_ahead(client, store)
-    rest = estimate_windows(records, settings, backend, spec, windows, chains, ahead, unplanned)
+    rest = await asyncio.to_thread(estimate_windows, records, settings, backend, spec, windows, chains, ahead,
+                                   unplanned)  # the simulation: a second or two for a long queue
     return {**out, **rest, "sources": {**sources, **rest["sources"]}}
 
 
@@ -155,7 +156,9 @@ def estimate_windows(records: list[dict], settings: Settings, backend: str, spec
             for a in ahead or []]
     sizes = [windows // chains + (1 if i < windows % chains else 0) for i in range(chains)]
     mine = SimRender("new", sizes, [t.busy_s for t in times], start_s=CPU_BEFORE_S)
-    simulate(sims + [mine], len(devices))
+    measured = dispatch_gap(records, kind)
+    gap = DISPATCH_S if measured is None else measured
+    simulate(sims + [mine], len(devices), gap)
     on = mine.on_worker if live else [windows]
     out: dict = {"window_kind": kind,
                  "gpu_s": round(sum(n * t.gpu_s for n, t in zip(on, times)), 1),
@@ -181,7 +184,8 @@ def estimate_windows(records: list[dict], settings: Settings, backend: str, spec
              + (f" ({unplanned} more not planned yet, not counted)" if unplanned else ""))
     sources["wall_s"] = (f"the GPU queue simulated with the {len(live)} healthy GPU worker(s) serving it now and "
                          f"{queue}; {CPU_BEFORE_S:g} s before and {CPU_AFTER_S:g} s after the windows for the "
-                         f"CPU stages, {DISPATCH_S:g} s between a chain's windows")
+                         f"CPU stages, {gap:.2f} s between a chain's windows ("
+                         + ("default" if measured is None else "history") + ")")
     return out
 
 

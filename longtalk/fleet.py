@@ -6,7 +6,7 @@ them (a handful of objects, one per worker).
                                    "vram_total", "task_queue", "current": {"render_id",
                                    "window", "started_at"} | null, "windows_last_hour",
                                    "failures_last_hour", "started_at", "heartbeat_at",
-                                   "timings": {kind: {"n", "busy_s", "gpu_s"}}}
+                                   "timings": {kind: {"n", "busy_s", "gpu_s", "gap_s"}}}
 
 "timings" are the worker's recent window times by kind of window (longtalk.gpu_time): the
 history the estimate (longtalk.estimate) reads.
@@ -57,12 +57,13 @@ class FleetRecord:
     def begin(self, render_id: str, window: int) -> None:
         self.current = {"render_id": render_id, "window": window, "started_at": _iso(time.time())}
 
-    def end(self, ok: bool, kind: str = "", busy_s: float = 0.0, gpu_s: float = 0.0) -> None:
+    def end(self, ok: bool, kind: str = "", busy_s: float = 0.0, gpu_s: float = 0.0,
+            gap_s: float | None = None) -> None:
         """The window is over (stored, or failed); a stored one adds its times to the history."""
         self.current = None
         (self.finished if ok else self.failed).append(time.time())
         if ok and kind:
-            self.times.add(kind, busy_s, gpu_s)
+            self.times.add(kind, busy_s, gpu_s, gap_s)
 
     def device(self) -> str:
         """The GPU's name, as the backends report it."""

@@ -1,8 +1,8 @@
 """When renders finish on a fleet of GPU workers: a small event simulation of the GPU queue.
 
-Each render is a set of chains; a chain's windows run one after the other (the next one is
-scheduled DISPATCH_S after the previous one is stored: the chain's workflow task and the
-activity's dispatch). A worker that is free takes a ready window from the render it has served
+Each render is a set of chains; a chain's windows run one after the other (the next one can be
+taken `dispatch_s` after the previous one is stored: the chain's workflow task and the
+activity's dispatch, as the workers measure it, else DISPATCH_S). A worker that is free takes a ready window from the render it has served
 least so far, as the GPU queue's fairness keys do (one key per render: a short render is not
 stuck behind a long one's backlog), and from that render the chain with the most windows left.
 A window holds the worker for that worker's time for the render's kind of window.
@@ -15,7 +15,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-DISPATCH_S = 0.15  # chain's next window after the previous one is stored (embedded stack, bench/estimate.py)
+# a chain's next window is taken this long after the previous one is stored, when no worker has
+# measured it (longtalk.gpu_time.dispatch_gap): the embedded stack's, bench/estimate.py
+DISPATCH_S = 0.15
 
 
 @dataclass

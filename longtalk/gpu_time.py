@@ -3,7 +3,9 @@
 History. A GPU worker keeps, per kind of window (`window_kind`: backend, mode, picture size
 and frames), its last HISTORY windows: how long each held the worker (`busy_s`: from taking the
 window to storing it, inputs and storing included: the worker takes no other window meanwhile)
-and how long the backend rendered (`gpu_s`). Its fleet record (longtalk.fleet) carries their
+and how long the backend rendered (`gpu_s`), and the gap from storing a chain's window to
+taking the chain's next one here (`gap_s`: the chain's workflow task and the dispatch, when the
+next window came to the same worker). Its fleet record (longtalk.fleet) carries their
 means under "timings", so anything that reads the fleet registry reads the history: a handful
 of small objects, no scan of stored windows. Records of workers gone for a day are dropped
 with their history.
@@ -44,16 +46,19 @@ class WindowTimes:
     def __init__(self) -> None:
         self._kinds: dict[str, collections.deque] = {}
 
-    def add(self, kind: str, busy_s: float, gpu_s: float) -> None:
-        self._kinds.setdefault(kind, collections.deque(maxlen=HISTORY)).append((busy_s, gpu_s))
+    def add(self, kind: str, busy_s: float, gpu_s: float, gap_s: float | None = None) -> None:
+        self._kinds.setdefault(kind, collections.deque(maxlen=HISTORY)).append((busy_s, gpu_s, gap_s))
 
     def summary(self) -> dict:
-        """{kind: {"n", "busy_s", "gpu_s"}}: the means, as the fleet record carries them."""
+        """{kind: {"n", "busy_s", "gpu_s", "gap_s"}}: the means, as the fleet record carries them
+        (gap_s None: no chain's next window came back to this worker)."""
         out = {}
         for kind, times in self._kinds.items():
             n = len(times)
+            gaps = [t[2] for t in times if t[2] is not None]
             out[kind] = {"n": n, "busy_s": round(sum(t[0] for t in times) / n, 3),
-                         "gpu_s": round(sum(t[1] for t in times) / n, 3)}
+                         "gpu_s": round(sum(t[1] for t in times) / n, 3),
+                         "gap_s": round(sum(gaps) / len(gaps), 3) if gaps else None}
         return out
 
 
@@ -129,3 +134,11 @@ class Prices:
         if kind is None:
             return None
         return self.per_s[kind], f"LONGTALK_GPU_PRICES {kind}={self.said[kind]}"
+
+
+def dispatch_gap(records: list[dict], kind: str) -> float | None:
+    """The mean gap between a chain's windows (`gap_s`) over the fleet records that measured it
+    for `kind`, weighted by their window counts; None when none did."""
+    pairs = [(t["n"], t["gap_s"]) for r in records for t in [(r.get("timings") or {}).get(kind) or {}]
+             if t.get("gap_s") is not None and t.get("n")]
+    return sum(n * g for n, g in pairs) / sum(n for n, _ in pairs) if pairs else None
