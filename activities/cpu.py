@@ -229,14 +229,13 @@ class CpuActivities:
             "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
             # GPU seconds, cost and wall time as the fleet looks now (the result puts what the
             # render used beside it)
-            "estimate": self._estimate(req, n, len(chains)),
+            "estimate": self._estimate(req, [c.last - c.first + 1 for c in chains]),
         })
         return plan
 
-    def _estimate(self, req: RenderRequest, windows: int, chains: int) -> dict | None:
+    def _estimate(self, req: RenderRequest, chains: list[int]) -> dict | None:
         try:
-            return estimate_windows(read_fleet(self.store), self.settings, req.backend, req.spec, windows, chains,
-                                    None)
+            return estimate_windows(read_fleet(self.store), self.settings, req.backend, req.spec, chains, None)
         except Exception as exc:  # the estimate is a remark: the render goes on without it
             activity.logger.warning("render %s: no estimate: %s", req.render_id, exc)
             return None

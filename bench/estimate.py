@@ -42,15 +42,13 @@ async def _submit(client, settings, store, speech: Path, size: int, tag: str):
 
 
 async def _planned(client, rids: list[str]) -> None:
-    """Until every render in `rids` has its windows in visibility (the estimate reads them)."""
+    """Until visibility lists every render in `rids` with its windows (what the estimate reads:
+    a render it lists unplanned is not counted)."""
     from longtalk.visibility import WINDOWS_TOTAL_KEY
 
     while True:
-        totals = []
-        for rid in rids:
-            desc = await client.get_workflow_handle(rid).describe()
-            totals.append(desc.typed_search_attributes.get(WINDOWS_TOTAL_KEY) or 0)
-        if all(totals):
+        listed = [w async for w in client.list_workflows("WorkflowType = 'RenderVideo'") if w.id in rids]
+        if len(listed) == len(rids) and all(w.typed_search_attributes.get(WINDOWS_TOTAL_KEY) for w in listed):
             return
         await asyncio.sleep(0.2)
 

@@ -3,11 +3,10 @@ and cost, each number with where it came from. Nothing is started or stored.
 
     answer = await estimate(client, store, settings, job, backend)
 
-- frames, windows: the plan's arithmetic (longtalk.windows) on the speech's length (its decoded
-  duration at 16 kHz; ingest's resampled count can differ by a sample, rarely a frame);
-- chains: the planner's rule (longtalk.chains.chain_count), the GPU workers of the fleet
-  registry for parallel_chains 0; the cuts are taken as balanced (the plan moves them a few
-  windows, to speech pauses);
+- frames, windows: the plan's arithmetic (longtalk.windows) on the speech's samples, decoded
+  as ingest decodes them;
+- chains: the planner's rule and cuts (longtalk.chains: chain_count, the GPU workers of the
+  fleet registry for parallel_chains 0; plan_cuts on every frame's loudness at ingest's gain);
 - GPU seconds per window, per GPU kind: the fleet's history, else defaults (longtalk.gpu_time);
 - wall time: the GPU queue simulated (longtalk.fleet_sim) with the healthy GPU workers serving
   the queue now and the windows left of the renders running ahead, plus the CPU stages before
@@ -21,8 +20,10 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from . import visibility as vis
-from .chains import chain_count
+import numpy as np
+
+from . import av_io, visibility as vis
+from .chains import chain_count, frame_rms, plan_cuts, rms_db
 from .fleet import healthy_on_queue, read_fleet
 from .fleet_sim import DISPATCH_S, SimRender, simulate
 from .gpu_time import Prices, WindowTime, default_window_s, dispatch_gap, history, window_kind
@@ -43,12 +44,22 @@ CPU_AFTER_PER_WINDOW_S = 0.02
 MAX_AHEAD = 200  # running renders read for the queue ahead (their plan and request: 2 objects each)
 
 
-def measure_audio(job: Job, settings: Settings) -> float:
-    """The speech's length in seconds (the longer track of two), after checking every input as
-    a submission does (InputError naming the field): local and base64 inputs are read and
-    decode-checked, a URL's address is vetted, and a speech URL is downloaded to be measured.
-    Nothing is stored."""
-    seconds = 0.0
+@dataclass
+class Speech:
+    samples: int  # at 16 kHz, as ingest counts them (the longer track of two)
+    db: np.ndarray  # every video frame's loudness (dBFS) at ingest's gain: what the plan cuts by
+
+
+def measure_speech(job: Job, settings: Settings) -> Speech:
+    """The speech as the plan will see it, after checking every input as a submission does
+    (InputError naming the field): local and base64 inputs are read and decode-checked, a URL's
+    address is vetted, and a speech URL is downloaded to be measured. Nothing is stored.
+
+    Each track is decoded as ingest decodes it (16 kHz mono), once, measured as it streams:
+    its sample count and every frame's RMS at ingest's loudness gain. Two speakers: the louder
+    track's level per frame (the plan takes the louder sample)."""
+    spf = MODEL_SAMPLE_RATE // job.spec.fps
+    tracks: list[tuple[int, np.ndarray]] = []
     seen: set[tuple[str, str]] = set()
     for source in job.sources():
         if (source.key, source.value) in seen:
@@ -58,10 +69,36 @@ def measure_audio(job: Job, settings: Settings) -> float:
             vet_url(source, settings)
             continue
         item = prepare(source, settings)
-        item.discard()
-        if media_kind(source.field) == "audio":
-            seconds = max(seconds, item.facts.duration_s or 0.0)
-    return seconds
+        try:
+            if media_kind(source.field) == "audio":
+                tracks.append(_track(item.path, source.key, settings, spf))
+        finally:
+            item.discard()
+    samples = max(n for n, _ in tracks)
+    frames = max(db.size for _, db in tracks)
+    db = np.full(frames, -120.0)
+    for _, track_db in tracks:
+        db[:track_db.size] = np.maximum(db[:track_db.size], track_db)
+    return Speech(samples, db)
+
+
+def _track(path: str, key: str, settings: Settings, spf: int) -> tuple[int, np.ndarray]:
+    """(samples, every frame's dBFS at ingest's gain) of one track, in one streaming decode."""
+    count, peak, carry, levels = 0, 0.0, np.zeros(0, np.float32), []
+    for chunk in av_io.decode_audio_stream(path, key, settings.max_audio_seconds):
+        count += chunk.size
+        peak = max(peak, float(np.max(np.abs(chunk))) if chunk.size else 0.0)
+        chunk = np.concatenate([carry, chunk]) if carry.size else chunk
+        whole = chunk.size // spf * spf
+        levels.append(frame_rms(chunk[:whole], spf))
+        carry = chunk[whole:]
+    rms = np.concatenate(levels) if levels else np.zeros(0)
+    # ingest's gain (longtalk.audio.loudness_gain: -20 dBFS over the 40 ms blocks above -50 dBFS,
+    # no clipping), here in numpy: that one loads librosa (seconds and 200 MB in the API's
+    # process); its blocks are the frames at 25 fps, elsewhere the frames stand in for them
+    active = rms[rms_db(rms) > -50.0]
+    gain = min(10 ** (-20.0 / 20) / float(np.sqrt(np.mean(active ** 2))), 0.99 / (peak or 1.0)) if active.size else 1.0
+    return count, rms_db(rms * gain)
 
 
 @dataclass
@@ -110,16 +147,17 @@ def _time(records: list[dict], device: str, kind: str, backend: str, mode: str, 
 
 async def estimate(client, store: ObjectStore, settings: Settings, job: Job, backend: str) -> dict:
     """The estimate of a parsed job (InputError naming the field when an input is refused)."""
-    seconds = await asyncio.to_thread(measure_audio, job, settings)
-    return await estimate_job(client, store, settings, job, backend, seconds)
+    speech = await asyncio.to_thread(measure_speech, job, settings)
+    return await estimate_job(client, store, settings, job, backend, speech)
 
 
 async def estimate_job(client, store: ObjectStore, settings: Settings, job: Job, backend: str,
-                       audio_s: float) -> dict:
-    """The estimate of a job whose speech lasts `audio_s` seconds."""
+                       speech: Speech) -> dict:
+    """The estimate of a job with this speech."""
     spec = job.spec
     params = spec.window_params
-    frames = total_frames(round(audio_s * MODEL_SAMPLE_RATE), params, spec.max_frame)
+    audio_s = speech.samples / MODEL_SAMPLE_RATE
+    frames = total_frames(speech.samples, params, spec.max_frame)
     windows = window_count(frames, params) if frames else 0
     records = await asyncio.to_thread(read_fleet, store)
     live = healthy_on_queue(records, settings.gpu_queue, backend)
@@ -130,21 +168,30 @@ async def estimate_job(client, store: ObjectStore, settings: Settings, job: Job,
         "frames": f"{audio_s:.2f} s of speech at {params.fps} fps"
                   + (f", capped by max_frame {spec.max_frame}" if spec.max_frame else ""),
         "windows": f"{params.window}-frame windows overlapping by {params.motion} (the plan's arithmetic)",
-        "chains": why + ("; the plan moves the cuts to speech pauses" if chains > 1 else ""),
+        "chains": why + ("; cut at speech pauses as the plan cuts" if chains > 1 else ""),
     }
     if not windows:
         return {**out, "sources": sources}
+    lengths = [windows]
+    if chains > 1:
+        db = speech.db[:frames] if speech.db.size else speech.db
+        cuts = await asyncio.to_thread(plan_cuts, db, windows, chains, params) if db.size else []
+        bounds = [0, *[c.window for c in cuts], windows] if cuts else None
+        lengths = ([b - a for a, b in zip(bounds, bounds[1:])] if bounds else
+                   [windows // chains + (1 if i < windows % chains else 0) for i in range(chains)])
+    out["chain_windows"] = lengths
     ahead, unplanned = await renders_ahead(client, store)
-    rest = await asyncio.to_thread(estimate_windows, records, settings, backend, spec, windows, chains, ahead,
+    rest = await asyncio.to_thread(estimate_windows, records, settings, backend, spec, lengths, ahead,
                                    unplanned)  # the simulation: a second or two for a long queue
     return {**out, **rest, "sources": {**sources, **rest["sources"]}}
 
 
-def estimate_windows(records: list[dict], settings: Settings, backend: str, spec: RenderSpec, windows: int,
-                     chains: int, ahead: list[Ahead] | None, unplanned: int = 0) -> dict:
-    """GPU seconds, cost and wall time of `windows` windows in `chains` balanced chains, on the
-    healthy workers of `records` serving the GPU queue, after the renders `ahead` (None: the
-    queue ahead is not known, and not counted)."""
+def estimate_windows(records: list[dict], settings: Settings, backend: str, spec: RenderSpec,
+                     chains: list[int], ahead: list[Ahead] | None, unplanned: int = 0) -> dict:
+    """GPU seconds, cost and wall time of chains of these many windows, on the healthy workers
+    of `records` serving the GPU queue, after the renders `ahead` (None: the queue ahead is not
+    known, and not counted)."""
+    windows = sum(chains)
     params = spec.window_params
     live = healthy_on_queue(records, settings.gpu_queue, backend)
     mode = vis.mode_of(spec.input_type, spec.person_count)
@@ -154,8 +201,7 @@ def estimate_windows(records: list[dict], settings: Settings, backend: str, spec
              for d in devices]
     sims = [SimRender(a.render_id, a.chains, [_ahead_time(records, d, a.kind, settings) for d in devices])
             for a in ahead or []]
-    sizes = [windows // chains + (1 if i < windows % chains else 0) for i in range(chains)]
-    mine = SimRender("new", sizes, [t.busy_s for t in times], start_s=CPU_BEFORE_S)
+    mine = SimRender("new", chains, [t.busy_s for t in times], start_s=CPU_BEFORE_S)
     measured = dispatch_gap(records, kind)
     gap = DISPATCH_S if measured is None else measured
     simulate(sims + [mine], len(devices), gap)
