@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from fleet import Fleet, _workflow_span, log  # bench/fleet.py
+from fleet import Fleet, _workflow_span, log, timeline  # bench/fleet.py
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTRAIT = ROOT / "examples" / "portrait.png"
@@ -57,6 +57,7 @@ async def _measured(client, settings, store, speech: Path, size: int, tag: str) 
     """Estimate the job, submit it at once, wait for it: estimated and actual wall time."""
     from longtalk.estimate import estimate
     from longtalk.inputs import parse_job
+    from longtalk.payloads import window_meta_key
 
     est = await estimate(client, store, settings, parse_job(_job(speech, size), settings), "timed")
     rid, handle = await _submit(client, settings, store, speech, size, tag)
@@ -64,11 +65,17 @@ async def _measured(client, settings, store, speech: Path, size: int, tag: str) 
     start, end = await _workflow_span(client, rid)
     actual = end - start
     err = (est["wall_s"] - actual) / actual
-    log(f"{tag}: estimated {est['wall_s']} s, actual {actual:.1f} s ({err:+.1%}); {est['windows']} windows, "
-        f"{est['chains']} chains, queue ahead {est.get('queue_ahead')}")
+    plan = store.get_json(f"renders/{rid}/plan.json")
+    metas = [store.get_json(window_meta_key(rid, k)) for k in range(plan["windows"])]
+    where = await timeline(client, rid, len(plan["chains"]), metas)
+    chains = [c["last"] - c["first"] + 1 for c in plan["chains"]]
+    log(f"{tag}: estimated {est['wall_s']} s, actual {actual:.1f} s ({err:+.1%}); chains {est['chain_windows']} "
+        f"(plan {chains}), queue ahead {est.get('queue_ahead')}; {where}")
     return {"render_id": rid, "windows": est["windows"], "chains": est["chains"], "estimated_s": est["wall_s"],
             "actual_s": round(actual, 1), "error": round(err, 3), "queue_ahead": est.get("queue_ahead"),
-            "gpu_source": est["sources"]["gpu_s"], "estimated_gpu_busy_s": est["gpu_busy_s"]}
+            "chain_windows": est["chain_windows"], "plan_chain_windows": chains,
+            "gpu_source": est["sources"]["gpu_s"], "estimated_gpu_busy_s": est["gpu_busy_s"],
+            "wall_source": est["sources"]["wall_s"], "timeline": where}
 
 
 async def run_g(client, settings, store, tmp: Path, media, gpus: int, window_s: float, size: int,

@@ -2,7 +2,10 @@
 
 Each render is a set of chains; a chain's windows run one after the other (the next one can be
 taken `dispatch_s` after the previous one is stored: the chain's workflow task and the
-activity's dispatch, as the workers measure it, else DISPATCH_S). A worker that is free takes a ready window from the render it has served
+activity's dispatch, as the workers measure it, else DISPATCH_S). A worker, too, takes its next
+window `dispatch_s` after storing one: it completes the activity and polls again in that time,
+whatever chain the next window is of (on the embedded stack with 4 workers and renders queued
+ahead, counting that gap for the chain alone came out 12% short; bench/RESULTS.md). A worker that is free takes a ready window from the render it has served
 least so far, as the GPU queue's fairness keys do (one key per render: a short render is not
 stuck behind a long one's backlog), and from that render the chain with the most windows left.
 A window holds the worker for that worker's time for the render's kind of window.
@@ -67,4 +70,4 @@ def simulate(renders: list[SimRender], workers: int, dispatch_s: float = DISPATC
         ready[i][c] = end + dispatch_s
         renders[i].done_s = max(renders[i].done_s, end)
         renders[i].on_worker[w] += 1
-        heapq.heappush(free, (end, w))
+        heapq.heappush(free, (end + dispatch_s, w))
