@@ -110,7 +110,7 @@
       row("GPU time", fmtDur(e.gpu_busy_s), s.gpu_s),
       row("Wall time", e.wall_s === null ? "no GPU worker now" : `${fmtDur(e.wall_s)} (done ≈ ${new Date(e.eta).toLocaleTimeString()})`, s.wall_s),
       row("Queue ahead", e.queue_ahead ? `${e.queue_ahead.windows} windows in ${e.queue_ahead.renders} render(s)` : "—", s.wall_s),
-      row("Cost", e.cost === null || e.cost === undefined ? "no price set" : e.cost.toFixed(2), s.cost),
+      row("Cost", e.cost === null || e.cost === undefined ? "no price set" : e.cost.toFixed(e.cost < 1 ? 4 : 2), s.cost),
     ].flat());
   }
 
