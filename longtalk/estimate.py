@@ -97,7 +97,9 @@ def _track(path: str, key: str, settings: Settings, spf: int) -> tuple[int, np.n
     # no clipping), here in numpy: that one loads librosa (seconds and 200 MB in the API's
     # process); its blocks are the frames at 25 fps, elsewhere the frames stand in for them
     active = rms[rms_db(rms) > -50.0]
-    gain = min(10 ** (-20.0 / 20) / float(np.sqrt(np.mean(active ** 2))), 0.99 / (peak or 1.0)) if active.size else 1.0
+    gain = 1.0
+    if active.size:
+        gain = min(10 ** (-20.0 / 20) / float(np.sqrt(np.mean(active ** 2))), 0.99 / (peak or 1.0))
     return count, rms_db(rms * gain)
 
 

@@ -5,10 +5,12 @@ taken `dispatch_s` after the previous one is stored: the chain's workflow task a
 activity's dispatch, as the workers measure it, else DISPATCH_S). A worker, too, takes its next
 window `dispatch_s` after storing one: it completes the activity and polls again in that time,
 whatever chain the next window is of (on the embedded stack with 4 workers and renders queued
-ahead, counting that gap for the chain alone came out 12% short; bench/RESULTS.md). A worker that is free takes a ready window from the render it has served
-least so far, as the GPU queue's fairness keys do (one key per render: a short render is not
-stuck behind a long one's backlog), and from that render the chain with the most windows left.
-A window holds the worker for that worker's time for the render's kind of window.
+ahead, counting that gap for the chain alone came out 12% short; bench/RESULTS.md).
+
+A worker that is free takes a ready window from the render it has served least so far, as the
+GPU queue's fairness keys do (one key per render: a short render is not stuck behind a long
+one's backlog), and from that render the chain with the most windows left. A window holds the
+worker for that worker's time for the render's kind of window.
 
 Pure arithmetic, no I/O.
 """
