@@ -17,7 +17,7 @@ from temporalio import activity
 
 from longtalk import audio, av_io
 from longtalk import chains as chain_plan
-from longtalk.estimate import estimate_windows
+from longtalk.estimate import estimate_key, estimate_windows
 from longtalk.fleet import healthy_on_queue, read_fleet
 from longtalk.gpu_time import Prices
 from longtalk.payloads import (
@@ -227,10 +227,12 @@ class CpuActivities:
             # why this many chains, and where and why each one after the first begins
             "chain_plan": {"reason": why, "cuts": [c.as_dict(params.fps) for c in cuts]},
             "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
-            # GPU seconds, cost and wall time as the fleet looks now (the result puts what the
-            # render used beside it)
-            "estimate": self._estimate(req, [c.last - c.first + 1 for c in chains]),
         })
+        # GPU seconds, cost and wall time as the fleet looks now (the result puts what the render
+        # used beside it)
+        estimate = self._estimate(req, [c.last - c.first + 1 for c in chains])
+        if estimate is not None:
+            self.store.put_json(estimate_key(req.render_id), estimate)
         return plan
 
     def _estimate(self, req: RenderRequest, chains: list[int]) -> dict | None:
@@ -268,7 +270,6 @@ class CpuActivities:
                 for i, key in enumerate(tail_keys(req.render_id, first - 1, params.motion)):
                     self.store.put_bytes(key, av_io.encode_png(frames[kept - params.motion + i]), "image/png")
         plan = {**base_plan, "rerender": {"base": req.base, "first": first, "last": last}}
-        plan.pop("estimate", None)  # the base's: a re-render renders only some of the windows
         self.store.put_json(keys["plan"], plan)
         return Plan(total_frames=total, windows=base_plan["windows"],
                     chains=[Chain(**c) for c in base_plan["chains"]], plan_key=keys["plan"])
@@ -390,8 +391,7 @@ class CpuActivities:
         # the tails only served the next window; a finished render no longer needs them
         stored = list(self.store.list(f"renders/{req.render_id}/windows/"))
         self.store.delete_many([k for k in stored if "/tail_" in k])
-        plan = self.store.get_json_or_none(derived_keys(req.render_id)["plan"]) or {}
-        usage = {"estimate": plan.get("estimate"),
+        usage = {"estimate": self.store.get_json_or_none(estimate_key(req.render_id)),
                  "actual": actual_usage(self.store, [k for k in stored if k.endswith("/meta.json")],
                                         Prices(self.settings.gpu_prices))}
         expiry = inp.presign_expiry_s or self.settings.presign_expiry_s

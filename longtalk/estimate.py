@@ -44,6 +44,11 @@ CPU_AFTER_PER_WINDOW_S = 0.02
 MAX_AHEAD = 200  # running renders read for the queue ahead (their plan and request: 2 objects each)
 
 
+def estimate_key(render_id: str) -> str:
+    """The plan's estimate of a render (written by the plan activity, read by publish)."""
+    return derived_keys(render_id)["plan"].removesuffix("plan.json") + "estimate.json"
+
+
 @dataclass
 class Speech:
     samples: int  # at 16 kHz, as ingest counts them (the longer track of two)

@@ -285,7 +285,7 @@ class RenderResult:
     # from the start of the run to the first window's GPU work (RunPod's delayTime; None: a
     # render of an older release)
     queued_s: float | None = None
-    # {"estimate": the plan's (plan.json), "actual": what the windows used} (longtalk.usage):
+    # {"estimate": the plan's (estimate.json), "actual": what the windows used} (longtalk.usage):
     # GPU seconds and cost side by side (None: a render of an older release)
     usage: dict | None = None
 

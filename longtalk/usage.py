@@ -1,6 +1,6 @@
 """What a finished render actually used, from its stored windows' meta.json (activities/gpu.py
 writes busy_s, render_s and the device of every window it renders): GPU seconds and cost, per
-GPU kind, beside the estimate the plan made (plan.json's "estimate").
+GPU kind, beside the estimate the plan made (estimate.json beside plan.json).
 
 Windows copied from a re-render's base cost nothing now and are left out; a window rendered
 by an earlier run of the same render (a resumed one) counts; attempts that failed leave no
