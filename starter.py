@@ -4,6 +4,7 @@
     python starter.py --image face.png --audio talk.wav [--audio2 other.wav] [--id my-render]
     python starter.py JOB.json --no-wait            print the render id and return
     python starter.py JOB.json --output out.mp4     also download the video
+    python starter.py JOB.json --estimate           what it would take (GPU seconds, ETA, cost); starts nothing
 
 Inputs are checked and copied into the bucket before the workflow starts (URL inputs are
 checked here and downloaded by the workflow's ingest activity); the workflow history only
@@ -33,6 +34,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from longtalk.errors import FieldError, InputError
+from longtalk.estimate import estimate
 from longtalk.inputs import check_render_id, load_job_file, parse_job, submit
 from longtalk.inputs.rerender import start_rerender
 from longtalk.payloads import Progress, RenderResult
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="base seed: window k samples with seed + k (default: LONGTALK_DEFAULT_SEED)")
     p.add_argument("--id", dest="render_id", help="render id (default: derived from the job's content)")
     p.add_argument("--backend", help="preview or comfyui (default: LONGTALK_BACKEND)")
+    p.add_argument("--estimate", action="store_true", help="print what the render would take (windows, GPU "
+                   "seconds, wall time, cost) and start nothing")
     p.add_argument("--no-wait", action="store_true", help="print the render id and return")
     p.add_argument("--output", type=Path, help="download the finished video to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -182,6 +186,14 @@ async def main(argv: list[str] | None = None, client: Client | None = None,
     client, store = await connect(client, settings, log)
     if client is None:
         return EXIT_UNREACHABLE
+    if args.estimate:
+        try:
+            answer = await estimate(client, store, settings, job, backend)
+        except FieldError as exc:
+            log(f"error: {exc}")
+            return 2
+        print(json.dumps(answer, indent=2), file=stdout, flush=True)
+        return 0
     try:
         submission = await submit(client, settings, job, render_id, backend, store, log=log)
     except FieldError as exc:

@@ -17,7 +17,9 @@ from temporalio import activity
 
 from longtalk import audio, av_io
 from longtalk import chains as chain_plan, guard as quality_guard
-from longtalk.fleet import read_fleet
+from longtalk.estimate import estimate_key, estimate_windows
+from longtalk.fleet import healthy_on_queue, read_fleet
+from longtalk.gpu_time import Prices
 from longtalk.payloads import (
     CancelledInput, Chain, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput, PublishInput, RenderRequest, RenderResult,
     StitchInput, StitchResult, audio_key, cancel_request_key, clip_key, derived_keys, output_key, tail_keys, window_meta_key,
@@ -30,6 +32,7 @@ from longtalk.inputs.framing import crop_notice
 from longtalk.inputs.staging import check_file, fetch_url_input, stored_input_key, url_record_key
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
+from longtalk.usage import actual_usage
 from longtalk.windows import MODEL_SAMPLE_RATE, total_frames, window, window_count, windows
 
 from .common import heartbeating, map_errors
@@ -226,7 +229,17 @@ class CpuActivities:
             "chain_plan": {"reason": why, "cuts": [c.as_dict(params.fps) for c in cuts]},
             "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
         })
+        # the plan-time estimate (estimate.json, beside what the render used in the result) is off
+        # for now: with it on, tests/test_dashboard.py's cancelled render never showed cancelled
+        # (cause not found yet); the result's usage says "estimate": null
         return plan
+
+    def _estimate(self, req: RenderRequest, chains: list[int]) -> dict | None:
+        try:
+            return estimate_windows(read_fleet(self.store), self.settings, req.backend, req.spec, chains, None)
+        except Exception as exc:  # the estimate is a remark: the render goes on without it
+            activity.logger.warning("render %s: no estimate: %s", req.render_id, exc)
+            return None
 
     def _adopt_base(self, req: RenderRequest, total: int, keys: dict) -> Plan:
         """A re-render's plan is its base's; every window outside rerender_first..last is
@@ -263,8 +276,7 @@ class CpuActivities:
     def _gpu_workers(self, queue: str) -> int | None:
         """GPU workers serving `queue` now, from the fleet registry (None: none registered); a
         RunPod endpoint's record counts as its max jobs."""
-        live = [r for r in read_fleet(self.store) if r.get("healthy") and r.get("task_queue") == queue]
-        return sum(int(r.get("slots") or 1) for r in live) or None
+        return sum(int(r.get("slots") or 1) for r in healthy_on_queue(read_fleet(self.store), queue)) or None
 
     def _chain_cuts(self, inp: PlanInput, n: int) -> tuple[list[chain_plan.Cut], str]:
         """How many independent chains, and where they begin (longtalk.chains): the job's
@@ -388,15 +400,17 @@ class CpuActivities:
         # the tails only served the next window; a finished render no longer needs them
         stored = list(self.store.list(f"renders/{req.render_id}/windows/"))
         self.store.delete_many([k for k in stored if "/tail_" in k])
+        usage = {"estimate": self.store.get_json_or_none(estimate_key(req.render_id)),
+                 "actual": actual_usage(self.store, [k for k in stored if k.endswith("/meta.json")],
+                                        Prices(self.settings.gpu_prices))}
         expiry = inp.presign_expiry_s or self.settings.presign_expiry_s
         result = RenderResult(
             render_id=req.render_id, status="completed", bucket=self.store.bucket, video_key=key,
             video_url=self.store.presign(key, expiry), frames=inp.total_frames, fps=req.spec.fps,
             duration_s=inp.total_frames / req.spec.fps, width=req.spec.width, height=req.spec.height,
             windows=inp.windows, backend=req.backend, size_bytes=size, warnings=list(req.warnings),
-            video_path=f"{self.store.bucket}/{key}" if req.spec.network_volume else None,
+            video_path=f"{self.store.bucket}/{key}" if req.spec.network_volume else None, usage=usage,
             quality=(self.store.get_json_or_none(derived_keys(req.render_id)["quality"]) or {}).get("summary"),
-
             runpod_execution_s=self._runpod_seconds([k for k in stored if k.endswith("/runpod.json")]),
         )
         manifest = dataclasses.asdict(result)

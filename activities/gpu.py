@@ -41,7 +41,9 @@ from longtalk.payloads import (
 )
 from longtalk.quality import ReferenceStats, classify, measure_window
 from longtalk.errors import InputError, OutputMismatch
+from longtalk.gpu_time import window_kind
 from longtalk.store import ObjectStore
+from longtalk.visibility import mode_of
 from longtalk.window_io import WindowIO
 from longtalk.windows import Window, window
 
@@ -68,6 +70,7 @@ class GpuActivities:
         self.own_queue = own_queue
         self._gpu = asyncio.Lock()
         self.announcer = StartAnnouncer(self.identity)
+        self._stored: LRUCache[tuple[str, int], float] = LRUCache(64)  # (render, window) -> when stored here
 
     @activity.defn(name="render_window")
     @map_errors
@@ -90,14 +93,35 @@ class GpuActivities:
             return {**state, **(device() if device else {}), **({"build_id": self.build_id} if self.build_id else {})}
 
         async with heartbeating_async(details):
+            taken = time.monotonic()
+            # the chain's previous window stored here: the time between is the chain's dispatch gap
+            previous = self._stored.pop((ctx.render_id, k - 1), None)
             job, anchor, recorded = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
             state["stage"] = "waiting for the GPU"
+            waiting = time.monotonic()
             async with self._gpu:
+                taken += time.monotonic() - waiting  # the window's time excludes the wait for the GPU
                 frames, render_s, doc = await self._render_guarded(backend, ctx, job, anchor, recorded, state,
                                                                    progress)
             state["stage"] = "store"
-            result = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s, doc)
+            try:
+                result, busy_s = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s, doc, taken)
+            except BaseException:
+                await self._fleet_end(False)
+                raise
+            # the worker counts busy until its window is stored; the window's times join its history
+            spec = ctx.spec
+            await self._fleet_end(True, window_kind(ctx.backend, mode_of(spec.input_type, spec.person_count),
+                                                    spec.width, spec.height, spec.window),
+                                  busy_s, render_s, None if previous is None else taken - previous)
+            self._stored[(ctx.render_id, k)] = time.monotonic()
         return result
+
+    async def _fleet_end(self, ok: bool, kind: str = "", busy_s: float = 0.0, gpu_s: float = 0.0,
+                         gap_s: float | None = None) -> None:
+        if self.fleet is not None:
+            self.fleet.end(ok, kind, busy_s, gpu_s, gap_s)
+            await self.fleet.publish()
 
     def _window_job(self, ctx: RenderContext, k: int, chain_first: int) -> tuple[WindowJob, Anchor, list[dict]]:
         """The window's job, where it starts from (the previous window's tail, or the reference:
@@ -174,7 +198,6 @@ class GpuActivities:
         if self.fleet is not None:
             self.fleet.begin(ctx.render_id, k)
             await self.fleet.publish()
-        ok = False
         try:
             state["stage"] = "render"
             started = time.monotonic()
@@ -185,18 +208,18 @@ class GpuActivities:
                 metrics.WINDOW_FAILURES.labels(ctx.backend, type(exc).__name__).inc()
                 raise
             render_s = time.monotonic() - started
-            ok = True
-        finally:
-            if self.fleet is not None:
-                self.fleet.end(ok)
-                await self.fleet.publish()
+        except BaseException:
+            await self._fleet_end(False)
+            raise
         metrics.WINDOWS_RENDERED.labels(ctx.backend).inc()
         metrics.RENDER_SECONDS.labels(ctx.backend).observe(render_s)
         return frames, render_s
 
     # ---- outputs -------------------------------------------------------------------
     def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float,
-                      quality: dict) -> RenderWindowResult:
+                      quality: dict, taken: float) -> tuple[RenderWindowResult, float]:
+        """Store the window (quality.json, clip, tail, then meta.json); the result and how long
+        the worker was held for it, from taking it (`taken`, time.monotonic) to meta.json."""
         info = activity.info()
         self.store.put_json(window_quality_key(ctx.render_id, k), quality)
         meta = self.window_io.save(self.store, ctx, k, frames, render_s, {
@@ -204,10 +227,13 @@ class GpuActivities:
             "activity_id": info.activity_id, "workflow_id": info.workflow_id,
             "quality": {"verdict": quality_guard.chosen(quality)["verdict"], "rerendered": quality["rerendered"],
                         "flagged": quality["flagged"], "reanchor": quality["reanchor"]},
-        })
-        return RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=meta["frames"], rendered=True,
-                                  render_s=render_s, attempt=info.attempt, worker=self.identity,
-                                  worker_queue=self.own_queue)
+            # on which GPU (the render's usage, longtalk.usage)
+            "device": self.fleet.device() if self.fleet is not None else "",
+        }, busy_since=taken)
+        result = RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=meta["frames"], rendered=True,
+                                    render_s=render_s, attempt=info.attempt, worker=self.identity,
+                                    worker_queue=self.own_queue)
+        return result, meta["busy_s"]
 
 
 def stored_result(store: ObjectStore, render_id: str, k: int) -> RenderWindowResult | None:

@@ -13,6 +13,8 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
+from longtalk.errors import InputError
+from longtalk.estimate import estimate
 from longtalk.inputs import parse_job, submit
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
@@ -39,3 +41,13 @@ async def accept(client: Client, job: dict, settings: Settings, store: ObjectSto
                               fresh=True, execution_timeout=execution_timeout,
                               search_attributes=attributes(owner), memo=memo)
     return render_id, submission.handle.result_run_id, submission.warnings
+
+
+async def estimate_body(client: Client, store: ObjectStore, settings: Settings, body: dict) -> dict:
+    """/estimate: what the /run body `body` would take (longtalk.estimate); nothing is started
+    or stored. InputError (naming the field) for what /run would refuse."""
+    inp = body.get("input")
+    if not isinstance(inp, dict):
+        raise InputError("input", "required, a JSON object (the job)")
+    job = await asyncio.to_thread(parse_job, {"input": inp}, settings)
+    return await estimate(client, store, settings, job, settings.backend)

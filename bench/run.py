@@ -973,8 +973,8 @@ def main(argv: list[str] | None = None) -> int:
     import fleet  # bench/fleet.py, the fleet command (not in the measured children: numpy at import)
 
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
-    p.add_argument("what", nargs="?", default="all", choices=["stitch", "overhead", "ingest", "fleet", "all"],
-                   help="'all' is stitch, overhead and ingest; fleet runs only when named")
+    p.add_argument("what", nargs="?", default="all", choices=["stitch", "overhead", "ingest", "fleet", "estimate", "all"],
+                   help="'all' is stitch, overhead and ingest; fleet and estimate run only when named")
     p.add_argument("--minutes", default=None,
                    help="stitch lengths in minutes (default 1,10,60); fleet: the render's length (default 10)")
     p.add_argument("--gpus", default="1,2,4,8", help="fleet: GPU worker counts G (default 1,2,4,8)")
@@ -989,6 +989,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixed-gpus", type=int, default=4, help="fleet --mixed: GPU workers (default 4)")
     p.add_argument("--mixed-minutes", type=float, default=60.0,
                    help="fleet --mixed: the long render's length in minutes (default 60)")
+    p.add_argument("--job-seconds", type=float, default=90.0, help="estimate: the estimated job's speech (default 90)")
+    p.add_argument("--ahead", type=int, default=2, help="estimate: renders queued ahead of it (default 2)")
+    p.add_argument("--ahead-seconds", type=float, default=45.0,
+                   help="estimate: the speech of each render ahead (default 45)")
     p.add_argument("--windows", type=int, default=200, help="windows for the overhead run (default 200)")
     p.add_argument("--ingest-minutes", default="60", help="audio lengths for ingest in minutes (default 60; e.g. 1,60,239)")
     p.add_argument("--content", default="grain", choices=["grain", "preview"],
@@ -1031,6 +1035,12 @@ def main(argv: list[str] | None = None) -> int:
         if "ingest" in what:
             results["ingest"] = [r for m in args.ingest_minutes.split(",") if m.strip()
                                  for r in bench_ingest(ctx, float(m))]
+        if "estimate" in what:
+            from estimate import bench_estimate
+
+            results["estimate"] = bench_estimate(ctx, [int(g) for g in args.gpus.split(",") if g.strip()],
+                                                 args.window_seconds, args.size, args.job_seconds, args.ahead,
+                                                 args.ahead_seconds)
         if "fleet" in what:
             detail = fleet.bench_fleet(ctx, [int(g) for g in args.gpus.split(",") if g.strip()], args.window_seconds,
                                        float(args.minutes or 10), args.size, args.mixed, args.join_blend,
@@ -1050,6 +1060,10 @@ def main(argv: list[str] | None = None) -> int:
     results["target_misses"] = targets(results)
     if "fleet_detail" in results:
         results["target_misses"] += fleet.targets(results["fleet_detail"])
+    if "estimate" in results:
+        from estimate import targets as estimate_targets
+
+        results["target_misses"] += estimate_targets(results["estimate"])
     m = results["machine"]
     print(f"longtalk benchmark  {results['date']}  nproc={m['nproc']}  cpu={m['cpu_model']}  "
           f"mem={m['mem_gb']} GB  python {m['python']}")
@@ -1059,6 +1073,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report(results))
     if "fleet_detail" in results:
         print("\n".join(fleet.report(results["fleet_detail"])))
+    if "estimate" in results:
+        from estimate import report as estimate_report
+
+        print("\n".join(estimate_report(results["estimate"])))
     print("")
     print("target misses: " + ("; ".join(results["target_misses"]) if results["target_misses"] else "none"))
     print(f"benchmark wall time {results['bench_wall_s']} s; load average (1/5/15 min) at start "

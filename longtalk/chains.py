@@ -86,9 +86,17 @@ def chain_count(requested: int, windows: int, gpus: int | None = None) -> tuple[
 
 def frame_db(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
     """Loudness (dBFS) of each video frame's audio (consecutive 40 ms blocks at 25 fps)."""
+    return rms_db(frame_rms(samples, samples_per_frame))
+
+
+def frame_rms(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
+    """RMS of each video frame's audio (a partial last frame is dropped)."""
     usable = samples.size // samples_per_frame * samples_per_frame
     blocks = np.asarray(samples[:usable], np.float32).reshape(-1, samples_per_frame)
-    rms = np.sqrt(np.mean(np.square(blocks, dtype=np.float64), axis=1))
+    return np.sqrt(np.mean(np.square(blocks, dtype=np.float64), axis=1))
+
+
+def rms_db(rms: np.ndarray) -> np.ndarray:
     return 20.0 * np.log10(np.maximum(rms, 1e-6))
 
 

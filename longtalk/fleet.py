@@ -5,7 +5,11 @@ them (a handful of objects, one per worker).
     fleet/workers/<worker>.json   {"identity", "build_id", "backends", "device", "vram_free",
                                    "vram_total", "task_queue", "current": {"render_id",
                                    "window", "started_at"} | null, "windows_last_hour",
-                                   "failures_last_hour", "started_at", "heartbeat_at"}
+                                   "failures_last_hour", "started_at", "heartbeat_at",
+                                   "timings": {kind: {"n", "busy_s", "gpu_s", "gap_s"}}}
+
+"timings" are the worker's recent window times by kind of window (longtalk.gpu_time): the
+history the estimate (longtalk.estimate) reads.
 
 A record older than STALE_AFTER_S (or three heartbeats) reads as stale: the worker is gone or
 hung. Records of workers gone for a day are removed by the next reader.
@@ -20,6 +24,7 @@ import re
 import time
 from datetime import datetime, timezone
 
+from .gpu_time import WindowTimes
 from .store import ObjectStore
 
 PREFIX = "fleet/workers/"
@@ -47,30 +52,44 @@ class FleetRecord:
         self.current: dict | None = None
         self.finished: collections.deque[float] = collections.deque()
         self.failed: collections.deque[float] = collections.deque()
+        self.times = WindowTimes()
 
     def begin(self, render_id: str, window: int) -> None:
         self.current = {"render_id": render_id, "window": window, "started_at": _iso(time.time())}
 
-    def end(self, ok: bool) -> None:
+    def end(self, ok: bool, kind: str = "", busy_s: float = 0.0, gpu_s: float = 0.0,
+            gap_s: float | None = None) -> None:
+        """The window is over (stored, or failed); a stored one adds its times to the history."""
         self.current = None
         (self.finished if ok else self.failed).append(time.time())
+        if ok and kind:
+            self.times.add(kind, busy_s, gpu_s, gap_s)
+
+    def device(self) -> str:
+        """The GPU's name, as the backends report it."""
+        return self._device_details().get("device") or "CPU (preview backend)"
+
+    def _device_details(self) -> dict:
+        device: dict = {}
+        for backend in self.backends.values():
+            details = getattr(backend, "heartbeat_details", None)
+            if details is not None:
+                device.update(details() or {})
+        return device
 
     def snapshot(self) -> dict:
         now = time.time()
         for q in (self.finished, self.failed):
             while q and q[0] < now - 3600:
                 q.popleft()
-        device: dict = {}
-        for backend in self.backends.values():
-            details = getattr(backend, "heartbeat_details", None)
-            if details is not None:
-                device.update(details() or {})
+        device = self._device_details()
         return {"identity": self.identity, "build_id": self.build_id, "task_queue": self.task_queue,
                 "backends": sorted(self.backends), "device": device.get("device") or "CPU (preview backend)",
                 "vram_free": device.get("vram_free"), "vram_total": device.get("vram_total"),
                 "current": self.current, "windows_last_hour": len(self.finished),
                 "failures_last_hour": len(self.failed), "every_s": self.every_s,
-                "started_at": _iso(self.started), "heartbeat_at": _iso(now)}
+                "started_at": _iso(self.started), "heartbeat_at": _iso(now),
+                "timings": self.times.summary()}
 
     def write(self) -> None:
         self.store.put_json(record_key(self.identity), self.snapshot())
@@ -150,3 +169,8 @@ class EndpointRecord(FleetRecord):
                 self.health = {"error": str(exc)[:200]}
             await self.publish()
             await asyncio.sleep(self.every_s)
+
+def healthy_on_queue(records: list[dict], queue: str, backend: str | None = None) -> list[dict]:
+    """The healthy workers' records serving `queue` (and `backend`, if given)."""
+    return [r for r in records if r.get("healthy") and r.get("task_queue") == queue
+            and (backend is None or backend in (r.get("backends") or []))]

@@ -298,6 +298,10 @@ class RenderResult:
     # window rendered on RunPod)
     runpod_execution_s: float | None = None
 
+    # {"estimate": the plan's (estimate.json), "actual": what the windows used} (longtalk.usage):
+    # GPU seconds and cost side by side (None: a render of an older release)
+    usage: dict | None = None
+
 
 @dataclass
 class DiscardInput:

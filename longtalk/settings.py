@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from . import ffmpeg_bin
+from .gpu_time import Prices
 from .spec import DEFAULT_SEED, MAX_SEED
 from .windows import DEFAULT_FPS, DEFAULT_MOTION, DEFAULT_WINDOW, ParamError, validate_params
 
@@ -87,6 +88,10 @@ class Settings:
     # rehearse the guard without a GPU: the preview backend spoils windows on purpose, e.g.
     # "blank:5,frozen:9@1,drift:0.03,face:0.02" (longtalk.backends.faulty); never in production
     preview_faults: str = ""
+
+    # the estimate's cost (longtalk.gpu_time.Prices): "kind=price" per GPU hour, or "kind=price/s" per
+    # second (a serverless pool), for GPUs whose name contains kind ("*": any), comma-separated
+    gpu_prices: str = ""
     # input limits
     min_dimension: int = 64
     max_dimension: int = 1920
@@ -157,6 +162,8 @@ class Settings:
         for name in ("runpod_max_jobs", "runpod_poll_s", "runpod_url_expiry_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
+
+        Prices(self.gpu_prices)  # ValueError naming LONGTALK_GPU_PRICES
         if self.ffmpeg:
             try:
                 ffmpeg_bin.resolve(self.ffmpeg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,7 +130,8 @@ class WindowIO:
         return path
 
     # ---- outputs -------------------------------------------------------------------
-    def save(self, store, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float, stamp: dict) -> dict:
+    def save(self, store, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float, stamp: dict,
+             busy_since: float | None = None) -> dict:
         """Store the window's clip and tail, then meta.json (with `stamp`: attempt, worker,
         activity and workflow ids); returns the meta."""
         params = ctx.window_params
@@ -158,5 +160,7 @@ class WindowIO:
             "render_s": round(render_s, 3), **stamp,
             "rendered_at": datetime.now(timezone.utc).isoformat(),
         }
+        if busy_since is not None:  # what the window cost: its worker was held from busy_since
+            meta["busy_s"] = round(time.monotonic() - busy_since, 3)  # (time.monotonic) to here
         store.put_bytes(window_meta_key(ctx.render_id, k), json.dumps(meta, indent=2).encode(), "application/json")
         return meta

@@ -33,3 +33,17 @@ async def cancel_running(client, owners: tuple[str, ...]) -> None:
             await asyncio.wait_for(handle.result(), 120)
         except Exception:
             pass
+
+
+@contextlib.asynccontextmanager
+async def running_api_with_fleet(settings, client, store, workers, owners: tuple[str, ...] = ("alice",)):
+    """running_api, with the in-process GPU worker's fleet record kept fresh as worker.py keeps
+    it (the estimate counts healthy GPU workers from it); the owners' renders are cancelled after."""
+    beats = [asyncio.create_task(w.longtalk_fleet.run()) for w in workers if getattr(w, "longtalk_fleet", None)]
+    try:
+        async with running_api(settings, client, store) as base:
+            yield base
+        await cancel_running(client, owners)
+    finally:
+        for beat in beats:
+            beat.cancel()

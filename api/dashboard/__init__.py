@@ -3,6 +3,7 @@
     GET  /                  renders, newest first (filter by status, search by id)
     GET  /renders/{id}      one render: progress, window strip, live HLS preview, video, error
     GET  /fleet             GPU workers, queue depth, throughput, recent failures
+    GET  /new               start a render: a form for the /run body, its estimate live (new_render.js)
     GET  /login, POST /login, POST /logout
     GET  /dashboard/api/... the JSON the pages poll (also with `Authorization: Bearer KEY`)
 

@@ -8,7 +8,7 @@ import html
 from fastapi.responses import HTMLResponse
 
 HLS_JS = "vendor/hls.js-1.6.19/hls.min.js"
-NAV = (("renders", "/", "Renders"), ("fleet", "/fleet", "Fleet"))
+NAV = (("renders", "/", "Renders"), ("fleet", "/fleet", "Fleet"), ("new", "/new", "New render"))
 
 
 def safe_next(target: str | None) -> str:
@@ -40,6 +40,7 @@ def page(name: str, admin: bool, csrf: str, endpoint: str, page: str, title: str
 <dialog id="confirm"></dialog>
 {f'<script src="/dashboard/static/{HLS_JS}"></script>' if page == "render" else ""}
 <script src="/dashboard/static/dashboard.js"></script>
+{'<script src="/dashboard/static/new_render.js"></script>' if page == "new" else ""}
 </body></html>"""
     return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 

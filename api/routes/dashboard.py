@@ -39,6 +39,7 @@ def shell(kind: str, title: str, extra=lambda request: ""):
 
 router.add_api_route("/", shell("renders", "Renders"), methods=["GET"])
 router.add_api_route("/fleet", shell("fleet", "Fleet"), methods=["GET"])
+router.add_api_route("/new", shell("new", "New render"), methods=["GET"])  # static/new_render.js
 router.add_api_route("/renders/{render_id}", shell(
     "render", "Render", lambda req: f'data-render="{html.escape(req.path_params["render_id"])}"'), methods=["GET"])
 

@@ -1,4 +1,4 @@
-"""One render, RunPod's routes: start it (/run, /runsync), read it (/status, /status-sync,
+"""One render, RunPod's routes: start it (/run, /runsync; /estimate says what it would take), read it (/status, /status-sync,
 /stream), stop it (/cancel) and start it again (/retry)."""
 
 from __future__ import annotations
@@ -50,6 +50,14 @@ async def run(endpoint_id: str, request: Request):
     owner = api.owner_of(request, endpoint_id)
     render_id, warnings = await run_job(api, request, owner)
     return {"id": render_id, "status": IN_QUEUE, "warnings": warnings}
+
+
+@router.post("/estimate", summary="What a /run body would take: windows, GPU seconds, wall time, cost "
+                                 "(nothing is started or stored)")
+async def estimate(endpoint_id: str, request: Request):
+    api = api_of(request)
+    api.owner_of(request, endpoint_id)
+    return await jobs.estimate_body(api.renders.client, api.renders.store, api.settings, await json_body(request))
 
 
 @router.post("/runsync", summary="Start a render and wait up to `wait` ms for it")

@@ -47,5 +47,9 @@ class TimedBackend:
             progress("render", 1.0)
         return result
 
+    def heartbeat_details(self) -> dict:
+        """Its "GPU" by name: the fleet page and the estimate's GPU kinds show it."""
+        return {"device": f"timed GPU stand-in ({self.window_s:g} s a window)"}
+
     async def close(self) -> None:
         return None
