@@ -16,7 +16,8 @@ from longtalk.gpu_time import Prices, default_window_s, window_kind
 from longtalk.settings import Settings
 from longtalk.usage import actual_usage
 from longtalk.windows import WindowParams, total_frames, window_count
-from tests.api_server import KEY_A, api_settings, running_api_with_fleet
+from longtalk.testing import KEY_A, api_settings
+from tests.api_server import running_api_with_fleet
 from tests.helpers import run_starter, write_job
 from tests.media import EXAMPLES, samples_16k
 

@@ -10,7 +10,8 @@ import dataclasses
 
 import pytest
 
-from tests.api_server import KEY_A, api_settings, running_api_with_fleet
+from longtalk.testing import KEY_A, api_settings
+from tests.api_server import running_api_with_fleet
 from tests.media import EXAMPLES
 from tests.test_dashboard import browser, shoot, wait_for  # noqa: F401 - the browser fixture
 
