@@ -372,11 +372,17 @@ class CpuActivities:
     @activity.defn(name="publish")
     @map_errors
     def publish(self, inp: PublishInput) -> RenderResult:
+        # the whole activity heartbeats: after the mux it still lists, deletes and reads every
+        # window's small objects, many round trips on a slow link to the bucket
+        with heartbeating():
+            return self._publish(inp)
+
+    def _publish(self, inp: PublishInput) -> RenderResult:
         req = inp.request
         key = output_key(req.render_id)
         size = self.store.size(key)  # stitch already wrote it when ingest encoded the audio
         if size is None:
-            with heartbeating(), tempfile.TemporaryDirectory(prefix="publish-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="publish-") as tmp:
                 work = Path(tmp)
                 video = self.store.download(inp.video_key, work / "video.mp4")
                 out = work / "output.mp4"
