@@ -21,7 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
-from fleet import Fleet, _workflow_span, log, timeline  # bench/fleet.py
+from common import table, workflow_span  # bench/common.py
+from fleet import Fleet, log, timeline  # bench/fleet.py
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTRAIT = ROOT / "examples" / "portrait.png"
@@ -62,7 +63,7 @@ async def _measured(client, settings, store, speech: Path, size: int, tag: str) 
     est = await estimate(client, store, settings, parse_job(_job(speech, size), settings), "timed")
     rid, handle = await _submit(client, settings, store, speech, size, tag)
     await handle.result()
-    start, end = await _workflow_span(client, rid)
+    start, end = await workflow_span(client, rid)
     actual = end - start
     err = (est["wall_s"] - actual) / actual
     plan = store.get_json(f"renders/{rid}/plan.json")
@@ -127,7 +128,6 @@ def bench_estimate(ctx: dict, gpus: list[int], window_s: float, size: int, secon
 
 
 def report(res: dict) -> list[str]:
-    from run import table  # bench/run.py's table
 
     lines = [f"== estimate: a {res['seconds']:g}-second job ({res['size']}x{res['size']}, timed backend, "
              f"{res['window_s']:g} s per window) on G GPU workers, alone and behind {res['ahead']} "
