@@ -31,7 +31,9 @@ class Release:
     render_chain: frozenset[str]  # ... and a RenderChain (each run, continue-as-new included)
 
     def patches(self, workflow_type: str) -> frozenset[str]:
-        return self.render_video if workflow_type == "RenderVideo" else self.render_chain
+        """The ids a run of this type records (none for the workflows that have no patch yet:
+        PurgeQueue, DeliverWebhook)."""
+        return {"RenderVideo": self.render_video, "RenderChain": self.render_chain}.get(workflow_type, frozenset())
 
 
 def _release(name: str, video: set[str], chain: set[str]) -> Release:
@@ -40,19 +42,20 @@ def _release(name: str, video: set[str], chain: set[str]) -> Release:
 
 # oldest first; the releases the policy supports (README, "Upgrading")
 SUPPORTED = (
-    _release("258bc8b", {"activity-options-v2", "visibility-v1"},
-             {"render-window-options-v2", "window-summary-v1", "chain-affinity-v1"}),
     _release("f7b20a4", {"activity-options-v2", "visibility-v1", "audio-beside-windows-v1"},
              {"render-window-options-v2", "window-summary-v1", "chain-affinity-v1"}),
     _release("9cb397e", {"activity-options-v2", "visibility-v1", "audio-beside-windows-v1"},
              {"render-window-options-v2", "window-summary-v1", "chain-affinity-v1"}),
+    _release("44f6b86", {"activity-options-v2", "visibility-v1", "gpu-start-v1", "progress-by-count-v1",
+                         "audio-beside-windows-v1"},
+             {"render-window-options-v2", "window-summary-v1", "chain-affinity-v1", "report-every-window-v1"}),
     # this code (deprecate_patch still records its id, marked deprecated: older code reading
     # such a history takes the new branch, and a later release may drop the call)
     _release("current", {"activity-options-v2", "visibility-v1", "gpu-start-v1", "progress-by-count-v1",
                          "audio-beside-windows-v1"},
              {"render-window-options-v2", "window-summary-v1", "chain-affinity-v1", "report-every-window-v1"}),
 )
-RETIRED = ("de3015c", "08e9364")  # no longer replayed: their renders must not be running anywhere
+RETIRED = ("de3015c", "08e9364", "258bc8b")  # no longer replayed: their renders must not be running anywhere
 
 
 def release_of(workflow_type: str, patches: set[str]) -> str:

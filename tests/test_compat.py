@@ -23,24 +23,27 @@ from temporalio.converter import DataConverter
 from longtalk import activity_options
 from longtalk.converter import DATA_CONVERTER
 from longtalk.payloads import (
-    ActivityTimeouts, CancelledInput, Chain, ChainInput, ChainResult, DiscardInput, EncodeAudioInput, IngestResult, Plan, PlanInput,
+    ActivityTimeouts, CancelledInput, Chain, ChainInput, ChainResult, DiscardInput, EncodeAudioInput, GpuStarted,
+    IngestResult, Plan, PlanInput,
     PublishInput, RenderContext, RenderRequest, RenderResult, RenderSpec, RenderWindowInput, RenderWindowResult,
     StitchInput, StitchResult, WindowsDone,
 )
 from longtalk.settings import Settings
 from tests.helpers import RELEASES, stored
+from workflows.purge import PurgeInput
 
 CONVERTER = DATA_CONVERTER.payload_converter
 
-WORKFLOW_INPUTS = {"RenderVideo": RenderRequest, "RenderChain": ChainInput}
-WORKFLOW_RESULTS = {"RenderVideo": RenderResult, "RenderChain": ChainResult}
+WORKFLOW_INPUTS = {"RenderVideo": RenderRequest, "RenderChain": ChainInput, "PurgeQueue": PurgeInput}
+WORKFLOW_RESULTS = {"RenderVideo": RenderResult, "RenderChain": ChainResult, "PurgeQueue": int}
 ACTIVITY_INPUTS = {"ingest": RenderRequest, "plan": PlanInput, "render_window": RenderWindowInput,
                    "stitch": StitchInput, "publish": PublishInput, "discard": DiscardInput,
-                   "record_cancelled": CancelledInput, "encode_audio": EncodeAudioInput}
+                   "record_cancelled": CancelledInput, "encode_audio": EncodeAudioInput,
+                   "purge_queued": PurgeInput}
 ACTIVITY_RESULTS = {"ingest": IngestResult, "plan": Plan, "render_window": RenderWindowResult,
                     "stitch": StitchResult, "publish": RenderResult, "discard": int, "record_cancelled": type(None),
-                    "encode_audio": type(None)}
-SIGNALS = {"windows_done": WindowsDone}
+                    "encode_audio": type(None), "purge_queued": int}
+SIGNALS = {"windows_done": WindowsDone, "gpu_started": GpuStarted}
 
 
 def old_payloads(release: str) -> list[tuple[str, type, object]]:
