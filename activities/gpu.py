@@ -40,11 +40,11 @@ from longtalk.payloads import (
     window_quality_key,
 )
 from longtalk.quality import ReferenceStats, classify, measure_window
-from longtalk.errors import InputError, OutputMismatch
+from longtalk.errors import InputError
 from longtalk.gpu_time import window_kind
 from longtalk.store import ObjectStore
 from longtalk.visibility import mode_of
-from longtalk.window_io import WindowIO
+from longtalk.window_io import WindowIO, check_frames
 from longtalk.windows import Window, window
 
 from .common import heartbeating_async, map_errors
@@ -151,9 +151,7 @@ class GpuActivities:
             frames, render_s = await self._on_gpu(backend, ctx, k, dataclasses.replace(job, redo=redo), state,
                                                   progress)
             total_s += render_s
-            expected = (ctx.spec.window, ctx.spec.height, ctx.spec.width, 3)
-            if frames.shape != expected or frames.dtype != np.uint8:
-                raise OutputMismatch(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
+            check_frames(ctx, frames)  # before it is measured
             state["stage"] = "quality"
             recorded.append(await asyncio.to_thread(self._measure, ctx, job, w, frames, redo))
             index = len(recorded) - 1
@@ -264,14 +262,12 @@ class StartAnnouncer:
 
     def __init__(self, identity: str) -> None:
         self.identity = identity
-        self._announced: dict[str, None] = {}
+        self._announced: LRUCache[str, None] = LRUCache(1024)  # renders told already
 
     async def announce(self, render_id: str, k: int) -> None:
         if render_id in self._announced:
             return
         self._announced[render_id] = None
-        while len(self._announced) > 1024:
-            self._announced.pop(next(iter(self._announced)))
         started = GpuStarted(at=activity.info().started_time.isoformat(), window=k, worker=self.identity)
         try:
             await activity.client().get_workflow_handle(render_id).signal("gpu_started", started)

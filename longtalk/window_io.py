@@ -48,6 +48,13 @@ def input_keys(ctx: RenderContext, k: int, chain_first: int) -> list[str]:
     return keys
 
 
+def check_frames(ctx: RenderContext, frames: np.ndarray) -> None:
+    """OutputMismatch unless the backend returned the window's frames at the render's size."""
+    expected = (ctx.window_params.window, ctx.spec.height, ctx.spec.width, 3)
+    if frames.shape != expected or frames.dtype != np.uint8:
+        raise OutputMismatch(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
+
+
 class WindowIO:
     """Reads a window's inputs and writes its outputs; caches what never changes (the
     reference, object sizes, the V2V source file: keys are per render)."""
@@ -135,9 +142,7 @@ class WindowIO:
         """Store the window's clip and tail, then meta.json (with `stamp`: attempt, worker,
         activity and workflow ids); returns the meta."""
         params = ctx.window_params
-        expected = (params.window, ctx.spec.height, ctx.spec.width, 3)
-        if frames.shape != expected or frames.dtype != np.uint8:
-            raise OutputMismatch(f"backend returned frames {frames.shape} {frames.dtype}, expected {expected} uint8")
+        check_frames(ctx, frames)
         w = window(k, ctx.total_frames, params)
         kept = frames[w.keep_offset : w.keep_offset + w.kept]
         marker = {"attempt": str(stamp.get("attempt", 0)), "worker": str(stamp.get("worker", ""))}
