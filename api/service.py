@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from longtalk import outcome
 from longtalk.inputs import start_render
+from longtalk.inputs.tags import tag_attributes
 from longtalk.payloads import CANCEL_REQUESTS, Progress, RenderRequest, RenderResult, cancel_request_key
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
@@ -179,7 +180,7 @@ class Renders:
         now = datetime.now(timezone.utc)
         memo = await desc.memo()
         said = memo.get("warnings", [])  # what the submission said
-        body: dict = {"id": render_id}
+        body: dict = {"id": render_id, **{k: memo[k] for k in ("name", "labels") if k in memo}}  # extensions, if given
         end = desc.close_time or now
         if status is None:  # running
             # the bucket reads and the worker's answer at once: the query is the long wait
@@ -248,9 +249,11 @@ class Renders:
         owner = desc.typed_search_attributes.get(OWNER_KEY) or owner  # an admin's retry keeps the owner
         retries = (desc.typed_search_attributes.get(RETRIES_KEY) or 0) + 1
         timeout = memo.get("execution_timeout_s")
+        tags = tag_attributes(memo.get("name"), memo.get("labels"))  # the job's name and labels stay
         return await start_render(self.client, self.settings, request,
                                    execution_timeout=timedelta(seconds=timeout) if timeout else None,
-                                   search_attributes=attributes(owner, retries), memo=memo)
+                                   search_attributes=TypedSearchAttributes([*attributes(owner, retries), *tags]),
+                                   memo=memo)
 
     def _query(self, owner: str | None, status: str | None = None) -> str:
         q = "WorkflowType = 'RenderVideo'"

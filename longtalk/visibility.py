@@ -17,10 +17,14 @@ WINDOWS_TOTAL = "LongtalkWindowsTotal"  # Int: windows of the render (0 until pl
 BACKEND = "LongtalkBackend"  # Keyword: preview | comfy | timed ...
 MODE = "LongtalkMode"  # Keyword: i2v-single | i2v-multi | v2v-single | v2v-multi
 BASE = "LongtalkBase"  # Keyword: the render a re-render was derived from ("" for a first render)
+NAME = "LongtalkName"  # Keyword: the job's optional name (longtalk.inputs.tags), set at start
+LABELS = "LongtalkLabels"  # KeywordList: the job's optional labels, set at start
 
 SEARCH_ATTRIBUTES = {OWNER: "Keyword", RETRIES: "Int", STAGE: "Keyword", WINDOWS_DONE: "Int",
                      WINDOWS_TOTAL: "Int", BACKEND: "Keyword", MODE: "Keyword",
-                     BASE: "Keyword"}
+                     BASE: "Keyword", NAME: "Keyword", LABELS: "KeywordList"}
+
+import re  # noqa: E402
 
 from temporalio.common import SearchAttributeKey  # noqa: E402 - pure data, safe in workflow code
 
@@ -32,6 +36,8 @@ WINDOWS_TOTAL_KEY = SearchAttributeKey.for_int(WINDOWS_TOTAL)
 BACKEND_KEY = SearchAttributeKey.for_keyword(BACKEND)
 MODE_KEY = SearchAttributeKey.for_keyword(MODE)
 BASE_KEY = SearchAttributeKey.for_keyword(BASE)
+NAME_KEY = SearchAttributeKey.for_keyword(NAME)
+LABELS_KEY = SearchAttributeKey.for_keyword_list(LABELS)
 
 PROGRESS_UPSERT_S = 5.0  # runs before progress-by-count-v1: at most this often while windows finish
 # no GPU has begun a window yet: RunPod's IN_QUEUE ("waiting": planned, waiting for a GPU; runs of
@@ -60,6 +66,12 @@ def progress_step(total: int) -> int:
     return max(1, total // 100)
 
 
+def indexed_type_name(kind: str) -> str:
+    """The API's enum name of an attribute kind as the dev server's flag spells it:
+    KeywordList -> INDEXED_VALUE_TYPE_KEYWORD_LIST."""
+    return "INDEXED_VALUE_TYPE_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", kind).upper()
+
+
 async def register_search_attributes(client) -> None:
     """Add the attributes a server lacks (the embedded dev server has them from its start)."""
     from temporalio.api.enums.v1 import IndexedValueType
@@ -67,7 +79,7 @@ async def register_search_attributes(client) -> None:
 
     have = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=client.namespace))
-    missing = {name: getattr(IndexedValueType, f"INDEXED_VALUE_TYPE_{kind.upper()}")
+    missing = {name: getattr(IndexedValueType, indexed_type_name(kind))
                for name, kind in SEARCH_ATTRIBUTES.items() if name not in have.custom_attributes}
     if missing:
         await client.operator_service.add_search_attributes(

@@ -452,3 +452,32 @@ def test_job_must_be_an_object(obj, field):
     with pytest.raises(InputError) as err:
         parse_job(obj, SETTINGS)
     assert err.value.field == field and "JSON object" in err.value.reason
+
+
+# ---- name and labels (extension fields: longtalk/inputs/tags.py) ---------------
+
+def test_name_and_labels():
+    job = parse({**BASE, "name": "  Quarterly update ", "labels": ["team-a", "lang:en", "client=acme"]})
+    assert job.name == "Quarterly update" and job.labels == ("team-a", "lang:en", "client=acme")
+    assert not job.warnings  # known fields, not "unknown keys ignored"
+    plain = parse(BASE)
+    assert plain.name is None and plain.labels == ()
+    assert "name" not in plain.params() and "labels" not in plain.params()  # no render parameter
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"name": 7}, "name"),
+    ({"name": "   "}, "name"),
+    ({"name": "x" * 101}, "name"),
+    ({"name": "two\nlines"}, "name"),
+    ({"labels": "team-a"}, "labels"),
+    ({"labels": [f"l{i}" for i in range(17)]}, "labels"),
+    ({"labels": ["ok", "has space"]}, "labels[1]"),
+    ({"labels": ["-leading"]}, "labels[0]"),
+    ({"labels": ["x" * 41]}, "labels[0]"),
+    ({"labels": [3]}, "labels[0]"),
+    ({"labels": ["a", "b", "a"]}, "labels"),
+])
+def test_bad_name_or_labels_name_the_field(extra, field):
+    err = error({**BASE, **extra})
+    assert err.field == field, (err.field, str(err))

@@ -116,3 +116,14 @@ async def test_stage_is_upserted_while_running(workers, temporal_client, setting
     finally:
         task.cancel()
     assert seen & {"queued", "ingest", "plan", "render"}, seen
+
+
+def test_every_attribute_kind_names_an_indexed_value_type():
+    """register_search_attributes (servers other than the embedded dev server) maps each kind
+    the dev server's --search-attribute flag takes to the API's enum."""
+    from temporalio.api.enums.v1 import IndexedValueType
+
+    names = {kind: vis.indexed_type_name(kind) for kind in set(vis.SEARCH_ATTRIBUTES.values())}
+    assert names["KeywordList"] == "INDEXED_VALUE_TYPE_KEYWORD_LIST" and names["Int"] == "INDEXED_VALUE_TYPE_INT"
+    for name in names.values():
+        assert getattr(IndexedValueType, name) > 0

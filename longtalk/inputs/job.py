@@ -30,6 +30,7 @@ from ..settings import GPU_POOLS, Settings
 from ..spec import DEFAULT_PROMPT, DEFAULT_SIZE, MAX_SEED, RenderSpec
 from ..text import TRUNCATED, shorten
 from .sources import MediaSource, check_url, split_data_uri
+from .tags import parse_labels, parse_name
 
 INPUT_TYPES = ("image", "video")
 PERSON_COUNTS = ("single", "multi")
@@ -48,7 +49,7 @@ SCALAR_KEYS = ("input_type", "person_count", "prompt", "width", "height", "max_f
                "force_offload", "network_volume", "seed")
 # extensions of the RunPod contract that are not render parameters (not in RenderSpec)
 MAX_PARALLEL_CHAINS = 64
-EXTENSION_KEYS = ("parallel_chains", "gpu_pool")
+EXTENSION_KEYS = ("parallel_chains", "gpu_pool", "name", "labels")
 KNOWN_KEYS = frozenset(SCALAR_KEYS) | frozenset(EXTENSION_KEYS) | {k for keys in MEDIA_KEYS.values() for k in keys}
 
 # ---- the render id ------------------------------------------------------------------
@@ -89,6 +90,8 @@ class Job:
     # where its windows render: "local" or "runpod" (None: LONGTALK_GPU_POOL where it is submitted)
     gpu_pool: str | None = None
     default_size: bool = False  # the job gave neither width nor height (the frame is DEFAULT_SIZE square)
+    name: str | None = None  # how an operator finds the render again (tags.py): memo and visibility only
+    labels: tuple[str, ...] = ()
 
     def sources(self) -> list[MediaSource]:
         """The sources the render uses: image or video, audio, then audio_2."""
@@ -163,6 +166,7 @@ def parse_job(obj, settings: Settings, trusted: Collection[str] = ()) -> Job:
                                             f"{MAX_PARALLEL_CHAINS}, got {parallel_chains}")
 
     gpu_pool = _choice(inp, "gpu_pool", GPU_POOLS, "") or None
+    name, labels = parse_name(inp), parse_labels(inp)
 
     warnings += _unknown_keys(inp, settings.strict_input)
 
@@ -182,6 +186,7 @@ def parse_job(obj, settings: Settings, trusted: Collection[str] = ()) -> Job:
         parallel_chains=parallel_chains,
         gpu_pool=gpu_pool,
         default_size=inp.get("width") is None and inp.get("height") is None,
+        name=name, labels=labels,
     )
 
 

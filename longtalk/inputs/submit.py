@@ -30,6 +30,7 @@ from ..text import shorten
 from .. import visibility as vis
 from .framing import crop_notice, pending_notice
 from .job import Job, check_render_id
+from .tags import tag_attributes, tag_memo
 from .staging import StagedInput, stage_inputs
 
 RENDER_WORKFLOW = "RenderVideo"  # workflows.render.RenderVideo's name
@@ -157,6 +158,15 @@ def render_summary(request: RenderRequest) -> str:
             f"prompt \"{shorten(spec.prompt, 60)}\"")
 
 
+def with_tags(job: Job, start_options: dict) -> dict:
+    """`start_options` with the job's name, labels and prompt snippet added to the memo and its
+    name and labels to the search attributes (tags.py)."""
+    memo = {**tag_memo(job.name, job.labels, job.spec.prompt), **(start_options.get("memo") or {})}
+    given = start_options.get("search_attributes")
+    pairs = [*(given or TypedSearchAttributes.empty), *tag_attributes(job.name, job.labels)]
+    return {**start_options, "memo": memo, "search_attributes": TypedSearchAttributes(pairs) if pairs else given}
+
+
 def attach(client: Client, render_id: str) -> WorkflowHandle:
     return client.get_workflow_handle(render_id, result_type=RenderResult)
 
@@ -185,6 +195,7 @@ async def submit(client: Client, settings: Settings, job: Job, render_id: str, b
     await asyncio.to_thread(store.put_json, derived_keys(render_id)["request"],
                             {"params": job.params(), "inputs": request.inputs,
                              "input_urls": request.input_urls, "warnings": request.warnings})
+    start_options = with_tags(job, start_options)
     try:
         return Submission(await start(client, settings, request, **start_options), list(request.warnings))
     except WorkflowAlreadyStartedError:
