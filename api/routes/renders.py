@@ -130,15 +130,17 @@ async def cancel(endpoint_id: str, render_id: str, request: Request):
     return {"id": render_id, "status": (await api.renders.status_body(render_id, desc))["status"]}
 
 
-@router.post("/retry/{render_id}", summary="Start a FAILED or TIMED_OUT render again (same id)")
+@router.post("/retry/{render_id}", summary="Start a FAILED, TIMED_OUT or CANCELLED render again (same id)")
 async def retry(endpoint_id: str, render_id: str, request: Request):
+    """RunPod retries FAILED and TIMED_OUT jobs; a CANCELLED render is resumed the same way (the
+    dashboard's Resume): its stored windows are kept."""
     api = api_of(request)
     owner = api.owner_of(request, endpoint_id)
     desc = await api.owned(render_id, owner)
     renders = api.renders
     current = (await renders.status_body(render_id, desc))["status"] if desc.close_time else IN_PROGRESS
-    if current not in (FAILED, TIMED_OUT):
-        raise HttpError(400, f"id: only FAILED or TIMED_OUT renders can be retried; {render_id} is {current}")
+    if current not in (FAILED, TIMED_OUT, CANCELLED):
+        raise HttpError(400, f"id: only FAILED, TIMED_OUT or CANCELLED renders can be retried; {render_id} is {current}")
     handle = await renders.retry(render_id, desc, owner)
     if (await desc.memo()).get("webhook"):
         new = await handle.describe()
