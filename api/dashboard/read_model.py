@@ -29,7 +29,8 @@ from longtalk.fleet import read_fleet
 from longtalk.payloads import Progress, derived_keys, output_key
 from longtalk.settings import Settings
 from longtalk.visibility import (
-    BACKEND_KEY, BASE, BASE_KEY, CANCELLED, IN_QUEUE, MODE_KEY, OWNER, OWNER_KEY, QUEUED_STAGES, QUEUED_WHERE, STAGE,
+    BACKEND_KEY, BASE, BASE_KEY, CANCELLED, IN_QUEUE, LABELS, LABELS_KEY, MODE_KEY, NAME, NAME_KEY, OWNER, OWNER_KEY,
+    QUEUED_STAGES, QUEUED_WHERE, STAGE,
     STAGE_KEY, WINDOWS_DONE_KEY, WINDOWS_TOTAL_KEY, running_state,
 )
 from workflows.render import chain_index
@@ -55,7 +56,10 @@ CLOSED_STATUS = {
     WorkflowExecutionStatus.CANCELED: "cancelled", WorkflowExecutionStatus.TERMINATED: "cancelled",
     WorkflowExecutionStatus.TIMED_OUT: "timed_out", WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
 }
-SEARCH = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")  # render ids: UUIDs, <id>.v<n> re-renders, t-... in tests
+# the list's search: the beginning of a render id (UUIDs, <id>.v<n> re-renders, t-... in tests) or
+# of a job's name, or one of its labels; no quote or backslash (it goes into a visibility query)
+SEARCH = re.compile(r"""^[^'"\\\x00-\x1f]{1,80}$""")
+SEARCH_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -90,6 +94,20 @@ def _running_status(stage: str | None, cancelling: bool) -> str:
     return {IN_QUEUE: "queued", CANCELLED: "cancelled"}.get(state, "running")
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def work_left_text(windows: int, renders: int, unplanned: int = 0) -> str:
+    """The fleet page's words for the waiting work: "31 windows left in 2 renders"."""
+    if not renders:
+        return "0 windows left: no render running"
+    text = f"{plural(windows, 'window')} left in {plural(renders, 'render')}"
+    if unplanned:
+        text += f" ({unplanned} not planned yet)" if renders > 1 else " (not planned yet)"
+    return text
+
+
 class ReadModel:
     """What the dashboard's JSON routes answer, for the key name `name` each method is given."""
 
@@ -119,11 +137,11 @@ class ReadModel:
             parts.append(f"{OWNER} = '{owner}'")  # key names are [A-Za-z0-9._-]: no quoting issue
         if status:
             parts.append(STATUS_FILTERS[status])
-        if q:
-            parts.append(f"WorkflowId STARTS_WITH '{q}'")
+        if q:  # an id or a name by its beginning, or a label
+            parts.append(f"(WorkflowId STARTS_WITH '{q}' OR {NAME} STARTS_WITH '{q}' OR {LABELS} = '{q}')")
         return " AND ".join(parts)
 
-    def _row(self, w, cancelling: set[tuple[str, str]]) -> dict:
+    def _row(self, w, cancelling: set[tuple[str, str]], memo: dict) -> dict:
         """A list row from a visibility record: search attributes only, no worker asked."""
         sa = w.typed_search_attributes
         stage = sa.get(STAGE_KEY)
@@ -146,7 +164,8 @@ class ReadModel:
         return {"id": w.id, "owner": sa.get(OWNER_KEY), "mode": sa.get(MODE_KEY), "backend": sa.get(BACKEND_KEY),
                 "base": sa.get(BASE_KEY) or None, "status": status, "stage": stage, "windows_done": done,
                 "windows_total": total, "eta_s": eta, "started": _iso(w.start_time),
-                "closed": _iso(w.close_time), "elapsed_s": elapsed, "thumb": thumb}
+                "closed": _iso(w.close_time), "elapsed_s": elapsed, "thumb": thumb,
+                "name": sa.get(NAME_KEY), "labels": sa.get(LABELS_KEY) or [], "prompt": memo.get("prompt")}
 
     async def list_renders(self, name: str, status: str, q: str, token: str | None, limit: int) -> dict:
         """The newest `limit` renders by start time (stable: a render keeps its place when it
@@ -156,7 +175,8 @@ class ReadModel:
         (found, more), counts, cancelling = await asyncio.gather(
             self._newest(query, limit, _after(token)), self._counts(owner, q),
             asyncio.to_thread(self.renders.cancels_pending))
-        rows = [self._row(w, cancelling) for w in found]
+        memos = await asyncio.gather(*(w.memo() for w in found))
+        rows = [self._row(w, cancelling, memo) for w, memo in zip(found, memos)]
         nxt = _token(found[-1]) if more and found else None
         return {"renders": rows, "next_page_token": nxt, "counts": counts,
                 "viewer": name, "admin": self.access.is_admin(name)}
@@ -373,9 +393,12 @@ class ReadModel:
                       "objects": await asyncio.to_thread(self._objects, render_id)},
             "params": await asyncio.to_thread(self._params, render_id),
             "actions": {"cancel": running and not cancelling, "retry": status in ("failed", "timed_out"),
+                        "resume": not running and status == "cancelled",
                         "rerender": status == "completed"},
             "endpoint": self.endpoint, "versions": await self._versions(render_id, name),
         }
+        memo = await desc.memo()
+        out.update(name=memo.get("name"), labels=memo.get("labels") or [])
         if not running and (p is not None or status == "completed"):
             self.closed[desc.run_id] = out
         return out
@@ -390,7 +413,7 @@ class ReadModel:
 
     async def _versions(self, render_id: str, name: str) -> list[dict]:
         """Re-renders derived from this render (their LongtalkBase is its id), newest first."""
-        if not SEARCH.match(render_id):  # it goes into a query: ids of other shapes have no versions
+        if not SEARCH_ID.match(render_id):  # it goes into a query: ids of other shapes have no versions
             return []
         query = self._query(self.access.scope(name)) + f" AND {BASE} = '{render_id}'"
         try:
@@ -425,9 +448,25 @@ class ReadModel:
                            if a.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED)
         return {"waiting": waiting, "source": "scheduled windows of running chains", "pollers": None}
 
+    async def work_left(self) -> dict:
+        """The windows not finished yet in the running renders (every owner's: the GPUs are
+        shared), from their visibility attributes; a render not planned yet counts as a render
+        whose windows are not known."""
+        windows = renders = unplanned = 0
+        async for w in self.client.list_workflows(self._query(None, "") + " AND ExecutionStatus = 'Running'"):
+            sa = w.typed_search_attributes
+            total, done = sa.get(WINDOWS_TOTAL_KEY) or 0, sa.get(WINDOWS_DONE_KEY) or 0
+            renders += 1
+            unplanned += not total
+            windows += max(0, total - done)
+        return {"windows": windows, "renders": renders, "unplanned": unplanned,
+                "text": work_left_text(windows, renders, unplanned)}
+
     async def fleet(self, name: str) -> dict:
         admin = self.access.is_admin(name)
-        workers, queue = await asyncio.gather(asyncio.to_thread(read_fleet, self.store), self.queue_depth())
+        workers, queue, left = await asyncio.gather(asyncio.to_thread(read_fleet, self.store), self.queue_depth(),
+                                                    self.work_left())
+        queue["left"] = left
         mine = None if admin else {w.id async for w in self.client.list_workflows(
             self._query(name, "running"), limit=1000)}
         for w in workers:  # another owner's render id is not for a non-admin's eyes

@@ -59,7 +59,8 @@ async def renders_json(request: Request):
     if status and status not in STATUS_FILTERS:
         raise HttpError(400, f"status: one of {', '.join(STATUS_FILTERS)}")
     if q and not SEARCH.match(q):
-        raise HttpError(400, "q: a render id or its beginning (letters, digits, '.', '-' and '_')")
+        raise HttpError(400, "q: the beginning of a render id or name, or a label: 1-80 characters, "
+                             "no quotes, backslashes or control characters")
     try:
         limit = min(max(int(request.query_params.get("limit", PAGE_SIZE)), 1), 200)
     except ValueError:

@@ -109,7 +109,7 @@
     let q = new URLSearchParams(location.search).get("q") || "";
     let shown = 50, nextToken = null;
     const chips = h("div", { class: "chips", role: "group", "aria-label": "status" });
-    const search = h("input", { type: "search", placeholder: "Search by render id…", value: q, "aria-label": "search by id" });
+    const search = h("input", { type: "search", id: "search", placeholder: "Search by id, name or label…", value: q, "aria-label": "search by id, name or label" });
     const tbody = h("tbody");
     const table = h("div", { class: "table-wrap cards" }, h("table", { id: "renders" },
       h("thead", {}, h("tr", {}, ...["", "Render", "Mode", "Backend", "Stage", "Progress", "ETA", "Started", "Elapsed"].map((t) => h("th", {}, t)))),
@@ -127,7 +127,9 @@
       const thumb = r.thumb ? h("img", { src: r.thumb, alt: "", loading: "lazy", width: 64, height: 40 }) : h("div", { class: "ph" });
       const tr = h("tr", { "data-id": r.id, onclick: (e) => { if (!e.target.closest("a")) location.href = href; } },
         h("td", { class: "thumb" }, thumb),
-        h("td", {}, h("a", { class: "id", href }, r.id), h("div", { class: "sub" }, r.owner || dash, " ", statusBadge(r.status))),
+        h("td", { class: "what" }, r.name ? h("a", { class: "name", href }, r.name) : "", h("a", { class: "id", href }, r.id),
+          r.prompt ? h("div", { class: "prompt", title: r.prompt }, r.prompt) : "",
+          h("div", { class: "sub" }, r.owner || dash, " ", statusBadge(r.status), ...(r.labels || []).map((l) => [" ", h("span", { class: "label" }, l)]))),
         h("td", { "data-label": "" }, MODES[r.mode] || r.mode || dash),
         h("td", { class: "hide-phone" }, r.backend || dash),
         h("td", { "data-label": "stage" }, r.stage || dash),
@@ -150,7 +152,7 @@
         onclick: () => { status = v; shown = 50; setUrl(); refresh(); },
       }, label, h("span", { class: "n" }, data.counts?.[key || v] ?? 0))));
       tbody.replaceChildren(...data.renders.map(row));
-      if (!data.renders.length) tbody.replaceChildren(h("tr", {}, h("td", { colspan: 9, class: "empty" }, q ? "No render id starts with that." : "No renders yet.")));
+      if (!data.renders.length) tbody.replaceChildren(h("tr", {}, h("td", { colspan: 9, class: "empty" }, q ? "No render id or name starts with that, and no label is that." : "No renders yet.")));
       nextToken = data.next_page_token;
       more.replaceChildren(nextToken && shown < 200 ? h("button", { type: "button", onclick: () => { shown += 50; refresh(); } }, "Show more") : "");
       note.textContent = `${data.renders.length} shown · ${data.admin ? "all owners (admin)" : "your renders"} · updates every ${POLL_MS / 1000} s`;
@@ -164,6 +166,7 @@
     const card = (title, ...body) => h("section", { class: "card" }, h("h2", {}, title), ...body);
     el.badge = h("span");
     el.meta = h("div", { class: "meta" });
+    el.name = h("div", { class: "name", id: "render-name", hidden: true });
     el.actions = h("div", { class: "actions" });
     el.bar = h("div");
     el.line = h("div", { class: "progress-line" });
@@ -179,12 +182,16 @@
     el.versions = h("section", { class: "card", hidden: true });
     const hover = h("div", { class: "hoverbox", hidden: true });
     main.replaceChildren(
-      h("div", { class: "head" }, h("div", { class: "title" }, h("h1", {}, id), el.meta), el.badge, el.actions),
+      h("div", { class: "head" }, h("div", { class: "title" }, el.name, h("h1", {}, id), el.meta), el.badge, el.actions),
       el.error,
-      h("div", { class: "grid2" },
-        h("div", {}, card("Progress", el.bar, el.line), card("Windows", el.strip, el.stripNote), (el.videoCard = card("Preview", el.preview, el.final))),
-        h("div", {}, card("Details", el.kv), card("Links", el.links), el.versions)),
+      // desktop: progress, windows and details on the left, the preview beside them on the right
+      // (its controls in the first screen); a phone stacks them: progress, preview, windows, ...
+      h("div", { class: "grid2 render-grid" },
+        h("div", {}, (el.progressCard = card("Progress", el.bar, el.line)), card("Windows", el.strip, el.stripNote), card("Details", el.kv)),
+        h("div", {}, (el.videoCard = card("Preview", el.preview, el.final)), card("Links", el.links), el.versions)),
       hover);
+    el.progressCard.classList.add("progress-card");
+    el.videoCard.classList.add("preview-card");
 
     let data = null, player = null, cells = [];
     let sawLive = false; // a render seen unfinished keeps its live preview; a finished one shows the final video
@@ -224,15 +231,23 @@
       if (player) return;
       const video = h("video", { id: "preview", controls: true, muted: true, autoplay: true, playsinline: true });
       video.muted = true;
-      el.preview.replaceChildren(video, h("div", { class: "legend" }, "Live preview: the finished windows with the original audio (HLS, grows as windows finish)."));
+      // the preview plays from the render's first frame; "Jump to live" goes to its newest window
+      const toLive = h("button", { type: "button", id: "to-live", onclick: () => {
+        const live = player && player.liveSyncPosition;
+        const end = video.seekable.length ? video.seekable.end(video.seekable.length - 1) : NaN;
+        const t = isFinite(live) && live > 0 ? live : end - 1;
+        if (isFinite(t)) { video.currentTime = Math.max(0, t); video.play().catch(() => {}); }
+      } }, "Jump to live");
+      el.preview.replaceChildren(video, h("div", { class: "legend" }, "Live preview from the beginning: the finished windows with the original audio (HLS, grows as windows finish).", toLive));
       const src = data.hls.url;
       if (window.Hls && Hls.isSupported()) {
-        player = new Hls({ liveDurationInfinity: false });
+        player = new Hls({ liveDurationInfinity: false, startPosition: 0 });
         player.loadSource(src);
         player.attachMedia(video);
         player.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
       } else if (video.canPlayType("application/vnd.apple.mpegurl")) { // Safari plays HLS natively
         video.src = src; player = video;
+        video.addEventListener("loadedmetadata", () => { video.currentTime = 0; }, { once: true });
         video.play().catch(() => {});
       } else {
         el.preview.replaceChildren(h("p", { class: "muted" }, "This browser cannot play HLS."));
@@ -243,6 +258,8 @@
     function draw() {
       const d = data;
       el.badge.replaceChildren(statusBadge(d.status));
+      el.name.replaceChildren(d.name || "", ...(d.labels || []).flatMap((l) => [" ", h("span", { class: "label" }, l)]));
+      el.name.hidden = !d.name && !(d.labels || []).length;
       el.meta.replaceChildren(`${d.owner || dash} · ${MODES[d.mode] || d.mode || dash} · ${d.backend || dash}`,
         ...(d.base ? [" · re-render of ", h("a", { href: `/renders/${encodeURIComponent(d.base)}` }, d.base)] : []));
       el.bar.replaceChildren(bar(d.windows_done, d.windows_total, true));
@@ -311,6 +328,7 @@
       el.actions.replaceChildren(
         a.cancel ? h("button", { type: "button", id: "cancel", class: "danger", onclick: cancel }, "Cancel render") : "",
         a.retry ? h("button", { type: "button", id: "retry", class: "primary", onclick: retry }, "Retry") : "",
+        a.resume ? h("button", { type: "button", id: "resume", class: "primary", onclick: resume }, "Resume") : "",
         a.rerender ? h("button", { type: "button", id: "rerender", onclick: rerender }, "Re-render windows…") : "");
     }
 
@@ -321,7 +339,7 @@
       let gpu = d.status === "queued" ? " No GPU has begun a window yet." : "";
       if (onGpu.length === 1) gpu = ` Window ${onGpu[0]}, the one in flight now, is stopped; it stays stored only if it finishes before the cancel reaches it.`;
       if (onGpu.length > 1) gpu = ` Windows ${onGpu.join(", ")}, those in flight now, are stopped; each stays stored only if it finishes before the cancel reaches it.`;
-      return `${d.windows_done} of ${d.windows_total || "?"} windows are finished and stay stored.${gpu} Submitting the same job again resumes after the stored windows.`;
+      return `${d.windows_done} of ${d.windows_total || "?"} windows are finished and stay stored.${gpu} Resume (on this page, once it has stopped) starts it again after the stored windows.`;
     }
     async function cancel() {
       const note = h("p", { class: "note", id: "cancel-note" }, "Reading the render's state…");
@@ -344,6 +362,22 @@
         body: [h("p", {}, h("span", { class: "mono" }, id)),
           h("p", { class: "note" }, `It starts again under the same id with its first request. Every stored window (${data.windows_done} of ${data.windows_total || "?"}) is reused, not rendered again.`)],
         onConfirm: async () => { await api("POST", `/retry/${encodeURIComponent(id)}`); await refresh(); },
+      });
+    }
+    // a cancelled render starts again under its id (POST /retry): its stored windows are kept,
+    // and the page follows the new run (the same id: the next poll reads it)
+    function resume() {
+      confirmDialog({
+        title: "Resume this render?", confirm: "Resume",
+        body: [h("p", {}, h("span", { class: "mono" }, id)),
+          h("p", { class: "note", id: "resume-note" }, `It starts again under the same id with its first request. The ${data.windows_done} stored window${data.windows_done === 1 ? " is" : "s are"} kept; only the rest render.`)],
+        onConfirm: async () => {
+          await api("POST", `/retry/${encodeURIComponent(id)}`);
+          if (player && player.destroy) player.destroy();  // the playlist grows again: a fresh player
+          player = null; sawLive = true;
+          el.preview.replaceChildren(h("div", { class: "muted" }, "The preview starts with the first finished window."));
+          await refresh();
+        },
       });
     }
     function rerender() {
@@ -425,7 +459,7 @@
       const d = await getJSON("/dashboard/api/fleet");
       const healthy = d.workers.filter((w) => w.healthy).length;
       tiles.replaceChildren(tile(`${healthy} / ${d.workers.length}`, "GPU workers healthy", "t-workers"),
-        tile(d.queue.waiting, "windows waiting on the GPU queue", "t-queue"),
+        tile(d.queue.left.windows, d.queue.left.text.replace(/^\d+ /, ""), "t-queue"),
         tile(d.throughput.windows_last_hour, "windows rendered, last hour", "t-windows"),
         tile(d.throughput.renders_completed_last_hour, "renders completed, last hour", "t-renders"),
         tile(d.throughput.window_failures_last_hour, "window failures, last hour", "t-fail"));

@@ -48,6 +48,10 @@
     ${mediaField("image")}${mediaField("video")}${mediaField("audio")}${mediaField("audio_2")}
     <label for="prompt">Prompt</label><textarea id="prompt" placeholder="A person is talking"></textarea>
     <p class="field-error" id="err-prompt" role="alert"></p>
+    <div class="row"><label>Name (optional)<input type="text" id="name" maxlength="100" placeholder="Quarterly update">
+      <span class="field-error" id="err-name" role="alert"></span></label>
+    <label>Labels (optional, comma separated)<input type="text" id="labels" placeholder="team-a, lang:en">
+      <span class="field-error" id="err-labels" role="alert"></span></label></div>
     <div class="row">${NUMBERS.map((n) => `<label>${n.replace("_", " ")}<input type="number" id="${n}" min="0"
       placeholder="${{ width: 512, height: 512, seed: "default", max_frame: "all", parallel_chains: "default" }[n]}">
       <span class="field-error" id="err-${n}" role="alert"></span></label>`).join("")}</div>
@@ -81,6 +85,9 @@
     }
     const prompt = $("prompt").value.trim();
     if (prompt) inp.prompt = prompt;
+    const name = $("name").value.trim(), labels = $("labels").value.split(",").map((l) => l.trim()).filter(Boolean);
+    if (name) inp.name = name;
+    if (labels.length) inp.labels = labels;
     for (const n of NUMBERS) {
       const v = $(n).value.trim();
       if (v !== "") inp[n] = Number(v);
@@ -90,7 +97,7 @@
 
   // "wav_base64_2: ..." -> the element beside the field it names
   function errorSlot(message) {
-    const key = (message.match(/^([a-z_0-9.]+):/) || [])[1] || "";
+    const key = (message.match(/^([a-z_0-9.]+)(?:\[\d+\])?:/) || [])[1] || "";  // labels[2]: -> labels
     for (const [field, m] of Object.entries(MEDIA)) if (Object.values(m.keys).includes(key)) return $(`err-${field}`);
     return $(`err-${key}`) || $("err-form");
   }
