@@ -78,6 +78,14 @@ def new_render(api, d, media, store):
     shoot(d, "new-render-error")
     Select(d.find_element(By.ID, "person_count")).select_by_value("single")
     wait_for(lambda: "3 in 1 chain" in d.find_element(By.ID, "est").text, 60, 0.3, "the estimate again")
+    # the optional name and labels: a bad label's error beside the labels; the render carries both
+    d.find_element(By.ID, "name").send_keys("Form render")
+    d.find_element(By.ID, "labels").send_keys("from-form, not ok")
+    msg = wait_for(lambda: d.find_element(By.ID, "err-labels").text, 60, 0.3, "the labels error")
+    assert msg.startswith("labels[1]:"), msg
+    d.find_element(By.ID, "labels").clear()
+    d.find_element(By.ID, "labels").send_keys("from-form")
+    wait_for(lambda: not d.find_element(By.ID, "err-labels").text, 60, 0.3, "the labels error to go")
     shoot(d, "new-render")
 
     d.find_element(By.ID, "start").click()
@@ -85,6 +93,7 @@ def new_render(api, d, media, store):
     rid = d.current_url.rsplit("/", 1)[1]
     wait_for(lambda: d.find_element(By.CSS_SELECTOR, ".head .status").text == "completed", 120, 0.5,
              "the render to complete")
+    assert d.find_element(By.ID, "render-name").text == "Form render from-form"
     plan = store.get_json(f"renders/{rid}/plan.json")
     assert (plan["windows"], len(plan["chains"])) == (3, 1)
     staged = [k for k in store.list(f"renders/{rid}/inputs/")]
