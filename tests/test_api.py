@@ -584,9 +584,11 @@ def _download(url: str):
     return path
 
 
-async def test_a_url_picture_is_measured_by_ingest_and_status_says_the_crop(http, media, odd_shapes, tmp_path):
+async def test_a_url_picture_is_measured_by_ingest_and_status_says_the_crop(http, media, odd_shapes, tmp_path,
+                                                                            slow_windows):
     """A URL input is downloaded by ingest, so the answer to /run can only say that its shape
-    is checked then; once ingest has it, /status (and the result) say what is cut."""
+    is checked then; once ingest has it, /status (read from visibility and the bucket while the
+    render runs, then the result) says what is cut."""
     www = tmp_path / "www"
     www.mkdir()
     (www / "tall.png").write_bytes(odd_shapes["tall"].read_bytes())
@@ -599,6 +601,15 @@ async def test_a_url_picture_is_measured_by_ingest_and_status_says_the_crop(http
         body = (await http.post("/run", json=job)).json()
         pending = [w for w in body["warnings"] if w.startswith("image_url:")]
         assert len(pending) == 1 and "known once it is downloaded" in pending[0], body
+        slow_windows[body["id"]] = 1.0  # its windows take a while: /status is seen while it renders
+        for _ in range(300):
+            running = (await http.get(f"/status/{body['id']}")).json()
+            if running["status"] in ("COMPLETED", "FAILED") or running["output"]["stage"] not in ("queued", "ingest"):
+                break
+            await asyncio.sleep(0.1)
+        assert running["status"] in ("IN_QUEUE", "IN_PROGRESS"), running
+        assert running["output"]["windows_total"] > 0 or running["output"]["stage"] == "plan", running
+        assert any("384x512 (3:4)" in w for w in running["warnings"]), running
         done = (await http.get(f"/status-sync/{body['id']}?wait=60000")).json()
         assert done["status"] == "COMPLETED", done
         measured = [w for w in done["warnings"] if "384x512 (3:4)" in w]
