@@ -4,6 +4,7 @@ against the real Temporal and S3 servers and in-process workers (preview backend
 from __future__ import annotations
 
 import asyncio
+import os
 import base64
 import http.server as http_server
 import json
@@ -687,6 +688,6 @@ async def test_probes_answer_without_a_key(api):
     no key, no endpoint id (the kubelet sends neither)."""
     async with httpx.AsyncClient(base_url=api, timeout=30) as c:
         live, ready = await c.get("/livez"), await c.get("/readyz")
-        assert live.status_code == 200 and live.json() == {"live": True}
+        assert live.status_code == 200 and live.json() == {"live": True, "pid": os.getpid()}  # served in this process
         assert ready.status_code == 200 and ready.json() == {"ready": True}
         assert (await c.get(f"/v2/{EP}/health")).status_code == 401  # the rest still needs a key
