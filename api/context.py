@@ -4,9 +4,8 @@ model. create_app makes one and keeps it in `app.state.api`; a route reaches it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from cachetools import LRUCache
 from fastapi import Request
 
 from longtalk.errors import HttpError
@@ -25,8 +24,6 @@ class Api:
     model: ReadModel
     media: Media
     endpoint_ids: set[str]
-    # render run -> what /stream sent last (the 10,000 streams read last)
-    cursors: LRUCache[str, tuple] = field(default_factory=lambda: LRUCache(10_000))
 
     @classmethod
     def from_settings(cls, settings: Settings, keys: Keys) -> "Api":

@@ -17,7 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from longtalk import outcome
 from longtalk.inputs import start_render
 from longtalk.inputs.tags import tag_attributes
-from longtalk.payloads import CANCEL_REQUESTS, Progress, RenderRequest, RenderResult, cancel_request_key
+from longtalk.payloads import CANCEL_REQUESTS, Progress, RenderRequest, RenderResult, cancel_request_key, derived_keys
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 from longtalk import visibility as vis
@@ -55,11 +55,22 @@ def attributes(owner: str, retries: int = 0) -> TypedSearchAttributes:
     return TypedSearchAttributes([SearchAttributePair(OWNER_KEY, owner), SearchAttributePair(RETRIES_KEY, retries)])
 
 
-def progress_output(p: Progress) -> dict:
-    out = dataclasses.asdict(p)
-    out.pop("windows_finished", None)  # can be long; windows_done says as much
-    out.pop("warnings", None)  # the body's own "warnings" says them
-    return out
+def visible_progress(render_id: str, desc, gpu_started_at: str | None, now: datetime) -> dict:
+    """A running render's progress as its workflow publishes it to visibility: the stage and
+    the window counts (updated with each stage and about every 1% of the windows,
+    visibility.progress_step), the time since it started and an ETA from the windows done
+    since a GPU began. No worker is asked, so /status stays fast however busy the workers
+    are; the dashboard asks the workflow for each window's detail."""
+    sa = desc.typed_search_attributes
+    stage = sa.get(vis.STAGE_KEY) or "queued"
+    done, total = sa.get(vis.WINDOWS_DONE_KEY) or 0, sa.get(vis.WINDOWS_TOTAL_KEY) or 0
+    elapsed = (now - desc.start_time).total_seconds() if desc.start_time else 0.0
+    eta = None
+    if stage == "render" and gpu_started_at and 0 < done < total:
+        busy = (now - datetime.fromisoformat(gpu_started_at)).total_seconds()
+        eta = round(max(0.0, busy) / done * (total - done), 1)
+    return {"render_id": render_id, "stage": stage, "windows_done": done, "windows_total": total,
+            "elapsed_s": round(max(0.0, elapsed), 3), "eta_s": eta}
 
 
 def _merged(*lists) -> list[str]:
@@ -125,6 +136,16 @@ class Renders:
         except (RPCError, asyncio.TimeoutError, Exception):  # no worker has picked it up yet
             return None
 
+    async def ingest_warnings(self, render_id: str, desc, memo: dict) -> list[str]:
+        """What ingest found that the submission could not say (the framing of a URL input):
+        read from the render's ingest.json once ingest is done, for runs whose memo says they
+        had URL inputs (runs started before that memo entry: read whenever ingest is done)."""
+        stage = desc.typed_search_attributes.get(vis.STAGE_KEY)
+        if not memo.get("url_inputs", True) or stage in (None, "queued", "ingest"):
+            return []
+        record = await asyncio.to_thread(self.store.get_json_or_none, derived_keys(render_id)["ingest"])
+        return list((record or {}).get("warnings") or [])
+
     # ---- cancel: read your own writes ------------------------------------------
 
     async def cancel(self, render_id: str, desc) -> None:
@@ -183,12 +204,14 @@ class Renders:
         body: dict = {"id": render_id, **{k: memo[k] for k in ("name", "labels") if k in memo}}  # extensions, if given
         end = desc.close_time or now
         if status is None:  # running
-            # the bucket reads and the worker's answer at once: the query is the long wait
-            status, p = await asyncio.gather(self.running_state(render_id, desc), self.progress(render_id))
-            if p is not None:
-                body["output"] = progress_output(p)
-            body["warnings"] = _merged(said, p.warnings if p is not None else [])
-            if status == CANCELLED:
+            # no worker is asked: the stage and window counts the workflow publishes to
+            # visibility (describe has them), what ingest found from the bucket
+            status, found = await asyncio.gather(self.running_state(render_id, desc),
+                                                 self.ingest_warnings(render_id, desc, memo))
+            body["output"] = visible_progress(render_id, desc, memo.get("gpu_started_at"), now)
+            body["warnings"] = _merged(said, found)
+            if status == CANCELLED:  # rare (asked, not yet answered): the worker says which windows it kept
+                p = await self.progress(render_id)
                 body["output"] = {**await asyncio.to_thread(outcome.cancelled_output, self.store, render_id),
                                   **({"windows": p.windows_total, "windows_finished": p.windows_finished}
                                      if p is not None else {})}

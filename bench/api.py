@@ -1,7 +1,7 @@
 """HTTP API benchmark: /run latency under load, /status latency with many renders in
 visibility, and the API process's memory; with --purge, /purge-queue with long queues.
 
-    .venv/bin/python bench/api.py [--runs 500] [--clients 20] [--visibility 1000] [--status 200]
+    .venv/bin/python bench/api.py [--runs 500] [--clients 20] [--visibility 1000] [--status 200] [--processes 1]
     .venv/bin/python bench/api.py --purge 1000,5000 [--clients 20]
 
 Starts its own Temporal dev server and S3 server (longtalk.stack, free loopback ports, one
@@ -63,16 +63,29 @@ def summary(name: str, ms: list[float], wall: float) -> str:
             f"{len(ms) / wall:6.1f} req/s")
 
 
+def family(pid: int) -> list[int]:
+    """The process and its children (the API's worker processes with --processes > 1)."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid] + [k for c in (kids.read_text().split() if kids.exists() else []) for k in family(int(c))]
+
+
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) the process has used: steadier than latency on
-    a shared machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system, every thread) the process and its children have used:
+    steadier than latency on a shared machine."""
+    total = 0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> tuple[int, int]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+    """(RSS now, peak RSS) in kB, summed over the process and its children."""
+    now = peak = 0
+    for p in family(pid):
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines() if ":" in line)
+        now, peak = now + int(fields["VmRSS"].split()[0]), peak + int(fields["VmHWM"].split()[0])
+    return now, peak
 
 
 async def load(client: httpx.AsyncClient, n: int, clients: int, request) -> tuple[list[float], list, float]:
@@ -222,6 +235,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--visibility", type=int, default=1000)
     p.add_argument("--status", type=int, default=200)
+    p.add_argument("--processes", type=int, default=1, help="API processes (LONGTALK_API_PROCESSES)")
     p.add_argument("--purge", help="N,M,...: queue N renders (no worker), time /purge-queue and the cancels")
     args = p.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="longtalk-bench-api-"))
@@ -242,7 +256,7 @@ def main() -> int:
             wait_worker_ready(folder / "logs" / "worker.log", worker, timeout=120)
         api = Process(Service("api", [sys.executable, "-m", "api"], split_host_port(settings.api_address), cwd=ROOT),
                       folder / "run", folder / "logs")
-        api.start(extra_env=env)
+        api.start(extra_env={**env, "LONGTALK_API_PROCESSES": str(args.processes)})
         procs.append(api)
         api.wait_ready(60)
         while not port_open(*split_host_port(settings.api_address)):
@@ -251,7 +265,7 @@ def main() -> int:
             print(f"no worker, API pid {api.pid()} on {settings.api_address}; {os.cpu_count()} CPUs", flush=True)
             asyncio.run(bench_purge(args, f"http://{settings.api_address}", settings, folder, worker, env))
             return 0
-        print(f"one worker (preview), API pid {api.pid()} on {settings.api_address}; "
+        print(f"one worker (preview), API pid {api.pid()} ({args.processes} process(es)) on {settings.api_address}; "
               f"{os.cpu_count()} CPUs", flush=True)
         asyncio.run(bench(args, f"http://{settings.api_address}", api.pid(), folder))
     finally:

@@ -131,6 +131,7 @@ class Settings:
     build_id: str = ""  # the code this worker runs ("" = short git commit [+ "-dirty"], else the package version)
     # HTTP API (package api/): RunPod-compatible routes under /v2/{endpoint_id}
     api_address: str = "127.0.0.1:8000"  # host:port the API binds to
+    api_processes: int = 1  # API processes sharing the address (each with its own event loop and Temporal client)
     api_keys: str = field(default="", repr=False)  # comma-separated name:key pairs
     api_keys_file: str = ""  # a file of name:key lines (read at start, besides api_keys)
     api_endpoint_ids: str = ""  # comma-separated endpoint ids accepted ("" = any)

@@ -4,6 +4,7 @@ against the real Temporal and S3 servers and in-process workers (preview backend
 from __future__ import annotations
 
 import asyncio
+import os
 import base64
 import http.server as http_server
 import json
@@ -584,9 +585,11 @@ def _download(url: str):
     return path
 
 
-async def test_a_url_picture_is_measured_by_ingest_and_status_says_the_crop(http, media, odd_shapes, tmp_path):
+async def test_a_url_picture_is_measured_by_ingest_and_status_says_the_crop(http, media, odd_shapes, tmp_path,
+                                                                            slow_windows):
     """A URL input is downloaded by ingest, so the answer to /run can only say that its shape
-    is checked then; once ingest has it, /status (and the result) say what is cut."""
+    is checked then; once ingest has it, /status (read from visibility and the bucket while the
+    render runs, then the result) says what is cut."""
     www = tmp_path / "www"
     www.mkdir()
     (www / "tall.png").write_bytes(odd_shapes["tall"].read_bytes())
@@ -599,6 +602,15 @@ async def test_a_url_picture_is_measured_by_ingest_and_status_says_the_crop(http
         body = (await http.post("/run", json=job)).json()
         pending = [w for w in body["warnings"] if w.startswith("image_url:")]
         assert len(pending) == 1 and "known once it is downloaded" in pending[0], body
+        slow_windows[body["id"]] = 1.0  # its windows take a while: /status is seen while it renders
+        for _ in range(300):
+            running = (await http.get(f"/status/{body['id']}")).json()
+            if running["status"] in ("COMPLETED", "FAILED") or running["output"]["stage"] not in ("queued", "ingest"):
+                break
+            await asyncio.sleep(0.1)
+        assert running["status"] in ("IN_QUEUE", "IN_PROGRESS"), running
+        assert running["output"]["windows_total"] > 0 or running["output"]["stage"] == "plan", running
+        assert any("384x512 (3:4)" in w for w in running["warnings"]), running
         done = (await http.get(f"/status-sync/{body['id']}?wait=60000")).json()
         assert done["status"] == "COMPLETED", done
         measured = [w for w in done["warnings"] if "384x512 (3:4)" in w]
@@ -676,6 +688,6 @@ async def test_probes_answer_without_a_key(api):
     no key, no endpoint id (the kubelet sends neither)."""
     async with httpx.AsyncClient(base_url=api, timeout=30) as c:
         live, ready = await c.get("/livez"), await c.get("/readyz")
-        assert live.status_code == 200 and live.json() == {"live": True}
+        assert live.status_code == 200 and live.json() == {"live": True, "pid": os.getpid()}  # served in this process
         assert ready.status_code == 200 and ready.json() == {"ready": True}
         assert (await c.get(f"/v2/{EP}/health")).status_code == 401  # the rest still needs a key

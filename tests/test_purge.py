@@ -118,6 +118,22 @@ async def test_purge_outlives_the_api_and_touches_only_what_was_queued(
         assert (await temporal_client.get_workflow_handle(rid).describe()).status == WorkflowExecutionStatus.RUNNING
 
 
+async def test_status_of_a_queued_render_needs_no_worker(idle_settings, temporal_client, store, media, cleanup):
+    """/status reads what the workflow published (visibility) and the bucket: with no worker
+    polling the render's queue it still answers with the render's progress (a worker query
+    would have waited out its timeout and answered without it)."""
+    async with running_api(idle_settings, temporal_client, store, run_worker=False) as base:
+        (rid,) = await submit(base, KEY_A, media, 1)
+        async with httpx.AsyncClient(base_url=f"{base}/v2/{EP}", timeout=60,
+                                     headers={"Authorization": f"Bearer {KEY_A}"}) as c:
+            body = (await c.get(f"/status/{rid}")).json()
+    assert body["status"] == "IN_QUEUE", body
+    out = body["output"]
+    assert (out["render_id"], out["stage"], out["windows_done"], out["windows_total"], out["eta_s"]) == \
+        (rid, "queued", 0, 0, None), body
+    assert out["elapsed_s"] >= 0 and body["executionTime"] == 0 and body["delayTime"] >= 0, body
+
+
 async def test_nothing_queued_starts_no_purge(idle_settings, temporal_client, store, cleanup):
     async with running_api(idle_settings, temporal_client, store) as base:
         async with httpx.AsyncClient(base_url=f"{base}/v2/{EP}", timeout=60,

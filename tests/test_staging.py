@@ -430,6 +430,32 @@ def test_each_input_is_sniffed_once(settings, store, render_id, samples, server,
     assert len(calls) == 2
 
 
+def test_content_already_checked_is_not_decoded_again(samples, monkeypatch):
+    """The same bytes for the same kind under the same limits pass without a second decode;
+    other limits decode again (and may refuse); a refusal is never kept."""
+    calls: list[str] = []
+    real = staging.check_media
+
+    def counting(key, path, kind, fmt, settings):
+        calls.append(key)
+        return real(key, path, kind, fmt, settings)
+
+    monkeypatch.setattr(staging, "check_media", counting)
+    monkeypatch.setattr(staging, "_CHECKED", type(staging._CHECKED)(maxsize=8))
+    wav = b64(samples["tone.wav"].read_bytes())
+    first = prepare(MediaSource("audio", "wav_base64", "base64", wav), SETTINGS_FOR_CONTENT)
+    again = prepare(MediaSource("audio_2", "wav_base64_2", "base64", wav), SETTINGS_FOR_CONTENT)
+    first.discard(), again.discard()
+    assert calls == ["wav_base64"] and again.facts == first.facts
+    seconds = first.facts.duration_s
+    for _ in range(2):  # a tighter limit: decoded again, refused each time (not kept)
+        with pytest.raises(InputError) as info:
+            prepare(MediaSource("audio", "wav_base64", "base64", wav),
+                    replace(SETTINGS_FOR_CONTENT, max_audio_seconds=seconds / 4))
+        assert info.value.field == "wav_base64"
+    assert calls == ["wav_base64"] * 3
+
+
 # ---- what a source holds: content checks (decoded once, when staged) -------------------------
 
 def b64(data: bytes, mime: str | None = None) -> str:

@@ -1,9 +1,11 @@
-"""Kubernetes probes, without a key: /livez while the process answers; /readyz once the app
-has connected (its lifespan) and Temporal's frontend answers its health check."""
+"""Kubernetes probes, without a key: /livez while the process answers (with its pid: which of
+the API's processes did); /readyz once the app has connected (its lifespan) and Temporal's
+frontend answers its health check."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from datetime import timedelta
 
 from fastapi import APIRouter, Request
@@ -16,7 +18,7 @@ router = APIRouter()
 
 @router.get("/livez", include_in_schema=False)
 async def livez():
-    return {"live": True}
+    return {"live": True, "pid": os.getpid()}
 
 
 @router.get("/readyz", include_in_schema=False)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 
 from longtalk.errors import HttpError
+from longtalk.payloads import render_prefix
 
 from .. import jobs
 from ..context import Api, api_of
@@ -98,25 +99,34 @@ async def stream(endpoint_id: str, render_id: str, request: Request):
     api = api_of(request)
     owner = api.owner_of(request, endpoint_id)
     desc = await api.owned(render_id, owner)
-    body = await api.renders.status_body(render_id, desc)
-    cursors, key = api.cursors, f"{render_id}/{desc.run_id}"
+    store = api.renders.store
+    body, said = await asyncio.gather(api.renders.status_body(render_id, desc),
+                                      asyncio.to_thread(store.get_json_or_none, cursor_key(render_id, desc.run_id)))
+    mark = None
     chunks = []
     if body["status"] in TERMINAL:
-        if cursors.get(key) == ("end",):
+        if said == ["end"]:
             if body["status"] == CANCELLED:
                 raise HttpError(410, f"render {render_id} was cancelled; its stream has ended")
         else:
-            cursors[key] = ("end",)
+            mark = ["end"]
             final = body.get("output") if body["status"] != FAILED and body["status"] != TIMED_OUT else None
             chunks.append({"output": final if final is not None else
                            {"status": body["status"], "error": body.get("error")}})
     elif "output" in body:
         out = body["output"]
-        mark = (out["stage"], out["windows_done"], out["windows_total"])
-        if cursors.get(key) != mark:
-            cursors[key] = mark
+        if said != [out["stage"], out["windows_done"], out["windows_total"]]:
+            mark = [out["stage"], out["windows_done"], out["windows_total"]]
             chunks.append({"output": out})
+    if mark is not None:
+        await asyncio.to_thread(store.put_json, cursor_key(render_id, desc.run_id), mark)
     return {"id": render_id, "status": body["status"], "stream": chunks}
+
+
+def cursor_key(render_id: str, run_id: str) -> str:
+    """What /stream last gave of the render's run, kept in the bucket (not in one API
+    process's memory), so any of the API's processes goes on from it."""
+    return f"{render_prefix(render_id)}stream/{run_id}.json"
 
 
 @router.post("/cancel/{render_id}", summary="Cancel a render (the GPU stops its window)")

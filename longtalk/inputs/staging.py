@@ -36,9 +36,13 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+import threading
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+
+from cachetools import LRUCache
 
 from ..errors import InputError
 from ..settings import Settings
@@ -136,7 +140,8 @@ def prepare(source: MediaSource, settings: Settings, directory: str | Path | Non
             raise InputError(source.key, "empty (0 bytes)")
         if fmt is None:
             fmt = _format(source, head)
-        facts = check_media(source.key, tmp, media_kind(source.field), fmt, settings)
+        facts = _checked(digest.hexdigest(), size, media_kind(source.field), fmt, settings,
+                         lambda: check_media(source.key, tmp, media_kind(source.field), fmt, settings))
         return Prepared(source=source, path=tmp, format=fmt, size=size,
                         sha256=digest.hexdigest(), facts=facts)
     except BaseException:
@@ -145,6 +150,27 @@ def prepare(source: MediaSource, settings: Settings, directory: str | Path | Non
         except FileNotFoundError:
             pass
         raise
+
+
+# What a decode check found for content already checked: the same bytes, read as the same
+# format for the same kind under the same limits, check the same way, so a portrait or a
+# track submitted again (the common case: many renders of one avatar) is not decoded again.
+# Only passes are kept (a refusal names the job's own key); bounded, shared by the threads.
+_CHECKED: LRUCache[tuple, MediaFacts] = LRUCache(maxsize=256)
+_CHECKED_LOCK = threading.Lock()
+
+
+def _checked(sha256: str, size: int, kind: str, fmt: MediaFormat, settings: Settings,
+             check: Callable[[], MediaFacts]) -> MediaFacts:
+    key = (sha256, size, kind, fmt.name, settings.fps, settings.min_image_side,
+           settings.max_aspect_ratio, settings.max_audio_seconds)
+    with _CHECKED_LOCK:
+        facts = _CHECKED.get(key)
+    if facts is None:
+        facts = check()
+        with _CHECKED_LOCK:
+            _CHECKED[key] = facts
+    return facts
 
 
 def _format(source: MediaSource, head: bytes) -> MediaFormat:

@@ -123,10 +123,10 @@ async def start(client: Client, settings: Settings, request: RenderRequest, *,
                    "priority": render_priority(request.render_id, low_priority)}
     if execution_timeout is not None:
         extra["execution_timeout"] = execution_timeout
+    memo = {**(memo or {}), "url_inputs": bool(request.input_urls)}  # /status reads ingest's warnings only then
     if request.warnings:  # every /status answer repeats what the submission said
-        memo = {**(memo or {}), "warnings": list(request.warnings)}
-    if memo:
-        extra["memo"] = memo
+        memo["warnings"] = list(request.warnings)
+    extra["memo"] = memo
     return await client.start_workflow(
         RENDER_WORKFLOW, request, id=request.render_id, task_queue=settings.render_queue,
         result_type=RenderResult,
