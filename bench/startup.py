@@ -60,32 +60,47 @@ async def pollers(client, queue: str, activity: bool) -> set[str]:
     return {p.identity for p in resp.pollers}
 
 
+async def milestones(argv: list[str], env: dict, cwd: Path, log: Path, checks: dict, limit_s: float) -> dict:
+    """Start `argv` and poll every 20 ms until each of `checks` (name -> async predicate of the
+    process) has held once, or `limit_s` passes: seconds from the start to each."""
+    with open(log, "ab") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    got: dict = {}
+    try:
+        while len(got) < len(checks) and time.monotonic() - t0 < limit_s:
+            now = time.monotonic() - t0
+            for name, check in checks.items():
+                if name not in got and await check(proc):
+                    got[name] = now
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[-1]} exited: {log.read_text()[-2000:]}")
+            await asyncio.sleep(0.02)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return got
+
+
 async def time_worker(client, settings: Settings, code: Path, roles: str, env: dict, log: Path) -> dict:
     """Seconds from the process's start to: the READY line, /readyz 200, the first poll."""
     health = free_port()
     queue = settings.gpu_queue if roles == "gpu" else settings.render_queue
     full = {**os.environ, **settings.to_env(), "LONGTALK_WORKER_ROLES": roles,
             "LONGTALK_HEALTH_PORT": str(health), **env}
-    with open(log, "ab") as out:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, str(code / "worker.py")], env=full, cwd=code,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    got: dict = {}
-    try:
-        while len(got) < 3 and time.monotonic() - t0 < 300:
-            now = time.monotonic() - t0
-            if "ready_line" not in got and READY_LINE in log.read_text(errors="replace"):
-                got["ready_line"] = now
-            if "readyz" not in got and status(f"http://127.0.0.1:{health}/readyz") == 200:
-                got["readyz"] = now
-            if "first_poll" not in got and any(f"-{proc.pid}@" in p for p in await pollers(client, queue, roles == "gpu")):
-                got["first_poll"] = now
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
-            await asyncio.sleep(0.02)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+
+    async def ready_line(proc):
+        return READY_LINE in log.read_text(errors="replace")
+
+    async def readyz(proc):
+        return status(f"http://127.0.0.1:{health}/readyz") == 200
+
+    async def first_poll(proc):
+        return any(f"-{proc.pid}@" in p for p in await pollers(client, queue, roles == "gpu"))
+
+    got = await milestones([sys.executable, str(code / "worker.py")], full, code, log,
+                           {"ready_line": ready_line, "readyz": readyz, "first_poll": first_poll}, 300)
     got.setdefault("readyz", None)  # an older worker has no probes
     return got
 
@@ -94,25 +109,14 @@ async def time_api(settings: Settings, log: Path) -> dict:
     port = free_port()
     env = {**os.environ, **settings.to_env(), "LONGTALK_API_ADDRESS": f"127.0.0.1:{port}",
            "LONGTALK_API_KEYS": f"bench:{KEY_A}"}
-    with open(log, "ab") as out:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "api"], env=env, cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    got: dict = {}
-    try:
-        while len(got) < 2 and time.monotonic() - t0 < 120:
-            now = time.monotonic() - t0
-            if "first_answer" not in got and status(f"http://127.0.0.1:{port}/livez") == 200:
-                got["first_answer"] = now
-            if "readyz" not in got and status(f"http://127.0.0.1:{port}/readyz") == 200:
-                got["readyz"] = now
-            if proc.poll() is not None:
-                raise RuntimeError(f"api exited: {log.read_text()[-2000:]}")
-            await asyncio.sleep(0.02)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    return got
+
+    async def answers(path: str):
+        async def check(proc):
+            return status(f"http://127.0.0.1:{port}{path}") == 200
+        return check
+
+    return await milestones([sys.executable, "-m", "api"], env, ROOT, log,
+                            {"first_answer": await answers("/livez"), "readyz": await answers("/readyz")}, 120)
 
 
 def summary(runs: list[dict]) -> dict:
