@@ -142,7 +142,10 @@ def resume_cancelled(api, d, media, gpu, backend, monkeypatch):
     assert status_sync(api, KEY_A, rid)["status"] == "COMPLETED"
     again = {k for r_id, k in calls[before:] if r_id == rid}
     assert again and not again & kept, (again, kept)  # the stored windows were not rendered again
-    assert again | kept == set(range(17))
+    # every window is stored once: kept, rendered by the resumed run, or the one a GPU was on when
+    # the cancel came (it may finish and be stored after the page counted the kept ones)
+    in_flight = {k for r_id, k in calls[:before] if r_id == rid} - kept
+    assert set(range(17)) - (again | kept) <= in_flight, (again, kept, in_flight)
 
 
 async def test_name_and_labels(api, browser, media):  # noqa: F811
