@@ -428,3 +428,59 @@ async def test_a_job_past_its_execution_timeout_is_retried_and_billed(temporal_c
     assert row["device"].startswith("RunPod timed GPU stand-in")
     assert result["usage"]["actual"]["cost"] == row["cost"]  # no local window: the RunPod row is the cost
     assert detail["usage"] == result["usage"]["actual"]  # the dashboard's render page shows the same
+
+
+async def test_a_short_render_is_not_queued_behind_a_long_one(temporal_client, settings, store, workers, runpod,
+                                                              tmp_path):
+    """Fairness on the RunPod pool: a long render of 6 chains keeps 4 windows waiting behind
+    the endpoint's 2 slots (LONGTALK_RUNPOD_MAX_JOBS = max workers). A short render submitted
+    after it gets each of its windows onto RunPod within the next free slot or two (the
+    dispatcher's queue hands tasks out round robin between renders), not after the 4 waiting
+    ones (first in, first out), and it finishes while most of the long render is still to do."""
+    from longtalk.testing import transcode
+    from workflows.render import chain_workflow_id
+
+    server, rp = runpod
+    server.standin.max_workers = 2
+    server.standin.worker_env.update(LONGTALK_BACKEND="timed", LONGTALK_TIMED_WINDOW_S="1")
+    rp = dataclasses.replace(rp, runpod_max_jobs=2)
+    frames = 30 * (rp.window - rp.motion) + rp.motion
+    speech = transcode(EXAMPLES / "speech.ogg", tmp_path / "long.ogg", {"stream_loop": -1},
+                       t=f"{frames / rp.fps + 1:.3f}", **{"c:a": "libopus", "b:a": "32k"}, ac=1)
+    long_job = write_job(tmp_path, image_path=EXAMPLES / "portrait.png", wav_path=speech, width=SIZE, height=SIZE,
+                         max_frame=frames, parallel_chains=6)
+    (tmp_path / "long.json").write_text(Path(long_job).read_text())
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    long_id, short_id = f"fl-{uuid.uuid4().hex[:8]}", f"fs-{uuid.uuid4().hex[:8]}"
+    clock = time.time() - time.monotonic()  # the stand-in's monotonic times -> wall clock
+    try:
+        long_run = asyncio.create_task(run_starter(temporal_client, rp, str(tmp_path / "long.json"), "--id", long_id,
+                                                   "--backend", "timed"))
+
+        async def long_started():
+            return len(server.standin.taken) >= 4
+        await until(long_started, timeout=120, every=0.1)
+        short = await run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", short_id, "--backend", "timed")
+        long_done_then = sum(1 for k in store.list(f"renders/{long_id}/windows/") if k.endswith("/meta.json"))
+        rc_l, res_l, err_l = await long_run
+    finally:
+        await stop(ws, tasks)
+    rc_s, res_s, err_s = short
+    assert rc_s == 0, err_s
+    assert rc_l == 0, err_l
+    assert len(store.get_json(f"renders/{long_id}/plan.json")["chains"]) == 6
+    jobs = list(server.standin.jobs.values())
+    render_of = {j.id: j.input["window"]["context"]["render_id"] for j in jobs}
+    started = {j.id: clock + j.started for j in jobs}
+    history = await temporal_client.get_workflow_handle(chain_workflow_id(short_id, 0)).fetch_history()
+    scheduled = [e.event_time.ToDatetime().timestamp() for e in history.events
+                 if e.HasField("activity_task_scheduled_event_attributes")]
+    short_jobs = [j for j in server.standin.taken if render_of[j] == short_id]
+    assert len(short_jobs) == len(scheduled) == res_s["windows"] >= 2
+    for queued_at, job_id in zip(scheduled, short_jobs):
+        # the long render's jobs that went to RunPod while this short window waited for a slot
+        ahead = [j for j in server.standin.taken
+                 if render_of[j] == long_id and queued_at < started[j] < started[job_id]]
+        assert len(ahead) <= 2, (len(ahead), [render_of[j][:2] for j in server.standin.taken])
+    # the short render was done before the long one had rendered half its windows
+    assert long_done_then <= res_l["windows"] // 2, (long_done_then, res_l["windows"])
