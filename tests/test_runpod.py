@@ -347,6 +347,11 @@ async def test_a_lost_job_is_a_failed_attempt(temporal_client, settings, store, 
     assert counts == {w: 1 for w in range(result["windows"])}, counts
     attempts = [store.get_json(key)["attempt"] for key in store.list(window_prefix(rid, k) + "attempts/")]
     assert sorted(attempts) == [1, 2]  # the lost job's attempt, and the retry's new job
+    # the lost job's times are unknown: its record says so, the billed seconds are the others'
+    row = next(r for r in result["usage"]["actual"]["per_gpu"] if r.get("pool") == "runpod")
+    assert (row["jobs"], row["jobs_unreported"], row["jobs_failed"]) == (result["windows"] + 1, 1, 0), row
+    known = sum(j.as_status()["executionTime"] for j in server.standin.jobs.values()) / 1000
+    assert row["billed_s"] == pytest.approx(known, abs=0.01)
 
 
 async def test_dispatcher_stop_closes_its_session(temporal_client, settings, store, runpod):
