@@ -489,3 +489,40 @@ async def test_a_short_render_is_not_queued_behind_a_long_one(temporal_client, s
         assert len(ahead) <= 2, (len(ahead), [render_of[j][:2] for j in server.standin.taken])
     # the short render was done before the long one had rendered half its windows
     assert long_done_then <= res_l["windows"] // 2, (long_done_then, res_l["windows"])
+
+
+async def test_a_job_that_ended_unwatched_is_still_billed(temporal_client, settings, store, workers, runpod,
+                                                          tmp_path):
+    """A dispatcher killed after /run leaves the job's records without an end; the job
+    finishes the window meanwhile. The window's next attempt finds meta.json stored and
+    submits nothing, but asks RunPod for that job's end and records it for the bill."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.runpod import RunPodDispatcher, job_billing_key, job_record_key
+    from longtalk.payloads import RenderWindowInput
+    from longtalk.serverless.protocol import WindowRequest
+
+    server, rp = runpod
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        rid = f"ru-{uuid.uuid4().hex[:8]}"
+        rc, _, err = await run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid)
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    job = next(j for j in server.standin.jobs.values() if j.input["window"]["index"] == 0)
+    unfinished = {"job": job.id, "attempt": 1, "dispatcher": "killed"}  # what _submit had written
+    store.put_json(job_record_key(rid, 0), unfinished)
+    store.put_json(job_billing_key(rid, 0, job.id), unfinished)
+    req = WindowRequest.from_input(job.input)
+    again = RunPodDispatcher(store, rp, identity="retry")
+    runs = server.standin.runs
+    try:
+        result = await ActivityEnvironment().run(again.render_window,
+                                                 RenderWindowInput(req.context, req.index, req.chain_first))
+    finally:
+        await again.endpoint.close()
+    assert result.index == 0 and not result.rendered and server.standin.runs == runs  # nothing submitted
+    billing = store.get_json(job_billing_key(rid, 0, job.id))
+    assert billing["status"] == "COMPLETED" and billing["attempt"] == 1
+    assert billing["executionTime"] == job.as_status()["executionTime"]
