@@ -189,11 +189,24 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
             raise task.exception()
     log.info("shutting down")
     health.set("stopping")  # no longer ready; alive until the windows in flight are done
+    await shutdown(workers, beats)
+
+
+async def shutdown(workers: list[Worker], beats: list[asyncio.Task]) -> None:
+    """Stop the workers (the windows in flight get their grace), then their fleet records'
+    writers; a worker that stops cleanly leaves the fleet page at once, and the RunPod
+    dispatcher's HTTP session to the endpoint is closed."""
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     for beat in beats:
         beat.cancel()
-    for record in records:  # a worker that stops cleanly leaves the fleet page at once
-        await asyncio.to_thread(record.remove)
+    await asyncio.gather(*beats, return_exceptions=True)
+    for w in workers:
+        record = getattr(w, "longtalk_fleet", None)
+        if record is not None:
+            await asyncio.to_thread(record.remove)
+        endpoint = getattr(record, "endpoint", None)
+        if endpoint is not None:
+            await endpoint.close()
 
 
 def main() -> None:

@@ -408,7 +408,8 @@ class CpuActivities:
         self.store.delete_many([k for k in stored if "/tail_" in k])
         usage = {"estimate": self.store.get_json_or_none(estimate_key(req.render_id)),
                  "actual": actual_usage(self.store, [k for k in stored if k.endswith("/meta.json")],
-                                        Prices(self.settings.gpu_prices))}
+                                        Prices(self.settings.gpu_prices), [k for k in stored if "/runpod/" in k],
+                                        self.settings.runpod_idle_timeout_s)}
         expiry = inp.presign_expiry_s or self.settings.presign_expiry_s
         result = RenderResult(
             render_id=req.render_id, status="completed", bucket=self.store.bucket, video_key=key,
@@ -417,20 +418,13 @@ class CpuActivities:
             windows=inp.windows, backend=req.backend, size_bytes=size, warnings=list(req.warnings),
             video_path=f"{self.store.bucket}/{key}" if req.spec.network_volume else None, usage=usage,
             quality=(self.store.get_json_or_none(derived_keys(req.render_id)["quality"]) or {}).get("summary"),
-            runpod_execution_s=self._runpod_seconds([k for k in stored if k.endswith("/runpod.json")]),
+            runpod_execution_s=next((r["billed_s"] for r in usage["actual"]["per_gpu"] if r.get("pool") == "runpod"),
+                                    None),
         )
         manifest = dataclasses.asdict(result)
         manifest.pop("video_url")
         self.store.put_json(derived_keys(req.render_id)["manifest"], manifest)
         return result
-
-    def _runpod_seconds(self, keys: list[str]) -> float | None:
-        """The RunPod jobs' executionTime summed over the windows that rendered there (what
-        RunPod bills, less cold starts and idle time); None when no window did."""
-        if not keys:
-            return None
-        ms = sum(int((self.store.get_json_or_none(k) or {}).get("executionTime") or 0) for k in keys)
-        return round(ms / 1000, 3)
 
     # ---- endings that are not a video ----------------------------------------------
     @activity.defn(name="discard")

@@ -9,19 +9,26 @@ there and polls that job again instead of submitting another. A window whose met
 stored is done. A job that fails, times out, is cancelled on RunPod's side or is lost (404:
 its result expired) is a failed attempt, retried like any other, with a new job and fresh
 presigned URLs. Cancelling the activity (the render is cancelled) cancels the job.
+
+Billing: every job also has a record of its own, windows/{k}/runpod/{job}.json, which gets the
+job's final status, delayTime and executionTime (RunPod bills failed and timed-out jobs too);
+the finished render sums them (longtalk.usage). A job carries policy.executionTimeout, from
+the window's expected time (execution_timeout_s): RunPod ends a job past it TIMED_OUT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from temporalio import activity
 
-from longtalk import runpod_api
+from longtalk import runpod_api, visibility as vis
+from longtalk.gpu_time import default_window_s
 from longtalk.errors import TransientError
-from longtalk.payloads import RenderWindowInput, RenderWindowResult, window_meta_key, window_prefix
+from longtalk.payloads import RenderContext, RenderWindowInput, RenderWindowResult, window_meta_key, window_prefix
 from longtalk.runpod_api import RunPodEndpoint
 from longtalk.serverless.protocol import job_input
 from longtalk.settings import Settings
@@ -36,6 +43,21 @@ log = logging.getLogger(__name__)
 def job_record_key(render_id: str, k: int) -> str:
     """The window's RunPod job: id, and once it ended, its status, delayTime and executionTime."""
     return window_prefix(render_id, k) + "runpod.json"
+
+
+def job_billing_key(render_id: str, k: int, job_id: str) -> str:
+    """One job of the window (every attempt's): what RunPod reported of it once it ended."""
+    return f"{window_prefix(render_id, k)}runpod/{job_id}.json"
+
+
+def execution_timeout_s(ctx: RenderContext, settings: Settings) -> int:
+    """The job's policy.executionTimeout: LONGTALK_RUNPOD_TIMEOUT_MARGIN_S + LONGTALK_RUNPOD_TIMEOUT_FACTOR
+    x the window's expected time (the estimate's default figure for its backend, mode, size and
+    frames); at least RunPod's minimum of 5 s."""
+    spec = ctx.spec
+    expected = default_window_s("", ctx.backend, vis.mode_of(spec.input_type, spec.person_count), spec.width,
+                                spec.height, ctx.window_params.window, settings.timed_window_s).busy_s
+    return max(5, math.ceil(settings.runpod_timeout_margin_s + settings.runpod_timeout_factor * expected))
 
 
 class RunPodDispatcher:
@@ -56,7 +78,12 @@ class RunPodDispatcher:
     async def render_window(self, inp: RenderWindowInput) -> RenderWindowResult:
         """The window's stored result, or the window rendered by a RunPod job."""
         stored = await asyncio.to_thread(stored_result, self.store, inp.context.render_id, inp.index)
-        return stored if stored is not None else await self._dispatch(inp)
+        if stored is None:
+            return await self._dispatch(inp)
+        record = await asyncio.to_thread(self.store.get_json_or_none, job_record_key(inp.context.render_id, inp.index))
+        if record and record.get("job") and not record.get("status"):
+            await self._find_job(inp.context.render_id, inp.index)  # its job's billing, not recorded yet
+        return stored
 
     async def _dispatch(self, inp: RenderWindowInput) -> RenderWindowResult:
         ctx, k = inp.context, inp.index
@@ -106,6 +133,12 @@ class RunPodDispatcher:
             status = await self.endpoint.status(job_id)
             if status is not None and status.get("status") in (runpod_api.IN_QUEUE, runpod_api.IN_PROGRESS):
                 return job_id, status
+            if status is not None and status.get("status") in runpod_api.FINAL:
+                # it ended while no dispatcher polled it (one was killed): still billed
+                billing = await asyncio.to_thread(self.store.get_json_or_none, job_billing_key(render_id, k, job_id))
+                if not (billing or {}).get("status"):
+                    await self._record_end(render_id, k, job_id, status, (billing or {}).get("attempt", 0),
+                                           current=False)
         return "", {}
 
     async def _submit(self, inp: RenderWindowInput) -> str:
@@ -116,12 +149,12 @@ class RunPodDispatcher:
         body = await asyncio.to_thread(job_input, inp, self.store, self.settings.runpod_url_expiry_s, stamp)
         await asyncio.to_thread(record_attempt, self.store, self.identity, ctx.render_id, k)
         started = time.monotonic()
-        job_id = await self.endpoint.run(body, execution_timeout_s=int(self.settings.comfy_prompt_timeout_s) + 600)
+        job_id = await self.endpoint.run(body, execution_timeout_s=execution_timeout_s(ctx, self.settings))
         self.submitted += 1
         # in the bucket at once: a dispatcher killed before its next heartbeat reaches the
         # server still leaves the job findable
-        await asyncio.to_thread(self.store.put_json, job_record_key(ctx.render_id, k),
-                                {"job": job_id, "attempt": info.attempt, "dispatcher": self.identity})
+        await self._record(ctx.render_id, k, job_id, {"job": job_id, "attempt": info.attempt,
+                                                      "dispatcher": self.identity})
         log.info("window %d of %s: RunPod job %s submitted in %.3f s", k, ctx.render_id, job_id,
                  time.monotonic() - started)
         return job_id
@@ -141,16 +174,26 @@ class RunPodDispatcher:
                 if isinstance(progress, dict) and "fraction" in progress:
                     state["fraction"] = progress["fraction"]
             if name in runpod_api.FINAL:
-                record = {"job": job_id, "status": name, "attempt": activity.info().attempt,
-                          "dispatcher": self.identity, "worker": status.get("workerId", ""),
-                          "delayTime": status.get("delayTime"), "executionTime": status.get("executionTime")}
-                await asyncio.to_thread(self.store.put_json, job_record_key(render_id, k), record)
+                await self._record_end(render_id, k, job_id, status, activity.info().attempt)
                 state.update(delayTime=status.get("delayTime"), executionTime=status.get("executionTime"))
                 if name != runpod_api.COMPLETED:
                     raise TransientError(f"RunPod job {job_id} of window {k}: {name}: "
                                          f"{str(status.get('error') or '')[:500]}")
                 return status
             await asyncio.sleep(self.settings.runpod_poll_s)
+
+    async def _record(self, render_id: str, k: int, job_id: str, record: dict, current: bool = True) -> None:
+        """The job's own record (billing) and, for the window's current job, runpod.json."""
+        keys = [job_billing_key(render_id, k, job_id)] + ([job_record_key(render_id, k)] if current else [])
+        await asyncio.gather(*(asyncio.to_thread(self.store.put_json, key, record) for key in keys))
+
+    async def _record_end(self, render_id: str, k: int, job_id: str, status: dict, attempt: int,
+                          current: bool = True) -> None:
+        output = status.get("output") if isinstance(status.get("output"), dict) else {}
+        await self._record(render_id, k, job_id, current=current, record={
+            "job": job_id, "status": status.get("status"), "attempt": attempt, "dispatcher": self.identity,
+            "worker": status.get("workerId", ""), "gpu": output.get("gpu", ""),
+            "delayTime": status.get("delayTime"), "executionTime": status.get("executionTime")})
 
     async def _cancel(self, job_id: str) -> None:
         try:

@@ -58,6 +58,11 @@ class Settings:
     runpod_max_jobs: int = 3  # windows in flight on the endpoint: set it to the endpoint's max workers
     runpod_poll_s: float = 2.0  # /status this often while a window's job runs
     runpod_url_expiry_s: int = 24 * 3600  # presigned URLs of a job: its queue wait and render must fit
+    # a job's policy.executionTimeout: margin + factor x the window's expected time (RunPod ends
+    # a job past it TIMED_OUT and stops its worker; the window's attempt failed, it is retried)
+    runpod_timeout_margin_s: float = 600.0  # ComfyUI loading the models for a fresh worker's first window
+    runpod_timeout_factor: float = 3.0
+    runpod_idle_timeout_s: float = 5.0  # the endpoint's idle timeout (RunPod's setting): bounds unseen billing
     # rendering
     backend: str = "preview"
     comfy_url: str = "http://127.0.0.1:8188"
@@ -160,10 +165,13 @@ class Settings:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
         if self.gpu_pool not in GPU_POOLS:
             raise ValueError(f"{PREFIX}GPU_POOL: use one of {', '.join(GPU_POOLS)}, got {self.gpu_pool!r}")
-        for name in ("runpod_max_jobs", "runpod_poll_s", "runpod_url_expiry_s"):
+        for name in ("runpod_max_jobs", "runpod_poll_s", "runpod_url_expiry_s", "runpod_timeout_factor"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()}: must be positive, got {getattr(self, name)}")
 
+        for name in ("runpod_timeout_margin_s", "runpod_idle_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{PREFIX}{name.upper()}: must be 0 or more, got {getattr(self, name)}")
         Prices(self.gpu_prices)  # ValueError naming LONGTALK_GPU_PRICES
         if self.ffmpeg:
             try:

@@ -503,6 +503,13 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     wait_for(lambda: d.find_elements(By.ID, "download"), 30, 0.3, "the download link")
     assert d.find_element(By.CSS_SELECTOR, ".head .status").text == "completed"
 
+    def gpu_use():
+        terms, values = d.find_elements(By.CSS_SELECTOR, "dl.kv dt"), d.find_elements(By.CSS_SELECTOR, "dl.kv dd")
+        return next((v.text for t, v in zip(terms, values) if t.text == "GPU use"), None)
+    # what the render used (the result's usage.actual): its GPU kind's windows; no price is set here
+    use = wait_for(lambda: (lambda t: t if t and "windows" in t else None)(gpu_use()), 30, 0.3, "the GPU use row")
+    assert re.search(r": \d+ windows, .+, no price$", use), use
+
     # cancel a second render from its page, through the confirmation dialog
     other = next_id(monkeypatch)
     gpu.slow[other] = 8.0  # longer than a heartbeat interval: the cancel reaches the window

@@ -25,7 +25,7 @@ from tests.faults import start_worker, until
 from tests.helpers import run_starter, write_job
 from tests.media import EXAMPLES, frame_checksums
 from tests.runpod_standin.server import start_runpod_standin
-from worker import build_workers
+from worker import build_workers, shutdown
 
 pytestmark = pytest.mark.timeout(180)
 SIZE = 64
@@ -63,25 +63,22 @@ async def runpod(settings, s3_server, tmp_path):
     await server.close()
 
 
-async def dispatcher(temporal_client, settings, store):
-    """The dispatcher worker (role runpod) in this process; returns (workers, tasks)."""
-    own = dataclasses.replace(settings, worker_roles="runpod", fleet_heartbeat_s=0.5)
+async def dispatcher(temporal_client, settings, store, roles: str = "runpod"):
+    """The dispatcher worker (role runpod; `roles` may add cpu) in this process; returns
+    (workers, tasks)."""
+    own = dataclasses.replace(settings, worker_roles=roles, fleet_heartbeat_s=0.5)
     ws = build_workers(temporal_client, own, store, identity="dispatch")
     # as worker.run does: the endpoint's record in the fleet registry, kept fresh
-    beats = [asyncio.create_task(w.longtalk_fleet.run()) for w in ws]
+    beats = [asyncio.create_task(w.longtalk_fleet.run()) for w in ws if getattr(w, "longtalk_fleet", None)]
     return ws, beats + [asyncio.create_task(w.run()) for w in ws]
 
 
 async def stop(ws, tasks):
-    """Stop the record's writer first, then remove the record (as a worker that stops
-    cleanly leaves the fleet page), then the workers."""
-    beats, runs = tasks[:len(ws)], tasks[len(ws):]
-    for beat in beats:
-        beat.cancel()
-    await asyncio.gather(*beats, return_exceptions=True)
-    for w in ws:
-        w.longtalk_fleet.remove()
-        await w.shutdown()
+    """As worker.run stops: the workers, their records' writers, the records (a worker that
+    stops cleanly leaves the fleet page) and the dispatcher's session to the endpoint."""
+    records = sum(1 for w in ws if getattr(w, "longtalk_fleet", None))
+    beats, runs = tasks[:records], tasks[records:]
+    await shutdown(ws, beats)
     await asyncio.gather(*runs, return_exceptions=True)
 
 
@@ -350,3 +347,182 @@ async def test_a_lost_job_is_a_failed_attempt(temporal_client, settings, store, 
     assert counts == {w: 1 for w in range(result["windows"])}, counts
     attempts = [store.get_json(key)["attempt"] for key in store.list(window_prefix(rid, k) + "attempts/")]
     assert sorted(attempts) == [1, 2]  # the lost job's attempt, and the retry's new job
+    # the lost job's times are unknown: its record says so, the billed seconds are the others'
+    row = next(r for r in result["usage"]["actual"]["per_gpu"] if r.get("pool") == "runpod")
+    assert (row["jobs"], row["jobs_unreported"], row["jobs_failed"]) == (result["windows"] + 1, 1, 0), row
+    known = sum(j.as_status()["executionTime"] for j in server.standin.jobs.values()) / 1000
+    assert row["billed_s"] == pytest.approx(known, abs=0.01)
+
+
+async def test_dispatcher_stop_closes_its_session(temporal_client, settings, store, runpod):
+    """worker.shutdown closes the dispatcher's HTTP session to the endpoint (the fleet
+    record's /health calls opened it): no "Unclosed client session" at exit."""
+    _, rp = runpod
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    endpoint = ws[0].longtalk_fleet.endpoint
+
+    async def asked_health():
+        return ws[0].longtalk_fleet.health.get("workers") is not None
+    await until(asked_health, timeout=30, every=0.1)
+    session = endpoint._session  # noqa: SLF001
+    assert session is not None and not session.closed
+    await stop(ws, tasks)
+    assert session.closed
+
+
+async def test_a_job_past_its_execution_timeout_is_retried_and_billed(temporal_client, settings, store, runpod,
+                                                                     tmp_path):
+    """Each job carries policy.executionTimeout from the window's expected time (margin 20 s, for
+    a fresh worker's first window on a loaded machine, + 3 x LONGTALK_TIMED_WINDOW_S 1 s = 23 s). The first worker's handler is slower than that:
+    RunPod (the stand-in) ends the job TIMED_OUT and stops the worker; the window's attempt
+    fails, its retry (on a fresh worker that renders in time) finishes the render. The result
+    and the dashboard's render page bill every job, the timed-out one too."""
+    from api.auth import Keys
+    from api.context import Api
+    from api.service import Renders
+    from longtalk.testing import api_settings
+
+    server, rp = runpod
+    server.standin.max_workers = 1
+    server.standin.worker_env.update(LONGTALK_BACKEND="timed", LONGTALK_TIMED_WINDOW_S="60")
+    rp = dataclasses.replace(rp, runpod_max_jobs=1, timed_window_s=1.0, runpod_timeout_margin_s=20.0,
+                             runpod_timeout_factor=3.0, runpod_idle_timeout_s=5.0, gpu_prices="runpod=0.001/s",
+                             render_queue=f"render-{uuid.uuid4().hex[:6]}")
+    # its own CPU worker: the result's cost is priced by the publishing worker's settings
+    ws, tasks = await dispatcher(temporal_client, rp, store, roles="cpu,runpod")
+    try:
+        rid = f"rt-{uuid.uuid4().hex[:8]}"
+        render = asyncio.create_task(run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid,
+                                                 "--backend", "timed"))
+
+        async def timed_out():
+            return next((j for j in server.standin.jobs.values() if j.status == "TIMED_OUT"), None)
+        late = await until(timed_out, timeout=90, every=0.05)
+        server.standin.worker_env["LONGTALK_TIMED_WINDOW_S"] = "0.5"  # the next workers render in time
+        rc, result, err = await render
+        web = dataclasses.replace(api_settings(rp), api_admin_names="root")
+        model = Api.from_settings(web, Keys.from_settings(web)).model
+        model.renders = Renders(temporal_client, web, store)
+        detail = await model.render_detail(rid, "root")
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    assert late.policy == {"executionTimeout": 23000}
+    assert 23.0 <= late.as_status()["executionTime"] / 1000 < 30.0  # stopped at its limit, not at 60 s
+    # RunPod stops the worker of a timed-out job: it took no other
+    assert getattr(server.standin.workers.get(late.worker), "state", "gone") in ("stopping", "gone")
+    assert [j.id for j in server.standin.jobs.values() if j.worker == late.worker] == [late.id]
+    k, n = late.input["window"]["index"], result["windows"]
+    assert submissions(server.standin) == {w: 2 if w == k else 1 for w in range(n)}, [(j.status, j.error, j.worker, j.as_status()) for j in server.standin.jobs.values()]
+    billing = [store.get_json(key) for key in store.list(window_prefix(rid, k) + "runpod/")]
+    assert sorted(b["status"] for b in billing) == ["COMPLETED", "TIMED_OUT"]
+    attempts = [store.get_json(key)["attempt"] for key in store.list(window_prefix(rid, k) + "attempts/")]
+    assert sorted(attempts) == [1, 2]
+    # billed: every job's executionTime, the timed-out job's 23 s included
+    rows = [r for r in result["usage"]["actual"]["per_gpu"] if r.get("pool") == "runpod"]
+    assert len(rows) == 1, result["usage"]
+    row = rows[0]
+    billed = sum(j.as_status()["executionTime"] for j in server.standin.jobs.values()) / 1000
+    assert row["jobs"] == n + 1 and row["jobs_failed"] == 1 and row["windows"] == n
+    assert row["billed_s"] == pytest.approx(billed, abs=0.01) and row["billed_s"] >= 23.0
+    assert result["runpod_execution_s"] == row["billed_s"]
+    delays = sum(j.as_status()["delayTime"] for j in server.standin.jobs.values()) / 1000
+    assert row["unseen_max_s"] == pytest.approx(delays + 5.0 * (n + 1), abs=0.01)
+    assert row["cost"] == pytest.approx(row["billed_s"] * 0.001, abs=1e-4)
+    assert row["cost_max"] == pytest.approx((row["billed_s"] + row["unseen_max_s"]) * 0.001, abs=1e-4)
+    assert row["device"].startswith("RunPod timed GPU stand-in")
+    assert result["usage"]["actual"]["cost"] == row["cost"]  # no local window: the RunPod row is the cost
+    assert detail["usage"] == result["usage"]["actual"]  # the dashboard's render page shows the same
+
+
+async def test_a_short_render_is_not_queued_behind_a_long_one(temporal_client, settings, store, workers, runpod,
+                                                              tmp_path):
+    """Fairness on the RunPod pool: a long render of 6 chains keeps 4 windows waiting behind
+    the endpoint's 2 slots (LONGTALK_RUNPOD_MAX_JOBS = max workers). A short render submitted
+    after it gets each of its windows onto RunPod within the next free slot or two (the
+    dispatcher's queue hands tasks out round robin between renders), not after the 4 waiting
+    ones (first in, first out), and it finishes while most of the long render is still to do."""
+    from longtalk.testing import transcode
+    from workflows.render import chain_workflow_id
+
+    server, rp = runpod
+    server.standin.max_workers = 2
+    server.standin.worker_env.update(LONGTALK_BACKEND="timed", LONGTALK_TIMED_WINDOW_S="1")
+    rp = dataclasses.replace(rp, runpod_max_jobs=2)
+    frames = 30 * (rp.window - rp.motion) + rp.motion
+    speech = transcode(EXAMPLES / "speech.ogg", tmp_path / "long.ogg", {"stream_loop": -1},
+                       t=f"{frames / rp.fps + 1:.3f}", **{"c:a": "libopus", "b:a": "32k"}, ac=1)
+    long_job = write_job(tmp_path, image_path=EXAMPLES / "portrait.png", wav_path=speech, width=SIZE, height=SIZE,
+                         max_frame=frames, parallel_chains=6)
+    (tmp_path / "long.json").write_text(Path(long_job).read_text())
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    long_id, short_id = f"fl-{uuid.uuid4().hex[:8]}", f"fs-{uuid.uuid4().hex[:8]}"
+    clock = time.time() - time.monotonic()  # the stand-in's monotonic times -> wall clock
+    try:
+        long_run = asyncio.create_task(run_starter(temporal_client, rp, str(tmp_path / "long.json"), "--id", long_id,
+                                                   "--backend", "timed"))
+
+        async def long_started():
+            return len(server.standin.taken) >= 4
+        await until(long_started, timeout=120, every=0.1)
+        short = await run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", short_id, "--backend", "timed")
+        long_done_then = sum(1 for k in store.list(f"renders/{long_id}/windows/") if k.endswith("/meta.json"))
+        rc_l, res_l, err_l = await long_run
+    finally:
+        await stop(ws, tasks)
+    rc_s, res_s, err_s = short
+    assert rc_s == 0, err_s
+    assert rc_l == 0, err_l
+    assert len(store.get_json(f"renders/{long_id}/plan.json")["chains"]) == 6
+    jobs = list(server.standin.jobs.values())
+    render_of = {j.id: j.input["window"]["context"]["render_id"] for j in jobs}
+    started = {j.id: clock + j.started for j in jobs}
+    history = await temporal_client.get_workflow_handle(chain_workflow_id(short_id, 0)).fetch_history()
+    scheduled = [e.event_time.ToDatetime().timestamp() for e in history.events
+                 if e.HasField("activity_task_scheduled_event_attributes")]
+    short_jobs = [j for j in server.standin.taken if render_of[j] == short_id]
+    assert len(short_jobs) == len(scheduled) == res_s["windows"] >= 2
+    for queued_at, job_id in zip(scheduled, short_jobs):
+        # the long render's jobs that went to RunPod while this short window waited for a slot
+        ahead = [j for j in server.standin.taken
+                 if render_of[j] == long_id and queued_at < started[j] < started[job_id]]
+        assert len(ahead) <= 2, (len(ahead), [render_of[j][:2] for j in server.standin.taken])
+    # the short render was done before the long one had rendered half its windows
+    assert long_done_then <= res_l["windows"] // 2, (long_done_then, res_l["windows"])
+
+
+async def test_a_job_that_ended_unwatched_is_still_billed(temporal_client, settings, store, workers, runpod,
+                                                          tmp_path):
+    """A dispatcher killed after /run leaves the job's records without an end; the job
+    finishes the window meanwhile. The window's next attempt finds meta.json stored and
+    submits nothing, but asks RunPod for that job's end and records it for the bill."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.runpod import RunPodDispatcher, job_billing_key, job_record_key
+    from longtalk.payloads import RenderWindowInput
+    from longtalk.serverless.protocol import WindowRequest
+
+    server, rp = runpod
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        rid = f"ru-{uuid.uuid4().hex[:8]}"
+        rc, _, err = await run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid)
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    job = next(j for j in server.standin.jobs.values() if j.input["window"]["index"] == 0)
+    unfinished = {"job": job.id, "attempt": 1, "dispatcher": "killed"}  # what _submit had written
+    store.put_json(job_record_key(rid, 0), unfinished)
+    store.put_json(job_billing_key(rid, 0, job.id), unfinished)
+    req = WindowRequest.from_input(job.input)
+    again = RunPodDispatcher(store, rp, identity="retry")
+    runs = server.standin.runs
+    try:
+        result = await ActivityEnvironment().run(again.render_window,
+                                                 RenderWindowInput(req.context, req.index, req.chain_first))
+    finally:
+        await again.endpoint.close()
+    assert result.index == 0 and not result.rendered and server.standin.runs == runs  # nothing submitted
+    billing = store.get_json(job_billing_key(rid, 0, job.id))
+    assert billing["status"] == "COMPLETED" and billing["attempt"] == 1
+    assert billing["executionTime"] == job.as_status()["executionTime"]

@@ -252,6 +252,12 @@ class ReadModel:
             summary = self._quality[render_id] = doc.get("summary") or {}
         return summary
 
+    def usage(self, render_id: str) -> dict | None:
+        """What a finished render used (its manifest's usage.actual: GPU seconds and cost per
+        GPU kind; RunPod's billed seconds over every job, and their bound)."""
+        manifest = self.store.get_json_or_none(derived_keys(render_id)["manifest"]) or {}
+        return (manifest.get("usage") or {}).get("actual")
+
     async def progress(self, render_id: str, run_id: str) -> Progress | None:
         """The run's `progress` query; None without a worker to answer (yet): the page shows
         what visibility knows."""
@@ -389,6 +395,7 @@ class ReadModel:
             "video": video, "error": error,
             # the quality guard's summary: the strip marks re-rendered, flagged and re-anchored windows
             "quality": await asyncio.to_thread(self.quality, render_id) if status == "completed" else None,
+            "usage": await asyncio.to_thread(self.usage, render_id) if status == "completed" else None,
             "links": {"temporal": f"{self.settings.temporal_ui_url}/namespaces/{ns}/workflows/{render_id}",
                       "objects": await asyncio.to_thread(self._objects, render_id)},
             "params": await asyncio.to_thread(self._params, render_id),

@@ -288,7 +288,8 @@
         ["Chains", d.chains && d.chains.length ? d.chains.map(([a, b]) => `${a}–${b}`).join(", ") : dash],
         ["Quality", d.quality ? `${d.quality.windows_measured} windows measured · worst ${d.quality.worst_window ? d.quality.worst_window.window : dash}` +
           ` · re-rendered ${d.quality.rerendered.length} · flagged ${d.quality.flagged.length} · re-anchors ${d.quality.reanchors.length}` +
-          (d.quality.max_delta_e !== null ? ` · max ΔE ${d.quality.max_delta_e}` : "") : dash]];
+          (d.quality.max_delta_e !== null ? ` · max ΔE ${d.quality.max_delta_e}` : "") : dash],
+        ["GPU use", d.usage ? d.usage.per_gpu.map(usageText).join("; ") || dash : dash]];
       el.kv.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
       // error
       if (d.error) {
@@ -318,6 +319,16 @@
           ...d.versions.map((v) => h("li", {}, h("a", { href: `/renders/${encodeURIComponent(v.id)}` }, v.id), " ", statusBadge(v.status)))));
       }
       drawActions();
+    }
+
+    // one GPU kind of usage.actual: a RunPod row says what RunPod billed over every job, and its bound
+    function usageText(r) {
+      const money = (c) => (c === null || c === undefined ? "no price" : `$${c.toFixed(4)}`);
+      if (r.pool !== "runpod") return `${r.device}: ${r.windows} windows, ${fmtDur(r.gpu_busy_s)}, ${money(r.cost)}`;
+      return `${r.device}: ${r.windows} windows, billed ${r.billed_s.toFixed(1)} s over ${r.jobs} jobs ` +
+        `(${r.jobs_failed} failed${r.jobs_unreported ? `, ${r.jobs_unreported} unreported` : ""}), ${money(r.cost)}; ` +
+        `with cold starts and idle time at most ${(r.billed_s + r.unseen_max_s).toFixed(1)} s` +
+        (r.cost_max !== undefined ? `, ${money(r.cost_max)}` : "");
     }
 
     function drawActions() {

@@ -24,7 +24,8 @@ def env_pair(text: str) -> tuple[str, str]:
 async def serve(args: argparse.Namespace) -> None:
     server = await start_runpod_standin(
         args.endpoint, args.api_key, dict(args.env), host=args.host, port=args.port, max_workers=args.max_workers,
-        cold_start_s=args.cold_start_s, idle_timeout_s=args.idle_timeout_s, log_dir=args.log_dir)
+        cold_start_s=args.cold_start_s, idle_timeout_s=args.idle_timeout_s,
+        execution_timeout_s=args.execution_timeout_s, log_dir=args.log_dir)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-workers", type=int, default=3)
     ap.add_argument("--cold-start-s", type=float, default=0.5, help="delay before a worker process starts")
     ap.add_argument("--idle-timeout-s", type=float, default=5.0, help="an idle worker is stopped after this")
+    ap.add_argument("--execution-timeout-s", type=float, default=600.0,
+                    help="the endpoint's execution timeout, for jobs without policy.executionTimeout")
     ap.add_argument("--log-dir", type=Path, default=None, help="one log per worker")
     asyncio.run(serve(ap.parse_args(argv)))
     return 0

@@ -34,6 +34,11 @@ started when jobs wait and no idle or starting worker will take them, after
 ``cold_start_s``, up to ``max_workers``; a worker idle for ``idle_timeout_s`` gets SIGTERM.
 A worker process that exits while it holds a job fails that job (``error``: worker lost).
 
+Execution timeout (RunPod's docs, "Endpoint settings" and "Send requests": execution
+policies): a job may run ``policy.executionTimeout`` ms once a worker took it, else the
+endpoint's own execution timeout (``execution_timeout_s``, RunPod's default 600 s); past it
+the job ends TIMED_OUT and its worker is stopped.
+
 Test controls: ``standin.workers`` (pid, state, job), ``standin.jobs`` (each with its
 ``progress`` updates), ``standin.taken``
 (every job id a worker took, in order), ``kill_worker_of(job_id)``.
@@ -104,11 +109,11 @@ class Worker:
 class RunPodStandIn:
     def __init__(self, endpoint_id: str, api_key: str, worker_env: dict[str, str], *, max_workers: int = 3,
                  cold_start_s: float = 0.5, idle_timeout_s: float = 5.0, status_ttl_s: float = 1800.0,
-                 poll_s: float = 2.0, log_dir: Path | None = None) -> None:
+                 poll_s: float = 2.0, execution_timeout_s: float = 600.0, log_dir: Path | None = None) -> None:
         self.endpoint_id, self.api_key = endpoint_id, api_key
         self.worker_env = worker_env  # the handler's LONGTALK_ settings (backend, data dir, ...)
         self.max_workers, self.cold_start_s, self.idle_timeout_s = max_workers, cold_start_s, idle_timeout_s
-        self.status_ttl_s, self.poll_s = status_ttl_s, poll_s
+        self.status_ttl_s, self.poll_s, self.execution_timeout_s = status_ttl_s, poll_s, execution_timeout_s
         self.log_dir = log_dir
         self.jobs: dict[str, Job] = {}
         self.queue: list[str] = []
@@ -277,9 +282,12 @@ class RunPodStandIn:
         while True:
             now = time.monotonic()
             for job in list(self.jobs.values()):
-                timeout_ms = job.policy.get("executionTimeout")
-                if job.status == "IN_PROGRESS" and timeout_ms and now - job.started > timeout_ms / 1000:
-                    self._end(job, "TIMED_OUT")
+                limit_s = job.policy.get("executionTimeout", self.execution_timeout_s * 1000) / 1000
+                if job.status == "IN_PROGRESS" and now - job.started > limit_s:
+                    worker = self.workers.get(job.worker)
+                    self._end(job, "TIMED_OUT", f"execution timeout of {limit_s:g} s exceeded")
+                    if worker is not None:
+                        self._stop(worker)
                 if job.status in FINAL and now - job.finished > self.status_ttl_s:
                     del self.jobs[job.id]
             live = [w for w in self.workers.values() if w.state != "stopping"]
