@@ -374,6 +374,22 @@ async def test_fleet_json(api, store, own_settings):
         await bob.aclose()
 
 
+async def test_chart_routes_refuse_bad_requests(api):
+    alice = await session(api, KEY_A)
+    try:
+        r = await alice.get("/dashboard/api/fleet/charts/fleet.svg", params={"w": "500"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert 'width="500"' in r.text and "<title" in r.text
+        r = await alice.get("/dashboard/api/fleet/charts/fleet.svg", params={"w": "wide"})
+        assert r.status_code == 400 and r.json()["error"].startswith("w:")
+        assert (await alice.get("/dashboard/api/fleet/charts/nope.svg")).status_code == 404
+        assert (await alice.get("/dashboard/api/renders/no-such-render/charts/windows.svg")).status_code == 404
+        async with httpx.AsyncClient(base_url=api, timeout=60) as anonymous:
+            assert (await anonymous.get("/dashboard/api/fleet/charts/fleet.svg")).status_code == 401
+    finally:
+        await alice.aclose()
+
+
 # ---- in a real browser -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -216,7 +216,8 @@ def _panel(p: Panel, top: float, width: int, x_of, axis: Axis) -> list[str]:
         y = y_of(p.bound.value)
         out.append(f'<line class="bound" x1="{LEFT}" y1="{y:.1f}" x2="{width - RIGHT}" y2="{y:.1f}" stroke="#c53030" '
                    f'stroke-width="1.5" stroke-dasharray="6 4"><title>{escape(p.bound.label)}</title></line>'
-                   f'<text x="{width - RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#c53030">'
+                   f'<text x="{width - RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#c53030" '
+                   f'stroke="#fff" stroke-width="3" paint-order="stroke">'
                    f'{escape(p.bound.label)}</text>')
     for s in p.series:
         out += _series(s, x_of, y_of, p.percent)
