@@ -20,6 +20,7 @@ A restarted worker with the same identity takes its earlier record's history bac
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -30,6 +31,7 @@ HOUR = 3600
 HOURS = 24  # hours kept besides the current one
 QUEUE_SLOT_S = 600  # one queue sample kept per 10 minutes
 QUEUE_PROBE_S = 60.0  # how often a worker asks Temporal for the backlog
+PROBE_TIMEOUT = timedelta(seconds=5)  # the worker publishes its record right after: not held long
 
 
 class FleetHistory:
@@ -87,7 +89,7 @@ async def queue_backlog(client, queue: str) -> int | None:
     try:
         resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
             namespace=client.namespace, task_queue=TaskQueue(name=queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, report_stats=True))
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, report_stats=True), timeout=PROBE_TIMEOUT)
     except RPCError:
         return None
     return int(resp.stats.approximate_backlog_count) if resp.HasField("stats") else None

@@ -213,3 +213,29 @@ def test_a_window_axis_has_whole_ticks():
               and t.text and t.text[0].isdigit()]
     assert labels and all(float(x).is_integer() for x in labels), labels
     assert nice_ticks(0, 3, 8, min_step=1.0) == [0, 1, 2, 3]
+
+
+async def test_a_worker_samples_the_queue_at_most_every_probe_period(monkeypatch):
+    from longtalk import fleet
+    from longtalk.fleet import FleetRecord
+
+    clock = [10_000.0 * HOUR]
+    monkeypatch.setattr(fleet.time, "time", lambda: clock[0])
+    calls = []
+
+    async def probe():
+        calls.append(clock[0])
+        if len(calls) == 2:
+            raise RuntimeError("Temporal away")
+        return 4 * len(calls)
+
+    rec = FleetRecord(None, "gpu-x", "b", "gpu", {})
+    rec.queue_probe = probe
+    await rec.probe_queue()
+    await rec.probe_queue()  # too soon: not asked again
+    assert len(calls) == 1 and rec.history.to_json(clock[0])["queue"] == [[clock[0], 4]]
+    clock[0] += fleet.QUEUE_PROBE_S
+    await rec.probe_queue()  # asked, failed: nothing recorded, nothing raised
+    clock[0] += fleet.QUEUE_PROBE_S
+    await rec.probe_queue()
+    assert len(calls) == 3 and rec.history.queue[int(clock[0] // QUEUE_SLOT_S * QUEUE_SLOT_S)] == 12
