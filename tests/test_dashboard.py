@@ -657,7 +657,8 @@ def check_fleet_chart(d) -> None:
 
     windows, busy = wait_for(lambda: (lambda p: p if len(p) == 2 and all(p) else None)(drawn()), 30, 0.3,
                              "the fleet chart")
-    assert windows[-1] >= 17 and 0 < busy[-1] <= 1
+    # this test's renders: 17 windows and more (in one hour, or two if the clock turned meanwhile)
+    assert sum(windows) >= 17 and max(busy) > 0 and all(0 <= b <= 1 for b in busy)
     assert chart_points(d, "fleet", "windows waiting (GPU queue)") >= 1
 
 
