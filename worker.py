@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from longtalk.backends import make_backends
 from longtalk.guard import Guard
 from longtalk.build import build_id as compute_build_id
 from longtalk.fleet import EndpointRecord, FleetRecord
+from longtalk.fleet_history import queue_backlog
 from longtalk.health import Health
 from longtalk.visibility import register_search_attributes
 from longtalk import temporal_connect
@@ -85,6 +87,7 @@ def build_workers(client: Client, settings: Settings, store: ObjectStore,
             backends = make_backends(settings, graph_config)
         fleet = FleetRecord(store, f"{identity}-gpu", build, settings.gpu_queue, backends,
                             every_s=settings.fleet_heartbeat_s)
+        fleet.queue_probe = functools.partial(queue_backlog, client, settings.gpu_queue)  # the fleet charts
         own_queue = own_gpu_queue(settings, identity) if settings.affinity_wait_s > 0 else ""
         render = GpuActivities(store, backends, settings.data_dir / "cache", identity=f"{identity}-gpu",
                                build_id=build, fleet=fleet, own_queue=own_queue, guard=Guard.from_settings(settings))

@@ -229,9 +229,11 @@ class CpuActivities:
             "chain_plan": {"reason": why, "cuts": [c.as_dict(params.fps) for c in cuts]},
             "frames": [[w.start, w.end, w.keep_start, w.keep_end] for w in windows(total, params)],
         })
-        # the plan-time estimate (estimate.json, beside what the render used in the result) is off
-        # for now: with it on, tests/test_dashboard.py's cancelled render never showed cancelled
-        # (cause not found yet); the result's usage says "estimate": null
+        # GPU seconds, cost and wall time as the fleet looks now (the result puts what the render
+        # used beside it)
+        estimate = self._estimate(req, [c.last - c.first + 1 for c in chains])
+        if estimate is not None:
+            self.store.put_json(estimate_key(req.render_id), estimate)
         return plan
 
     def _estimate(self, req: RenderRequest, chains: list[int]) -> dict | None:

@@ -100,12 +100,14 @@ class GpuActivities:
             state["stage"] = "waiting for the GPU"
             waiting = time.monotonic()
             async with self._gpu:
-                taken += time.monotonic() - waiting  # the window's time excludes the wait for the GPU
+                gpu_wait = time.monotonic() - waiting
+                taken += gpu_wait  # the window's time excludes the wait for the GPU
                 frames, render_s, doc = await self._render_guarded(backend, ctx, job, anchor, recorded, state,
                                                                    progress)
             state["stage"] = "store"
             try:
-                result, busy_s = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s, doc, taken)
+                result, busy_s = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s, doc, taken,
+                                                         queue_wait_s(activity.info(), gpu_wait))
             except BaseException:
                 await self._fleet_end(False)
                 raise
@@ -215,9 +217,10 @@ class GpuActivities:
 
     # ---- outputs -------------------------------------------------------------------
     def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float,
-                      quality: dict, taken: float) -> tuple[RenderWindowResult, float]:
+                      quality: dict, taken: float, queue_s: float) -> tuple[RenderWindowResult, float]:
         """Store the window (quality.json, clip, tail, then meta.json); the result and how long
-        the worker was held for it, from taking it (`taken`, time.monotonic) to meta.json."""
+        the worker was held for it, from taking it (`taken`, time.monotonic) to meta.json.
+        `queue_s`: how long the window waited for a GPU (the render page's chart)."""
         info = activity.info()
         self.store.put_json(window_quality_key(ctx.render_id, k), quality)
         meta = self.window_io.save(self.store, ctx, k, frames, render_s, {
@@ -227,11 +230,20 @@ class GpuActivities:
                         "flagged": quality["flagged"], "reanchor": quality["reanchor"]},
             # on which GPU (the render's usage, longtalk.usage)
             "device": self.fleet.device() if self.fleet is not None else "",
+            "queue_s": queue_s,
         }, busy_since=taken)
         result = RenderWindowResult(index=k, clip_key=meta["clip_key"], frames=meta["frames"], rendered=True,
                                     render_s=render_s, attempt=info.attempt, worker=self.identity,
                                     worker_queue=self.own_queue)
         return result, meta["busy_s"]
+
+
+def queue_wait_s(info: activity.Info, gpu_wait: float) -> float:
+    """How long a window waited for a GPU: from Temporal scheduling this attempt to a worker
+    starting it (both the server's clock), plus the wait for this worker's GPU (a window taken
+    from the worker's own queue while another renders)."""
+    on_queue = (info.started_time - info.current_attempt_scheduled_time).total_seconds()
+    return round(max(0.0, on_queue) + gpu_wait, 3)
 
 
 def stored_result(store: ObjectStore, render_id: str, k: int) -> RenderWindowResult | None:

@@ -13,6 +13,7 @@ from longtalk.settings import Settings
 
 from .auth import Keys
 from .dashboard import Access, Media, ReadModel
+from .dashboard.chart_data import Charts
 from .service import Renders
 
 
@@ -24,13 +25,14 @@ class Api:
     model: ReadModel
     media: Media
     endpoint_ids: set[str]
+    charts: Charts | None = None  # the dashboard's charts (set by from_settings)
 
     @classmethod
     def from_settings(cls, settings: Settings, keys: Keys) -> "Api":
         access = Access(settings, keys)
         model = ReadModel(settings, access)
         return cls(settings, keys, access, model, Media(model),
-                   {e.strip() for e in settings.api_endpoint_ids.split(",") if e.strip()})
+                   {e.strip() for e in settings.api_endpoint_ids.split(",") if e.strip()}, charts=Charts(model))
 
     @property
     def renders(self) -> Renders:

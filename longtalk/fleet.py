@@ -6,10 +6,13 @@ them (a handful of objects, one per worker).
                                    "vram_total", "task_queue", "current": {"render_id",
                                    "window", "started_at"} | null, "windows_last_hour",
                                    "failures_last_hour", "started_at", "heartbeat_at",
-                                   "timings": {kind: {"n", "busy_s", "gpu_s", "gap_s"}}}
+                                   "timings": {kind: {"n", "busy_s", "gpu_s", "gap_s"}},
+                                   "history": {"hours": [...], "queue": [...]}}
 
 "timings" are the worker's recent window times by kind of window (longtalk.gpu_time): the
-history the estimate (longtalk.estimate) reads.
+history the estimate (longtalk.estimate) reads. "history" is the last day's windows, busy
+seconds and failures per hour and the GPU queue's backlog (longtalk.fleet_history): what the
+dashboard's fleet charts draw.
 
 A record older than STALE_AFTER_S (or three heartbeats) reads as stale: the worker is gone or
 hung. Records of workers gone for a day are removed by the next reader.
@@ -24,6 +27,7 @@ import re
 import time
 from datetime import datetime, timezone
 
+from .fleet_history import QUEUE_PROBE_S, FleetHistory
 from .gpu_time import WindowTimes
 from .store import ObjectStore
 
@@ -53,15 +57,23 @@ class FleetRecord:
         self.finished: collections.deque[float] = collections.deque()
         self.failed: collections.deque[float] = collections.deque()
         self.times = WindowTimes()
+        self.history = FleetHistory()
+        self.queue_probe = None  # async () -> windows waiting on the GPU queue (worker.py sets it)
+        self._probed = 0.0
+        self._merged = False  # an earlier record's history taken back (on the first write)
+        self._began = time.time()
 
     def begin(self, render_id: str, window: int) -> None:
-        self.current = {"render_id": render_id, "window": window, "started_at": _iso(time.time())}
+        self._began = time.time()
+        self.current = {"render_id": render_id, "window": window, "started_at": _iso(self._began)}
 
     def end(self, ok: bool, kind: str = "", busy_s: float = 0.0, gpu_s: float = 0.0,
             gap_s: float | None = None) -> None:
         """The window is over (stored, or failed); a stored one adds its times to the history."""
         self.current = None
-        (self.finished if ok else self.failed).append(time.time())
+        now = time.time()
+        (self.finished if ok else self.failed).append(now)
+        self.history.window(ok, now - busy_s if ok and busy_s else self._began, now)
         if ok and kind:
             self.times.add(kind, busy_s, gpu_s, gap_s)
 
@@ -89,14 +101,34 @@ class FleetRecord:
                 "current": self.current, "windows_last_hour": len(self.finished),
                 "failures_last_hour": len(self.failed), "every_s": self.every_s,
                 "started_at": _iso(self.started), "heartbeat_at": _iso(now),
-                "timings": self.times.summary()}
+                "timings": self.times.summary(), "history": self.history.to_json(now)}
 
     def write(self) -> None:
+        if not self._merged:  # a restart: the day this worker had before goes on
+            earlier = self.store.get_json_or_none(record_key(self.identity)) or {}
+            self.history.merge(earlier.get("history"), time.time())
+            self._merged = True
         self.store.put_json(record_key(self.identity), self.snapshot())
+
+    async def probe_queue(self) -> None:
+        """Sample the GPU queue's backlog into the history, at most every QUEUE_PROBE_S."""
+        now = time.time()
+        if self.queue_probe is None or now - self._probed < QUEUE_PROBE_S:
+            return
+        self._probed = now
+        try:
+            waiting = await self.queue_probe()
+        except Exception as exc:  # the record is written without it
+            log.warning("GPU queue backlog not read: %s", exc)
+            return
+        if waiting is not None:
+            self.history.queue_sample(waiting, now)
 
     async def publish(self) -> None:
         """Write the record now (a window began or ended); a failure only logs: the worker
-        keeps rendering while the object store is away."""
+        keeps rendering while the object store is away. The queue's backlog is sampled first
+        (at most every QUEUE_PROBE_S)."""
+        await self.probe_queue()
         try:
             await asyncio.to_thread(self.write)
         except Exception as exc:

@@ -374,6 +374,22 @@ async def test_fleet_json(api, store, own_settings):
         await bob.aclose()
 
 
+async def test_chart_routes_refuse_bad_requests(api):
+    alice = await session(api, KEY_A)
+    try:
+        r = await alice.get("/dashboard/api/fleet/charts/fleet.svg", params={"w": "500"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert 'width="500"' in r.text and "<title" in r.text
+        r = await alice.get("/dashboard/api/fleet/charts/fleet.svg", params={"w": "wide"})
+        assert r.status_code == 400 and r.json()["error"].startswith("w:")
+        assert (await alice.get("/dashboard/api/fleet/charts/nope.svg")).status_code == 404
+        assert (await alice.get("/dashboard/api/renders/no-such-render/charts/windows.svg")).status_code == 404
+        async with httpx.AsyncClient(base_url=api, timeout=60) as anonymous:
+            assert (await anonymous.get("/dashboard/api/fleet/charts/fleet.svg")).status_code == 401
+    finally:
+        await alice.aclose()
+
+
 # ---- in a real browser -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -400,6 +416,24 @@ def shoot(driver, name: str) -> None:
     for label, (w, h) in (("desktop", (1280, 800)), ("phone", (390, 844))):
         size(driver, w, h)
         time.sleep(0.6)
+        over = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert over[0] <= over[1], f"{name} at {label}: the page is {over[0]} px wide in a {over[1]} px window"
+        driver.save_screenshot(str(SHOTS / f"{name}-{label}.png"))
+    size(driver, 1280, 800)
+
+
+def shoot_charts(driver, name: str, section: str) -> None:
+    """Screenshots of a page's charts card (scrolled to it) at desktop and phone width, once the
+    charts are drawn again at that width; the page must not be wider than the screen."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for label, (w, h) in (("desktop", (1280, 800)), ("phone", (390, 844))):
+        size(driver, w, h)
+        wait_for(lambda: driver.execute_script("""const figs = [...document.querySelectorAll(`#${arguments[0]} figure`)];
+            return figs.length && figs.every(f => f.dataset.drawn &&
+                f.dataset.drawn.endsWith('|' + Math.floor(f.querySelector('.chart-svg').clientWidth)));""", section),
+                 20, 0.2, f"{name}'s charts at {label} width")
+        driver.execute_script("document.getElementById(arguments[0]).scrollIntoView()", section)
+        time.sleep(0.3)
         over = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
         assert over[0] <= over[1], f"{name} at {label}: the page is {over[0]} px wide in a {over[1]} px window"
         driver.save_screenshot(str(SHOTS / f"{name}-{label}.png"))
@@ -497,11 +531,16 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     box = wait_for(lambda: (lambda t: t if "frames" in t and "GPU worker" in t else None)(
         d.find_element(By.CSS_SELECTOR, ".hoverbox").text), 20, 0.2, "the window's hover box")
     assert "attempts: 1" in box
+    # the charts, drawn while it renders: a point per finished window so far
+    running_points = wait_for(lambda: chart_points(d, "windows", "rendering"), 60, 0.3, "the windows chart")
+    assert 1 <= running_points < 17
     shoot(d, "render-running")
     gpu.slow[rid] = 0.0
     assert status_sync(api, KEY_A, rid)["status"] == "COMPLETED"
     wait_for(lambda: d.find_elements(By.ID, "download"), 30, 0.3, "the download link")
     assert d.find_element(By.CSS_SELECTOR, ".head .status").text == "completed"
+    check_render_charts(d, store, rid)
+    shoot_charts(d, "render-charts", "render-charts")
 
     def gpu_use():
         terms, values = d.find_elements(By.CSS_SELECTOR, "dl.kv dt"), d.find_elements(By.CSS_SELECTOR, "dl.kv dd")
@@ -543,7 +582,9 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     shoot(d, "renders")
     d.get(f"{api}/fleet")
     wait_for(lambda: d.find_elements(By.ID, "t-queue"), 30, 0.3, "the fleet page")
+    check_fleet_chart(d)
     shoot(d, "fleet")
+    shoot_charts(d, "fleet-charts", "fleet-charts")
     d.get(f"{api}/renders/{rid}")
     wait_for(lambda: d.find_elements(By.ID, "download"), 30, 0.3, "the finished render")
     shoot(d, "render-done")
@@ -579,6 +620,53 @@ def browser_pages(api, d, media, gpu, store, monkeypatch):
     shoot(d, "render-version")
     d.get(f"{api}/renders/{rid}")
     wait_for(lambda: new_id in d.find_element(By.TAG_NAME, "main").text, 30, 0.3, "the base listing its re-render")
+
+
+def chart_points(d, chart: str, series: str) -> int:
+    """How many points the series `series` of the page's chart `chart` has drawn."""
+    return d.execute_script("""const [chart, series] = arguments;
+        const g = [...document.querySelectorAll(`figure[data-chart="${chart}"] svg.chart g.series`)]
+            .find(g => g.dataset.name === series);
+        return g ? g.querySelectorAll('circle').length : 0;""", chart, series)
+
+
+def check_render_charts(d, store, rid: str) -> None:
+    """The finished render's charts: a point per window for its GPU time and its queue wait,
+    the estimate beside the actual, each quality measure against its bound."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(lambda: chart_points(d, "windows", "rendering") == 17, 30, 0.3, "the windows chart to fill up")
+    assert chart_points(d, "windows", "waiting for a GPU") == 17  # every window's queue wait recorded
+    meta = store.get_json(f"renders/{rid}/windows/00003/meta.json")
+    assert meta["queue_s"] >= 0 and meta["busy_s"] >= meta["render_s"] > 0
+    shown = d.execute_script("""return [...document.querySelectorAll('figure[data-chart="windows"] g.series')]
+        .find(g => g.dataset.name === 'rendering').querySelectorAll('circle')[3].dataset.y""")
+    assert float(shown) == pytest.approx(meta["render_s"], abs=1e-3)  # window 3's own time
+    bars = wait_for(lambda: d.execute_script("""return [...document.querySelectorAll(
+        'figure[data-chart="estimate"] rect.bar')].map(r => +r.dataset.value)"""), 30, 0.3, "the estimate bars")
+    estimate = store.get_json(f"renders/{rid}/estimate.json")
+    # GPU seconds: estimate, actual; wall time: estimate (none without a healthy worker at plan time), actual
+    assert len(bars) == 3 + (estimate["wall_s"] is not None), (bars, estimate)
+    assert bars[0] == pytest.approx(estimate["gpu_busy_s"]) and bars[1] > 0 and bars[-1] > 0
+    wait_for(lambda: chart_points(d, "quality", "colour ΔE, frame") == 17, 30, 0.3, "the quality chart")
+    bounds = d.find_elements(By.CSS_SELECTOR, 'figure[data-chart="quality"] line.bound')
+    assert len(bounds) == 5
+    title = d.find_element(By.CSS_SELECTOR, 'figure[data-chart="quality"] svg.chart title').get_attribute("textContent")
+    assert title == "Quality per window"
+
+
+def check_fleet_chart(d) -> None:
+    """The fleet's day: the test's GPU worker's (test@<build>-gpu) windows this hour, its busy
+    share, the queue."""
+    def drawn():  # the worker's points in each panel: windows per hour, busy share
+        return d.execute_script("""return [...document.querySelectorAll('figure[data-chart="fleet"] g.series')]
+            .filter(g => /^test@.*-gpu$/.test(g.dataset.name)).map(g => [...g.querySelectorAll('circle')].map(c => +c.dataset.y))""")
+
+    windows, busy = wait_for(lambda: (lambda p: p if len(p) == 2 and all(p) else None)(drawn()), 30, 0.3,
+                             "the fleet chart")
+    # this test's renders: 17 windows and more (in one hour, or two if the clock turned meanwhile)
+    assert sum(windows) >= 17 and max(busy) > 0 and all(0 <= b <= 1 for b in busy)
+    assert chart_points(d, "fleet", "windows waiting (GPU queue)") >= 1
 
 
 def test_off_loopback_no_login_link_and_a_secure_cookie(settings):

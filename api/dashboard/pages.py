@@ -41,6 +41,7 @@ def page(name: str, admin: bool, csrf: str, endpoint: str, page: str, title: str
 {f'<script src="/dashboard/static/{HLS_JS}"></script>' if page == "render" else ""}
 <script src="/dashboard/static/dashboard.js"></script>
 {'<script src="/dashboard/static/new_render.js"></script>' if page == "new" else ""}
+{'<script src="/dashboard/static/charts.js"></script>' if page in ("render", "fleet") else ""}
 </body></html>"""
     return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 

@@ -319,6 +319,7 @@
           ...d.versions.map((v) => h("li", {}, h("a", { href: `/renders/${encodeURIComponent(v.id)}` }, v.id), " ", statusBadge(v.status)))));
       }
       drawActions();
+      document.dispatchEvent(new CustomEvent("lt:render", { detail: d })); // charts.js
     }
 
     // one GPU kind of usage.actual: a RunPod row says what RunPod billed over every job, and its bound
@@ -490,6 +491,7 @@
       failures.replaceChildren(...d.failures.map((f) => h("li", {}, h("a", { href: `/renders/${encodeURIComponent(f.id)}`, class: "mono" }, f.id), " ",
         h("span", { class: "muted" }, fmtAgo(f.closed)), h("div", {}, h("b", {}, f.type), f.field ? ` (${f.field})` : "", ": ", f.message))));
       if (!d.failures.length) failures.replaceChildren(h("li", { class: "muted" }, "None."));
+      document.dispatchEvent(new CustomEvent("lt:fleet", { detail: d })); // charts.js
     }
     poll(refresh);
   }
