@@ -9,6 +9,10 @@ there and polls that job again instead of submitting another. A window whose met
 stored is done. A job that fails, times out, is cancelled on RunPod's side or is lost (404:
 its result expired) is a failed attempt, retried like any other, with a new job and fresh
 presigned URLs. Cancelling the activity (the render is cancelled) cancels the job.
+
+The quality guard runs in the handler (longtalk.guarded, where the frames are); the job
+carries this worker's LONGTALK_QUALITY_* settings and presigned URLs for the window's
+quality.json (and the previous window's), and may render the window 1 + retries times.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from longtalk import runpod_api
 from longtalk.errors import TransientError
 from longtalk.payloads import RenderWindowInput, RenderWindowResult, window_meta_key, window_prefix
 from longtalk.runpod_api import RunPodEndpoint
-from longtalk.serverless.protocol import job_input
+from longtalk.serverless.protocol import guard_input, job_input
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 
@@ -113,10 +117,14 @@ class RunPodDispatcher:
         info = activity.info()
         stamp = {"attempt": info.attempt, "worker": "", "activity_id": info.activity_id,
                  "workflow_id": info.workflow_id}
-        body = await asyncio.to_thread(job_input, inp, self.store, self.settings.runpod_url_expiry_s, stamp)
+        body = await asyncio.to_thread(job_input, inp, self.store, self.settings.runpod_url_expiry_s, stamp,
+                                       guard_input(self.settings))
         await asyncio.to_thread(record_attempt, self.store, self.identity, ctx.render_id, k)
         started = time.monotonic()
-        job_id = await self.endpoint.run(body, execution_timeout_s=int(self.settings.comfy_prompt_timeout_s) + 600)
+        # the guard may render the window again: each attempt has the prompt timeout
+        renders = 1 + self.settings.quality_retries
+        job_id = await self.endpoint.run(body, execution_timeout_s=int(self.settings.comfy_prompt_timeout_s) * renders
+                                         + 600)
         self.submitted += 1
         # in the bucket at once: a dispatcher killed before its next heartbeat reaches the
         # server still leaves the job findable
