@@ -3,7 +3,7 @@
 Inputs come from the bucket (reference, the previous window's tail PNGs, the window's
 audio slice by byte range); outputs go back to it under the window's prefix:
 
-    windows/{k:05d}/clip.mp4      the frames this window keeps, encoded once (H.264)
+    windows/{k:05d}/clip.mp4      the frames this window keeps (H.264 at crf 10: stitch encodes the output from it)
     windows/{k:05d}/tail_XX.png   its last M frames, lossless, for window k+1
     windows/{k:05d}/quality.json  the quality guard's record (longtalk.guard), after each attempt
     windows/{k:05d}/meta.json     written last: the window is done once this exists
