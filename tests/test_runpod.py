@@ -18,9 +18,11 @@ import pytest
 
 from longtalk.errors import InputError
 from longtalk.fleet import read_fleet, record_key
+from longtalk.guard import Guard
 from longtalk.inputs.job import parse_job
 from longtalk import av_io
 from longtalk.payloads import clip_key, window_meta_key, window_prefix, window_quality_key
+from longtalk.serverless.protocol import guard_input, parse_guard
 from longtalk.windows import window_count
 from tests.faults import start_worker, until
 from tests.helpers import run_starter, write_job
@@ -49,6 +51,19 @@ def test_a_job_chooses_its_pool(settings):
     with pytest.raises(InputError) as refused:
         parse_job({**job, "gpu_pool": "lambda"}, local)
     assert refused.value.field == "gpu_pool"
+
+
+def test_a_jobs_guard_settings_are_checked(settings):
+    """The job's "guard" (the dispatcher's LONGTALK_QUALITY_* settings) becomes the handler's
+    Guard; a wrong one fails the job naming the field; none (an earlier dispatcher) means
+    no guard."""
+    own = dataclasses.replace(settings, quality_retries=1, quality_bounds="delta_e=9", quality_max_carry_s=30.0)
+    assert parse_guard(guard_input(own)) == Guard.from_settings(own)
+    assert parse_guard(None) is None
+    for bad in ({"retries": -1}, {"bounds": "nope=1"}, {"reanchor": "yes"}, {"max_carry_s": "x"}, {"other": 1}, "on"):
+        with pytest.raises(InputError) as refused:
+            parse_guard(bad)
+        assert refused.value.field == "guard", bad
 
 
 @pytest.fixture
