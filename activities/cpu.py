@@ -306,8 +306,12 @@ class CpuActivities:
     @activity.defn(name="stitch")
     @map_errors
     def stitch(self, inp: StitchInput) -> StitchResult:
-        """Join the window clips by stream copy. When ingest encoded the output's audio, the
-        same ffmpeg pass adds it (stream copy too) and the result is the finished output:
+        """Join the window clips, encoding the output's video stream once (the clips are
+        high-quality intermediates: joined by stream copy, every window started its own
+        coding-noise pattern at its own I-frame, a visible pop at every seam; av_io.
+        CLIP_CODEC_OPTIONS). Clips of earlier releases (crf 18) join the same way. Streaming:
+        ffmpeg reads the clips in turn. When ingest encoded the output's audio, the same
+        ffmpeg pass adds it (by stream copy) and the result is the finished output:
         publish then finds it and only signs it, so the render's tail is the join alone
         (no stitched video stored, fetched back and rewritten: 2 GB of transfers an hour)."""
         keys = derived_keys(inp.render_id)
@@ -349,8 +353,7 @@ class CpuActivities:
         """Where a chain begins (plan.json's cuts) or re-anchors (the quality guard started a
         window from the reference again), dissolve the previous window's last frames into the
         new start's first frame, inside the pause (longtalk.chains): the previous window's clip
-        is decoded and encoded again with the clips' own settings, so the join stays a
-        stream copy. Joins without a pause, or with blending off, are left as they are. The
+        is decoded and encoded again with the clips' own settings. Joins without a pause, or with blending off, are left as they are. The
         plan records the re-anchors beside its cuts."""
         keys = derived_keys(inp.render_id)
         plan = self.store.get_json_or_none(keys["plan"]) or {}

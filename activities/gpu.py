@@ -3,7 +3,7 @@
 Inputs come from the bucket (reference, the previous window's tail PNGs, the window's
 audio slice by byte range); outputs go back to it under the window's prefix:
 
-    windows/{k:05d}/clip.mp4      the frames this window keeps, encoded once (H.264)
+    windows/{k:05d}/clip.mp4      the frames this window keeps (H.264 at crf 10: stitch encodes the output from it)
     windows/{k:05d}/tail_XX.png   its last M frames, lossless, for window k+1
     windows/{k:05d}/quality.json  the quality guard's record (longtalk.guard), after each attempt
     windows/{k:05d}/meta.json     written last: the window is done once this exists
@@ -12,7 +12,8 @@ Every attempt's new frames are measured (longtalk.quality); a hard failure rende
 again with the next seed, at most LONGTALK_QUALITY_RETRIES times, counting the attempts an
 earlier try recorded; the best attempt is kept (flagged if it still fails). A chain that
 drifted or carried its tail too long starts again from the reference at a pause (a re-anchor,
-decided here from the previous window's quality.json: no workflow command changes).
+decided here from the previous window's quality.json: no workflow command changes). The
+guard's loop is longtalk.guarded's, which the RunPod handler runs too.
 
 A retry or replay that finds meta.json returns it without rendering again.
 """
@@ -20,7 +21,6 @@ A retry or replay that finds meta.json returns it without rendering again.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import time
 import uuid
@@ -32,20 +32,16 @@ from temporalio import activity
 
 from cachetools import LRUCache
 
-from longtalk import guard as quality_guard, metrics
+from longtalk import metrics
 from longtalk.backends.base import RenderBackend, WindowJob
-from longtalk.guard import Anchor, Guard
-from longtalk.payloads import (
-    GpuStarted, RenderContext, RenderWindowInput, RenderWindowResult, window_meta_key, window_prefix,
-    window_quality_key,
-)
-from longtalk.quality import ReferenceStats, classify, measure_window
+from longtalk.guard import Guard
+from longtalk.guarded import GuardedWindow, meta_quality
+from longtalk.payloads import GpuStarted, RenderContext, RenderWindowInput, RenderWindowResult, window_meta_key, window_prefix
 from longtalk.errors import InputError
 from longtalk.gpu_time import window_kind
 from longtalk.store import ObjectStore
 from longtalk.visibility import mode_of
-from longtalk.window_io import WindowIO, check_frames
-from longtalk.windows import Window, window
+from longtalk.window_io import WindowIO
 
 from .common import heartbeating_async, map_errors
 
@@ -61,7 +57,7 @@ class GpuActivities:
         self.identity = identity or socket.gethostname()
         self.build_id = build_id  # in every heartbeat: which code is rendering this window
         self.window_io = WindowIO(cache_dir)  # reads the window's inputs, writes its outputs
-        self._reference_stats: LRUCache[tuple, ReferenceStats] = LRUCache(4)
+        self.guarded = GuardedWindow(self.guard)  # the guard's loop, shared with the RunPod handler
         self.renders = 0  # backend calls made by this process (for tests and metrics)
         self.fleet = fleet  # longtalk.fleet.FleetRecord: what this worker is on, for the dashboard
         # chain affinity: this worker also takes windows from its own queue (chains whose last
@@ -96,14 +92,17 @@ class GpuActivities:
             taken = time.monotonic()
             # the chain's previous window stored here: the time between is the chain's dispatch gap
             previous = self._stored.pop((ctx.render_id, k - 1), None)
-            job, anchor, recorded = await asyncio.to_thread(self._window_job, ctx, k, inp.chain_first)
+            job, anchor, recorded = await asyncio.to_thread(self.guarded.start, self.store, self.window_io, ctx, k,
+                                                            inp.chain_first)
             state["stage"] = "waiting for the GPU"
             waiting = time.monotonic()
             async with self._gpu:
                 gpu_wait = time.monotonic() - waiting
                 taken += gpu_wait  # the window's time excludes the wait for the GPU
-                frames, render_s, doc = await self._render_guarded(backend, ctx, job, anchor, recorded, state,
-                                                                   progress)
+                frames, render_s, doc = await self.guarded.render(
+                    self.store, ctx, job, anchor, recorded,
+                    lambda attempt: self._on_gpu(backend, ctx, k, attempt, state, progress),
+                    activity.info().attempt, state)
             state["stage"] = "store"
             try:
                 result, busy_s = await asyncio.to_thread(self._store_window, ctx, k, frames, render_s, doc, taken,
@@ -124,72 +123,6 @@ class GpuActivities:
         if self.fleet is not None:
             self.fleet.end(ok, kind, busy_s, gpu_s, gap_s)
             await self.fleet.publish()
-
-    def _window_job(self, ctx: RenderContext, k: int, chain_first: int) -> tuple[WindowJob, Anchor, list[dict]]:
-        """The window's job, where it starts from (the previous window's tail, or the reference:
-        a chain start or a re-anchor) and the attempts an earlier try of this activity recorded."""
-        w = window(k, ctx.total_frames, ctx.window_params)
-        keys = [window_quality_key(ctx.render_id, i) for i in ((k, k - 1) if k != chain_first else (k,))]
-        own, previous = [*map(self.store.get_json_or_none, keys), None][:2]
-        audio = self.window_io.audio(self.store, ctx, k)
-        anchor = quality_guard.anchor_for(w, chain_first, previous, audio, ctx.window_params, self.guard)
-        job = self.window_io.load(self.store, ctx, k, chain_first, audio=audio, from_reference=anchor.from_reference)
-        recorded = list(own["attempts"]) if own and own.get("version") == quality_guard.QUALITY_VERSION else []
-        return job, anchor, recorded
-
-    async def _render_guarded(self, backend: RenderBackend, ctx: RenderContext, job: WindowJob, anchor: Anchor,
-                              recorded: list[dict], state: dict, progress) -> tuple[np.ndarray, float, dict]:
-        """Render, measure, and render again with the next seed while a hard failure remains
-        and retries are left; quality.json records every attempt as it is measured, so a
-        retried activity goes on from there. Returns the kept frames, the render time of all
-        attempts and the window's final quality record."""
-        k, retries = job.index, self.guard.retries
-        w = window(k, ctx.total_frames, ctx.window_params)
-        redo = quality_guard.next_redo(recorded, retries)
-        kept: tuple[int, np.ndarray] | None = None  # the best attempt of this try: (index, frames)
-        total_s = 0.0
-        while True:
-            state["redo"] = redo
-            frames, render_s = await self._on_gpu(backend, ctx, k, dataclasses.replace(job, redo=redo), state,
-                                                  progress)
-            total_s += render_s
-            check_frames(ctx, frames)  # before it is measured
-            state["stage"] = "quality"
-            recorded.append(await asyncio.to_thread(self._measure, ctx, job, w, frames, redo))
-            index = len(recorded) - 1
-            if kept is None or quality_guard.best([kept[0], index], recorded) == index:
-                kept = (index, frames)
-            state["quality"] = [{"redo": r["redo"], "hard": r["verdict"]["hard"]} for r in recorded]
-            await asyncio.to_thread(self.store.put_json, window_quality_key(ctx.render_id, k),
-                                    quality_guard.window_doc(w, anchor, recorded, None))
-            if not quality_guard.more(recorded, retries):
-                break
-            metrics.WINDOW_FAILURES.labels(ctx.backend, "quality:" + "+".join(recorded[-1]["verdict"]["hard"])).inc()
-            redo = max(r["redo"] for r in recorded) + 1
-        return kept[1], total_s, quality_guard.window_doc(w, anchor, recorded, kept[0])
-
-    def _measure(self, ctx: RenderContext, job: WindowJob, w: Window, frames: np.ndarray, redo: int) -> dict:
-        """One attempt's record: its new frames (those the output keeps, at least two) measured
-        against the reference (V2V: the window's source frames) and classified."""
-        params = ctx.window_params
-        end = min(params.window, max(params.motion + 2, w.keep_offset + w.kept))
-        audio = [a[: end * params.samples_per_frame] for a in job.audio]
-        started = time.thread_time()
-        if job.source is not None:
-            q = measure_window(frames[:end], params.motion, job.source[:end], audio, params.fps)
-        else:
-            stats = self._stats_of(ctx.reference_key, job.reference, len(audio))
-            q = measure_window(frames[:end], params.motion, job.reference, audio, params.fps, stats)
-        verdict = classify(q, self.guard.bounds)
-        return quality_guard.attempt_record(redo, job.spec.seed_for(job.index, redo), q, verdict,
-                                            time.thread_time() - started)
-
-    def _stats_of(self, key: str, reference: np.ndarray, people: int) -> ReferenceStats:
-        """The reference's numbers, once per render (and worker process)."""
-        ident = (key, people)
-        if ident not in self._reference_stats:
-            self._reference_stats[ident] = ReferenceStats.of(reference, people)
-        return self._reference_stats[ident]
 
     async def _on_gpu(self, backend: RenderBackend, ctx: RenderContext, k: int, job: WindowJob, state: dict,
                       progress) -> tuple[np.ndarray, float]:
@@ -218,16 +151,14 @@ class GpuActivities:
     # ---- outputs -------------------------------------------------------------------
     def _store_window(self, ctx: RenderContext, k: int, frames: np.ndarray, render_s: float,
                       quality: dict, taken: float, queue_s: float) -> tuple[RenderWindowResult, float]:
-        """Store the window (quality.json, clip, tail, then meta.json); the result and how long
-        the worker was held for it, from taking it (`taken`, time.monotonic) to meta.json.
+        """Store the window (clip, tail, then meta.json: quality.json is stored); the result and how
+        long the worker was held for it, from taking it (`taken`, time.monotonic) to meta.json.
         `queue_s`: how long the window waited for a GPU (the render page's chart)."""
         info = activity.info()
-        self.store.put_json(window_quality_key(ctx.render_id, k), quality)
         meta = self.window_io.save(self.store, ctx, k, frames, render_s, {
             "attempt": info.attempt, "worker": self.identity,
             "activity_id": info.activity_id, "workflow_id": info.workflow_id,
-            "quality": {"verdict": quality_guard.chosen(quality)["verdict"], "rerendered": quality["rerendered"],
-                        "flagged": quality["flagged"], "reanchor": quality["reanchor"]},
+            "quality": meta_quality(quality),
             # on which GPU (the render's usage, longtalk.usage)
             "device": self.fleet.device() if self.fleet is not None else "",
             "queue_s": queue_s,

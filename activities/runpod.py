@@ -14,6 +14,9 @@ Billing: every job also has a record of its own, windows/{k}/runpod/{job}.json, 
 job's final status, delayTime and executionTime (RunPod bills failed and timed-out jobs too);
 the finished render sums them (longtalk.usage). A job carries policy.executionTimeout, from
 the window's expected time (execution_timeout_s): RunPod ends a job past it TIMED_OUT.
+The quality guard runs in the handler (longtalk.guarded, where the frames are); the job
+carries this worker's LONGTALK_QUALITY_* settings and presigned URLs for the window's
+quality.json (and the previous window's), and may render the window 1 + retries times.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from longtalk.gpu_time import default_window_s
 from longtalk.errors import TransientError
 from longtalk.payloads import RenderContext, RenderWindowInput, RenderWindowResult, window_meta_key, window_prefix
 from longtalk.runpod_api import RunPodEndpoint
-from longtalk.serverless.protocol import job_input
+from longtalk.serverless.protocol import guard_input, job_input
 from longtalk.settings import Settings
 from longtalk.store import ObjectStore
 
@@ -53,11 +56,13 @@ def job_billing_key(render_id: str, k: int, job_id: str) -> str:
 def execution_timeout_s(ctx: RenderContext, settings: Settings) -> int:
     """The job's policy.executionTimeout: LONGTALK_RUNPOD_TIMEOUT_MARGIN_S + LONGTALK_RUNPOD_TIMEOUT_FACTOR
     x the window's expected time (the estimate's default figure for its backend, mode, size and
-    frames); at least RunPod's minimum of 5 s."""
+    frames) x the renders the quality guard may make of it (1 + LONGTALK_QUALITY_RETRIES); at
+    least RunPod's minimum of 5 s."""
     spec = ctx.spec
     expected = default_window_s("", ctx.backend, vis.mode_of(spec.input_type, spec.person_count), spec.width,
                                 spec.height, ctx.window_params.window, settings.timed_window_s).busy_s
-    return max(5, math.ceil(settings.runpod_timeout_margin_s + settings.runpod_timeout_factor * expected))
+    renders = 1 + max(0, settings.quality_retries)
+    return max(5, math.ceil(settings.runpod_timeout_margin_s + settings.runpod_timeout_factor * expected * renders))
 
 
 class RunPodDispatcher:
@@ -146,7 +151,8 @@ class RunPodDispatcher:
         info = activity.info()
         stamp = {"attempt": info.attempt, "worker": "", "activity_id": info.activity_id,
                  "workflow_id": info.workflow_id}
-        body = await asyncio.to_thread(job_input, inp, self.store, self.settings.runpod_url_expiry_s, stamp)
+        body = await asyncio.to_thread(job_input, inp, self.store, self.settings.runpod_url_expiry_s, stamp,
+                                       guard_input(self.settings))
         await asyncio.to_thread(record_attempt, self.store, self.identity, ctx.render_id, k)
         started = time.monotonic()
         job_id = await self.endpoint.run(body, execution_timeout_s=execution_timeout_s(ctx, self.settings))

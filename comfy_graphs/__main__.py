@@ -142,6 +142,8 @@ async def _doctor(args, settings: Settings, config: GraphConfig) -> int:
 
 def _print_smoke_window(result) -> None:
     print(("smoke    " if result.ok else "FAIL     ") + result.line(), flush=True)
+    if result.guard_line():
+        print("guard    " + result.guard_line(), flush=True)
     for node in result.nodes[:SHOWN_NODES]:
         print(f"         {node.seconds:8.2f} s  node {node.node_id:>4} {node.class_type}", flush=True)
     rest = result.nodes[SHOWN_NODES:]

@@ -9,6 +9,12 @@ and, for window 1, that the 9 uploaded tail frames are what feeds the tail encod
 they were executed, not taken from ComfyUI's cache; it reports ComfyUI's own execution time
 (from /history) and the time of every node (from the websocket's `executing` messages).
 
+Every window's frames also go through the quality guard's measuring and verdict
+(longtalk.quality, with the default bounds), as a render's would on the GPU worker: with real
+weights the verdict should be ok; with tiny weights ComfyUI returns noise and the guard must
+flag it, which shows that it runs on this path. The verdict is reported, not a failure of
+the smoke (the smoke checks that the graphs run).
+
 With real weights on a GPU this takes seconds and is the acceptance test of a new image or a
 new node-pack commit; with `doctor --tiny-weights` files on a CPU ComfyUI every node still
 executes (minutes per window), so an image can be checked without 30 GB of downloads.
@@ -35,6 +41,7 @@ from longtalk.comfy.client import ComfyClient
 from longtalk.comfy.config import GraphConfig
 from longtalk.comfy.modes import MODES, mode_for, spec_for
 from longtalk.errors import ServiceError
+from longtalk.quality import Verdict, WindowQuality, classify, measure_window
 from longtalk.spec import RenderSpec
 from longtalk.windows import MODEL_SAMPLE_RATE
 
@@ -63,6 +70,8 @@ class SmokeWindow:
     nodes: list[NodeTime] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     output: np.ndarray | None = field(default=None, repr=False)  # the frames, for the next window's tail
+    quality: WindowQuality | None = None  # the guard's measurements of the new frames
+    verdict: Verdict | None = None  # ... and its verdict (default bounds)
 
     def line(self) -> str:
         head = f"{self.mode} window {self.index}"
@@ -74,6 +83,23 @@ class SmokeWindow:
         slowest = "; slowest: " + ", ".join(f"{n.class_type} {n.seconds:.2f} s" for n in slow) if slow else ""
         return (f"{head}: {self.frames} frames {self.size[0]}x{self.size[1]}{tail} in {self.wall_s:.2f} s"
                 f"{comfy}{slowest}")
+
+    def guard_line(self) -> str:
+        """The quality guard's verdict and main measurements ("" when it did not measure)."""
+        if self.verdict is None or self.quality is None:
+            return ""
+        v, q = self.verdict, self.quality
+        found = [f"{kind} {', '.join(names)}" for kind, names in (("hard", v.hard), ("drift", v.drift),
+                                                                  ("notes", v.notes)) if names]
+        word = "ok" if v.ok else "FLAGGED"
+        face = "no face in the reference" if q.face_found is None else f"face found {q.face_found:.0%}"
+
+        def num(value) -> str:
+            return "-" if value is None else f"{value:.2f}"
+
+        return (f"{self.mode} window {self.index}: {word}{' (' + '; '.join(found) + ')' if found else ''}: "
+                f"blank {q.blank_frames}/{q.frames}, still {num(q.still_speech)}, Delta E {q.delta_e:.1f}, "
+                f"{face}, sharpness {num(q.sharpness)}, seam {num(q.seam)}, motion {q.motion:.1f}")
 
 
 def tiny_config(config: GraphConfig, steps: int = SMOKE_STEPS) -> GraphConfig:
@@ -174,6 +200,9 @@ async def _smoke_window(backend: ComfyUIBackend, client: ComfyClient, spec: Rend
         await asyncio.gather(listener, return_exceptions=True)
         result.wall_s = time.monotonic() - started
     result.output = frames
+    result.quality = measure_window(frames, params.motion, source if source is not None else reference, audio,
+                                    params.fps)
+    result.verdict = classify(result.quality)
     entry = await client.history(prompt_id_for(render_id, k, 0)) or {}
     prompt = (entry.get("prompt") or [None, None, {}])[2] or {}
     result.cached, result.comfy_s = _history_facts(entry)

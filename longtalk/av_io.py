@@ -1,10 +1,10 @@
 """Decoding and encoding of the media the pipeline touches.
 
 - PyAV for frame- and sample-level work: open and probe inputs, read and normalise source
-  video frames, encode each window's kept frames to H.264 once.
+  video frames, encode each window's kept frames to H.264 (a high-quality intermediate).
 - ffmpeg (through ffmpeg-python, `run_ffmpeg`; the binary is `ffmpeg_bin`'s) for the
-  whole-file steps: decoding a track to 16 kHz mono (streamed through a pipe), the
-  stream-copy join of the window clips, the output's AAC and the mux.
+  whole-file steps: decoding a track to 16 kHz mono (streamed through a pipe), the join of
+  the window clips (encoded once into the output's stream), the output's AAC and the mux.
 - the one WAV writer (16 kHz mono 16-bit, to a file or to bytes) and the one PNG encoder
   (RGB or RGBA). Audio analysis (RMS, loudness) is longtalk.audio.
 
@@ -31,8 +31,17 @@ from .errors import InputError
 from .text import first_line
 from .windows import MODEL_SAMPLE_RATE
 
-# One encoder setting for every window clip, so the clips join with a stream copy.
-CLIP_CODEC_OPTIONS = {"preset": "veryfast", "crf": "18", "x264-params": "keyint=250:min-keyint=25"}
+# The window clips are intermediates: stitch decodes them and encodes the output's video
+# stream once (OUTPUT_CODEC_OPTIONS), so no window starts its own coding-noise pattern at an
+# I-frame of its own (the "seam pop": 0.51 mean abs luma step at window starts against 0.14
+# inside at 832x480, joined by stream copy). Their quality decides how much of the pop
+# survives the re-encode: crf 18 clips (renders of earlier releases) 0.25, crf 10 0.18
+# against 0.14 inside (raw frames: 0.16 against 0.13), at 4.2x the clip bytes (bench/seams.py,
+# bench/RESULTS.md "Seam pop fixed"). crf 10 keeps them High-profile H.264 that browsers
+# play (the live preview sends them as they are); lossless would not be.
+CLIP_CODEC_OPTIONS = {"preset": "veryfast", "crf": "10", "x264-params": "keyint=250:min-keyint=25"}
+# The output's video: one stream, as the clips were encoded before (crf 18).
+OUTPUT_CODEC_OPTIONS = {"preset": "veryfast", "crf": "18", "x264-params": "keyint=250:min-keyint=25"}
 
 
 # ---- audio ---------------------------------------------------------------------------
@@ -330,13 +339,21 @@ def probe(path: Path | str) -> dict:
 
 # ---- whole-file steps (ffmpeg) ------------------------------------------------------
 
-def concat_clips(clips: list[Path], dst: Path | str, workdir: Path) -> None:
-    """Join clips that share one encoder setting with a stream copy (no re-encode)."""
+def _joined(clips: list[Path], workdir: Path):
+    """The clips one after the other as one ffmpeg input (the concat demuxer: it reads them in
+    turn, so memory stays flat however long the render)."""
     listing = workdir / "clips.txt"
     listing.write_text("".join(f"file '{p.resolve()}'\n" for p in clips))
-    stream = ffmpeg.input(str(listing), format="concat", safe=0).output(
-        str(dst), c="copy", movflags="+faststart", an=None
-    )
+    return ffmpeg.input(str(listing), format="concat", safe=0)
+
+
+# the joined clips encoded into one stream: every decoded frame once, none dropped or repeated
+OUTPUT_VIDEO = {"vcodec": "libx264", "pix_fmt": "yuv420p", "fps_mode": "passthrough", **OUTPUT_CODEC_OPTIONS}
+
+
+def concat_clips(clips: list[Path], dst: Path | str, workdir: Path) -> None:
+    """Join the window clips into one H.264 stream, encoded once."""
+    stream = _joined(clips, workdir).output(str(dst), movflags="+faststart", an=None, **OUTPUT_VIDEO)
     run_ffmpeg(stream.overwrite_output())
 
 
@@ -381,14 +398,13 @@ def mux_copy(video: Path | str, audio: Path | str, dst: Path | str, frames: int,
 
 def concat_clips_with_audio(clips: list[Path], audio: Path | str, dst: Path | str, workdir: Path,
                             frames: int, fps: int) -> None:
-    """The window clips joined and the encoded audio (`encode_final_audio`) added in one
-    ffmpeg pass, everything by stream copy: the finished output without the stitched video
-    ever being stored, fetched and rewritten."""
-    listing = workdir / "clips.txt"
-    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in clips))
-    v = ffmpeg.input(str(listing), format="concat", safe=0)
+    """The window clips joined into one H.264 stream (encoded once) and the encoded audio
+    (`encode_final_audio`) added by stream copy, in one ffmpeg pass: the finished output
+    without the stitched video ever being stored, fetched and rewritten."""
+    v = _joined(clips, workdir)
     a = ffmpeg.input(str(audio))
-    out = ffmpeg.output(v.video, a.audio, str(dst), c="copy", movflags="+faststart", t=f"{frames / fps:.6f}")
+    out = ffmpeg.output(v.video, a.audio, str(dst), acodec="copy", movflags="+faststart", t=f"{frames / fps:.6f}",
+                        **OUTPUT_VIDEO)
     run_ffmpeg(out.overwrite_output())
 
 

@@ -6,7 +6,7 @@ with presigned URLs) share.
 size, download, put_bytes, put_file): the ObjectStore itself, or
 longtalk.serverless.presigned.PresignedStore. Outputs, under the window's prefix:
 
-    windows/{k:05d}/clip.mp4      the frames this window keeps, encoded once (H.264)
+    windows/{k:05d}/clip.mp4      the frames this window keeps (H.264 at crf 10: stitch encodes the output from it)
     windows/{k:05d}/tail_XX.png   its last M frames, lossless, for window k+1
     windows/{k:05d}/meta.json     written last: the window is done once this exists
 """

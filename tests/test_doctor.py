@@ -4,6 +4,7 @@ its queue when the check fails."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -143,12 +144,20 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=240, env=env)
 
 
-async def test_cli_exit_codes(tmp_path):
-    port = free_port()
-    proc = StandinProcess(tmp_path / "comfy", port, tmp_path / "standin.log")
+@contextlib.asynccontextmanager
+async def standin_process(tmp_path):
+    """A ComfyUI stand-in in a process of its own (for the CLI), ready."""
+    proc = StandinProcess(tmp_path / "comfy", free_port(), tmp_path / "standin.log")
     proc.start()
     try:
         await proc.ready()
+        yield proc
+    finally:
+        proc.kill()
+
+
+async def test_cli_exit_codes(tmp_path):
+    async with standin_process(tmp_path) as proc:
         good = await _in_thread(run_cli, "--url", proc.url)
         assert good.returncode == 0, good.stdout + good.stderr
         await proc.control("/standin/models", {"wav2vec2": []})
@@ -156,8 +165,6 @@ async def test_cli_exit_codes(tmp_path):
         assert bad.returncode == 1
         fails = [line for line in bad.stdout.splitlines() if line.startswith("FAIL")]
         assert len(fails) == 1 and "wav2vec2-chinese-base_fp16.safetensors" in fails[0] and "models/wav2vec2" in fails[0]
-    finally:
-        proc.kill()
     gone = await _in_thread(run_cli, "--url", f"http://127.0.0.1:{free_port()}")
     assert gone.returncode == 2 and "unreachable" in gone.stderr
 
@@ -185,6 +192,36 @@ async def test_smoke_renders_two_windows_per_mode_through_the_backend(standin):
     samplers = [n for entry in history.values() for n in entry["prompt"][2].values()
                 if n["class_type"] == "WanVideoSampler"]
     assert {s["inputs"]["steps"] for s in samplers} == {2}
+
+
+async def test_smoke_runs_the_quality_guard(standin):
+    """Every smoke window goes through the guard: the stand-in's clean windows pass (no false
+    alarm on the smoke's drawn portrait), noise (what tiny weights give) and black frames are
+    flagged, with the failure named."""
+    async with ComfyClient(standin.url, poll_interval_s=0.05) as client:
+        clean = await run_smoke(client, GraphConfig(), MODES)
+        spoilt = {}
+        for frames in ("noise", "blank"):
+            await control(standin, "/standin/faults", {"frames": frames})  # the next prompt: window 0
+            spoilt[frames] = (await run_smoke(client, GraphConfig(), ("i2v_single",), windows=1))[0]
+    for r in clean:
+        assert r.verdict is not None and r.verdict.ok, r.guard_line()
+        assert r.guard_line().startswith(f"{r.mode} window {r.index}: ok")
+    for frames, r in spoilt.items():
+        assert r.ok, r.line()  # the graphs ran: the smoke passes, the guard says what it saw
+        assert not r.verdict.ok and "FLAGGED" in r.guard_line(), (frames, r.guard_line())
+    assert "face_lost" in spoilt["noise"].verdict.hard and spoilt["noise"].quality.motion > 10
+    assert "blank" in spoilt["blank"].verdict.hard and spoilt["blank"].quality.blank_frames == SMOKE_WINDOW - SMOKE_MOTION
+
+
+async def test_cli_smoke_prints_the_guard_verdict(tmp_path):
+    async with standin_process(tmp_path) as proc:
+        await proc.control("/standin/faults", {"frames": "noise"})
+        out = await _in_thread(run_cli, "--url", proc.url, "--smoke", "i2v_single")
+    assert out.returncode == 0, out.stdout + out.stderr
+    guard = [line for line in out.stdout.splitlines() if line.startswith("guard ")]
+    assert len(guard) == 2, out.stdout  # windows 0 and 1
+    assert "i2v_single window 0: FLAGGED" in guard[0] and "face_lost" in guard[0], guard
 
 
 async def test_smoke_reports_a_failing_node(standin):

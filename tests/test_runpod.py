@@ -18,8 +18,11 @@ import pytest
 
 from longtalk.errors import InputError
 from longtalk.fleet import read_fleet, record_key
+from longtalk.guard import Guard
 from longtalk.inputs.job import parse_job
-from longtalk.payloads import clip_key, window_meta_key, window_prefix
+from longtalk import av_io
+from longtalk.payloads import clip_key, window_meta_key, window_prefix, window_quality_key
+from longtalk.serverless.protocol import guard_input, parse_guard
 from longtalk.windows import window_count
 from tests.faults import start_worker, until
 from tests.helpers import run_starter, write_job
@@ -48,6 +51,19 @@ def test_a_job_chooses_its_pool(settings):
     with pytest.raises(InputError) as refused:
         parse_job({**job, "gpu_pool": "lambda"}, local)
     assert refused.value.field == "gpu_pool"
+
+
+def test_a_jobs_guard_settings_are_checked(settings):
+    """The job's "guard" (the dispatcher's LONGTALK_QUALITY_* settings) becomes the handler's
+    Guard; a wrong one fails the job naming the field; none (an earlier dispatcher) means
+    no guard."""
+    own = dataclasses.replace(settings, quality_retries=1, quality_bounds="delta_e=9", quality_max_carry_s=30.0)
+    assert parse_guard(guard_input(own)) == Guard.from_settings(own)
+    assert parse_guard(None) is None
+    for bad in ({"retries": -1}, {"bounds": "nope=1"}, {"reanchor": "yes"}, {"max_carry_s": "x"}, {"other": 1}, "on"):
+        with pytest.raises(InputError) as refused:
+            parse_guard(bad)
+        assert refused.value.field == "guard", bad
 
 
 @pytest.fixture
@@ -95,6 +111,16 @@ async def api(server, method: str, path: str, body=None, key: str = API_KEY):
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
         async with s.request(method, f"{server.api_url}/ep-test{path}", json=body) as r:
             return r.status, await r.json(content_type=None)
+
+
+def timed_render(temporal_client, server, rp, tmp_path: Path, prefix: str, **worker_env) -> tuple[str, asyncio.Task]:
+    """Start a 160-frame render on the RunPod workers with the timed backend and `worker_env`;
+    returns its id and the starter's task."""
+    server.standin.worker_env.update(LONGTALK_BACKEND="timed", **worker_env)
+    rid = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    render = asyncio.create_task(run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid,
+                                             "--backend", "timed"))
+    return rid, render
 
 
 async def test_handler_answers_a_bad_job_with_the_field(runpod):
@@ -326,12 +352,9 @@ async def test_a_lost_job_is_a_failed_attempt(temporal_client, settings, store, 
     """RunPod forgets a running job (its status answers 404, as after its TTL): the window's
     attempt fails and its retry submits a new job; the render completes."""
     server, rp = runpod
-    server.standin.worker_env.update(LONGTALK_BACKEND="timed", LONGTALK_TIMED_WINDOW_S="3")
     ws, tasks = await dispatcher(temporal_client, rp, store)
     try:
-        rid = f"rl-{uuid.uuid4().hex[:8]}"
-        render = asyncio.create_task(run_starter(temporal_client, rp, job_file(tmp_path, 160), "--id", rid,
-                                                 "--backend", "timed"))
+        rid, render = timed_render(temporal_client, server, rp, tmp_path, "rl", LONGTALK_TIMED_WINDOW_S="3")
 
         async def first_running():
             return next((j for j in server.standin.jobs.values() if j.status == "IN_PROGRESS"), None)
@@ -386,7 +409,7 @@ async def test_a_job_past_its_execution_timeout_is_retried_and_billed(temporal_c
     server.standin.max_workers = 1
     server.standin.worker_env.update(LONGTALK_BACKEND="timed", LONGTALK_TIMED_WINDOW_S="60")
     rp = dataclasses.replace(rp, runpod_max_jobs=1, timed_window_s=1.0, runpod_timeout_margin_s=20.0,
-                             runpod_timeout_factor=3.0, runpod_idle_timeout_s=5.0, gpu_prices="runpod=0.001/s",
+                             runpod_timeout_factor=3.0, quality_retries=0, runpod_idle_timeout_s=5.0, gpu_prices="runpod=0.001/s",
                              render_queue=f"render-{uuid.uuid4().hex[:6]}")
     # its own CPU worker: the result's cost is priced by the publishing worker's settings
     ws, tasks = await dispatcher(temporal_client, rp, store, roles="cpu,runpod")
@@ -526,3 +549,72 @@ async def test_a_job_that_ended_unwatched_is_still_billed(temporal_client, setti
     billing = store.get_json(job_billing_key(rid, 0, job.id))
     assert billing["status"] == "COMPLETED" and billing["attempt"] == 1
     assert billing["executionTime"] == job.as_status()["executionTime"]
+
+
+
+def dark_frames(path: Path) -> list[int]:
+    """The output's frames whose mean luma is black (a blank window's)."""
+    frames = av_io.read_frames(path, list(range(av_io.count_video_frames(path))))
+    return [i for i, f in sorted(frames.items()) if f.mean() < 12]
+
+
+async def test_the_guard_renders_a_blank_runpod_window_again(temporal_client, settings, store, workers, runpod,
+                                                             tmp_path):
+    """LONGTALK_PREVIEW_FAULTS on the RunPod workers blanks window 1's first attempt and freezes
+    window 2's: the handler measures every window (quality.json next to its frames, through a
+    presigned PUT), renders those two again with the next seed within the same job, and the
+    render's quality summary counts every RunPod window and lists the two; no blank frame
+    reaches the output."""
+    server, rp = runpod
+    server.standin.worker_env["LONGTALK_PREVIEW_FAULTS"] = "blank:1@1,frozen:2@1"
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        rid = f"rq-{uuid.uuid4().hex[:8]}"
+        job = write_job(tmp_path, image_path=EXAMPLES / "portrait.png", wav_path=EXAMPLES / "speech.ogg",
+                        width=128, height=128, max_frame=430)
+        rc, result, err = await run_starter(temporal_client, rp, job, "--id", rid, "--output", str(tmp_path / "q.mp4"))
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    q, n = result["quality"], result["windows"]
+    assert q["windows_measured"] == n and q["rerendered"] == [1, 2] and q["flagged"] == [], q
+    assert submissions(server.standin) == {k: 1 for k in range(n)}  # re-rendered inside the window's job
+    one = store.get_json(window_quality_key(rid, 1))
+    assert [a["redo"] for a in one["attempts"]] == [0, 1] and "blank" in one["attempts"][0]["verdict"]["hard"]
+    assert one["chosen"] == 1 and one["attempts"][0]["seed"] != one["attempts"][1]["seed"]
+    assert store.get_json(window_quality_key(rid, 2))["attempts"][0]["verdict"]["hard"] == ["frozen"]
+    assert store.get_json(window_meta_key(rid, 1))["quality"]["rerendered"] == 1
+    assert dark_frames(tmp_path / "q.mp4") == []
+
+
+async def test_a_killed_runpod_job_goes_on_from_the_recorded_redo(temporal_client, settings, store, workers,
+                                                                  runpod, tmp_path):
+    """Window 1 is blank on every attempt. Its worker is killed while it renders the window
+    again (redo 1): the retried job reads quality.json back and renders redos 1 and 2 only,
+    so the window has 1 + LONGTALK_QUALITY_RETRIES attempts in all; it is kept, flagged and
+    listed."""
+    server, rp = runpod
+    ws, tasks = await dispatcher(temporal_client, rp, store)
+    try:
+        rid, render = timed_render(temporal_client, server, rp, tmp_path, "rr", LONGTALK_TIMED_WINDOW_S="1.5",
+                                   LONGTALK_PREVIEW_FAULTS="blank:1")
+
+        async def second_attempt_running():
+            doc = await asyncio.to_thread(store.get_json_or_none, window_quality_key(rid, 1))
+            if not doc or len(doc["attempts"]) != 1:
+                return None
+            return next((j for j in server.standin.jobs.values()
+                         if j.status == "IN_PROGRESS" and j.input["window"]["index"] == 1), None)
+
+        victim = await until(second_attempt_running, timeout=90, every=0.05)
+        server.standin.kill_worker_of(victim.id)
+        rc, result, err = await render
+    finally:
+        await stop(ws, tasks)
+    assert rc == 0, err
+    assert submissions(server.standin)[1] == 2
+    one = store.get_json(window_quality_key(rid, 1))
+    assert [a["redo"] for a in one["attempts"]] == [0, 1, 2] and one["flagged"]
+    # redo 0 by the killed job (the activity's first try), redos 1 and 2 by the retry's job
+    assert [a["activity_attempt"] for a in one["attempts"]] == [1, 2, 2], one["attempts"]
+    assert [f["window"] for f in result["quality"]["flagged"]] == [1]

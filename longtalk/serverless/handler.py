@@ -4,6 +4,13 @@
 At start (`prepare`) the comfyui backend waits for its ComfyUI and runs the doctor check
 once; while that check fails every job is answered with its problems (`error`), not
 rendered. The preview and timed backends need nothing (tests, rehearsals).
+
+The quality guard runs here, on the RunPod worker that holds the frames (longtalk.guarded,
+the same code as the GPU activity's): measuring needs the frames, which exist only here (the
+dispatcher would have to download and decode the stored clip, a lossy copy, and could no
+longer have the window rendered again within the same job). Its record (quality.json) goes
+out through a presigned PUT after every attempt, like meta.json; a retried job reads it back
+and goes on from the recorded redo.
 """
 
 from __future__ import annotations
@@ -14,8 +21,11 @@ import os
 import time
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from ..backends import make_backends
 from ..errors import ServiceError
+from ..guarded import GuardedWindow, meta_quality
 from ..settings import Settings
 from ..window_io import WindowIO, output_keys
 from .presigned import PresignedStore
@@ -35,6 +45,7 @@ class WindowHandler:
         self.unfit = ""  # the doctor's problems: every job answers this while it is set
         self.device: dict = {}
         self.server = ""  # the ComfyUI version line
+        self._guarded: LRUCache = LRUCache(2)  # Guard -> GuardedWindow (its reference numbers, per render)
 
     @classmethod
     def from_env(cls, progress_update=None) -> "WindowHandler":
@@ -89,20 +100,37 @@ class WindowHandler:
             return {"error": f"backend: {ctx.backend!r} is not served by this endpoint "
                              f"(it serves {', '.join(sorted(self.backends))})"}
         store = PresignedStore(req.get, req.put)
-        started = time.monotonic()
-        window_job = await asyncio.to_thread(self.window_io.load, store, ctx, k, req.chain_first)
-        loaded = time.monotonic()
-        frames = await backend.render_window(window_job, self._progress(job, k))
-        rendered = time.monotonic()
         stamp = {**req.stamp, "worker": self.worker_id or f"runpod job {job.get('id', '')}", "job": job.get("id", "")}
-        meta = await asyncio.to_thread(self.window_io.save, store, ctx, k, frames, rendered - loaded, stamp)
+        progress = self._progress(job, k)
+
+        async def render_one(window_job) -> tuple:
+            began = time.monotonic()
+            frames = await backend.render_window(window_job, progress)
+            return frames, time.monotonic() - began
+
+        started = time.monotonic()
+        out: dict = {}
+        if req.guard is None:  # a dispatcher of an earlier release
+            window_job = await asyncio.to_thread(self.window_io.load, store, ctx, k, req.chain_first)
+            loaded = time.monotonic()
+            frames, render_s = await render_one(window_job)
+        else:
+            guarded = self._guarded.get(req.guard) or self._guarded.setdefault(req.guard, GuardedWindow(req.guard))
+            window_job, anchor, recorded = await asyncio.to_thread(guarded.start, store, self.window_io, ctx, k,
+                                                                   req.chain_first)
+            loaded = time.monotonic()
+            frames, render_s, doc = await guarded.render(store, ctx, window_job, anchor, recorded, render_one,
+                                                         int(req.stamp.get("attempt") or 0))
+            stamp["quality"] = out["quality"] = meta_quality(doc)
+        rendered = time.monotonic()
+        meta = await asyncio.to_thread(self.window_io.save, store, ctx, k, frames, render_s, stamp)
         device = getattr(backend, "heartbeat_details", lambda: {})()
         return {
             "index": k, "keys": output_keys(ctx, k), "frames": meta["frames"],
-            "timings": {"inputs_s": round(loaded - started, 3), "render_s": round(rendered - loaded, 3),
+            "timings": {"inputs_s": round(loaded - started, 3), "render_s": round(render_s, 3),
                         "store_s": round(time.monotonic() - rendered, 3)},
             "gpu": device.get("device") or self.device.get("device") or "",
-            "comfyui": self.server,
+            "comfyui": self.server, **out,
         }
 
     def _progress(self, job: dict, k: int):

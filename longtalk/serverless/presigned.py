@@ -10,6 +10,7 @@ meta.json only.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import urllib3
@@ -52,6 +53,14 @@ class PresignedStore:
         self._check(resp, "GET", key)
         return resp.data
 
+    def get_json_or_none(self, key: str):
+        """The JSON object, or None when there is none (404)."""
+        resp = self._request("GET", key, self.get_urls)
+        if resp.status == 404:
+            return None
+        self._check(resp, "GET", key)
+        return json.loads(resp.data)
+
     def size(self, key: str) -> int | None:
         resp = self._request("GET", key, self.get_urls, headers={"Range": "bytes=0-0"})
         if resp.status == 404:
@@ -78,6 +87,9 @@ class PresignedStore:
                   metadata: dict[str, str] | None = None) -> None:
         resp = self._request("PUT", key, self.put_urls, body=data, headers={"Content-Type": content_type})
         self._check(resp, "PUT", key)
+
+    def put_json(self, key: str, value) -> None:
+        self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
 
     def put_file(self, key: str, path: Path | str, content_type: str = "application/octet-stream",
                  metadata: dict[str, str] | None = None) -> None:

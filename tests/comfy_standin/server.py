@@ -44,7 +44,9 @@ Test-only control endpoints:
   ``torch.OutOfMemoryError`` "CUDA out of memory..."), ``missing_model`` (true, or a class name: the next
   model loader (of that class) raises ComfyUI's FileNotFoundError "Model in folder ... not found."), ``hang``
   (the next sampler never finishes until interrupted), ``drop_ws`` (every websocket is
-  closed at the next sampler's first step), ``delay_s`` (seconds each sampler run takes,
+  closed at the next sampler's first step), ``frames`` ("noise": the next sampler returns
+  uniform noise, as ComfyUI does with tiny weights; "blank": black frames, WanVideoWrapper
+  #1143), ``delay_s`` (seconds each sampler run takes,
   until changed), ``restart`` (at once: forget queue and history, stop the running prompt
   silently, drop every websocket, reset the number counter: a process restart),
   ``reset`` (clear every fault). ``GET /standin/faults`` shows them.
@@ -99,7 +101,7 @@ COMFYUI_VERSION = "0.8.0"
 PREVIEW_IMAGE = 1  # protocol.BinaryEventTypes.PREVIEW_IMAGE
 OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you "
             "might have accidentally set the batch_size to a large number.")
-ONE_SHOT_FAULTS = ("execution_error", "oom", "missing_model", "hang", "drop_ws")
+ONE_SHOT_FAULTS = ("execution_error", "oom", "missing_model", "hang", "drop_ws", "frames")
 STANDIN_KEY: "web.AppKey[StandIn]" = web.AppKey("standin")
 
 
