@@ -41,6 +41,9 @@ from .windows import MODEL_SAMPLE_RATE, total_frames, window_count
 CPU_BEFORE_S = 2.0
 CPU_AFTER_S = 1.5
 CPU_AFTER_PER_WINDOW_S = 0.02
+# stitch decodes every window's clip and encodes the output once (no seam pop): 4.1 ms of CPU a
+# frame at 832x480 (bench/seams.py, bench/RESULTS.md), about 10 ms per megapixel of frame
+STITCH_S_PER_MEGAPIXEL_FRAME = 0.0103
 MAX_AHEAD = 200  # running renders read for the queue ahead (their plan and request: 2 objects each)
 
 
@@ -228,7 +231,8 @@ def estimate_windows(records: list[dict], settings: Settings, backend: str, spec
         out["wall_s"] = out["eta"] = None
         sources["wall_s"] = f"no healthy GPU worker serves queue {settings.gpu_queue!r} with backend {backend!r} now"
         return out
-    wall = mine.done_s + CPU_AFTER_S + CPU_AFTER_PER_WINDOW_S * windows
+    stitch_s = STITCH_S_PER_MEGAPIXEL_FRAME * windows * params.stride * spec.width * spec.height / 1e6
+    wall = mine.done_s + CPU_AFTER_S + CPU_AFTER_PER_WINDOW_S * windows + stitch_s
     out["wall_s"] = round(wall, 1)
     out["eta"] = (datetime.now(timezone.utc) + timedelta(seconds=wall)).isoformat(timespec="seconds")
     out["gpu_workers"] = len(live)
@@ -237,7 +241,7 @@ def estimate_windows(records: list[dict], settings: Settings, backend: str, spec
              + (f" ({unplanned} more not planned yet, not counted)" if unplanned else ""))
     sources["wall_s"] = (f"the GPU queue simulated with the {len(live)} healthy GPU worker(s) serving it now and "
                          f"{queue}; {CPU_BEFORE_S:g} s before and {CPU_AFTER_S:g} s after the windows for the "
-                         f"CPU stages, {gap:.2f} s between a chain's windows ("
+                         f"CPU stages and {stitch_s:.1f} s to encode the output, {gap:.2f} s between a chain's windows ("
                          + ("default" if measured is None else "history") + ")")
     return out
 
