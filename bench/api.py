@@ -33,6 +33,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -103,7 +104,7 @@ async def load(client: httpx.AsyncClient, n: int, clients: int, request) -> tupl
     return latencies, answers, time.perf_counter() - started
 
 
-async def bench(args, base: str, api_pid: int, folder: Path) -> None:
+async def bench(args, base: str, api_pid: int, folder: Path, worker_pid: int | None = None) -> None:
     audio = cut_audio(ROOT / "examples" / "speech.ogg", folder / "speech.wav", 1.0, 3.0)
     job = {"input": {"image_path": str(ROOT / "examples" / "portrait.png"), "wav_path": str(audio),
                      "width": 128, "height": 128}}
@@ -137,7 +138,13 @@ async def bench(args, base: str, api_pid: int, folder: Path) -> None:
             r.raise_for_status()
             return r.json()["status"]
         cpu = cpu_s(api_pid)
-        status_ms, states, status_wall = await load(client, args.status, 20, status)
+        if args.pause_worker and worker_pid:  # the /status phase without the worker's CPU use beside it
+            os.kill(worker_pid, signal.SIGSTOP)
+        try:
+            status_ms, states, status_wall = await load(client, args.status, 20, status)
+        finally:
+            if args.pause_worker and worker_pid:
+                os.kill(worker_pid, signal.SIGCONT)
         status_cpu = cpu_s(api_pid) - cpu
         print(summary("/status", status_ms, status_wall), flush=True)
         print(f"         API process CPU {1000 * status_cpu / args.status:.1f} ms per request", flush=True)
@@ -236,6 +243,9 @@ def main() -> int:
     p.add_argument("--visibility", type=int, default=1000)
     p.add_argument("--status", type=int, default=200)
     p.add_argument("--processes", type=int, default=1, help="API processes (LONGTALK_API_PROCESSES)")
+    p.add_argument("--pause-worker", action="store_true",
+                   help="stop the worker (SIGSTOP) during the /status phase: what /status costs without "
+                        "a busy worker on the same cores")
     p.add_argument("--purge", help="N,M,...: queue N renders (no worker), time /purge-queue and the cancels")
     args = p.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="longtalk-bench-api-"))
@@ -267,7 +277,7 @@ def main() -> int:
             return 0
         print(f"one worker (preview), API pid {api.pid()} ({args.processes} process(es)) on {settings.api_address}; "
               f"{os.cpu_count()} CPUs", flush=True)
-        asyncio.run(bench(args, f"http://{settings.api_address}", api.pid(), folder))
+        asyncio.run(bench(args, f"http://{settings.api_address}", api.pid(), folder, worker.pid()))
     finally:
         for proc in reversed(procs):
             proc.stop()
