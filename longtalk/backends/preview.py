@@ -40,6 +40,7 @@ from cachetools import LRUCache
 
 from longtalk.audio import block_rms, to_db
 from longtalk.backends.base import ProgressFn, WindowJob
+from longtalk.quality import Box
 from longtalk.windows import MODEL_SAMPLE_RATE
 
 __all__ = ["PreviewBackend", "render_preview", "detect_faces", "mouth_envelope", "Face"]
@@ -85,22 +86,10 @@ _FACE_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
-class Face:
-    x: float  # face box, image coordinates
-    y: float
-    w: float
-    h: float
+class Face(Box):  # the face box (image coordinates, centre cx/cy) the guard measures with too
     lip_y: float  # the line between the lips
     detected: bool  # False: the centred fallback box
     region: tuple[int, int]  # the vertical slab [x0, x1) of the frame this person owns
-
-    @property
-    def cx(self) -> float:
-        return self.x + self.w / 2.0
-
-    @property
-    def cy(self) -> float:
-        return self.y + self.h / 2.0
 
 
 def _cascade() -> cv2.CascadeClassifier:
