@@ -4,7 +4,6 @@ purging and the endpoint's health. Also used by the webhook activities (the same
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from datetime import datetime, timedelta, timezone
 

@@ -12,7 +12,6 @@ from temporalio.api.enums.v1 import EventType
 
 from longtalk import visibility as vis
 from longtalk.payloads import Progress
-from longtalk.windows import window_count
 from tests.helpers import patch_ids, run_starter, write_job
 from workflows.render import VISIBILITY_PATCH, WINDOW_SUMMARY_PATCH, RenderVideo, chain_workflow_id
 
