@@ -214,7 +214,7 @@ def estimate_windows(records: list[dict], settings: Settings, backend: str, spec
     mine = SimRender("new", chains, [t.busy_s for t in times], start_s=CPU_BEFORE_S)
     measured = dispatch_gap(records, kind)
     gap = DISPATCH_S if measured is None else measured
-    simulate(sims + [mine], len(devices), gap)
+    simulate(sims + [mine], len(devices), gap, affinity_s=max(0, settings.affinity_wait_s))
     on = mine.on_worker if live else [windows]
     out: dict = {"window_kind": kind,
                  "gpu_s": round(sum(n * t.gpu_s for n, t in zip(on, times)), 1),

@@ -12,6 +12,11 @@ GPU queue's fairness keys do (one key per render: a short render is not stuck be
 one's backlog), and from that render the chain with the most windows left. A window holds the
 worker for that worker's time for the render's kind of window.
 
+Chain affinity (LONGTALK_AFFINITY_WAIT_S): a chain's next window is offered first to the worker
+of its previous window; any other worker may take it only `affinity_s` after it was ready. With
+more chains than workers that leaves workers idle while ready windows wait for a busy one (on the
+embedded stack with 4 workers behind 2 renders the estimate came out 26% short without it).
+
 Pure arithmetic, no I/O.
 """
 
@@ -35,12 +40,14 @@ class SimRender:
     on_worker: list[int] = field(default_factory=list)  # out: windows each worker rendered
 
 
-def simulate(renders: list[SimRender], workers: int, dispatch_s: float = DISPATCH_S) -> None:
+def simulate(renders: list[SimRender], workers: int, dispatch_s: float = DISPATCH_S,
+             affinity_s: float = 0.0) -> None:
     """Fill in each render's done_s and on_worker (windows per worker), all workers free now."""
     if workers < 1:
         raise ValueError("at least one worker")
     left = [list(r.chains) for r in renders]
     ready = [[r.start_s] * len(r.chains) for r in renders]
+    last = [[-1] * len(r.chains) for r in renders]  # the worker of each chain's previous window
     served = [0] * len(renders)
     for r in renders:
         r.done_s, r.on_worker = r.start_s, [0] * workers
@@ -55,8 +62,12 @@ def simulate(renders: list[SimRender], workers: int, dispatch_s: float = DISPATC
             for c, n in enumerate(chains):
                 if not n:
                     continue
-                if ready[i][c] > t:
-                    soonest = ready[i][c] if soonest is None else min(soonest, ready[i][c])
+                # when this worker may take it: at once if it is the chain's own worker (or the
+                # chain has none yet), else once the chain's worker had its affinity wait
+                mine = last[i][c] in (-1, w)
+                at = ready[i][c] if mine else ready[i][c] + affinity_s
+                if at > t:
+                    soonest = at if soonest is None else min(soonest, at)
                     continue
                 rank = (served[i], i, -n)
                 if best is None or rank < best[0]:
@@ -70,6 +81,7 @@ def simulate(renders: list[SimRender], workers: int, dispatch_s: float = DISPATC
         remaining -= 1
         served[i] += 1
         ready[i][c] = end + dispatch_s
+        last[i][c] = w
         renders[i].done_s = max(renders[i].done_s, end)
         renders[i].on_worker[w] += 1
         heapq.heappush(free, (end + dispatch_s, w))

@@ -157,6 +157,12 @@ def test_fair_queue_simulation():
     two = SimRender("two", [3, 3], [1.0, 1.0])
     simulate([two], 2, dispatch_s=0.0)
     assert two.done_s == 3.0 and two.on_worker == [3, 3]
+    # chain affinity: a chain's next window waits for its own worker, so with three chains on two
+    # workers the third chain's last window waits for worker 0 while worker 1 idles
+    for affinity, done in ((0.0, 3.0), (10.0, 4.0)):
+        three = SimRender("three", [2, 2, 2], [1.0, 1.0])
+        simulate([three], 2, dispatch_s=0.0, affinity_s=affinity)
+        assert three.done_s == done, (affinity, three.done_s)
 
 
 def test_prices_and_defaults():
