@@ -58,9 +58,10 @@ CPU_RETRY = _cpu_retry(NON_RETRYABLE_TYPES)
 GPU_RETRY = _gpu_retry(NON_RETRYABLE_TYPES)
 
 
-def timeouts_from_settings(settings, url_inputs: int = 0) -> ActivityTimeouts:
+def timeouts_from_settings(settings, url_inputs: int = 0, affinity_s: int | None = None) -> ActivityTimeouts:
     """The time limits a render gets, from the client's Settings; `url_inputs`: how many
-    URL inputs its ingest downloads (each may take LONGTALK_DOWNLOAD_TOTAL_S)."""
+    URL inputs its ingest downloads (each may take LONGTALK_DOWNLOAD_TOTAL_S); `affinity_s`:
+    the chain affinity wait for this render (gpu_time.affinity_wait_s; None: the setting's)."""
     window_s = math.ceil(settings.comfy_prompt_timeout_s) + WINDOW_MARGIN_S
     ingest_s = CPU_START_TO_CLOSE_S["ingest"] + url_inputs * math.ceil(settings.download_total_s)
     longest = max(window_s, ingest_s, *CPU_START_TO_CLOSE_S.values())
@@ -69,7 +70,8 @@ def timeouts_from_settings(settings, url_inputs: int = 0) -> ActivityTimeouts:
                          f"activity's own time limit), got {settings.activity_schedule_to_close_s}")
     return ActivityTimeouts(heartbeat_s=settings.heartbeat_timeout_s, window_s=window_s,
                             schedule_to_close_s=settings.activity_schedule_to_close_s,
-                            ingest_s=ingest_s, affinity_s=max(0, settings.affinity_wait_s))
+                            ingest_s=ingest_s,
+                            affinity_s=max(0, settings.affinity_wait_s if affinity_s is None else affinity_s))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from . import av_io, visibility as vis
 from .chains import chain_count, frame_rms, plan_cuts, rms_db
 from .fleet import healthy_on_queue, read_fleet
 from .fleet_sim import DISPATCH_S, SimRender, simulate
-from .gpu_time import Prices, WindowTime, default_window_s, dispatch_gap, history, window_kind
+from .gpu_time import Prices, WindowTime, affinity_wait_s, default_window_s, dispatch_gap, history, window_kind
 from .inputs.job import Job
 from .inputs.staging import media_kind, prepare
 from .inputs.sources import vet_url
@@ -214,7 +214,7 @@ def estimate_windows(records: list[dict], settings: Settings, backend: str, spec
     mine = SimRender("new", chains, [t.busy_s for t in times], start_s=CPU_BEFORE_S)
     measured = dispatch_gap(records, kind)
     gap = DISPATCH_S if measured is None else measured
-    simulate(sims + [mine], len(devices), gap, affinity_s=max(0, settings.affinity_wait_s))
+    simulate(sims + [mine], len(devices), gap, affinity_s=affinity_wait_s(settings, backend, spec))
     on = mine.on_worker if live else [windows]
     out: dict = {"window_kind": kind,
                  "gpu_s": round(sum(n * t.gpu_s for n, t in zip(on, times)), 1),

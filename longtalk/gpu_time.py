@@ -27,6 +27,7 @@ with a "/s" suffix (a serverless pool's), for the GPU whose device name contains
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 
 HISTORY = 20  # windows of each kind a worker remembers
@@ -142,3 +143,22 @@ def dispatch_gap(records: list[dict], kind: str) -> float | None:
     pairs = [(t["n"], t["gap_s"]) for r in records for t in [(r.get("timings") or {}).get(kind) or {}]
              if t.get("gap_s") is not None and t.get("n")]
     return sum(n * g for n, g in pairs) / sum(n for n, _ in pairs) if pairs else None
+
+
+# A chain waits for the worker of its previous window (its ComfyUI holds the render's reference)
+# at most this share of a window's expected time. A wait longer than a window never runs out
+# while two chains of one render are pinned to the same worker: they take turns on one GPU while
+# another idles (bench/RESULTS.md, the estimate at 2 workers behind 2 renders).
+AFFINITY_SHARE = 0.5
+
+
+def affinity_wait_s(settings, backend: str, spec) -> int:
+    """Seconds a chain's next window waits for its previous worker: LONGTALK_AFFINITY_WAIT_S, at
+    most AFFINITY_SHARE of the window's expected time (the defaults above), at least 1; 0: off."""
+    if settings.affinity_wait_s <= 0:
+        return 0
+    from .visibility import mode_of
+
+    expected = default_window_s("", backend, mode_of(spec.input_type, spec.person_count), spec.width, spec.height,
+                                spec.window_params.window, settings.timed_window_s).busy_s
+    return max(1, min(int(settings.affinity_wait_s), math.ceil(AFFINITY_SHARE * expected)))

@@ -165,6 +165,19 @@ def test_fair_queue_simulation():
         assert three.done_s == done, (affinity, three.done_s)
 
 
+def test_affinity_wait_is_at_most_half_a_window():
+    """A chain waits for its previous worker at most half a window's expected time: longer, and two
+    chains pinned to one worker would take turns on it while another worker idles."""
+    from longtalk.gpu_time import affinity_wait_s
+    from longtalk.spec import RenderSpec
+
+    spec = RenderSpec(width=832, height=480)
+    assert affinity_wait_s(Settings(timed_window_s=3.0), "timed", spec) == 2  # half of 3 s, rounded up
+    assert affinity_wait_s(Settings(timed_window_s=60.0), "timed", spec) == 10  # the setting's 10 s
+    assert affinity_wait_s(Settings(affinity_wait_s=0), "comfyui", spec) == 0  # off stays off
+    assert affinity_wait_s(Settings(), "preview", spec) == 1  # at least a second
+
+
 def test_prices_and_defaults():
     prices = Prices("4090=0.72, H100=0.0009/s")
     assert prices.for_device("NVIDIA GeForce RTX 4090")[0] == pytest.approx(0.0002)

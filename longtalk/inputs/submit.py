@@ -23,6 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ..activity_options import timeouts_from_settings
+from ..gpu_time import affinity_wait_s
 from ..payloads import RenderRequest, RenderResult, derived_keys
 from ..settings import Settings
 from ..store import ObjectStore
@@ -93,7 +94,8 @@ def render_request(job: Job, staged: dict[str, StagedInput], render_id: str, bac
         spec=job.spec, backend=backend,
         windows_per_run=settings.windows_per_run, parallel_chains=settings.parallel_chains if job.parallel_chains is None else job.parallel_chains,
         gpu_queue=settings.window_queue(job.gpu_pool),
-        timeouts=timeouts_from_settings(settings, url_inputs=len(set(urls.values()))),
+        timeouts=timeouts_from_settings(settings, url_inputs=len(set(urls.values())),
+                                        affinity_s=affinity_wait_s(settings, backend, job.spec)),
         warnings=list(job.warnings) + framing_warnings(job, staged, settings),
     )
 
