@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
@@ -144,6 +145,12 @@ class ObjectStore:
 
     def get_json_or_none(self, key: str):
         return self.get_json(key) if self.exists(key) else None
+
+    def get_json_many(self, keys: list[str]) -> list:
+        """get_json_or_none of each key, in order, 16 at a time (many small objects: a window's
+        meta.json or quality.json for every window of a render)."""
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(self.get_json_or_none, keys))
 
     def download(self, key: str, path: Path | str) -> Path:
         with _storage_errors(f"get {key}"):

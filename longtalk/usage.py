@@ -20,7 +20,6 @@ RunPod forgot before a dispatcher saw it end (404) has no times: `jobs_unreporte
 from __future__ import annotations
 
 import collections
-from concurrent.futures import ThreadPoolExecutor
 
 from .gpu_time import Prices
 from .store import ObjectStore
@@ -28,9 +27,8 @@ from .store import ObjectStore
 
 def actual_usage(store: ObjectStore, meta_keys: list[str], prices: Prices, job_keys: list[str] = (),
                  idle_timeout_s: float = 0.0) -> dict:
-    with ThreadPoolExecutor(max_workers=16) as pool:  # many small objects
-        metas = [m for m in pool.map(store.get_json_or_none, meta_keys) if m and not m.get("copied_from")]
-        jobs = [j for j in pool.map(store.get_json_or_none, job_keys) if j]
+    metas = [m for m in store.get_json_many(meta_keys) if m and not m.get("copied_from")]
+    jobs = [j for j in store.get_json_many(list(job_keys)) if j]
     rows: dict[str, dict] = {}
     if jobs:
         rows["runpod"] = runpod_row([m for m in metas if m.get("job")], jobs, idle_timeout_s)

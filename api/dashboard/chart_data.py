@@ -25,7 +25,6 @@ A finished window's meta.json and quality.json never change: each is read once (
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 
 from cachetools import LRUCache
 
@@ -49,11 +48,6 @@ QUALITY_PANELS = (("delta_e", "colour ΔE, frame", "delta_e", "above: drift"),
                   ("lipsync", "mouth motion ~ speech (r)", "lipsync", "under: note"))
 
 
-def _read_many(store, keys: list[str]) -> list:
-    with ThreadPoolExecutor(max_workers=16) as pool:  # many small objects
-        return list(pool.map(store.get_json_or_none, keys))
-
-
 class Charts:
     def __init__(self, model: ReadModel) -> None:
         self.model = model
@@ -69,7 +63,7 @@ class Charts:
     def metas(self, render_id: str, finished: list[int]) -> dict[int, dict]:
         known = self._metas.setdefault(render_id, {})
         missing = [k for k in finished if k not in known]
-        for k, meta in zip(missing, _read_many(self.store, [window_meta_key(render_id, k) for k in missing])):
+        for k, meta in zip(missing, self.store.get_json_many([window_meta_key(render_id, k) for k in missing])):
             if meta is not None:
                 known[k] = {f: meta.get(f) for f in META_FIELDS}
         return known
@@ -80,7 +74,7 @@ class Charts:
             return doc.get("windows") or []
         known = self._quality.setdefault(render_id, {})
         missing = [k for k in finished if k not in known]
-        for k, q in zip(missing, _read_many(self.store, [window_quality_key(render_id, k) for k in missing])):
+        for k, q in zip(missing, self.store.get_json_many([window_quality_key(render_id, k) for k in missing])):
             if q is not None:
                 known[k] = q
         top = max(known, default=-1)

@@ -115,8 +115,9 @@ async def stream(endpoint_id: str, render_id: str, request: Request):
                            {"status": body["status"], "error": body.get("error")}})
     elif "output" in body:
         out = body["output"]
-        if said != [out["stage"], out["windows_done"], out["windows_total"]]:
-            mark = [out["stage"], out["windows_done"], out["windows_total"]]
+        progress = [out["stage"], out["windows_done"], out["windows_total"]]
+        if said != progress:
+            mark = progress
             chunks.append({"output": out})
     if mark is not None:
         await asyncio.to_thread(store.put_json, cursor_key(render_id, desc.run_id), mark)
