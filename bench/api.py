@@ -80,6 +80,19 @@ def cpu_s(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_split(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process (with its children); "bench" is this one."""
+    out = {name: cpu_s(pid) for name, pid in pids.items() if pid}
+    out["bench"] = sum(os.times()[:2])
+    return out
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    """Where the machine's CPU went in a phase, per request: what the API's share competes with."""
+    parts = [f"{name} {1000 * (after[name] - before[name]) / n:.1f}" for name in before]
+    return "         CPU ms per request: " + ", ".join(parts)
+
+
 def rss_kb(pid: int) -> tuple[int, int]:
     """(RSS now, peak RSS) in kB, summed over the process and its children."""
     now = peak = 0
@@ -104,7 +117,8 @@ async def load(client: httpx.AsyncClient, n: int, clients: int, request) -> tupl
     return latencies, answers, time.perf_counter() - started
 
 
-async def bench(args, base: str, api_pid: int, folder: Path, worker_pid: int | None = None) -> None:
+async def bench(args, base: str, api_pid: int, folder: Path, worker_pid: int | None = None,
+                others: dict[str, int] | None = None) -> None:
     audio = cut_audio(ROOT / "examples" / "speech.ogg", folder / "speech.wav", 1.0, 3.0)
     job = {"input": {"image_path": str(ROOT / "examples" / "portrait.png"), "wav_path": str(audio),
                      "width": 128, "height": 128}}
@@ -119,12 +133,21 @@ async def bench(args, base: str, api_pid: int, folder: Path, worker_pid: int | N
     async with httpx.AsyncClient(base_url=f"{base}/v2/bench", headers={"Authorization": f"Bearer {KEY}"},
                                  timeout=300, limits=httpx.Limits(max_connections=args.clients)) as client:
         await run(client, -1)  # warm-up (imports, first connection)
-        cpu = cpu_s(api_pid)
-        run_ms, answers, run_wall = await load(client, args.runs, args.clients, run)
+        pids = {"api": api_pid, "worker": worker_pid, **(others or {})}
+        cpu, split = cpu_s(api_pid), cpu_split(pids)
+        if args.pause_worker and worker_pid:  # the API and its stores alone, as on a host of their own
+            os.kill(worker_pid, signal.SIGSTOP)
+        try:
+            run_ms, answers, run_wall = await load(client, args.runs, args.clients, run)
+        finally:
+            if args.pause_worker and worker_pid:
+                os.kill(worker_pid, signal.SIGCONT)
         run_cpu = cpu_s(api_pid) - cpu
+        run_split = cpu_line(split, cpu_split(pids), args.runs)
         rss_after_runs = rss_kb(api_pid)
         print(summary("/run", run_ms, run_wall), flush=True)
         print(f"         API process CPU {1000 * run_cpu / args.runs:.1f} ms per request", flush=True)
+        print(run_split, flush=True)
         print(f"         statuses: {sorted(set(answers))}", flush=True)
         more = max(0, args.visibility - len(ids))
         if more:
@@ -137,7 +160,7 @@ async def bench(args, base: str, api_pid: int, folder: Path, worker_pid: int | N
             r = await client.get(f"/status/{random.choice(ids)}")
             r.raise_for_status()
             return r.json()["status"]
-        cpu = cpu_s(api_pid)
+        cpu, split = cpu_s(api_pid), cpu_split(pids)
         if args.pause_worker and worker_pid:  # the /status phase without the worker's CPU use beside it
             os.kill(worker_pid, signal.SIGSTOP)
         try:
@@ -148,6 +171,7 @@ async def bench(args, base: str, api_pid: int, folder: Path, worker_pid: int | N
         status_cpu = cpu_s(api_pid) - cpu
         print(summary("/status", status_ms, status_wall), flush=True)
         print(f"         API process CPU {1000 * status_cpu / args.status:.1f} ms per request", flush=True)
+        print(cpu_line(split, cpu_split(pids), args.status), flush=True)
         print(f"         statuses seen: { {s: states.count(s) for s in set(states)} }", flush=True)
         health_ms = []
         for _ in range(5):
@@ -244,8 +268,8 @@ def main() -> int:
     p.add_argument("--status", type=int, default=200)
     p.add_argument("--processes", type=int, default=1, help="API processes (LONGTALK_API_PROCESSES)")
     p.add_argument("--pause-worker", action="store_true",
-                   help="stop the worker (SIGSTOP) during the /status phase: what /status costs without "
-                        "a busy worker on the same cores")
+                   help="stop the worker (SIGSTOP) during the /run and /status phases: what the API costs "
+                        "without a busy worker on the same cores (a deployment's GPU workers run elsewhere)")
     p.add_argument("--purge", help="N,M,...: queue N renders (no worker), time /purge-queue and the cancels")
     args = p.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="longtalk-bench-api-"))
@@ -277,7 +301,8 @@ def main() -> int:
             return 0
         print(f"one worker (preview), API pid {api.pid()} ({args.processes} process(es)) on {settings.api_address}; "
               f"{os.cpu_count()} CPUs", flush=True)
-        asyncio.run(bench(args, f"http://{settings.api_address}", api.pid(), folder, worker.pid()))
+        asyncio.run(bench(args, f"http://{settings.api_address}", api.pid(), folder, worker.pid(),
+                          {"temporal": procs[0].pid(), "s3": procs[1].pid()}))
     finally:
         for proc in reversed(procs):
             proc.stop()

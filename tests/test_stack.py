@@ -241,3 +241,16 @@ def test_later_commands_keep_the_settings_the_stack_started_with(tmp_path):
             foreground.wait()
         Stack(settings).down()
         files.shutdown()
+
+
+def test_the_embedded_temporal_keeps_its_sqlite_file_in_wal_mode(temporal_server, stack_dir):
+    """The dev server's database in write-ahead-log mode (longtalk.stack.SQLITE_PRAGMAS): read
+    from the file itself, as SQLite records the mode in it, not from the command line."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{stack_dir / 'temporal.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] > 0
+    finally:
+        db.close()

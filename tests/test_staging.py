@@ -156,6 +156,21 @@ def test_keys_are_content_addressed(settings, store, render_id, samples):
     assert len(list(store.list(prefix_of(render_id)))) == 4
 
 
+def test_a_fresh_render_id_uploads_without_asking_first(settings, store, render_id, samples, monkeypatch):
+    """The API's /run makes a new id, so nothing can be stored under it yet: its inputs are put
+    without a HEAD each (a round trip fewer per input), and stored all the same."""
+    looked = []
+    real_size = type(store).size
+    monkeypatch.setattr(type(store), "size", lambda self, key: looked.append(key) or real_size(self, key))
+    job = job_of(settings, image_path=str(samples["still.png"]), wav_path=str(samples["tone.wav"]))
+    staged = stage_inputs(job, store, render_id, settings, fresh=True)
+    assert looked == []
+    assert_staged(store, staged["image"], render_id, samples["still.png"].read_bytes(), "image", ".png")
+    assert_staged(store, staged["audio"], render_id, samples["tone.wav"].read_bytes(), "audio", ".wav")
+    again = stage_inputs(job, store, render_id, settings)  # an id given again (the CLI): looked up first
+    assert again == staged and len(looked) == 2
+
+
 def test_open_source_streams_every_form(settings, samples, server):
     png = samples["still.png"].read_bytes()
     for source in (MediaSource("image", "image_path", "path", str(samples["still.png"])),

@@ -188,10 +188,11 @@ def check_file(key: str, field: str, path: Path | str, settings: Settings) -> Me
 
 
 def _store(store: ObjectStore, render_id: str, item: Prepared, field: str,
-           uploaded: list[str] | None = None) -> StagedInput:
-    """Put a prepared input under its content-addressed key (unless it is there already)."""
+           uploaded: list[str] | None = None, fresh: bool = False) -> StagedInput:
+    """Put a prepared input under its content-addressed key (unless it is there already:
+    never, for a `fresh` render id)."""
     object_key = object_key_for(render_id, field, item.sha256, item.format)
-    if store.size(object_key) != item.size:
+    if fresh or store.size(object_key) != item.size:
         store.put_file(object_key, item.path, content_type=item.format.mime)
         if uploaded is not None:
             uploaded.append(object_key)
@@ -203,11 +204,13 @@ def _store(store: ObjectStore, render_id: str, item: Prepared, field: str,
 # ---- the client: every input of a job ----------------------------------------------------
 
 def stage_inputs(job: Job, store: ObjectStore, render_id: str,
-                 settings: Settings) -> dict[str, StagedInput]:
+                 settings: Settings, fresh: bool = False) -> dict[str, StagedInput]:
     """Stage every source the job uses; keyed by field.
 
     Every path and base64 source is prepared, and every URL checked, before the first upload;
     on any error the objects this call stored are deleted again, then the error is raised.
+    `fresh`: the render id was just made, so nothing is stored under it and an input is put
+    without first asking whether it is there (one S3 round trip fewer per input).
     """
     staged: dict[str, StagedInput] = {}
     uploaded: list[str] = []
@@ -232,7 +235,7 @@ def stage_inputs(job: Job, store: ObjectStore, render_id: str,
             if item is None:
                 staged[source.field] = _stage_url(store, render_id, source, uploaded)
             else:
-                staged[source.field] = _store(store, render_id, item, source.field, uploaded)
+                staged[source.field] = _store(store, render_id, item, source.field, uploaded, fresh)
             first[ident] = staged[source.field]
     except BaseException:
         for key in uploaded:

@@ -192,7 +192,7 @@ async def submit(client: Client, settings: Settings, job: Job, render_id: str, b
     store = store or ObjectStore.from_settings(settings)
     if not fresh:
         await asyncio.to_thread(store.ensure_bucket)
-    staged = await asyncio.to_thread(stage_inputs, job, store, render_id, settings)
+    staged = await asyncio.to_thread(stage_inputs, job, store, render_id, settings, fresh)
     request = render_request(job, staged, render_id, backend, settings)
     await asyncio.to_thread(store.put_json, derived_keys(render_id)["request"],
                             {"params": job.params(), "inputs": request.inputs,
