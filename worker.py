@@ -30,7 +30,7 @@ from activities.cpu import CpuActivities
 from activities.gpu import GpuActivities
 from activities.runpod import RunPodDispatcher
 from longtalk.comfy.config import GraphConfig
-from longtalk import audio, ffmpeg_bin, metrics
+from longtalk import ffmpeg_bin, metrics
 from longtalk.backends import make_backends
 from longtalk.guard import Guard
 from longtalk.build import build_id as compute_build_id
@@ -152,9 +152,6 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
         metrics.serve(settings.metrics_port, settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     roles = worker_roles(settings)
-    # librosa's lazy imports (the CPU role's plan) now, beside the connecting, not in the first
-    # window; a GPU-only worker never uses them (they cost it seconds to a minute at start)
-    warm = asyncio.create_task(asyncio.to_thread(audio.warm_up)) if "cpu" in roles else None
     store = ObjectStore.from_settings(settings)
     await asyncio.to_thread(store.ensure_bucket)
     client = await temporal_connect.connect(settings)
@@ -172,8 +169,6 @@ async def run(settings: Settings, graph_config: GraphConfig) -> None:
         if check is not None and settings.comfy_doctor:
             health.set(f"doctor checks {backend.name}")
             refuse_unless_healthy(backend.name, await check())
-    if warm is not None:
-        await warm
     workers = build_workers(client, settings, store, backends=backends or None, graph_config=graph_config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

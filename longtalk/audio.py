@@ -1,4 +1,4 @@
-"""Audio analysis, on librosa: RMS energy per frame and its dB scale.
+"""Audio analysis: RMS energy per frame and its dB scale, in numpy.
 
 The one place that measures audio; its users are
 - ingest: the loudness of a whole track (`loudness_gain`, over 40 ms blocks, chunk by chunk)
@@ -6,8 +6,12 @@ The one place that measures audio; its users are
 - the preview backend: the mouth opening (RMS per video frame, in dBFS),
 - plan: where the speech pauses (`frame_rms` with overlapping, centred frames).
 
-RMS is `librosa.feature.rms` computed in float64; dB is `librosa.amplitude_to_db` (no
-top_db cut) and back `librosa.db_to_amplitude`.
+The definitions are librosa's (`feature.rms` on a signal, squares and means in float64;
+`amplitude_to_db` with ref 1.0 and no top_db cut; `db_to_amplitude`), and tests/test_audio.py
+checks these functions against librosa itself. They are not called through librosa because
+importing it loads scipy.signal, numba and scikit-learn: 200 MB more resident memory in every
+CPU worker process (bench/run.py ingest: a 4-hour track's ingest peaked at 379 MB with it),
+and about 1 GB of the install, for a mean of squares and a logarithm.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-import librosa
 import numpy as np
 
 from . import av_io
@@ -36,9 +39,12 @@ def frame_rms(y: np.ndarray, frame_length: int, hop_length: int | None = None,
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.floating):
         y = y.astype(np.float64)
-    if not center and y.size < frame_length:
+    if center:
+        y = np.pad(y, frame_length // 2)
+    if y.size < frame_length:
         return np.zeros(0, dtype)
-    return librosa.feature.rms(y=y, frame_length=frame_length, hop_length=hop, center=center, dtype=dtype)[0]
+    frames = np.lib.stride_tricks.sliding_window_view(y, frame_length)[::hop]  # a view: no copy
+    return np.sqrt(np.mean(np.square(frames, dtype=dtype), axis=-1))
 
 
 def block_rms(chunks: Iterable[np.ndarray], block: int) -> np.ndarray:
@@ -66,12 +72,13 @@ def block_rms(chunks: Iterable[np.ndarray], block: int) -> np.ndarray:
 
 def to_db(amplitude: np.ndarray | float) -> np.ndarray:
     """Amplitude (RMS) -> dBFS (full scale = 1.0); silence is SILENCE_DB."""
-    return librosa.amplitude_to_db(np.asarray(amplitude, np.float64), ref=1.0, amin=_AMIN, top_db=None)
+    power = np.square(np.asarray(amplitude, np.float64))
+    return 10.0 * np.log10(np.maximum(_AMIN ** 2, power))
 
 
 def from_db(db: np.ndarray | float) -> np.ndarray | float:
     """dBFS -> amplitude."""
-    return librosa.db_to_amplitude(db, ref=1.0)
+    return np.sqrt(np.power(10.0, 0.1 * np.asarray(db, np.float64)))
 
 
 def loudness_gain(chunks: Iterable[np.ndarray], target_dbfs: float = -20.0, floor_dbfs: float = -50.0,
@@ -121,9 +128,3 @@ def write_normalised_wav16(src: Path | str, dest: Path | str, field: str,
     finally:
         spool.unlink(missing_ok=True)
     return count
-
-
-def warm_up() -> None:
-    """Run one tiny RMS so librosa's lazy imports (scipy.signal among them: seconds on a busy
-    machine) happen now, at process start, not inside the first window's time budget."""
-    frame_rms(np.zeros(2048, np.float32), 512)

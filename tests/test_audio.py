@@ -1,5 +1,6 @@
-"""Audio analysis (longtalk.audio, on librosa): block RMS, dB, loudness normalisation, and
-the normalised WAV ingest stores (streamed, the same bytes as over the track in memory)."""
+"""Audio analysis (longtalk.audio, librosa's definitions in numpy, checked against librosa
+here): block RMS, dB, loudness normalisation, and the normalised WAV ingest stores (streamed,
+the same bytes as over the track in memory)."""
 
 import wave
 from pathlib import Path
@@ -26,7 +27,7 @@ def test_block_rms_is_the_plain_definition_across_any_chunking():
     track = track.astype(np.float32)
     whole = audio.block_rms([track], 640)
     np.testing.assert_allclose(whole, _reference_block_rms(track, 640), rtol=1e-12, atol=0)
-    expected = audio.frame_rms(track, 640)  # librosa, center=False, hop = frame length
+    expected = audio.frame_rms(track, 640)  # center=False, hop = frame length
     assert np.array_equal(whole, expected)
     cuts = np.sort(rng.integers(0, track.size, 40))
     assert np.array_equal(audio.block_rms(np.split(track, cuts), 640), expected)
@@ -39,6 +40,51 @@ def test_block_rms_works_in_bounded_pieces(monkeypatch):
     monkeypatch.setattr(audio, "_PIECE_BLOCKS", 3)  # many pieces per chunk
     track = np.random.default_rng(4).standard_normal(640 * 20 + 5).astype(np.float32)
     assert np.array_equal(audio.block_rms([track[:3000], track[3000:]], 640), audio.frame_rms(track, 640))
+
+
+@pytest.mark.parametrize("frame_length,hop,center", [(640, None, False), (640, 160, True), (400, 160, False),
+                                                     (1024, 256, True), (641, 641, True)])
+def test_frame_rms_is_librosas(frame_length, hop, center):
+    """The same frames (count, padding, centring) and values as librosa.feature.rms."""
+    import librosa
+
+    rng = np.random.default_rng(frame_length + (hop or 0))
+    for n in (frame_length - 1, frame_length, 16_000 + 37):
+        y = (rng.standard_normal(n) * 0.2).astype(np.float32)
+        ours = audio.frame_rms(y, frame_length, hop, center=center)
+        if not center and n < frame_length:
+            assert ours.size == 0
+            continue
+        theirs = librosa.feature.rms(y=y, frame_length=frame_length, hop_length=hop or frame_length,
+                                     center=center, dtype=np.float64)[0]
+        assert ours.shape == theirs.shape and ours.dtype == np.float64
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=0)
+    ints = np.arange(-3000, 3000, 7, dtype=np.int16)  # integers are measured as floats
+    np.testing.assert_allclose(audio.frame_rms(ints, 256), librosa.feature.rms(
+        y=ints.astype(np.float64), frame_length=256, hop_length=256, center=False, dtype=np.float64)[0], rtol=1e-12)
+
+
+def test_db_scale_is_librosas():
+    import librosa
+
+    amplitude = np.concatenate([[0.0, 1e-12, 1e-10, 1e-3, 0.5, 1.0, 2.0], np.random.default_rng(5).uniform(0, 1, 50)])
+    np.testing.assert_allclose(audio.to_db(amplitude), librosa.amplitude_to_db(
+        amplitude, ref=1.0, amin=10 ** (audio.SILENCE_DB / 20), top_db=None), rtol=1e-12, atol=1e-9)
+    db = np.linspace(-120, 6, 64)
+    np.testing.assert_allclose(audio.from_db(db), librosa.db_to_amplitude(db, ref=1.0), rtol=1e-12)
+    assert abs(audio.from_db(-20.0) - librosa.db_to_amplitude(-20.0)) < 1e-15
+
+
+def test_a_cpu_worker_does_not_load_librosa():
+    """Its imports (scipy, numba, scikit-learn) would cost every CPU worker 200 MB."""
+    import subprocess
+    import sys
+
+    code = ("import sys, worker, activities.cpu, longtalk.audio, longtalk.backends.preview, longtalk.quality; "
+            "print(sorted(m for m in ('librosa', 'numba', 'scipy', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=EXAMPLES.parent, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip()
+    assert out == "[]"
 
 
 def test_db_scale():

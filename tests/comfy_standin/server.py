@@ -82,7 +82,6 @@ import cv2
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from longtalk.audio import warm_up
 
 from .nodes import InterruptProcessingException, OutOfMemoryError, Run, run_node
 from .validation import (
@@ -368,7 +367,6 @@ class StandIn:  # noqa: D101 - documented in the module docstring
         self._worker: threading.Thread | None = None
         self._publisher: asyncio.Task | None = None
         self.app = self._make_app()
-        warm_up()  # the preview renderer's librosa imports, before the first prompt's clock runs
 
     # ------------------------------------------------------------------ messaging
 
