@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from temporalio.client import Client
@@ -84,6 +85,12 @@ def create_app(settings: Settings, client: Client | None = None, store: ObjectSt
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The routes' bucket reads run in the loop's default executor (asyncio.to_thread), whose
+        # threads mostly wait on the S3 server. Python's default is cpu_count + 4 threads (6 on 2
+        # cores), and 20 clients' /status calls (2 reads each) queued for them; as many threads
+        # as the store keeps connections.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=ObjectStore.CONNECTIONS, thread_name_prefix="api-io"))
         c = client or await temporal_connect.connect(settings)
         s = store or ObjectStore.from_settings(settings)
         await asyncio.to_thread(s.ensure_bucket)

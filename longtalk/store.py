@@ -23,6 +23,8 @@ from .settings import Settings
 
 
 class ObjectStore:
+    CONNECTIONS = 16  # kept open to the S3 server, per process (threads beyond wait for one)
+
     def __init__(
         self,
         endpoint: str,
@@ -39,7 +41,7 @@ class ObjectStore:
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5, read=60),
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-            maxsize=16,
+            maxsize=self.CONNECTIONS,
         )
         self.endpoint = endpoint
         self.bucket = bucket
