@@ -97,8 +97,8 @@ FAIRNESS_CONFIG = [arg for value in ("matching.useNewMatcher=true", "matching.en
 # The dev server's SQLite file in write-ahead-log mode, still synced at every commit (FULL: a
 # commit survives a power cut, as before). In its default rollback-journal mode every commit
 # wrote and synced a journal, the database and the journal's removal: a render's start cost
-# the server 11 ms of CPU, 7 ms in WAL mode, and the API's /run went from 59 to 88 requests/s
-# on 2 cores (bench/api.py --pause-worker; bench/RESULTS.md).
+# the server 12 ms of CPU, 7.7 ms in WAL mode, and the API's /run went from 53 to 82-88
+# requests/s on 2 cores (bench/api.py --pause-worker; bench/RESULTS.md).
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=full")
 
 
