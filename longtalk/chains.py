@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .audio import frame_rms
 from .windows import WindowParams
 
 # Fewer windows than this per chain are not worth a visible join: with 81/9/25 that is
@@ -85,18 +86,14 @@ def chain_count(requested: int, windows: int, gpus: int | None = None) -> tuple[
 
 
 def frame_db(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
-    """Loudness (dBFS) of each video frame's audio (consecutive 40 ms blocks at 25 fps)."""
-    return rms_db(frame_rms(samples, samples_per_frame))
-
-
-def frame_rms(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
-    """RMS of each video frame's audio (a partial last frame is dropped)."""
-    usable = samples.size // samples_per_frame * samples_per_frame
-    blocks = np.asarray(samples[:usable], np.float32).reshape(-1, samples_per_frame)
-    return np.sqrt(np.mean(np.square(blocks, dtype=np.float64), axis=1))
+    """Loudness (dBFS) of each video frame's audio (consecutive 40 ms blocks at 25 fps; a
+    partial last frame is dropped), on the plan's scale (rms_db)."""
+    return rms_db(frame_rms(np.asarray(samples, np.float32), samples_per_frame))
 
 
 def rms_db(rms: np.ndarray) -> np.ndarray:
+    """The plan's dB scale: floored at -120 dBFS (audio.to_db's floor is -200), so that digital
+    silence and a faint hiss weigh alike when pauses are ranked."""
     return 20.0 * np.log10(np.maximum(rms, 1e-6))
 
 

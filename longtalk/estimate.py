@@ -22,8 +22,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from . import av_io, visibility as vis
-from .chains import chain_count, frame_rms, plan_cuts, rms_db
+from . import audio, av_io, visibility as vis
+from .chains import chain_count, plan_cuts, rms_db
 from .fleet import healthy_on_queue, read_fleet
 from .fleet_sim import DISPATCH_S, SimRender, simulate
 from .gpu_time import Prices, WindowTime, affinity_wait_s, default_window_s, dispatch_gap, history, window_kind
@@ -91,24 +91,11 @@ def measure_speech(job: Job, settings: Settings) -> Speech:
 
 
 def _track(path: str, key: str, settings: Settings, spf: int) -> tuple[int, np.ndarray]:
-    """(samples, every frame's dBFS at ingest's gain) of one track, in one streaming decode."""
-    count, peak, carry, levels = 0, 0.0, np.zeros(0, np.float32), []
-    for chunk in av_io.decode_audio_stream(path, key, settings.max_audio_seconds):
-        count += chunk.size
-        peak = max(peak, float(np.max(np.abs(chunk))) if chunk.size else 0.0)
-        chunk = np.concatenate([carry, chunk]) if carry.size else chunk
-        whole = chunk.size // spf * spf
-        levels.append(frame_rms(chunk[:whole], spf))
-        carry = chunk[whole:]
-    rms = np.concatenate(levels) if levels else np.zeros(0)
-    # ingest's gain (longtalk.audio.loudness_gain: -20 dBFS over the 40 ms blocks above -50 dBFS,
-    # no clipping), here in numpy: that one loads librosa (seconds and 200 MB in the API's
-    # process); its blocks are the frames at 25 fps, elsewhere the frames stand in for them
-    active = rms[rms_db(rms) > -50.0]
-    gain = 1.0
-    if active.size:
-        gain = min(10 ** (-20.0 / 20) / float(np.sqrt(np.mean(active ** 2))), 0.99 / (peak or 1.0))
-    return count, rms_db(rms * gain)
+    """(samples, every frame's dBFS at ingest's gain) of one track, in one streaming decode.
+    Ingest measures its gain over 40 ms blocks: the frames at 25 fps; at other rates the frames
+    stand in for them."""
+    rms, peak, count = audio.measure(av_io.decode_audio_stream(path, key, settings.max_audio_seconds), spf)
+    return count, rms_db(rms * audio.gain_for(rms, peak))
 
 
 @dataclass
