@@ -25,7 +25,7 @@ from longtalk.visibility import OWNER, OWNER_KEY, RETRIES_KEY
 from workflows.purge import TIME_FORMAT, PurgeInput, PurgeQueue, purge_workflow_id
 from workflows.render import RenderVideo, chain_workflow_id
 
-from longtalk.progress import WAITING  # noqa: E402
+from longtalk.progress import WAITING, eta_s  # noqa: E402
 from longtalk.visibility import IN_PROGRESS, IN_QUEUE, QUEUED_WHERE  # noqa: E402
 
 COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
@@ -66,8 +66,7 @@ def visible_progress(render_id: str, desc, gpu_started_at: str | None, now: date
     elapsed = (now - desc.start_time).total_seconds() if desc.start_time else 0.0
     eta = None
     if stage == "render" and gpu_started_at and 0 < done < total:
-        busy = (now - datetime.fromisoformat(gpu_started_at)).total_seconds()
-        eta = round(max(0.0, busy) / done * (total - done), 1)
+        eta = eta_s((now - datetime.fromisoformat(gpu_started_at)).total_seconds(), done, total)
     return {"render_id": render_id, "stage": stage, "windows_done": done, "windows_total": total,
             "elapsed_s": round(max(0.0, elapsed), 3), "eta_s": eta}
 

@@ -25,6 +25,13 @@ WAITING = "waiting"  # planned; no GPU has begun a window yet
 RENDERING = ("render", WAITING)  # the stages in which windows finish
 
 
+def eta_s(busy_s: float, done: int, total: int) -> float:
+    """Seconds left for the `total - done` windows still to render, at the rate the `done`
+    windows took in the `busy_s` seconds since a GPU began. The `progress` query and the API's
+    /status (from visibility, without a worker) both answer with it."""
+    return round(max(0.0, busy_s) / max(1, done) * (total - done), 1)
+
+
 @dataclass
 class RenderProgress:
     render_id: str = ""
@@ -96,14 +103,18 @@ class RenderProgress:
             return f"{self.stage.capitalize()}, with {done} of {total} windows done."
         return f"{self.stage.capitalize()}: preparing the inputs."
 
+    def gpu_began(self) -> datetime | None:
+        """When a GPU began the first window: its own word (the gpu_started signal), else
+        the first finished window's start; None before either."""
+        return datetime.fromisoformat(self.gpu_started_at) if self.gpu_started_at else self.gpu_started
+
     def queued_s(self, workflow_start: datetime) -> float | None:
         """From the workflow's start to the first GPU work (RunPod's delayTime), if known."""
-        if self.gpu_started_at:
-            began = datetime.fromisoformat(self.gpu_started_at)
-        elif self.gpu_started is not None:
-            began, workflow_start = self.gpu_started, self.started or workflow_start
-        else:
+        began = self.gpu_began()
+        if began is None:
             return None
+        if not self.gpu_started_at:  # the window's own start is on the workflow's clock
+            workflow_start = self.started or workflow_start
         return round(max(0.0, (began - workflow_start).total_seconds()), 3)
 
     def rendering(self) -> list[int]:
@@ -121,15 +132,15 @@ class RenderProgress:
         """The `progress` query's answer."""
         elapsed = (now - self.started).total_seconds() if self.started else 0.0
         eta = None
-        if self.stage == "render" and self.render_started and self.rendered:
-            per_window = (now - self.render_started).total_seconds() / max(1, len(self.done))
-            eta = (self.total - len(self.done)) * per_window
-        elif self.stage in ("stitch", "publish", "done"):
-            eta = 0.0 if self.stage == "done" else None
+        began = self.gpu_began() or self.render_started
+        if self.stage == "render" and began and self.rendered:
+            eta = eta_s((now - began).total_seconds(), len(self.done), self.total)
+        elif self.stage == "done":
+            eta = 0.0
         return Progress(
             render_id=self.render_id, stage=self.stage, windows_done=len(self.done), windows_total=self.total,
             current_window=self.current if self.stage == "render" else None,
-            elapsed_s=round(elapsed, 3), eta_s=None if eta is None else round(eta, 1),
+            elapsed_s=round(elapsed, 3), eta_s=eta,
             windows_rendered=self.rendered, windows_finished=sorted(self.done),
             chains=[list(c) for c in self.chains], rendering=self.rendering(),
             windows_detail=[self.details[k] for k in sorted(self.details)],

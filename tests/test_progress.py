@@ -8,7 +8,7 @@ import pytest
 
 from longtalk import visibility as vis
 from longtalk.payloads import WindowDone
-from longtalk.progress import WAITING, RenderProgress
+from longtalk.progress import WAITING, RenderProgress, eta_s
 from workflows.render import chain_index, chain_workflow_id
 
 T0 = datetime(2026, 12, 6, 17, 30, tzinfo=timezone.utc)
@@ -74,11 +74,14 @@ def test_snapshot_sentence_and_queue_time():
     p.windows_finished(done(0, 2), T0 + timedelta(seconds=10))
     snap = p.snapshot(T0 + timedelta(seconds=20))
     assert (snap.windows_done, snap.windows_total, snap.rendering, snap.elapsed_s) == (2, 4, [1, 3], 20.0)
-    assert snap.eta_s == 20.0  # 10 s per window so far, two to go
+    # the rate since a GPU began (the first finished window started at T0 + 8 s): 6 s per
+    # window, two to go; the API's /status says the same from visibility (api.service)
+    assert snap.eta_s == 12.0 == eta_s(12.0, 2, 4)
     assert p.sentence() == "Rendering: 2 of 4 windows done (2 rendered by this run)."
     assert p.queued_s(T0) == 8.0  # the first finished window began 2 s before it was reported
     p.gpu_started_at = (T0 + timedelta(seconds=3)).isoformat()
     assert p.queued_s(T0) == 3.0  # the GPU's own word wins
+    assert p.snapshot(T0 + timedelta(seconds=20)).eta_s == 17.0  # for the ETA too: 8.5 s per window
     p.stage = "done"
     assert p.snapshot(T0).eta_s == 0.0 and p.rendering() == []
 

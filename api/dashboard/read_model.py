@@ -27,6 +27,7 @@ from longtalk import outcome as render_texts
 from longtalk.errors import HttpError
 from longtalk.fleet import read_fleet
 from longtalk.payloads import Progress, derived_keys, output_key
+from longtalk.progress import eta_s
 from longtalk.settings import Settings
 from longtalk.visibility import (
     BACKEND_KEY, BASE, BASE_KEY, CANCELLED, IN_QUEUE, LABELS, LABELS_KEY, MODE_KEY, NAME, NAME_KEY, OWNER, OWNER_KEY,
@@ -157,7 +158,8 @@ class ReadModel:
                               "timed_out": "failed"}.get(status)
         eta = None
         if status == "running" and done and total and elapsed:
-            eta = elapsed / done * (total - done)  # rough: the queue time counts too
+            began = memo.get("gpu_started_at")  # the rate since a GPU began, as /status gives it
+            eta = eta_s((now - datetime.fromisoformat(began)).total_seconds() if began else elapsed, done, total)
         thumb = None
         if done or status == "completed":  # the count in the URL: a new picture as windows finish
             thumb = f"/dashboard/api/renders/{w.id}/thumb?done={done or 0}"
