@@ -80,6 +80,15 @@ def cpu_s(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def pause(pid: int, stop: bool) -> None:
+    """Stop (SIGSTOP) or continue the process and its children: the worker's ffmpeg too."""
+    for p in family(pid):
+        try:
+            os.kill(p, signal.SIGSTOP if stop else signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
 def cpu_split(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of each named process (with its children); "bench" is this one."""
     out = {name: cpu_s(pid) for name, pid in pids.items() if pid}
@@ -136,12 +145,12 @@ async def bench(args, base: str, api_pid: int, folder: Path, worker_pid: int | N
         pids = {"api": api_pid, "worker": worker_pid, **(others or {})}
         cpu, split = cpu_s(api_pid), cpu_split(pids)
         if args.pause_worker and worker_pid:  # the API and its stores alone, as on a host of their own
-            os.kill(worker_pid, signal.SIGSTOP)
+            pause(worker_pid, True)
         try:
             run_ms, answers, run_wall = await load(client, args.runs, args.clients, run)
         finally:
             if args.pause_worker and worker_pid:
-                os.kill(worker_pid, signal.SIGCONT)
+                pause(worker_pid, False)
         run_cpu = cpu_s(api_pid) - cpu
         run_split = cpu_line(split, cpu_split(pids), args.runs)
         rss_after_runs = rss_kb(api_pid)
@@ -162,12 +171,12 @@ async def bench(args, base: str, api_pid: int, folder: Path, worker_pid: int | N
             return r.json()["status"]
         cpu, split = cpu_s(api_pid), cpu_split(pids)
         if args.pause_worker and worker_pid:  # the /status phase without the worker's CPU use beside it
-            os.kill(worker_pid, signal.SIGSTOP)
+            pause(worker_pid, True)
         try:
             status_ms, states, status_wall = await load(client, args.status, 20, status)
         finally:
             if args.pause_worker and worker_pid:
-                os.kill(worker_pid, signal.SIGCONT)
+                pause(worker_pid, False)
         status_cpu = cpu_s(api_pid) - cpu
         print(summary("/status", status_ms, status_wall), flush=True)
         print(f"         API process CPU {1000 * status_cpu / args.status:.1f} ms per request", flush=True)

@@ -25,7 +25,8 @@ async def _finished(temporal_client, settings, media, tmp_path, render_id, **ext
 
 async def test_rerender_two_windows_through_starter(workers, temporal_client, settings, store, backend, media,
                                                     tmp_path, render_id):
-    base = await _finished(temporal_client, settings, media, tmp_path, render_id)
+    base = await _finished(temporal_client, settings, media, tmp_path, render_id,
+                           name="Episode 12", labels=["team-a", "lang:en"])
     n, total = base["windows"], base["frames"]
     assert n >= 3
     base_bytes = store.get_bytes(output_key(render_id))
@@ -48,6 +49,12 @@ async def test_rerender_two_windows_through_starter(workers, temporal_client, se
     desc = await temporal_client.get_workflow_handle(new_id).describe()
     assert desc.typed_search_attributes.get(vis.BASE_KEY) == render_id
     assert "Re-render of" in (await desc.static_summary())
+    # the new version keeps the base's name and labels, with its own prompt in the memo
+    assert desc.typed_search_attributes.get(vis.NAME_KEY) == "Episode 12"
+    assert desc.typed_search_attributes.get(vis.LABELS_KEY) == ["team-a", "lang:en"]
+    memo = await desc.memo()
+    assert (memo["name"], memo["labels"], memo["prompt"]) == ("Episode 12", ["team-a", "lang:en"],
+                                                             "A person is talking, smiling")
     # window 0 of the new version is the base's window 0, frame for frame
     a = av_io.read_frames(out, [0, 5])
     b_path = tmp_path / "base.mp4"

@@ -29,6 +29,7 @@ from ..store import ObjectStore
 from .. import visibility as vis
 from .job import RENDER_ID_MAX
 from .submit import start
+from .tags import tag_attributes, tag_memo
 
 MAX_PROMPT = 4000
 
@@ -134,7 +135,14 @@ async def start_rerender(client: Client, settings: Settings, store: ObjectStore,
     # versions count from the first render: a re-render of base.v2 is base.v3
     root = _desc.typed_search_attributes.get(vis.BASE_KEY) or base
     render_id = await next_version_id(client, root)
+    # the new version keeps the base's name and labels (how an operator finds it again) and
+    # shows its own prompt in the dashboard's list
+    base_memo = await _desc.memo()
+    name, labels = base_memo.get("name"), base_memo.get("labels") or ()
+    memo = {**tag_memo(name, labels, spec.prompt), **(memo or {})}
     pairs = [p for p in (search_attributes or TypedSearchAttributes.empty) if p.key.name != vis.BASE]
+    given = {p.key.name for p in pairs}
+    pairs += [p for p in tag_attributes(name, labels) if p.key.name not in given]
     search_attributes = TypedSearchAttributes([*pairs, SearchAttributePair(vis.BASE_KEY, root)])
     new = dataclasses.replace(request, render_id=render_id, spec=spec, base=base,
                               rerender_first=preview.first, rerender_last=preview.last)
