@@ -9,9 +9,9 @@ The one place that measures audio; its users are
 The definitions are librosa's (`feature.rms` on a signal, squares and means in float64;
 `amplitude_to_db` with ref 1.0 and no top_db cut; `db_to_amplitude`), and tests/test_audio.py
 checks these functions against librosa itself. They are not called through librosa because
-importing it loads scipy.signal, numba and scikit-learn: 200 MB more resident memory in every
-CPU worker process (bench/run.py ingest: a 4-hour track's ingest peaked at 379 MB with it),
-and about 1 GB of the install, for a mean of squares and a logarithm.
+importing it loads scipy.signal, numba and scikit-learn: 238 MB more resident memory in every
+CPU worker process (bench/run.py ingest: a 4-hour track's ingest peaked at 379 MB with it, 138
+without), and 420 MB of the install, for a mean of squares and a logarithm.
 """
 
 from __future__ import annotations
