@@ -11,7 +11,8 @@ the measuring is longtalk.quality's. Here:
   attempts an earlier try recorded in its own quality.json;
 - `render`: render, measure, and render again with the next seed (spec.seed_for(k, redo))
   while a hard failure remains and retries are left; quality.json is stored after every
-  attempt, so a retried activity (or RunPod job) goes on from the recorded redo;
+  attempt (the last one with the kept attempt chosen), so a retried activity (or RunPod job)
+  goes on from the recorded redo;
 - `meta_quality`: the verdict meta.json carries.
 """
 
@@ -85,9 +86,9 @@ class GuardedWindow:
             if kept is None or quality_guard.best([kept[0], index], recorded) == index:
                 kept = (index, frames)
             state["quality"] = [{"redo": r["redo"], "hard": r["verdict"]["hard"]} for r in recorded]
-            await asyncio.to_thread(store.put_json, key, quality_guard.window_doc(w, anchor, recorded, None))
             if not quality_guard.more(recorded, retries):
-                break
+                break  # the final record below holds this attempt too
+            await asyncio.to_thread(store.put_json, key, quality_guard.window_doc(w, anchor, recorded, None))
             metrics.WINDOW_FAILURES.labels(ctx.backend, "quality:" + "+".join(recorded[-1]["verdict"]["hard"])).inc()
             redo = max(r["redo"] for r in recorded) + 1
         doc = quality_guard.window_doc(w, anchor, recorded, kept[0])
