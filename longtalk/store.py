@@ -146,12 +146,15 @@ class ObjectStore:
         return json.loads(self.get_bytes(key))
 
     def get_json_or_none(self, key: str):
+        # a HEAD first, not one GET: the embedded S3 server (rclone) answers a missing object's
+        # GET with a text/xml error body, which minio-py does not parse as NoSuchKey
         return self.get_json(key) if self.exists(key) else None
 
     def get_json_many(self, keys: list[str]) -> list:
-        """get_json_or_none of each key, in order, 16 at a time (many small objects: a window's
-        meta.json or quality.json for every window of a render)."""
-        with ThreadPoolExecutor(max_workers=16) as pool:
+        """get_json_or_none of each key, in order, as many at a time as the store keeps
+        connections (many small objects: a window's meta.json or quality.json for every window
+        of a render)."""
+        with ThreadPoolExecutor(max_workers=self.CONNECTIONS) as pool:
             return list(pool.map(self.get_json_or_none, keys))
 
     def download(self, key: str, path: Path | str) -> Path:
