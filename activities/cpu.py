@@ -353,8 +353,9 @@ class CpuActivities:
         """Where a chain begins (plan.json's cuts) or re-anchors (the quality guard started a
         window from the reference again), dissolve the previous window's last frames into the
         new start's first frame, inside the pause (longtalk.chains): the previous window's clip
-        is decoded and encoded again with the clips' own settings. Joins without a pause, or with blending off, are left as they are. The
-        plan records the re-anchors beside its cuts."""
+        is decoded and encoded again with the clips' own settings. Joins without a pause, or
+        with blending off, are left as they are. The plan records the re-anchors beside its
+        cuts."""
         keys = derived_keys(inp.render_id)
         plan = self.store.get_json_or_none(keys["plan"]) or {}
         if reanchors and plan and plan.get("reanchors") != reanchors:

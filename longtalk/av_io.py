@@ -41,7 +41,7 @@ from .windows import MODEL_SAMPLE_RATE
 # play (the live preview sends them as they are); lossless would not be.
 CLIP_CODEC_OPTIONS = {"preset": "veryfast", "crf": "10", "x264-params": "keyint=250:min-keyint=25"}
 # The output's video: one stream, as the clips were encoded before (crf 18).
-OUTPUT_CODEC_OPTIONS = {"preset": "veryfast", "crf": "18", "x264-params": "keyint=250:min-keyint=25"}
+OUTPUT_CODEC_OPTIONS = {**CLIP_CODEC_OPTIONS, "crf": "18"}
 
 
 # ---- audio ---------------------------------------------------------------------------
@@ -339,9 +339,9 @@ def probe(path: Path | str) -> dict:
 
 # ---- whole-file steps (ffmpeg) ------------------------------------------------------
 
-def _joined(clips: list[Path], workdir: Path):
+def joined(clips: list[Path], workdir: Path):
     """The clips one after the other as one ffmpeg input (the concat demuxer: it reads them in
-    turn, so memory stays flat however long the render)."""
+    turn, so memory stays flat however long the render); its listing is workdir/clips.txt."""
     listing = workdir / "clips.txt"
     listing.write_text("".join(f"file '{p.resolve()}'\n" for p in clips))
     return ffmpeg.input(str(listing), format="concat", safe=0)
@@ -353,7 +353,7 @@ OUTPUT_VIDEO = {"vcodec": "libx264", "pix_fmt": "yuv420p", "fps_mode": "passthro
 
 def concat_clips(clips: list[Path], dst: Path | str, workdir: Path) -> None:
     """Join the window clips into one H.264 stream, encoded once."""
-    stream = _joined(clips, workdir).output(str(dst), movflags="+faststart", an=None, **OUTPUT_VIDEO)
+    stream = joined(clips, workdir).output(str(dst), movflags="+faststart", an=None, **OUTPUT_VIDEO)
     run_ffmpeg(stream.overwrite_output())
 
 
@@ -401,7 +401,7 @@ def concat_clips_with_audio(clips: list[Path], audio: Path | str, dst: Path | st
     """The window clips joined into one H.264 stream (encoded once) and the encoded audio
     (`encode_final_audio`) added by stream copy, in one ffmpeg pass: the finished output
     without the stitched video ever being stored, fetched and rewritten."""
-    v = _joined(clips, workdir)
+    v = joined(clips, workdir)
     a = ffmpeg.input(str(audio))
     out = ffmpeg.output(v.video, a.audio, str(dst), acodec="copy", movflags="+faststart", t=f"{frames / fps:.6f}",
                         **OUTPUT_VIDEO)

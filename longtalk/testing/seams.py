@@ -68,9 +68,4 @@ def measure(frames: np.ndarray, starts: list[int]) -> dict:
 def copy_join(clips: list[Path], dst: Path, work: Path) -> None:
     """The clips joined by stream copy, as stitch joined them before it encoded the output's
     stream once (the baseline of the seam pop)."""
-    import ffmpeg
-
-    listing = work / "copied.txt"
-    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in clips))
-    av_io.run_ffmpeg(ffmpeg.input(str(listing), format="concat", safe=0).output(str(dst), c="copy", an=None)
-                     .overwrite_output())
+    av_io.run_ffmpeg(av_io.joined(clips, work).output(str(dst), c="copy", an=None).overwrite_output())

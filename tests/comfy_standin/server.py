@@ -82,7 +82,6 @@ import cv2
 import numpy as np
 from aiohttp import WSMsgType, web
 
-
 from .nodes import InterruptProcessingException, OutOfMemoryError, Run, run_node
 from .validation import (
     FILE_LIST_INPUTS,
